@@ -1,0 +1,453 @@
+//! Command-line interface: argument parsing, logging, progress and printing. No experiment logic here.
+//!
+//! Exit codes: 0 ok; 1 a check failed (`verify`, `reproduce`); 2 a usage or input error.
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+use hsx::ledger::verify::{verify_file, VerifyOptions};
+use hsx::ledger::{keys, Roots, SigningKeyFile, TrustedKeys};
+use hsx::pipeline::{self, Progress, RunOptions};
+
+/// hsx — does synthetic data from a clean human seed recover the quality lost to AI-contaminated
+/// training data? Runs the CosmosQA / flan-t5 + LoRA experiment as a signed, reproducible artifact.
+#[derive(Debug, Parser)]
+#[command(name = "hsx", version, propagate_version = true)]
+pub struct Cli {
+    /// Machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the experiment stage by stage, recording each stage as a signed ledger entry. Re-running on
+    /// an existing ledger resumes: stages whose inputs, parameters and code are unchanged are skipped.
+    Run(RunArgs),
+    /// Re-run every recorded stage from a ledger into a fresh directory and compare the outputs.
+    Reproduce(ReproduceArgs),
+    /// Audit a ledger: format, hash chain, signatures, trusted signers, config hashes, recorded files.
+    Verify(VerifyArgs),
+    /// Render REPORT.md from the ledger's entries alone.
+    Report(ReportArgs),
+    /// Create an ed25519 signing key (mode 0600, outside the repository) and print its public key.
+    Keygen(KeygenArgs),
+    /// Score predictions against references: EM, token F1, ROUGE-1/2/L, BERTScore, with 95% CIs.
+    Score(ScoreArgs),
+    /// Generate text with a T5 model (greedy or seeded sampling), optionally with a LoRA adapter.
+    Generate(GenerateArgs),
+    /// Sentence embeddings (all-MiniLM-L6-v2 by default), one per input text.
+    Embed(EmbedArgs),
+    /// Train a LoRA adapter with the seed's recipe on {"input","target"} JSONL.
+    Train(TrainArgs),
+    /// CosmosQA data: download the official files, or print statistics of a file.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment config (TOML), e.g. configs/tiny.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Ledger file to create or resume, e.g. ledger/exp-42.json.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// Signing key (default: $HSX_SIGNING_KEY, else the key `hsx keygen` writes).
+    #[arg(long, env = "HSX_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+    /// Directory holding cosmosqa/valid.csv etc., read in place (an offline mirror).
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
+    /// Force re-running from this stage on.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Run only this stage.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The ledger to reproduce.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// Fresh run directory for the re-run (never the original).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Re-run from this stage on.
+    #[arg(long)]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The ledger to audit.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// Accept only signers listed here (format of ledger/trusted_keys).
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
+    /// Fail when a recorded artifact is missing (by default missing files are reported, not failed).
+    #[arg(long)]
+    pub require_artifacts: bool,
+    /// Directory holding cosmosqa/<files>, to check recorded data inputs.
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub ledger: PathBuf,
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    #[arg(long, default_value = "report/REPORT.md")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (default: $XDG_CONFIG_HOME/hsx/signing_key.pem).
+    #[arg(long, env = "HSX_SIGNING_KEY")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing key.
+    #[arg(long)]
+    pub force: bool,
+    /// Do nothing (exit 0) when the key already exists; print its public key.
+    #[arg(long, conflicts_with = "force")]
+    pub if_missing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Predictions: JSONL of {"id", "text"}.
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// References: JSONL of {"id", "text"}.
+    #[arg(long = "ref")]
+    pub reference: PathBuf,
+    /// Comma-separated: em,f1,rouge,bertscore.
+    #[arg(long, default_value = "em,f1,rouge,bertscore")]
+    pub metrics: String,
+    /// Porter-stem tokens for ROUGE, as rouge-score's use_stemmer=True.
+    #[arg(long)]
+    pub stemmer: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// HF-format T5 directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// PEFT-format LoRA adapter directory.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// cpu, cuda, or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// JSONL with an "input" field per line, instead of TEXT arguments.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    pub text: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// BERT-architecture HF directory (default: the bootstrap's all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    pub text: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub train: PathBuf,
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download the official CosmosQA files (train.csv, valid.csv) and check their hashes.
+    Fetch {
+        /// Target directory.
+        #[arg(long, default_value = "data/cosmosqa")]
+        dir: PathBuf,
+        /// Files to fetch.
+        #[arg(long, value_delimiter = ',', default_value = "train.csv,valid.csv")]
+        files: Vec<String>,
+        /// Where to download from (default: the authors' repository at a pinned commit).
+        #[arg(long, default_value = hsx::data::fetch::OFFICIAL_BASE_URL)]
+        base_url: String,
+    },
+    /// Print statistics (examples, unique questions/contexts, word lengths) of CosmosQA files.
+    Stats {
+        /// Skip invalid rows (and count them) instead of failing on the first.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// .csv or .jsonl files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn not_implemented(what: &str) -> Result<u8> {
+    Err(Exit(2, format!("`hsx {what}` is not implemented yet in this build; see the README for what each stage provides")).into())
+}
+
+pub fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HSX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs one command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Run(a) => cmd_run(&cli, a),
+        Command::Verify(a) => cmd_verify(&cli, a),
+        Command::Keygen(a) => cmd_keygen(&cli, a),
+        Command::Data(d) => cmd_data(&cli, d),
+        Command::Reproduce(_) => not_implemented("reproduce"),
+        Command::Report(_) => not_implemented("report"),
+        Command::Score(_) => not_implemented("score"),
+        Command::Generate(_) => not_implemented("generate"),
+        Command::Embed(_) => not_implemented("embed"),
+        Command::Train(_) => not_implemented("train"),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+struct CliProgress {
+    json: bool,
+    quiet: bool,
+}
+
+impl Progress for CliProgress {
+    fn stage_started(&self, stage: &str) {
+        if self.json {
+            print_json(&json!({"event": "stage_started", "stage": stage}));
+        } else if !self.quiet {
+            eprintln!("[{stage}] running");
+        }
+    }
+    fn stage_skipped(&self, stage: &str, reason: &str) {
+        if self.json {
+            print_json(&json!({"event": "stage_skipped", "stage": stage, "reason": reason}));
+        } else if !self.quiet {
+            eprintln!("[{stage}] skipped: {reason}");
+        }
+    }
+    fn stage_finished(&self, stage: &str, entry: &hsx::ledger::Entry) {
+        if self.json {
+            print_json(&json!({"event": "stage_finished", "stage": stage, "seq": entry.seq, "hash": entry.hash}));
+        } else if !self.quiet {
+            eprintln!("[{stage}] recorded as entry {} ({})", entry.seq, &entry.hash[..12]);
+        }
+    }
+    fn note(&self, message: &str) {
+        if self.json {
+            print_json(&json!({"event": "note", "message": message}));
+        } else if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+}
+
+fn cwd() -> Result<PathBuf> {
+    std::env::current_dir().context("cannot read the current directory")
+}
+
+fn cmd_run(cli: &Cli, a: &RunArgs) -> Result<u8> {
+    let opts = RunOptions {
+        config_path: a.config.clone(),
+        ledger_path: a.ledger.clone(),
+        key_path: a.key.clone().unwrap_or_else(keys::default_key_path),
+        workspace: cwd()?,
+        data_mirror: a.data_mirror.clone(),
+        only: a.only.clone(),
+        from: a.from.clone(),
+    };
+    let progress = CliProgress { json: cli.json, quiet: cli.quiet };
+    let summary = pipeline::run(&opts, &progress).map_err(|e| Exit(2, format!("{e:#}")))?;
+    if cli.json {
+        print_json(&json!({"event": "summary", "summary": summary}));
+    } else if !cli.quiet {
+        let pending: Vec<&str> =
+            summary.stages.iter().filter(|s| s.status == "pending").map(|s| s.stage.as_str()).collect();
+        let done: Vec<String> = summary
+            .stages
+            .iter()
+            .filter(|s| s.status != "pending")
+            .map(|s| format!("{} ({})", s.stage, s.status))
+            .collect();
+        println!("ledger {}: {}", summary.ledger, done.join(", "));
+        println!("run directory: {}", summary.run_dir);
+        if !pending.is_empty() {
+            println!("stages not built yet in this hsx: {}", pending.join(", "));
+        }
+    }
+    Ok(0)
+}
+
+/// Roots for verifying a ledger found at `ledger_path`, run from the current directory.
+fn verify_roots(ledger_path: &Path, mirror: Option<&Path>) -> Result<Roots> {
+    let ws = cwd()?;
+    // Only what is needed to place the roots: the header's run_dir and the last entry's data.dir.
+    let raw = hsx::ledger::store::read_raw(ledger_path).map_err(|e| Exit(2, e.to_string()))?;
+    let run_dir = raw.pointer("/header/run_dir").and_then(|v| v.as_str()).map(str::to_owned);
+    let data_dir = raw
+        .pointer("/entries")
+        .and_then(|e| e.as_array())
+        .and_then(|e| e.last())
+        .and_then(|e| e.pointer("/config/data/dir"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("data/cosmosqa")
+        .to_owned();
+    let safe = |p: &str| hsx::ledger::files::check_relative(p).is_ok();
+    Ok(Roots {
+        run: run_dir.filter(|r| safe(r)).map(|r| ws.join(r)),
+        data: if safe(&data_dir) || mirror.is_some() { Some(pipeline::data_root(&ws, mirror, &data_dir)) } else { None },
+        workspace: Some(ws),
+    })
+}
+
+fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
+    let trusted = match &a.trusted_keys {
+        Some(p) => Some(TrustedKeys::load(p).map_err(|e| Exit(2, e.to_string()))?),
+        None => None,
+    };
+    let roots = verify_roots(&a.ledger, a.data_mirror.as_deref())?;
+    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts };
+    let report = verify_file(&a.ledger, &roots, &opts).map_err(|e| Exit(2, e.to_string()))?;
+    if cli.json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        for e in &report.entries {
+            let seq = e.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            let stage = e.stage.clone().unwrap_or_else(|| "?".into());
+            let detail = match (&e.failure, e.missing.len()) {
+                (Some(f), _) => format!("FAILED {f}"),
+                (None, 0) => "ok".into(),
+                (None, n) => format!("ok, {n} artifact(s) missing: {}", e.missing.join(", ")),
+            };
+            println!("{seq:>4}  {stage:<14} {detail}");
+        }
+        match &report.first_failure {
+            None => println!(
+                "verified {} entries of {}: format, chain, signatures{}, config hashes, {} recorded files ({} missing)",
+                report.entries.len(),
+                report.ledger,
+                if a.trusted_keys.is_some() { ", trusted signer" } else { "" },
+                report.checked_artifacts,
+                report.missing_artifacts
+            ),
+            Some(f) => println!("verification FAILED: {f}"),
+        }
+    }
+    Ok(if report.ok { 0 } else { 1 })
+}
+
+fn cmd_keygen(cli: &Cli, a: &KeygenArgs) -> Result<u8> {
+    let path = a.out.clone().unwrap_or_else(keys::default_key_path);
+    let (key, created) = if a.if_missing && path.exists() {
+        (SigningKeyFile::load(&path).map_err(|e| Exit(2, e.to_string()))?, false)
+    } else {
+        (SigningKeyFile::generate(&path, a.force).map_err(|e| Exit(2, e.to_string()))?, true)
+    };
+    let s = key.signer();
+    if cli.json {
+        print_json(&json!({"path": path, "created": created, "key_id": s.key_id, "public_key": s.public_key,
+                           "trusted_keys_line": TrustedKeys::line_for(&s)}));
+    } else if !cli.quiet {
+        println!("{} signing key {}", if created { "created" } else { "existing" }, path.display());
+        println!("key id:     {}", s.key_id);
+        println!("public key: {}", s.public_key);
+        println!("trusted_keys line:\n{}", TrustedKeys::line_for(&s));
+    }
+    Ok(0)
+}
+
+fn cmd_data(cli: &Cli, d: &DataCommand) -> Result<u8> {
+    match d {
+        DataCommand::Fetch { dir, files, base_url } => {
+            let got = hsx::data::fetch::fetch(base_url, files, dir).map_err(|e| Exit(2, e.to_string()))?;
+            if cli.json {
+                print_json(&serde_json::to_value(&got)?);
+            } else {
+                for f in got {
+                    let check = if f.verified_known_hash { "matches the official hash" } else { "no known hash to check" };
+                    println!("{}: {} bytes, sha256 {} ({check})", f.path.display(), f.bytes, f.sha256);
+                }
+            }
+            Ok(0)
+        }
+        DataCommand::Stats { skip_invalid, files } => {
+            let opts = hsx::data::ReadOptions { skip_invalid: *skip_invalid, ..Default::default() };
+            let mut out = serde_json::Map::new();
+            for f in files {
+                let r = hsx::data::read_file(f, &opts).map_err(|e| Exit(2, e.to_string()))?;
+                let st = hsx::data::stats::split_stats(&r.examples);
+                out.insert(f.display().to_string(), json!({"rows": r.rows, "skipped": r.skipped, "stats": st}));
+            }
+            if cli.json {
+                print_json(&serde_json::Value::Object(out));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(out))?);
+            }
+            Ok(0)
+        }
+    }
+}

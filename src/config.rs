@@ -1,0 +1,699 @@
+//! Typed experiment configuration: TOML ⇄ serde structs, validation, and the canonical config hash.
+//!
+//! Every section has defaults equal to the seed's experiment (DESIGN.md §2), unknown keys are rejected,
+//! and `validate()` checks ranges and cross-field rules, naming the file and the dotted key on failure.
+//! The config hash is the SHA-256 of the canonical JSON (see `canonical`) of the *parsed* config, so key
+//! order, comments, formatting and spelled-out defaults do not change it.
+//!
+//! ```text
+//! hsx run --config configs/tiny.toml --ledger ledger/exp-42.json
+//! ```
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::canonical;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: key `{key}`: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+/// The whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub experiment: Experiment,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub data: Data,
+    #[serde(default)]
+    pub split: Split,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub lora: Lora,
+    #[serde(default)]
+    pub train: Train,
+    #[serde(default)]
+    pub contaminate: Contaminate,
+    #[serde(default)]
+    pub generator: GeneratorCfg,
+    #[serde(default)]
+    pub synth: Synth,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub eval: Eval,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Experiment id; names the run directory `runs/<id>/` and appears in every ledger entry.
+    pub id: String,
+    /// The master seed; each stage derives its own from it and the stage name.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where run outputs go (relative to the working directory).
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: String,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_runs_dir() -> String {
+    "runs".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    Cpu,
+    Cuda,
+    /// CUDA when available, else CPU.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    Fp32,
+    /// bf16 autocast on CUDA (replaces the seed's fp16, which is unstable for T5); fp32 on CPU.
+    Bf16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    pub device: Device,
+    pub precision: Precision,
+    /// libtorch intra-op threads; recorded in every entry (results depend on it).
+    pub threads: usize,
+    pub deterministic: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self { device: Device::Auto, precision: Precision::Bf16, threads: 2, deterministic: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Data {
+    /// Directory holding the CosmosQA files (relative to the working directory).
+    pub dir: String,
+    /// CosmosQA files to read from `dir` (or the mirror): `train.csv`, `valid.csv`, or `.jsonl` forms.
+    pub files: Vec<String>,
+    /// Refuse a file whose sha256 differs from the known official hash.
+    pub verify_known_hashes: bool,
+    /// Skip invalid rows (counted per reason in the stage metrics) instead of failing.
+    pub skip_invalid: bool,
+    /// Longest accepted row, in bytes.
+    pub max_row_bytes: usize,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Self {
+            dir: "data/cosmosqa".into(),
+            files: vec!["train.csv".into(), "valid.csv".into()],
+            verify_known_hashes: true,
+            skip_invalid: false,
+            max_row_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Split {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    /// When the data cannot fill the sizes, shrink train (then val) instead of failing.
+    pub allow_shrink: bool,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self { train: 20_000, val: 2_000, test: 2_000, allow_shrink: false }
+    }
+}
+
+/// Where the base model comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// An HF-format directory (`config.json`, `model.safetensors`, `tokenizer.json`), e.g. flan-t5-base.
+    HfDir { path: String },
+    /// A small T5 of the flan-t5 architecture, built and pretrained by the pipeline itself.
+    Scratch { arch: T5Arch, tokenizer: TokenizerSpec, pretrain: Pretrain },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct T5Arch {
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub d_kv: usize,
+    pub num_heads: usize,
+    pub num_layers: usize,
+    pub num_decoder_layers: usize,
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
+    #[serde(default = "default_max_distance")]
+    pub relative_attention_max_distance: usize,
+    #[serde(default = "default_dropout")]
+    pub dropout_rate: f64,
+}
+
+fn default_buckets() -> usize {
+    32
+}
+fn default_max_distance() -> usize {
+    128
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSpec {
+    /// Unigram vocabulary size, including `<pad>`, `</s>`, `<unk>` and the sentinel tokens.
+    pub vocab_size: usize,
+    /// Sentinel tokens `<extra_id_N>` for span corruption.
+    #[serde(default = "default_extra_ids")]
+    pub extra_ids: usize,
+}
+
+fn default_extra_ids() -> usize {
+    100
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pretrain {
+    /// Optimiser steps of span-corruption pretraining.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default = "default_noise_density")]
+    pub noise_density: f64,
+    #[serde(default = "default_mean_span")]
+    pub mean_noise_span_length: f64,
+    pub max_input_tokens: usize,
+    #[serde(default)]
+    pub warmup_steps: usize,
+}
+
+fn default_noise_density() -> f64 {
+    0.15
+}
+fn default_mean_span() -> f64 {
+    3.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    Q,
+    K,
+    V,
+    O,
+    Wi0,
+    Wi1,
+    Wo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lora {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<LoraTarget>,
+}
+
+impl Default for Lora {
+    fn default() -> Self {
+        Self { r: 16, alpha: 32.0, dropout: 0.1, targets: vec![LoraTarget::Q, LoraTarget::V] }
+    }
+}
+
+/// The seed's fine-tuning recipe (models A, B, C and the generator).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Train {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub max_grad_norm: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    pub max_input_tokens: usize,
+    pub max_target_tokens: usize,
+    /// Record the training loss every this many optimiser steps.
+    pub log_every: usize,
+}
+
+impl Default for Train {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 8,
+            grad_accum: 4,
+            lr: 3e-4,
+            weight_decay: 0.01,
+            warmup_steps: 100,
+            max_grad_norm: 1.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            max_input_tokens: 512,
+            max_target_tokens: 64,
+            log_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Contaminate {
+    /// Share of rows whose answer the base model writes from scratch; the rest are paraphrased.
+    pub ai_share: f64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    /// Retries (each with the next seed) for an empty generation before it is recorded as empty.
+    pub empty_retries: usize,
+}
+
+impl Default for Contaminate {
+    fn default() -> Self {
+        Self { ai_share: 0.8, temperature: 0.3, top_p: 1.0, max_new_tokens: 64, batch_size: 32, empty_retries: 2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorCfg {
+    /// Epochs of generator fine-tuning (the rest of the recipe is `[train]`).
+    pub epochs: usize,
+    /// Most training pairs per task drawn from the seed (0 = all).
+    pub max_pairs_per_task: usize,
+}
+
+impl Default for GeneratorCfg {
+    fn default() -> Self {
+        Self { epochs: 3, max_pairs_per_task: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Synth {
+    /// Accepted synthetic examples = multiplier × seed (human train) size.
+    pub multiplier: f64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    /// Stop after this many candidates per accepted example wanted (a shortfall is reported).
+    pub max_attempts_factor: f64,
+    pub share_question_variants: f64,
+    pub share_context_augmentation: f64,
+    pub share_answer_expansion: f64,
+}
+
+impl Default for Synth {
+    fn default() -> Self {
+        Self {
+            multiplier: 5.0,
+            temperature: 0.7,
+            top_p: 1.0,
+            max_new_tokens: 128,
+            batch_size: 32,
+            max_attempts_factor: 3.0,
+            share_question_variants: 0.4,
+            share_context_augmentation: 0.3,
+            share_answer_expansion: 0.3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filters {
+    pub ngram_n: usize,
+    /// Reject when this share (or more) of a candidate's n-grams occurs in one seed example.
+    pub ngram_max_overlap: f64,
+    /// Reject when cosine similarity to any seed example is this or more.
+    pub semantic_max_cosine: f64,
+    pub embed_batch_size: usize,
+    pub minhash_shingle_words: usize,
+    pub minhash_permutations: usize,
+    pub minhash_bands: usize,
+    pub minhash_rows: usize,
+    /// Jaccard similarity at or above which a candidate is a near duplicate (checked exactly on LSH hits).
+    pub minhash_jaccard: f64,
+    pub min_words: usize,
+    pub max_words: usize,
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Self {
+            ngram_n: 8,
+            ngram_max_overlap: 0.30,
+            semantic_max_cosine: 0.85,
+            embed_batch_size: 64,
+            minhash_shingle_words: 3,
+            minhash_permutations: 128,
+            minhash_bands: 32,
+            minhash_rows: 4,
+            minhash_jaccard: 0.5,
+            min_words: 10,
+            max_words: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eval {
+    pub batch_size: usize,
+    pub max_new_tokens: usize,
+    pub bootstrap_resamples: usize,
+    pub permutation_resamples: usize,
+    pub rouge_stemmer: bool,
+    /// BERTScore encoder (a BERT-architecture HF directory); empty = the bootstrap's all-MiniLM-L6-v2.
+    pub bertscore_model: String,
+    /// Encoder layer for BERTScore (0 = the last).
+    pub bertscore_layer: usize,
+}
+
+impl Default for Eval {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            max_new_tokens: 64,
+            bootstrap_resamples: 1000,
+            permutation_resamples: 10_000,
+            rouge_stemmer: true,
+            bertscore_model: String::new(),
+            bertscore_layer: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` only names the source in errors.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(&e, text),
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
+        Ok(cfg)
+    }
+
+    /// The canonical config hash recorded in every ledger entry.
+    pub fn sha256(&self) -> String {
+        canonical::sha256_of(self).expect("a Config always serialises to JSON")
+    }
+
+    /// Checks ranges and cross-field rules; on failure returns (dotted key, what is allowed).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        fn err<T>(key: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
+            Err((key.to_owned(), msg.into()))
+        }
+        fn unit(key: &str, v: f64, lo_open: bool, hi_open: bool) -> Result<(), (String, String)> {
+            let lo_ok = if lo_open { v > 0.0 } else { v >= 0.0 };
+            let hi_ok = if hi_open { v < 1.0 } else { v <= 1.0 };
+            if v.is_finite() && lo_ok && hi_ok {
+                Ok(())
+            } else {
+                let lo = if lo_open { "(0" } else { "[0" };
+                let hi = if hi_open { "1)" } else { "1]" };
+                err(key, format!("must be in {lo}, {hi}, got {v}"))
+            }
+        }
+        fn positive(key: &str, v: usize) -> Result<(), (String, String)> {
+            if v == 0 {
+                err(key, "must be at least 1")
+            } else {
+                Ok(())
+            }
+        }
+        fn positive_f(key: &str, v: f64) -> Result<(), (String, String)> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                err(key, format!("must be a positive number, got {v}"))
+            }
+        }
+        fn relative_path(key: &str, p: &str) -> Result<(), (String, String)> {
+            let path = Path::new(p);
+            if p.is_empty() || path.is_absolute() {
+                return err(key, format!("must be a non-empty relative path, got {p:?}"));
+            }
+            Ok(())
+        }
+
+        let e = &self.experiment;
+        if e.id.is_empty()
+            || e.id.len() > 64
+            || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || e.id.starts_with('.')
+        {
+            return err("experiment.id", "must be 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')");
+        }
+        relative_path("experiment.runs_dir", &e.runs_dir)?;
+        positive("runtime.threads", self.runtime.threads)?;
+
+        relative_path("data.dir", &self.data.dir)?;
+        if self.data.files.is_empty() {
+            return err("data.files", "must list at least one file (train.csv, valid.csv, *.jsonl)");
+        }
+        for f in &self.data.files {
+            let ok = (f.ends_with(".csv") || f.ends_with(".jsonl"))
+                && !f.contains('/')
+                && !f.contains('\\')
+                && !f.starts_with('.');
+            if !ok {
+                return err("data.files", format!("{f:?} must be a plain file name ending in .csv or .jsonl"));
+            }
+        }
+        if self.data.max_row_bytes < 256 {
+            return err("data.max_row_bytes", "must be at least 256");
+        }
+
+        positive("split.train", self.split.train)?;
+        positive("split.val", self.split.val)?;
+        positive("split.test", self.split.test)?;
+
+        match &self.model {
+            ModelSpec::HfDir { path } => relative_path("model.path", path)?,
+            ModelSpec::Scratch { arch, tokenizer, pretrain } => {
+                positive("model.arch.d_model", arch.d_model)?;
+                positive("model.arch.d_ff", arch.d_ff)?;
+                positive("model.arch.d_kv", arch.d_kv)?;
+                positive("model.arch.num_heads", arch.num_heads)?;
+                positive("model.arch.num_layers", arch.num_layers)?;
+                positive("model.arch.num_decoder_layers", arch.num_decoder_layers)?;
+                positive("model.arch.relative_attention_num_buckets", arch.relative_attention_num_buckets)?;
+                if arch.relative_attention_max_distance < arch.relative_attention_num_buckets {
+                    return err(
+                        "model.arch.relative_attention_max_distance",
+                        "must be at least relative_attention_num_buckets",
+                    );
+                }
+                unit("model.arch.dropout_rate", arch.dropout_rate, false, true)?;
+                if tokenizer.vocab_size < tokenizer.extra_ids + 259 {
+                    return err(
+                        "model.tokenizer.vocab_size",
+                        format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259),
+                    );
+                }
+                positive("model.pretrain.steps", pretrain.steps)?;
+                positive("model.pretrain.batch_size", pretrain.batch_size)?;
+                positive_f("model.pretrain.lr", pretrain.lr)?;
+                unit("model.pretrain.noise_density", pretrain.noise_density, true, true)?;
+                if !(pretrain.mean_noise_span_length >= 1.0) {
+                    return err("model.pretrain.mean_noise_span_length", "must be at least 1");
+                }
+                if pretrain.max_input_tokens < 8 {
+                    return err("model.pretrain.max_input_tokens", "must be at least 8");
+                }
+            }
+        }
+
+        positive("lora.r", self.lora.r)?;
+        positive_f("lora.alpha", self.lora.alpha)?;
+        unit("lora.dropout", self.lora.dropout, false, true)?;
+        if self.lora.targets.is_empty() {
+            return err("lora.targets", "must name at least one of q, k, v, o, wi_0, wi_1, wo");
+        }
+        let mut t = self.lora.targets.clone();
+        t.sort();
+        t.dedup();
+        if t.len() != self.lora.targets.len() {
+            return err("lora.targets", "lists a module twice");
+        }
+
+        let tr = &self.train;
+        positive("train.epochs", tr.epochs)?;
+        positive("train.batch_size", tr.batch_size)?;
+        positive("train.grad_accum", tr.grad_accum)?;
+        positive_f("train.lr", tr.lr)?;
+        if !(tr.weight_decay.is_finite() && tr.weight_decay >= 0.0) {
+            return err("train.weight_decay", "must be zero or positive");
+        }
+        positive_f("train.max_grad_norm", tr.max_grad_norm)?;
+        unit("train.adam_beta1", tr.adam_beta1, false, true)?;
+        unit("train.adam_beta2", tr.adam_beta2, false, true)?;
+        positive_f("train.adam_eps", tr.adam_eps)?;
+        positive("train.max_input_tokens", tr.max_input_tokens)?;
+        positive("train.max_target_tokens", tr.max_target_tokens)?;
+        positive("train.log_every", tr.log_every)?;
+
+        let c = &self.contaminate;
+        unit("contaminate.ai_share", c.ai_share, false, false)?;
+        if !(c.temperature.is_finite() && c.temperature >= 0.0) {
+            return err("contaminate.temperature", "must be zero (greedy) or positive");
+        }
+        unit("contaminate.top_p", c.top_p, true, false)?;
+        positive("contaminate.max_new_tokens", c.max_new_tokens)?;
+        positive("contaminate.batch_size", c.batch_size)?;
+
+        positive("generator.epochs", self.generator.epochs)?;
+
+        let s = &self.synth;
+        positive_f("synth.multiplier", s.multiplier)?;
+        if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+            return err("synth.temperature", "must be zero (greedy) or positive");
+        }
+        unit("synth.top_p", s.top_p, true, false)?;
+        positive("synth.max_new_tokens", s.max_new_tokens)?;
+        positive("synth.batch_size", s.batch_size)?;
+        if !(s.max_attempts_factor.is_finite() && s.max_attempts_factor >= 1.0) {
+            return err("synth.max_attempts_factor", "must be at least 1");
+        }
+        unit("synth.share_question_variants", s.share_question_variants, false, false)?;
+        unit("synth.share_context_augmentation", s.share_context_augmentation, false, false)?;
+        unit("synth.share_answer_expansion", s.share_answer_expansion, false, false)?;
+        let total = s.share_question_variants + s.share_context_augmentation + s.share_answer_expansion;
+        if (total - 1.0).abs() > 1e-9 {
+            return err("synth.share_question_variants", format!("the three strategy shares must sum to 1, got {total}"));
+        }
+
+        let f = &self.filters;
+        positive("filters.ngram_n", f.ngram_n)?;
+        unit("filters.ngram_max_overlap", f.ngram_max_overlap, true, false)?;
+        unit("filters.semantic_max_cosine", f.semantic_max_cosine, true, false)?;
+        positive("filters.embed_batch_size", f.embed_batch_size)?;
+        positive("filters.minhash_shingle_words", f.minhash_shingle_words)?;
+        positive("filters.minhash_bands", f.minhash_bands)?;
+        positive("filters.minhash_rows", f.minhash_rows)?;
+        if f.minhash_bands * f.minhash_rows != f.minhash_permutations {
+            return err(
+                "filters.minhash_permutations",
+                format!("must equal minhash_bands × minhash_rows = {}", f.minhash_bands * f.minhash_rows),
+            );
+        }
+        unit("filters.minhash_jaccard", f.minhash_jaccard, true, false)?;
+        positive("filters.min_words", f.min_words)?;
+        if f.max_words < f.min_words {
+            return err("filters.max_words", format!("must be at least min_words ({})", f.min_words));
+        }
+
+        let ev = &self.eval;
+        positive("eval.batch_size", ev.batch_size)?;
+        positive("eval.max_new_tokens", ev.max_new_tokens)?;
+        if ev.bootstrap_resamples < 1000 {
+            return err("eval.bootstrap_resamples", "must be at least 1000 for a 95% interval");
+        }
+        if ev.permutation_resamples < 1000 {
+            return err("eval.permutation_resamples", "must be at least 1000");
+        }
+        if !ev.bertscore_model.is_empty() {
+            relative_path("eval.bertscore_model", &ev.bertscore_model)?;
+        }
+        Ok(())
+    }
+}
+
+/// toml's own message already names the key and shows the line; prefix it with a line:column.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map(|l| l.chars().count() + 1).unwrap_or(1);
+            let src_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {col}: {msg}\n    {line} | {src_line}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[experiment]
+id = "t"
+[model]
+source = "hf-dir"
+path = "models/flan-t5-base"
+"#;
+
+    #[test]
+    fn minimal_config_gets_the_seed_defaults() {
+        let c = Config::from_toml_str(MIN, Path::new("min.toml")).unwrap();
+        assert_eq!(c.experiment.seed, 42);
+        assert_eq!(c.lora.r, 16);
+        assert_eq!(c.lora.alpha, 32.0);
+        assert_eq!(c.lora.targets, vec![LoraTarget::Q, LoraTarget::V]);
+        assert_eq!((c.train.batch_size, c.train.grad_accum), (8, 4));
+        assert_eq!((c.split.train, c.split.val, c.split.test), (20_000, 2_000, 2_000));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let text = MIN.replace("[model]", "[train]\nlrr = 0.1\n[model]");
+        let e = Config::from_toml_str(&text, Path::new("cfg/x.toml")).unwrap_err().to_string();
+        assert!(e.contains("cfg/x.toml"), "{e}");
+        assert!(e.contains("lrr"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_dotted_key() {
+        let text = format!("{MIN}\n[lora]\ndropout = 1.5\n");
+        let e = Config::from_toml_str(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("lora.dropout") && e.contains("[0, 1)"), "{e}");
+    }
+}

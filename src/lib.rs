@@ -1,0 +1,9 @@
+//! hsx: the human/synthetic data-quality experiment (CosmosQA, flan-t5 + LoRA) as a reproducibility
+//! artifact. See DESIGN.md in the shared folder and README.md; modules are listed in dependency order.
+pub mod canonical;
+pub mod config;
+pub mod ledger;
+pub mod provenance;
+pub mod data;
+pub mod runtime;
+pub mod pipeline;

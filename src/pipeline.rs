@@ -1,0 +1,297 @@
+//! The stage graph: run, resume, and (later) reproduce. Each stage is one signed ledger entry.
+//!
+//! Stages, in order (DESIGN.md §2): `prepare` → `base-model` → `contaminate` → `generator` →
+//! `synthesize` → `train-A/B/C` → `evaluate-A/B/C` → `compare` → `report`. Those not built yet are listed
+//! by `hsx run` as pending; it runs the ones that exist.
+//!
+//! Resuming: a stage whose latest entry has the same params, config hash, input hashes and code identity
+//! (hsx version, git commit and diff), and whose outputs still verify on disk, is skipped.
+//!
+//! ```text
+//! hsx run --config configs/smoke.toml --ledger ledger/smoke.json
+//! ```
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::data::{self, split, stats, DataError};
+use crate::ledger::files::{hash_file, record_path};
+use crate::ledger::{
+    Determinism, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome,
+    StageSpec,
+};
+
+/// Every stage of the experiment, in order, and whether this build implements it.
+pub const STAGES: &[(&str, bool)] = &[
+    ("prepare", true),
+    ("base-model", false),
+    ("contaminate", false),
+    ("generator", false),
+    ("synthesize", false),
+    ("train-A", false),
+    ("train-B", false),
+    ("train-C", false),
+    ("evaluate-A", false),
+    ("evaluate-B", false),
+    ("evaluate-C", false),
+    ("compare", false),
+    ("report", false),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Progress reporting, so stages never print. The CLI implements it with indicatif / JSON lines.
+pub trait Progress {
+    fn stage_started(&self, stage: &str);
+    fn stage_skipped(&self, stage: &str, reason: &str);
+    fn stage_finished(&self, stage: &str, entry: &Entry);
+    fn note(&self, message: &str);
+}
+
+/// A `Progress` that discards everything (tests, library callers).
+pub struct Quiet;
+impl Progress for Quiet {
+    fn stage_started(&self, _: &str) {}
+    fn stage_skipped(&self, _: &str, _: &str) {}
+    fn stage_finished(&self, _: &str, _: &Entry) {}
+    fn note(&self, _: &str) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    pub ledger_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The directory hsx runs in; `runs/`, `data/`, `models/` are relative to it.
+    pub workspace: PathBuf,
+    /// `HSX_DATA_MIRROR`: a directory holding `cosmosqa/<files>`, read in place.
+    pub data_mirror: Option<PathBuf>,
+    pub only: Option<String>,
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    pub stage: String,
+    /// "ran", "skipped" (resumed) or "pending" (not built yet).
+    pub status: String,
+    pub seq: Option<u64>,
+    pub hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub ledger: String,
+    pub run_dir: String,
+    pub stages: Vec<StageResult>,
+}
+
+/// The CosmosQA data directory: `<mirror>/cosmosqa` when a mirror is set, else the config's `data.dir`.
+pub fn data_root(workspace: &Path, mirror: Option<&Path>, data_dir: &str) -> PathBuf {
+    match mirror {
+        Some(m) => m.join("cosmosqa"),
+        None => workspace.join(data_dir),
+    }
+}
+
+pub fn run_dir_rel(cfg: &Config) -> String {
+    format!("{}/{}", cfg.experiment.runs_dir.trim_end_matches('/'), cfg.experiment.id)
+}
+
+fn stage_index(name: &str) -> Result<usize, PipelineError> {
+    STAGES.iter().position(|(s, _)| *s == name).ok_or_else(|| {
+        let names: Vec<&str> = STAGES.iter().map(|(s, _)| *s).collect();
+        PipelineError::Usage(format!("unknown stage {name:?}; stages are: {}", names.join(", ")))
+    })
+}
+
+/// Runs the pipeline (the stages built so far), resuming from the ledger.
+pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, PipelineError> {
+    let cfg = Config::load(&opts.config_path)?;
+    let only = opts.only.as_deref().map(stage_index).transpose()?;
+    let from = opts.from.as_deref().map(stage_index).transpose()?;
+    let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
+    let run_rel = run_dir_rel(&cfg);
+    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &run_rel, key)?;
+
+    crate::runtime::set_threads(cfg.runtime.threads);
+    crate::runtime::set_deterministic(cfg.runtime.deterministic)
+        .map_err(|m| PipelineError::Usage(format!("cannot configure libtorch: {m}")))?;
+
+    let run_dir = opts.workspace.join(&run_rel);
+    std::fs::create_dir_all(&run_dir).map_err(|source| DataError::Io { path: run_dir.clone(), source })?;
+    let roots = Roots {
+        run: Some(run_dir.clone()),
+        data: Some(data_root(&opts.workspace, opts.data_mirror.as_deref(), &cfg.data.dir)),
+        workspace: Some(opts.workspace.clone()),
+    };
+    let config_value = serde_json::to_value(&cfg).expect("config serialises");
+    let git = crate::provenance::git_state(&opts.workspace);
+    let mut summary = RunSummary {
+        ledger: opts.ledger_path.display().to_string(),
+        run_dir: run_rel.clone(),
+        stages: Vec::new(),
+    };
+
+    for (i, (stage, built)) in STAGES.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        if !built {
+            summary.stages.push(StageResult { stage: stage.to_string(), status: "pending".into(), seq: None, hash: None });
+            continue;
+        }
+        let spec = stage_spec(stage, &cfg);
+        let forced = from.is_some_and(|f| i >= f) || only == Some(i);
+        if !forced {
+            if let Some(e) = resumable(writer.ledger().entries.as_slice(), &spec, &config_value, &git, &roots) {
+                progress.stage_skipped(stage, &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
+                summary.stages.push(StageResult {
+                    stage: stage.to_string(),
+                    status: "skipped".into(),
+                    seq: Some(e.seq),
+                    hash: Some(e.hash.clone()),
+                });
+                continue;
+            }
+        }
+        progress.stage_started(stage);
+        let mut recorder = Recorder {
+            writer: &mut writer,
+            roots: roots.clone(),
+            config: config_value.clone(),
+            master_seed: cfg.experiment.seed,
+            git: git.clone(),
+            env: Box::new(|| crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))),
+        };
+        let entry = match *stage {
+            "prepare" => recorder.record(spec, |ctx| prepare(&cfg, &roots, ctx.seed))??,
+            other => unreachable!("stage {other} is marked built but has no body"),
+        };
+        progress.stage_finished(stage, &entry);
+        summary.stages.push(StageResult {
+            stage: stage.to_string(),
+            status: "ran".into(),
+            seq: Some(entry.seq),
+            hash: Some(entry.hash.clone()),
+        });
+    }
+    Ok(summary)
+}
+
+/// What each stage reads and its slice of the config.
+fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
+    match stage {
+        "prepare" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "data": cfg.data, "split": cfg.split, "seed": cfg.experiment.seed }),
+            inputs: cfg.data.files.iter().map(|f| (Root::Data, f.clone())).collect(),
+            determinism: Determinism::Bitwise,
+        },
+        other => StageSpec { stage: other.into(), params: Value::Null, inputs: vec![], determinism: Determinism::Bitwise },
+    }
+}
+
+/// The latest entry for `spec.stage`, if re-running it would change nothing.
+fn resumable<'a>(entries: &'a [Entry], spec: &StageSpec, config: &Value, git: &GitState, roots: &Roots) -> Option<&'a Entry> {
+    let e = entries.iter().rev().find(|e| e.stage == spec.stage)?;
+    if e.params != spec.params || e.config_sha256 != crate::canonical::sha256_canonical(config) || &e.git != git {
+        return None;
+    }
+    if e.env.get("hsx_version").and_then(Value::as_str) != Some(env!("CARGO_PKG_VERSION")) {
+        return None;
+    }
+    let mut current = Vec::new();
+    for (root, rel) in &spec.inputs {
+        current.extend(record_path(roots, *root, rel).ok()?);
+    }
+    if current != e.inputs {
+        return None;
+    }
+    let all_present = e.outputs.iter().all(|r| {
+        roots
+            .get(r.root)
+            .and_then(|b| hash_file(&b.join(&r.path)).ok())
+            .is_some_and(|(bytes, sha)| bytes == r.bytes && sha == r.sha256)
+    });
+    all_present.then_some(e)
+}
+
+/// The `prepare` stage: read, validate, deduplicate, split by context, write JSONL and statistics.
+pub fn prepare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, PipelineError> {
+    let data_dir = roots.data.clone().expect("prepare always has a data root");
+    let run_dir = roots.run.clone().expect("prepare always has a run root");
+    let read_opts = data::ReadOptions { skip_invalid: cfg.data.skip_invalid, max_row_bytes: cfg.data.max_row_bytes };
+    let mut all = Vec::new();
+    let mut per_file = serde_json::Map::new();
+    for f in &cfg.data.files {
+        let path = data_dir.join(f);
+        if !path.exists() {
+            return Err(DataError::Missing(format!(
+                "{} does not exist; run `hsx data fetch` to download the official CosmosQA files into {}, \
+                 or set HSX_DATA_MIRROR to a directory holding cosmosqa/{f}",
+                path.display(),
+                cfg.data.dir
+            ))
+            .into());
+        }
+        let (_, sha) = hash_file(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+        if let Some(expected) = data::known_hash(f) {
+            if cfg.data.verify_known_hashes && expected != sha {
+                return Err(DataError::HashMismatch { path, expected: expected.into(), actual: sha }.into());
+            }
+        }
+        let r = data::read_file(&path, &read_opts)?;
+        per_file.insert(
+            f.clone(),
+            json!({ "rows": r.rows, "examples": r.examples.len(), "skipped": r.skipped, "sha256": sha,
+                    "known_hash": data::known_hash(f).map(|h| h == sha) }),
+        );
+        all.extend(r.examples);
+    }
+    let read = all.len();
+    let duplicates = split::dedup(&mut all);
+    let sizes = split::SplitSizes { train: cfg.split.train, val: cfg.split.val, test: cfg.split.test };
+    let s = split::split_by_context(all, sizes, seed, cfg.split.allow_shrink)?;
+    let out_dir = run_dir.join("prepare");
+    std::fs::create_dir_all(&out_dir).map_err(|source| DataError::Io { path: out_dir.clone(), source })?;
+    data::write_jsonl(&out_dir.join("human_train.jsonl"), &s.train)?;
+    data::write_jsonl(&out_dir.join("human_val.jsonl"), &s.val)?;
+    data::write_jsonl(&out_dir.join("human_test.jsonl"), &s.test)?;
+    let st = json!({
+        "train": stats::split_stats(&s.train),
+        "val": stats::split_stats(&s.val),
+        "test": stats::split_stats(&s.test),
+    });
+    let stats_path = out_dir.join("stats.json");
+    let mut text = serde_json::to_string_pretty(&st).expect("stats serialise");
+    text.push('\n');
+    std::fs::write(&stats_path, text).map_err(|source| DataError::Io { path: stats_path.clone(), source })?;
+    Ok(StageOutcome {
+        outputs: ["human_train.jsonl", "human_val.jsonl", "human_test.jsonl", "stats.json"]
+            .iter()
+            .map(|f| (Root::Run, format!("prepare/{f}")))
+            .collect(),
+        metrics: json!({
+            "files": per_file,
+            "examples_read": read,
+            "duplicates_dropped": duplicates,
+            "train": s.train.len(),
+            "val": s.val.len(),
+            "test": s.test.len(),
+            "shrunk": s.shrunk,
+            "stats": st,
+        }),
+    })
+}
