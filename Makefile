@@ -25,7 +25,9 @@ test: build
 	cargo test --release --locked
 
 run: build
+	@$(HSX) -q keygen --if-missing
 	$(HSX) run --config $(CONFIG) --ledger $(LEDGER)
 
 smoke: build
+	@$(HSX) -q keygen --if-missing
 	$(HSX) run --config configs/smoke.toml --ledger runs/smoke-ledger.json

@@ -166,6 +166,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
                 continue;
             }
         }
+        preflight(&spec, &roots, &cfg)?;
         progress.stage_started(stage);
         let mut recorder = Recorder {
             writer: &mut writer,
@@ -201,6 +202,28 @@ fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
         },
         other => StageSpec { stage: other.into(), params: Value::Null, inputs: vec![], determinism: Determinism::Bitwise },
     }
+}
+
+/// Every input of a stage must exist before it runs; a missing one is named with where to get it.
+fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), PipelineError> {
+    for (root, rel) in &spec.inputs {
+        let Some(base) = roots.get(*root) else { continue };
+        let path = base.join(rel);
+        if path.exists() {
+            continue;
+        }
+        let hint = match root {
+            Root::Data => format!(
+                "run `hsx data fetch` to download the official CosmosQA files into {}, or set HSX_DATA_MIRROR \
+                 to a directory holding cosmosqa/{rel}",
+                cfg.data.dir
+            ),
+            Root::Workspace => "see the README for where this file comes from".to_owned(),
+            Root::Run => "an earlier stage should have written it; re-run with --from that stage".to_owned(),
+        };
+        return Err(DataError::Missing(format!("stage {}: {} does not exist; {hint}", spec.stage, path.display())).into());
+    }
+    Ok(())
 }
 
 /// The latest entry for `spec.stage`, if re-running it would change nothing.

@@ -59,7 +59,7 @@ pub const MAX_LEDGER_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("ledger {path}: {source}")]
+    #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("ledger {path} is not a valid hsx ledger: {message}")]
     Format { path: PathBuf, message: String },

@@ -4,8 +4,8 @@
 //! typed form → `seq` → `experiment` → `header_sha256` → `prev` → `config_sha256` → file paths →
 //! `hash` → `signature` → trusted signer → files on disk. A file that is absent (or whose root is not
 //! available on this machine, e.g. no data mirror) is *missing*; present but different is *tampered*.
-//! Where several entries record the same file, only the latest record is checked on disk (a re-run
-//! stage supersedes the earlier record).
+//! A file record is checked on disk unless a later entry wrote the same file again (a re-run stage
+//! supersedes the earlier record), so an edited artifact is blamed on the entry that produced it.
 //!
 //! ```text
 //! hsx verify --ledger ledger/exp-42.json --trusted-keys ledger/trusted_keys
@@ -146,15 +146,14 @@ pub fn verify_value(raw: &Value, path: &Path, roots: &Roots, opts: &VerifyOption
     }
     let header_sha = header.sha256();
 
-    // Which entry holds the latest record of each file: only that one is checked on disk.
-    let mut latest: HashMap<(Root, String), (usize, String)> = HashMap::new();
+    // The last entry that *wrote* each file: a record in an earlier entry is superseded by that re-run.
+    let mut last_output: HashMap<(Root, String), usize> = HashMap::new();
     let mut typed: Vec<Option<Entry>> = Vec::with_capacity(entries_raw.len());
     for e in entries_raw {
         let t: Option<Entry> = serde_json::from_value(e.clone()).ok();
         if let Some(t) = &t {
-            for (k, r) in t.inputs.iter().map(|r| ("inputs", r)).chain(t.outputs.iter().map(|r| ("outputs", r))) {
-                let _ = k;
-                latest.insert((r.root, r.path.clone()), (typed.len(), r.sha256.clone()));
+            for r in &t.outputs {
+                last_output.insert((r.root, r.path.clone()), typed.len());
             }
         }
         typed.push(t);
@@ -173,9 +172,8 @@ pub fn verify_value(raw: &Value, path: &Path, roots: &Roots, opts: &VerifyOption
         };
         let stage_name = verdict.stage.clone();
         let st = stage_name.as_deref();
-        let result = check_entry(i, e_raw, &header, &header_sha, &public, &prev_hash, opts, roots, &latest, &mut verdict);
+        let result = check_entry(i, e_raw, &header, &header_sha, &public, &prev_hash, opts, roots, &last_output, &mut verdict);
         if let Err(f) = result {
-            let _ = st;
             verdict.verdict = "failed".into();
             if report.first_failure.is_none() {
                 report.first_failure = Some(f.clone());
@@ -212,7 +210,7 @@ fn check_entry(
     prev_hash: &str,
     opts: &VerifyOptions,
     roots: &Roots,
-    latest: &HashMap<(Root, String), (usize, String)>,
+    last_output: &HashMap<(Root, String), usize>,
     verdict: &mut EntryVerdict,
 ) -> Result<(), Failure> {
     let st = verdict.stage.clone();
@@ -257,7 +255,7 @@ fn check_entry(
     for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
         for (k, r) in list.iter().enumerate() {
             let key = (r.root, r.path.clone());
-            if latest.get(&key).map(|(idx, _)| *idx) != Some(i) {
+            if last_output.get(&key).is_some_and(|&j| j > i) {
                 verdict.superseded += 1;
                 continue;
             }

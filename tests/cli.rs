@@ -1,0 +1,122 @@
+//! The binary's surface: help text, exit codes, errors that name the file and key.
+mod common;
+
+use std::process::{Command, Output};
+
+fn hsx(args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(common::hsx_bin()).args(args).current_dir(dir).env_remove("HSX_SIGNING_KEY").output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    let d = tempfile::tempdir().unwrap();
+    let o = hsx(&["--help"], d.path());
+    assert_eq!(o.status.code(), Some(0));
+    for sub in ["run", "reproduce", "verify", "report", "keygen", "score", "generate", "embed", "train", "data", "data fetch", "data stats"] {
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let o = hsx(&args, d.path());
+        assert_eq!(o.status.code(), Some(0), "{sub}: {}", text(&o));
+        assert!(text(&o).contains("Usage: hsx"), "{sub}");
+    }
+}
+
+#[test]
+fn usage_and_input_errors_exit_2_naming_the_problem() {
+    let d = tempfile::tempdir().unwrap();
+    let o = hsx(&["run", "--config", "configs/nope.toml", "--ledger", "l.json"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("configs/nope.toml"), "{}", text(&o));
+
+    let cfg = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap().replace("[split]\n", "[split]\ntrian = 5\n");
+    std::fs::write(d.path().join("typo.toml"), cfg).unwrap();
+    let o = hsx(&["run", "--config", "typo.toml", "--ledger", "l.json"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("typo.toml") && text(&o).contains("trian"), "{}", text(&o));
+
+    let o = hsx(&["frobnicate"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = hsx(&["verify", "--ledger", "absent.json"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("absent.json"));
+    std::fs::write(d.path().join("junk.json"), "{\"header\": ").unwrap();
+    let o = hsx(&["verify", "--ledger", "junk.json"], d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn unbuilt_commands_say_so_with_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["reproduce", "--ledger", "x.json"],
+        vec!["report", "--ledger", "x.json"],
+        vec!["score", "--pred", "p.jsonl", "--ref", "r.jsonl"],
+        vec!["embed", "hello"],
+    ] {
+        let o = hsx(&args, d.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o).contains("not implemented yet"), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn keygen_then_run_then_verify_then_tamper() {
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("cfg/hsx/key.pem");
+    let key_s = key.to_str().unwrap();
+    let o = hsx(&["keygen", "--out", key_s], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = hsx(&["keygen", "--out", key_s], d.path());
+    assert_eq!(o.status.code(), Some(2), "keygen overwrote without --force");
+    assert!(text(&o).contains("--force"));
+    let o = hsx(&["--json", "keygen", "--out", key_s, "--if-missing"], d.path());
+    assert_eq!(o.status.code(), Some(0));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    std::fs::write(d.path().join("trusted_keys"), format!("{}\n", info["trusted_keys_line"].as_str().unwrap())).unwrap();
+
+    let mirror = common::mirror();
+    let cfg = common::repo_path("configs/smoke.toml");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(common::hsx_bin());
+        c.args(["run", "--config", cfg.to_str().unwrap(), "--ledger", "ledger/s.json", "--key", key_s])
+            .args(extra)
+            .env("HSX_DATA_MIRROR", &mirror)
+            .current_dir(d.path());
+        c.output().unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("prepare (ran)"), "{}", text(&o));
+    let o = run(&[]);
+    assert!(text(&o).contains("prepare (skipped)"), "resume did not skip: {}", text(&o));
+
+    let verify = || {
+        Command::new(common::hsx_bin())
+            .args(["verify", "--ledger", "ledger/s.json", "--trusted-keys", "trusted_keys"])
+            .env("HSX_DATA_MIRROR", &mirror)
+            .current_dir(d.path())
+            .output()
+            .unwrap()
+    };
+    let o = verify();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("0 missing"), "{}", text(&o));
+
+    let test_file = d.path().join("runs/smoke/prepare/human_test.jsonl");
+    let mut body = std::fs::read_to_string(&test_file).unwrap();
+    body.push_str("{}\n");
+    std::fs::write(&test_file, body).unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("tampered") && text(&o).contains("prepare/human_test.jsonl"), "{}", text(&o));
+
+    // A re-run notices the edited output and records prepare again; the new entry supersedes the old one.
+    let o = run(&[]);
+    assert!(text(&o).contains("prepare (ran)"), "{}", text(&o));
+    let o = verify();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -1,0 +1,88 @@
+//! The shipped configs parse and validate; bad keys and values are named; the config hash is stable.
+mod common;
+
+use hsx::config::{Config, ModelSpec};
+use std::path::Path;
+
+fn load(rel: &str) -> Config {
+    Config::load(&common::repo_path(rel)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn shipped_profiles_parse_and_hold_the_seed_recipe() {
+    let base = load("configs/base.toml");
+    assert!(matches!(&base.model, ModelSpec::HfDir { path } if path == "models/flan-t5-base"));
+    assert_eq!((base.split.train, base.split.val, base.split.test), (20_000, 2_000, 2_000));
+    assert_eq!((base.lora.r, base.lora.alpha, base.lora.dropout), (16, 32.0, 0.1));
+    assert_eq!((base.train.epochs, base.train.batch_size, base.train.grad_accum), (3, 8, 4));
+    assert_eq!((base.train.lr, base.train.weight_decay, base.train.warmup_steps), (3e-4, 0.01, 100));
+    assert_eq!(base.synth.multiplier, 5.0);
+    assert_eq!(base.experiment.seed, 42);
+    for rel in ["configs/tiny.toml", "configs/smoke.toml"] {
+        let c = load(rel);
+        assert!(matches!(c.model, ModelSpec::Scratch { .. }), "{rel} should build its own base model");
+        assert_eq!(c.data.files, vec!["valid.csv".to_string()]);
+    }
+}
+
+#[test]
+fn config_hash_ignores_key_order_formatting_and_spelled_out_defaults() {
+    let a = r#"
+[experiment]
+id = "x"
+[model]
+source = "hf-dir"
+path = "m"
+"#;
+    let b = r#"
+# a comment
+[model]
+path   = "m"
+source = "hf-dir"
+
+[experiment]
+seed = 42
+id = "x"
+[lora]
+targets = ["q", "v"]
+"#;
+    let ha = Config::from_toml_str(a, Path::new("a")).unwrap().sha256();
+    let hb = Config::from_toml_str(b, Path::new("b")).unwrap().sha256();
+    assert_eq!(ha, hb);
+    let c = a.replace("id = \"x\"", "id = \"x\"\nseed = 43");
+    assert_ne!(ha, Config::from_toml_str(&c, Path::new("c")).unwrap().sha256());
+    // The shipped profiles all differ.
+    let hs: std::collections::HashSet<String> =
+        ["configs/base.toml", "configs/tiny.toml", "configs/smoke.toml"].iter().map(|p| load(p).sha256()).collect();
+    assert_eq!(hs.len(), 3);
+}
+
+#[test]
+fn validation_errors_name_file_and_key() {
+    let base = std::fs::read_to_string(common::repo_path("configs/base.toml")).unwrap();
+    let cases = [
+        ("lr = 3e-4", "lr = -1.0", "train.lr"),
+        ("share_answer_expansion = 0.3", "share_answer_expansion = 0.4", "synth.share_question_variants"),
+        ("minhash_rows = 4", "minhash_rows = 5", "filters.minhash_permutations"),
+        ("max_words = 200", "max_words = 5", "filters.max_words"),
+        ("test = 2000", "test = 0", "split.test"),
+        ("path = \"models/flan-t5-base\"", "path = \"/abs/flan\"", "model.path"),
+        ("targets = [\"q\", \"v\"]", "targets = [\"q\", \"q\"]", "lora.targets"),
+        ("bootstrap_resamples = 1000", "bootstrap_resamples = 10", "eval.bootstrap_resamples"),
+    ];
+    for (from, to, key) in cases {
+        assert!(base.contains(from), "{from}");
+        let text = base.replacen(from, to, 1);
+        let e = Config::from_toml_str(&text, Path::new("configs/base.toml")).unwrap_err().to_string();
+        assert!(e.contains("configs/base.toml") && e.contains(key), "{to}: {e}");
+    }
+    // Unknown keys and wrong enum values are parse errors naming the key and the allowed values.
+    let e = Config::from_toml_str(&base.replace("warmup_steps = 100", "warmup_step = 100"), Path::new("b.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("warmup_step") && e.contains("warmup_steps") && e.contains("b.toml"), "{e}");
+    let e = Config::from_toml_str(&base.replace("precision = \"bf16\"", "precision = \"fp16\""), Path::new("b.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fp16") && e.contains("bf16"), "{e}");
+}
