@@ -260,7 +260,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Reproduce(_) => not_implemented("reproduce"),
         Command::Report(_) => not_implemented("report"),
         Command::Score(_) => not_implemented("score"),
-        Command::Generate(_) => not_implemented("generate"),
+        Command::Generate(a) => cmd_generate(&cli, a),
         Command::Embed(_) => not_implemented("embed"),
         Command::Train(_) => not_implemented("train"),
     }
@@ -450,4 +450,61 @@ fn cmd_data(cli: &Cli, d: &DataCommand) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct InputLine {
+    input: String,
+}
+
+fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
+    use hsx::model::{generate, load_t5, parse_device, GenerateOptions};
+    if a.adapter.is_some() {
+        return not_implemented("generate --adapter");
+    }
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        return Err(Exit(2, format!("--temperature must be 0 (greedy) or positive, got {}", a.temperature)).into());
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        return Err(Exit(2, format!("--top-p must be in (0, 1], got {}", a.top_p)).into());
+    }
+    let texts: Vec<String> = match &a.input {
+        Some(path) => hsx::data::read_jsonl_as::<InputLine>(path)
+            .map_err(|e| Exit(2, format!("{e} (each line must be {{\"input\": \"...\"}})")))?
+            .into_iter()
+            .map(|l| l.input)
+            .collect(),
+        None => a.text.clone(),
+    };
+    if texts.is_empty() {
+        return Err(Exit(2, "nothing to generate: give TEXT arguments or --input FILE.jsonl".into()).into());
+    }
+    let device = parse_device(&a.device).map_err(|e| Exit(2, e.to_string()))?;
+    let m = load_t5(&a.model, device).map_err(|e| Exit(2, e.to_string()))?;
+    let ids: Vec<Vec<i64>> = texts
+        .iter()
+        .map(|t| m.tokenizer.encode(t, None))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Exit(2, e.to_string()))?;
+    const BATCH: usize = 32;
+    for (k, chunk) in ids.chunks(BATCH).enumerate() {
+        // Each batch samples from its own stream: seed + batch index.
+        let opts = GenerateOptions {
+            max_new_tokens: a.max_new_tokens,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed.wrapping_add(k as u64),
+        };
+        let outs = generate(&m.model, chunk, &opts);
+        for (j, out) in outs.iter().enumerate() {
+            let i = k * BATCH + j;
+            let text = m.tokenizer.decode(out).map_err(|e| Exit(2, e.to_string()))?;
+            if cli.json {
+                print_json(&json!({"input": texts[i], "input_ids": ids[i], "output_ids": out, "text": text}));
+            } else {
+                println!("{text}");
+            }
+        }
+    }
+    Ok(0)
 }

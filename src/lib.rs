@@ -6,4 +6,5 @@ pub mod ledger;
 pub mod provenance;
 pub mod data;
 pub mod runtime;
+pub mod model;
 pub mod pipeline;
