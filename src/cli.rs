@@ -52,6 +52,29 @@ pub enum Command {
     /// CosmosQA data: download the official files, or print statistics of a file.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Benchmarks (timings for benches/*.py, which run the Python peer in the same run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Greedy generation throughput: new tokens per second over a fixed batch of token ids.
+    Generate {
+        /// HF-format T5 directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON file: a list of token-id rows (one batch).
+        #[arg(long)]
+        ids: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed repetitions (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +286,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Generate(a) => cmd_generate(&cli, a),
         Command::Embed(_) => not_implemented("embed"),
         Command::Train(_) => not_implemented("train"),
+        Command::Bench(b) => cmd_bench(b),
     }
 }
 
@@ -491,6 +515,7 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
         // Each batch samples from its own stream: seed + batch index.
         let opts = GenerateOptions {
             max_new_tokens: a.max_new_tokens,
+            min_new_tokens: 0,
             temperature: a.temperature,
             top_p: a.top_p,
             seed: a.seed.wrapping_add(k as u64),
@@ -507,4 +532,32 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn cmd_bench(b: &BenchCommand) -> Result<u8> {
+    use hsx::model::{generate, load_t5, GenerateOptions};
+    match b {
+        BenchCommand::Generate { model, ids, new_tokens, threads, reps } => {
+            hsx::runtime::set_threads(*threads);
+            let m = load_t5(model, tch::Device::Cpu).map_err(|e| Exit(2, e.to_string()))?;
+            let text = std::fs::read_to_string(ids).with_context(|| format!("reading {}", ids.display()))?;
+            let rows: Vec<Vec<i64>> = serde_json::from_str(&text).map_err(|e| Exit(2, format!("{}: {e}", ids.display())))?;
+            // Exactly `new_tokens` per row, as the Python peer does with min_new_tokens = max_new_tokens.
+            let opts = GenerateOptions { max_new_tokens: *new_tokens, min_new_tokens: *new_tokens, ..Default::default() };
+            let _ = generate(&m.model, &rows, &opts);
+            let mut times = Vec::new();
+            for _ in 0..*reps {
+                let t = std::time::Instant::now();
+                let out = generate(&m.model, &rows, &opts);
+                times.push(t.elapsed().as_secs_f64());
+                debug_assert!(out.iter().all(|r| r.len() == *new_tokens));
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let median = times[times.len() / 2];
+            let tokens = rows.len() * new_tokens;
+            print_json(&json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads,
+                               "seconds_median": median, "tokens_per_s": tokens as f64 / median, "times": times}));
+            Ok(0)
+        }
+    }
 }

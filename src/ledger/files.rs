@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::LedgerError;
 
@@ -71,16 +71,16 @@ pub fn check_relative(rel: &str) -> Result<(), LedgerError> {
     if rel.contains('\\') || rel.contains('\0') {
         return bad("contains a backslash or NUL");
     }
-    let p = Path::new(rel);
-    if p.is_absolute() || rel.starts_with('/') {
+    if Path::new(rel).is_absolute() || rel.starts_with('/') {
         return bad("absolute");
     }
-    for c in p.components() {
-        match c {
-            Component::Normal(_) => {}
-            Component::CurDir => return bad("contains '.'"),
-            Component::ParentDir => return bad("climbs out of its root with '..'"),
-            Component::RootDir | Component::Prefix(_) => return bad("absolute"),
+    // Segment by segment: `Path::components` would silently drop a `.` in the middle.
+    for seg in rel.split('/') {
+        match seg {
+            "" => return bad("has an empty segment"),
+            "." => return bad("contains '.'"),
+            ".." => return bad("climbs out of its root with '..'"),
+            _ => {}
         }
     }
     Ok(())

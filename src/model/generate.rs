@@ -15,6 +15,8 @@ use super::tokenizer::pad_batch;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
+    /// `</s>` is suppressed before this many new tokens (transformers' `min_new_tokens`).
+    pub min_new_tokens: usize,
     /// 0 = greedy.
     pub temperature: f64,
     /// Nucleus sampling: keep the most probable tokens whose probabilities sum to at least `top_p`.
@@ -24,7 +26,7 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 64, temperature: 0.0, top_p: 1.0, seed: 42 }
+        Self { max_new_tokens: 64, min_new_tokens: 0, temperature: 0.0, top_p: 1.0, seed: 42 }
     }
 }
 
@@ -46,12 +48,17 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
         let mut done = vec![false; b];
         let mut cache = DecoderCache::default();
         let mut next: Vec<i64> = vec![model.cfg.decoder_start_token_id as i64; b];
-        for _ in 0..opts.max_new_tokens {
+        for step_no in 0..opts.max_new_tokens {
             let step = Tensor::from_slice(&next).view([b as i64, 1]).to_device(device);
             let logits = model.decode(&step, &enc, &mask, Some(&mut cache), false); // [b, 1, V]
             let logits = logits.squeeze_dim(1).to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
             let v = logits.size()[1] as usize;
-            let flat: Vec<f32> = Vec::<f32>::try_from(logits.view([-1])).expect("float logits");
+            let mut flat: Vec<f32> = Vec::<f32>::try_from(logits.view([-1])).expect("float logits");
+            if step_no < opts.min_new_tokens {
+                for row in 0..b {
+                    flat[row * v + eos as usize] = f32::NEG_INFINITY;
+                }
+            }
             for row in 0..b {
                 if done[row] {
                     next[row] = pad;
