@@ -483,9 +483,6 @@ struct InputLine {
 
 fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
     use hsx::model::{generate, load_t5, parse_device, GenerateOptions};
-    if a.adapter.is_some() {
-        return not_implemented("generate --adapter");
-    }
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         return Err(Exit(2, format!("--temperature must be 0 (greedy) or positive, got {}", a.temperature)).into());
     }
@@ -504,7 +501,11 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
         return Err(Exit(2, "nothing to generate: give TEXT arguments or --input FILE.jsonl".into()).into());
     }
     let device = parse_device(&a.device).map_err(|e| Exit(2, e.to_string()))?;
-    let m = load_t5(&a.model, device).map_err(|e| Exit(2, e.to_string()))?;
+    let m = match &a.adapter {
+        Some(ad) => hsx::model::adapter::load_with_adapter(&a.model, ad, device).map(|(m, _)| m),
+        None => load_t5(&a.model, device),
+    }
+    .map_err(|e| Exit(2, e.to_string()))?;
     let ids: Vec<Vec<i64>> = texts
         .iter()
         .map(|t| m.tokenizer.encode(t, None))

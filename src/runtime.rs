@@ -11,6 +11,17 @@ extern "C" {
     fn hsx_deterministic_algorithms() -> c_int;
     fn hsx_set_benchmark_cudnn(on: c_int) -> c_int;
     fn hsx_cpu_capability(buf: *mut c_char, len: usize) -> c_int;
+    fn hsx_set_cuda_autocast_bf16() -> c_int;
+}
+
+/// Runs `f` under bf16 autocast when `on` (CUDA only; on CPU `f` runs in fp32 as is).
+pub fn with_bf16_autocast<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if !on {
+        return f();
+    }
+    // SAFETY: sets a process-wide libtorch setting; called before any autocast region.
+    unsafe { hsx_set_cuda_autocast_bf16() };
+    tch::autocast(true, f)
 }
 
 /// The libtorch version this binary was built against (tch 0.24 expects exactly this).

@@ -36,6 +36,8 @@ pub struct Lora {
 /// A bias-free linear layer (all T5 projections), optionally with a LoRA adapter.
 #[derive(Debug)]
 pub struct LoraLinear {
+    /// The base weight's checkpoint name (`encoder.block.0.layer.0.SelfAttention.q.weight`).
+    pub name: String,
     pub weight: Tensor,
     pub lora: Option<Lora>,
 }
@@ -49,7 +51,15 @@ impl LoraLinear {
             let b = s.path.sub("lora_B").var("weight", &[out_dim as i64, s.r as i64], nn::Init::Const(0.0));
             Lora { a, b, scaling: s.scaling, dropout: s.dropout }
         });
-        Self { weight, lora }
+        Self { name: p.path("weight"), weight, lora }
+    }
+
+    /// The weight with the adapter folded in: `W + B A · scaling`.
+    pub fn merged(&self) -> Tensor {
+        tch::no_grad(|| match &self.lora {
+            None => self.weight.detach().copy(),
+            Some(l) => &self.weight.detach() + l.b.detach().matmul(&l.a.detach()) * l.scaling,
+        })
     }
 
     // x: [..., in] -> [..., out]

@@ -7,8 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
+pub mod adapter;
 pub mod generate;
 pub mod lora;
+pub mod train;
 pub mod t5;
 pub mod tokenizer;
 

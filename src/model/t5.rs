@@ -517,6 +517,28 @@ impl T5 {
         self.shared.device()
     }
 
+    /// Every linear layer (attention q/k/v/o, feed-forward wi/wo), encoder first.
+    pub fn linears(&self) -> Vec<&LoraLinear> {
+        let mut out = Vec::new();
+        for stack in [&self.encoder, &self.decoder] {
+            for b in &stack.blocks {
+                let mut attn = vec![&b.self_attn];
+                if let Some((c, _)) = &b.cross {
+                    attn.push(c);
+                }
+                for a in attn {
+                    out.extend([&a.q, &a.k, &a.v, &a.o]);
+                }
+                out.push(&b.ff.wi_0);
+                if let Some(w) = &b.ff.wi_1 {
+                    out.push(w);
+                }
+                out.push(&b.ff.wo);
+            }
+        }
+        out
+    }
+
     pub fn kind(&self) -> Kind {
         self.shared.kind()
     }

@@ -1,6 +1,7 @@
 // The two libtorch controls tch 0.24 does not bind. Called from src/runtime.rs.
 #include <ATen/Context.h>
 #include <ATen/Version.h>
+#include <ATen/autocast_mode.h>
 #include <cstring>
 #include <string>
 
@@ -25,6 +26,16 @@ int hsx_deterministic_algorithms() {
 int hsx_set_benchmark_cudnn(int on) {
   try {
     at::globalContext().setBenchmarkCuDNN(on != 0);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Makes CUDA autocast compute in bf16 (libtorch's default is fp16, which overflows in T5).
+int hsx_set_cuda_autocast_bf16() {
+  try {
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
     return 0;
   } catch (...) {
     return -1;

@@ -1,0 +1,162 @@
+//! LoRA parity with peft (losses within 1e-5, final adapter within 1e-4), peft-format adapters in both
+//! directions, merging, and bit-identical reruns. Fixtures: tests/fixtures/lora/make_lora_fixture.py.
+mod common;
+
+use hsx::model::adapter::{load_t5_lora, load_with_adapter, merge_and_save, read_adapter_config, save_adapter};
+use hsx::model::train::{collate, train, Example, NoProgress, Recipe, Trainer};
+use hsx::model::{generate, load_t5, GenerateOptions};
+use serde_json::Value;
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+fn paths() -> (PathBuf, PathBuf, Value) {
+    let base = common::repo_path("tests/fixtures/t5/model");
+    let lora = common::repo_path("tests/fixtures/lora");
+    let exp = serde_json::from_str(&std::fs::read_to_string(lora.join("expected.json")).unwrap()).unwrap();
+    (base, lora, exp)
+}
+
+fn recipe_of(exp: &Value) -> Recipe {
+    let r = &exp["recipe"];
+    Recipe {
+        epochs: 1,
+        batch_size: 2,
+        grad_accum: r["accum"].as_u64().unwrap() as usize,
+        lr: r["lr"].as_f64().unwrap(),
+        weight_decay: r["weight_decay"].as_f64().unwrap(),
+        warmup_steps: r["warmup"].as_u64().unwrap() as usize,
+        max_grad_norm: r["clip"].as_f64().unwrap(),
+        adam_beta1: r["betas"][0].as_f64().unwrap(),
+        adam_beta2: r["betas"][1].as_f64().unwrap(),
+        adam_eps: r["eps"].as_f64().unwrap(),
+        log_every: 1,
+        seed: 0,
+        bf16: false,
+    }
+}
+
+fn adapter_tensors(dir: &std::path::Path) -> Vec<(String, Tensor)> {
+    let mut v = Tensor::read_safetensors(dir.join("adapter_model.safetensors")).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn training_steps_match_peft() {
+    let (base, lora, exp) = paths();
+    let cfg = read_adapter_config(&lora.join("init")).unwrap();
+    let (m, lora_vs) = load_t5_lora(&base, Device::Cpu, &cfg, Some(&lora.join("init"))).unwrap();
+    let recipe = recipe_of(&exp);
+    let steps = exp["recipe"]["steps"].as_u64().unwrap() as usize;
+    let mut tr = Trainer::new(&m.model, &lora_vs, recipe.clone(), steps).unwrap();
+    assert_eq!(tr.trainable_count(), exp["trainable_parameters"].as_i64().unwrap());
+    let pairs: Vec<Example> = exp["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Example {
+            input_ids: m.tokenizer.encode(p[0].as_str().unwrap(), None).unwrap(),
+            labels: m.tokenizer.encode(p[1].as_str().unwrap(), None).unwrap(),
+        })
+        .collect();
+    let micro: Vec<Vec<&Example>> = pairs.chunks(2).map(|c| c.iter().collect()).collect();
+    for step in 0..steps {
+        let group: Vec<_> = (0..recipe.grad_accum)
+            .map(|k| collate(&micro[(step * recipe.grad_accum + k) % micro.len()], 0, Device::Cpu))
+            .collect();
+        let loss = tr.step(&group, false);
+        let want = exp["losses"][step].as_f64().unwrap();
+        eprintln!("step {step}: loss {loss:.8}, peft {want:.8}, diff {:e}", (loss - want).abs());
+        assert!((loss - want).abs() <= 1e-5, "step {step}: loss {loss}, peft {want}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    save_adapter(&lora_vs, &cfg, "tests/fixtures/t5/model", tmp.path()).unwrap();
+    let ours = adapter_tensors(tmp.path());
+    let theirs = adapter_tensors(&lora.join("final"));
+    assert_eq!(ours.iter().map(|t| &t.0).collect::<Vec<_>>(), theirs.iter().map(|t| &t.0).collect::<Vec<_>>());
+    let mut worst = 0f64;
+    for ((name, a), (_, b)) in ours.iter().zip(&theirs) {
+        let d = (a - b).abs().max().double_value(&[]);
+        assert!(d <= 1e-4, "{name}: max-abs diff {d}");
+        worst = worst.max(d);
+    }
+    eprintln!("final adapter max-abs diff vs peft: {worst:e}");
+}
+
+#[test]
+fn peft_saved_adapter_gives_peft_greedy_outputs() {
+    let (base, lora, exp) = paths();
+    let (m, _lora_vs) = load_with_adapter(&base, &lora.join("final"), Device::Cpu).unwrap();
+    let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
+    for (i, t) in exp["greedy_texts"].as_array().unwrap().iter().enumerate() {
+        let ids = m.tokenizer.encode(t.as_str().unwrap(), None).unwrap();
+        let got = generate(&m.model, &[ids], &opts);
+        let want: Vec<i64> = exp["greedy"][i].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+        assert_eq!(got[0], want, "text {i}");
+    }
+    // And through the CLI.
+    let out = std::process::Command::new(common::hsx_bin())
+        .args(["generate", "--json", "--max-new-tokens", "8", "--model"])
+        .arg(&base)
+        .arg("--adapter")
+        .arg(lora.join("final"))
+        .arg(exp["greedy_texts"][0].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["output_ids"], exp["greedy"][0]);
+}
+
+#[test]
+fn merged_model_equals_model_with_adapter() {
+    let (base, lora, exp) = paths();
+    let (m, _v) = load_with_adapter(&base, &lora.join("final"), Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    merge_and_save(&base, &m, tmp.path()).unwrap();
+    let merged = load_t5(tmp.path(), Device::Cpu).unwrap();
+    let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
+    let texts: Vec<Vec<i64>> =
+        exp["greedy_texts"].as_array().unwrap().iter().map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap()).collect();
+    assert_eq!(generate(&merged.model, &texts, &opts), generate(&m.model, &texts, &opts));
+}
+
+fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::train::TrainReport) {
+    tch::set_num_threads(threads);
+    let (base, _, exp) = paths();
+    let cfg = hsx::model::lora::LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
+    tch::manual_seed(seed as i64);
+    let (m, lora_vs) = load_t5_lora(&base, Device::Cpu, &cfg, None).unwrap();
+    let pairs: Vec<Example> = exp["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cycle()
+        .take(24)
+        .map(|p| Example {
+            input_ids: m.tokenizer.encode(p[0].as_str().unwrap(), None).unwrap(),
+            labels: m.tokenizer.encode(p[1].as_str().unwrap(), None).unwrap(),
+        })
+        .collect();
+    let recipe = Recipe { epochs: 2, batch_size: 4, grad_accum: 2, warmup_steps: 2, seed, log_every: 1, ..recipe_of(&exp) };
+    let total = hsx::model::train::parameter_count(&m.vs) + hsx::model::train::parameter_count(&lora_vs);
+    let rep = train(&m.model, &lora_vs, total, &pairs, &pairs[..6], &recipe, 0, &NoProgress).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    save_adapter(&lora_vs, &cfg, "base", tmp.path()).unwrap();
+    (adapter_tensors(tmp.path()), rep)
+}
+
+#[test]
+fn same_seed_same_threads_gives_bit_identical_adapters() {
+    let (a, ra) = tiny_train(3, 2);
+    let (b, rb) = tiny_train(3, 2);
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x.equal(y), "{n} differs between two identical runs");
+    }
+    assert_eq!(ra.loss_curve, rb.loss_curve);
+    assert!(ra.loss_curve.first().unwrap().1 > ra.loss_curve.last().unwrap().1, "loss did not fall: {:?}", ra.loss_curve);
+    assert_eq!(ra.val_loss_per_epoch.len(), 2);
+    assert!((0.0..1.0).contains(&ra.padding_share));
+    let (c, _) = tiny_train(4, 2);
+    assert!(a.iter().zip(&c).any(|((_, x), (_, y))| !x.equal(y)), "a different seed gave the same adapter");
+}
