@@ -217,6 +217,25 @@ pub struct TrainArgs {
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// LoRA rank (alpha stays 2 × r as in the seed's 16/32 unless --lora-alpha is given).
+    #[arg(long, default_value_t = 16)]
+    pub lora_r: usize,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// cpu, cuda, or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Longest input / target in tokens (longer ones are truncated, keeping </s>).
+    #[arg(long, default_value_t = 512)]
+    pub max_input_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_target_tokens: usize,
+    /// Also write the adapter merged into the base weights as an HF directory under OUT/merged.
+    #[arg(long)]
+    pub merge: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,7 +304,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Score(_) => not_implemented("score"),
         Command::Generate(a) => cmd_generate(&cli, a),
         Command::Embed(_) => not_implemented("embed"),
-        Command::Train(_) => not_implemented("train"),
+        Command::Train(a) => cmd_train(&cli, a),
         Command::Bench(b) => cmd_bench(b),
     }
 }
@@ -561,4 +580,127 @@ fn cmd_bench(b: &BenchCommand) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct PairLine {
+    input: String,
+    target: String,
+}
+
+struct BarProgress {
+    bar: indicatif::ProgressBar,
+    json: bool,
+}
+
+impl hsx::model::train::TrainProgress for BarProgress {
+    fn start(&self, total: usize) {
+        self.bar.set_length(total as u64);
+    }
+    fn step(&self, step: usize, loss: f64, tps: f64) {
+        self.bar.set_position(step as u64);
+        self.bar.set_message(format!("loss {loss:.4}, {tps:.0} tok/s"));
+        if self.json {
+            print_json(&json!({"event": "train_step", "step": step, "loss": loss, "tokens_per_s": tps}));
+        }
+    }
+    fn epoch(&self, epoch: usize, val: Option<f64>) {
+        self.bar.println(format!("epoch {epoch}: val loss {}", val.map(|v| format!("{v:.4}")).unwrap_or("-".into())));
+        if self.json {
+            print_json(&json!({"event": "epoch", "epoch": epoch, "val_loss": val}));
+        }
+    }
+}
+
+fn progress_bar(cli: &Cli) -> indicatif::ProgressBar {
+    if cli.quiet || cli.json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn cmd_train(cli: &Cli, a: &TrainArgs) -> Result<u8> {
+    use hsx::model::adapter::{load_t5_lora, merge_and_save, save_adapter};
+    use hsx::model::lora::LoraConfig;
+    use hsx::model::train::{parameter_count, train, Example, Recipe};
+    let read = |p: &Path| -> Result<Vec<PairLine>> {
+        let rows = hsx::data::read_jsonl_as::<PairLine>(p)
+            .map_err(|e| Exit(2, format!("{e} (each line must be {{\"input\": ..., \"target\": ...}})")))?;
+        if rows.is_empty() {
+            return Err(Exit(2, format!("{} holds no examples", p.display())).into());
+        }
+        Ok(rows)
+    };
+    let train_rows = read(&a.train)?;
+    let val_rows = match &a.val {
+        Some(v) => read(v)?,
+        None => Vec::new(),
+    };
+    hsx::runtime::set_threads(a.threads);
+    hsx::runtime::set_deterministic(true).map_err(|m| Exit(2, m))?;
+    let device = hsx::model::parse_device(&a.device).map_err(|e| Exit(2, e.to_string()))?;
+    let defaults = hsx::config::Train::default();
+    let lora = LoraConfig {
+        r: a.lora_r,
+        alpha: a.lora_alpha.unwrap_or(2.0 * a.lora_r as f64),
+        dropout: hsx::config::Lora::default().dropout,
+        targets: vec!["q".into(), "v".into()],
+    };
+    tch::manual_seed(a.seed as i64);
+    let (m, lora_vs) = load_t5_lora(&a.model, device, &lora, None).map_err(|e| Exit(2, e.to_string()))?;
+    let tok = |rows: &[PairLine]| -> Result<Vec<Example>> {
+        rows.iter()
+            .map(|r| {
+                Ok(Example {
+                    input_ids: m.tokenizer.encode(&r.input, Some(a.max_input_tokens))?,
+                    labels: m.tokenizer.encode(&r.target, Some(a.max_target_tokens))?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, hsx::model::ModelError>>()
+            .map_err(|e| Exit(2, e.to_string()).into())
+    };
+    let (train_ex, val_ex) = (tok(&train_rows)?, tok(&val_rows)?);
+    let mut recipe = Recipe::from_config(&defaults, a.seed, device.is_cuda());
+    if let Some(e) = a.epochs {
+        recipe.epochs = e;
+    }
+    if let Some(lr) = a.lr {
+        recipe.lr = lr;
+    }
+    let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
+    let progress = BarProgress { bar: progress_bar(cli), json: cli.json };
+    let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, &progress)
+        .map_err(|e| Exit(2, e.to_string()))?;
+    progress.bar.finish_and_clear();
+    save_adapter(&lora_vs, &lora, &a.model.display().to_string(), &a.out).map_err(|e| Exit(2, e.to_string()))?;
+    let metrics = serde_json::to_value(&report)?;
+    std::fs::write(a.out.join("train_metrics.json"), format!("{}\n", serde_json::to_string_pretty(&metrics)?))
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    if a.merge {
+        merge_and_save(&a.model, &m, &a.out.join("merged")).map_err(|e| Exit(2, e.to_string()))?;
+    }
+    if cli.json {
+        print_json(&json!({"event": "done", "out": a.out, "metrics": metrics}));
+    } else if !cli.quiet {
+        println!(
+            "trainable parameters: {} of {} ({:.3}%)",
+            report.trainable_parameters,
+            report.total_parameters,
+            100.0 * report.trainable_share
+        );
+        println!(
+            "{} steps in {:.1} s; best epoch {} (val loss {:?}); adapter in {}",
+            report.optimizer_steps,
+            report.wall_seconds,
+            report.best_epoch,
+            report.val_loss_per_epoch,
+            a.out.display()
+        );
+    }
+    Ok(0)
 }
