@@ -347,6 +347,14 @@ impl Progress for CliProgress {
             eprintln!("{message}");
         }
     }
+    fn trainer(&self, _stage: &str) -> Box<dyn hsx::model::train::TrainProgress + '_> {
+        let bar = if self.quiet || self.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Box::new(BarProgress { bar, json: self.json })
+    }
 }
 
 fn cwd() -> Result<PathBuf> {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, ModelSpec};
 use crate::data::{self, split, stats, DataError};
 use crate::ledger::files::{hash_file, record_path};
 use crate::ledger::{
@@ -25,7 +25,7 @@ use crate::ledger::{
 /// Every stage of the experiment, in order, and whether this build implements it.
 pub const STAGES: &[(&str, bool)] = &[
     ("prepare", true),
-    ("base-model", false),
+    ("base-model", true),
     ("contaminate", false),
     ("generator", false),
     ("synthesize", false),
@@ -57,6 +57,10 @@ pub trait Progress {
     fn stage_skipped(&self, stage: &str, reason: &str);
     fn stage_finished(&self, stage: &str, entry: &Entry);
     fn note(&self, message: &str);
+    /// Progress of a training loop inside `stage`.
+    fn trainer(&self, _stage: &str) -> Box<dyn crate::model::train::TrainProgress + '_> {
+        Box::new(crate::model::train::NoProgress)
+    }
 }
 
 /// A `Progress` that discards everything (tests, library callers).
@@ -178,6 +182,10 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         };
         let entry = match *stage {
             "prepare" => recorder.record(spec, |ctx| prepare(&cfg, &roots, ctx.seed))??,
+            "base-model" => {
+                let tp = progress.trainer(stage);
+                recorder.record(spec, |ctx| base_model(&cfg, &roots, ctx.seed, tp.as_ref()))??
+            }
             other => unreachable!("stage {other} is marked built but has no body"),
         };
         progress.stage_finished(stage, &entry);
@@ -198,6 +206,15 @@ fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
             stage: stage.into(),
             params: json!({ "data": cfg.data, "split": cfg.split, "seed": cfg.experiment.seed }),
             inputs: cfg.data.files.iter().map(|f| (Root::Data, f.clone())).collect(),
+            determinism: Determinism::Bitwise,
+        },
+        "base-model" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
+            inputs: match &cfg.model {
+                ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
+                ModelSpec::Scratch { .. } => vec![(Root::Run, "prepare/human_train.jsonl".into())],
+            },
             determinism: Determinism::Bitwise,
         },
         other => StageSpec { stage: other.into(), params: Value::Null, inputs: vec![], determinism: Determinism::Bitwise },
@@ -317,4 +334,74 @@ pub fn prepare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, P
             "stats": st,
         }),
     })
+}
+
+/// The device a stage runs on, from `[runtime]`.
+pub fn device_of(cfg: &Config) -> Result<tch::Device, PipelineError> {
+    let name = match cfg.runtime.device {
+        crate::config::Device::Cpu => "cpu",
+        crate::config::Device::Cuda => "cuda",
+        crate::config::Device::Auto => "auto",
+    };
+    crate::model::parse_device(name).map_err(|e| PipelineError::Usage(e.to_string()))
+}
+
+/// Where the base model lives for later stages: the HF directory, or the one `base-model` wrote.
+pub fn base_model_dir(cfg: &Config, roots: &Roots) -> PathBuf {
+    match &cfg.model {
+        ModelSpec::HfDir { path } => roots.workspace.clone().expect("workspace root").join(path),
+        ModelSpec::Scratch { .. } => roots.run.clone().expect("run root").join("base-model/model"),
+    }
+}
+
+/// The `base-model` stage: the tiny/smoke profiles' own tokenizer and span-corruption pretraining, or
+/// (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture.
+pub fn base_model(
+    cfg: &Config,
+    roots: &Roots,
+    seed: u64,
+    progress: &dyn crate::model::train::TrainProgress,
+) -> Result<StageOutcome, PipelineError> {
+    let device = device_of(cfg)?;
+    let model_err = |e: crate::model::ModelError| PipelineError::Usage(e.to_string());
+    match &cfg.model {
+        ModelSpec::HfDir { path } => {
+            let dir = base_model_dir(cfg, roots);
+            if !dir.is_dir() {
+                return Err(PipelineError::Usage(format!(
+                    "{} does not exist; download the weights with `huggingface-cli download google/flan-t5-base --local-dir {path}`",
+                    dir.display()
+                )));
+            }
+            let m = crate::model::load_t5(&dir, device).map_err(model_err)?;
+            let params = crate::model::train::parameter_count(&m.vs);
+            Ok(StageOutcome { outputs: vec![], metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }) })
+        }
+        ModelSpec::Scratch { arch, tokenizer, pretrain } => {
+            let run = roots.run.clone().expect("run root");
+            let train: Vec<data::QaExample> = data::read_jsonl_as(&run.join("prepare/human_train.jsonl"))?;
+            // The tokenizer learns from all train-split text; pretraining reads contexts only (once each).
+            let mut seen = std::collections::HashSet::new();
+            let contexts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
+            let mut tok_texts = contexts.clone();
+            tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer)));
+            let out = run.join("base-model/model");
+            let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, seed, device, &out, progress)
+                .map_err(model_err)?;
+            let metrics = json!({
+                "source": "scratch",
+                "vocab_size": r.vocab_size,
+                "examples": r.examples,
+                "initial_loss": r.initial_loss,
+                "pretrain": r.report,
+            });
+            let path = run.join("base-model/pretrain_metrics.json");
+            std::fs::write(&path, format!("{}\n", serde_json::to_string_pretty(&metrics).expect("json")))
+                .map_err(|source| DataError::Io { path, source })?;
+            Ok(StageOutcome {
+                outputs: vec![(Root::Run, "base-model/model".into()), (Root::Run, "base-model/pretrain_metrics.json".into())],
+                metrics,
+            })
+        }
+    }
 }

@@ -1,0 +1,313 @@
+//! The tiny and smoke profiles' own base model: no pretrained weights exist offline, so the pipeline
+//! trains a T5-style Unigram tokenizer on the human train split (the `tokenizers` crate), initialises a
+//! small T5 of the flan-t5 architecture from the stage seed, and pretrains it with T5's span-corruption
+//! objective (Raffel et al., 2020, §3.1.4) on the train split's contexts — never val or test text.
+//!
+//! Span corruption: of a sequence of n tokens, round(n · noise_density) are masked in
+//! round(masked / mean_span_length) spans whose lengths, and those of the kept stretches between them,
+//! are random segmentations (ChaCha8, seeded); each masked span becomes one sentinel `<extra_id_k>` in the
+//! input, and the target lists each sentinel followed by the tokens it hides, then `</s>`.
+//!
+//! ```text
+//! hsx run --config configs/tiny.toml --ledger ledger/exp-42.json --only base-model
+//! ```
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
+use tokenizers::normalizers::{Replace, Sequence as NormSeq, NFKC};
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, NormalizerWrapper, TokenizerImpl};
+
+use super::train::{train, Example, Recipe, TrainProgress, TrainReport};
+use super::{file_err, ModelError, T5Config, T5};
+
+/// Trains a T5-style Unigram tokenizer: `<pad>`=0, `</s>`=1, `<unk>`=2, the learned pieces, then
+/// `extra_ids` sentinels with `<extra_id_0>` last (T5's order). The trainer runs single-threaded, and the
+/// learned pieces are re-sorted by (score rounded to 1e-3, piece): the trainer gives the characters it
+/// must keep near-equal scores (steps of 1e-4) in hash-map order, which differs run to run.
+pub fn train_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize) -> Result<tokenizers::Tokenizer, ModelError> {
+    let err = |m: String| ModelError::Config(format!("tokenizer training: {m}"));
+    tokenizers::utils::parallelism::set_parallelism(false);
+    let specials = ["<pad>", "</s>", "<unk>"];
+    let mut trainer = UnigramTrainerBuilder::default()
+        .show_progress(false)
+        .vocab_size((vocab_size - extra_ids) as u32)
+        .special_tokens(specials.iter().map(|s| AddedToken::from(*s, true)).collect())
+        .unk_token(Some("<unk>".into()))
+        .max_piece_length(16)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let normalizer: NormalizerWrapper = NormSeq::new(vec![
+        NFKC.into(),
+        Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()), " ")
+            .map_err(|e| err(e.to_string()))?
+            .into(),
+    ])
+    .into();
+    let metaspace = Metaspace::new('\u{2581}', PrependScheme::Always, true);
+    let mut tk: TokenizerImpl<Unigram, NormalizerWrapper, Metaspace, TemplateProcessing, Metaspace> =
+        TokenizerImpl::new(Unigram::default());
+    tk.with_normalizer(Some(normalizer.clone()));
+    tk.with_pre_tokenizer(Some(metaspace.clone()));
+    tk.train(&mut trainer, texts.iter().map(String::as_str)).map_err(|e| err(e.to_string()))?;
+
+    // Canonical order: specials, then pieces by (score desc, piece), scores rounded.
+    let learned: Vec<(String, f64)> = tk.get_model().iter().map(|(p, s)| (p.clone(), *s)).collect();
+    let mut pieces: Vec<(String, f64)> = learned
+        .into_iter()
+        .filter(|(p, _)| !specials.contains(&p.as_str()))
+        .map(|(p, s)| (p, (s * 1e3).round() / 1e3))
+        .collect();
+    pieces.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.0.cmp(&b.0)));
+    let mut vocab: Vec<(String, f64)> = specials.iter().map(|s| (s.to_string(), 0.0)).collect();
+    vocab.extend(pieces);
+    let sentinels: Vec<String> = (0..extra_ids).rev().map(|i| format!("<extra_id_{i}>")).collect();
+    vocab.extend(sentinels.iter().map(|s| (s.clone(), 0.0)));
+    let model = Unigram::from(vocab, Some(2), false).map_err(|e| err(e.to_string()))?;
+    let post = TemplateProcessing::builder()
+        .try_single("$A </s>")
+        .and_then(|b| b.try_pair("$A </s> $B </s>"))
+        .map_err(|e| err(e.to_string()))?
+        .special_tokens(vec![("</s>", 1u32)])
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let mut out: TokenizerImpl<Unigram, NormalizerWrapper, Metaspace, TemplateProcessing, Metaspace> = TokenizerImpl::new(model);
+    out.with_normalizer(Some(normalizer));
+    out.with_pre_tokenizer(Some(metaspace.clone()));
+    out.with_post_processor(Some(post));
+    out.with_decoder(Some(metaspace));
+    let special: Vec<AddedToken> = specials.iter().chain(sentinels.iter().map(String::as_str).collect::<Vec<_>>().iter())
+        .map(|s| AddedToken::from(s.to_string(), true))
+        .collect();
+    out.add_special_tokens(&special);
+    let json = out.to_string(false).map_err(|e| err(e.to_string()))?;
+    json.parse::<tokenizers::Tokenizer>().map_err(|e| err(e.to_string()))
+}
+
+/// The T5 config of a scratch model (flan-t5 architecture: gated-gelu, untied head).
+pub fn scratch_config(arch: &crate::config::T5Arch, vocab_size: usize) -> T5Config {
+    T5Config {
+        vocab_size,
+        d_model: arch.d_model,
+        d_kv: arch.d_kv,
+        d_ff: arch.d_ff,
+        num_layers: arch.num_layers,
+        num_decoder_layers: Some(arch.num_decoder_layers),
+        num_heads: arch.num_heads,
+        relative_attention_num_buckets: arch.relative_attention_num_buckets,
+        relative_attention_max_distance: arch.relative_attention_max_distance,
+        dropout_rate: arch.dropout_rate,
+        layer_norm_epsilon: 1e-6,
+        feed_forward_proj: "gated-gelu".into(),
+        tie_word_embeddings: false,
+        scale_decoder_outputs: Some(false),
+        pad_token_id: 0,
+        eos_token_id: 1,
+        decoder_start_token_id: 0,
+        model_type: Some("t5".into()),
+        is_encoder_decoder: Some(true),
+    }
+}
+
+/// Re-initialises every variable as transformers' `T5PreTrainedModel._init_weights` does (factor 1):
+/// embeddings N(0, 1); q N(0, (d_model·d_kv)^-½); k, v N(0, d_model^-½); o N(0, (heads·d_kv)^-½);
+/// wi N(0, d_model^-½); wo N(0, d_ff^-½); relative bias N(0, d_model^-½); lm_head N(0, d_model^-½);
+/// layer norms 1. Draws from libtorch's generator, which the caller seeds.
+pub fn init_like_transformers(vs: &nn::VarStore, cfg: &T5Config) {
+    let d = cfg.d_model as f64;
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (name, mut t) in vars {
+            let std = if name.ends_with("layer_norm.weight") {
+                let _ = t.fill_(1.0);
+                continue;
+            } else if name == "shared.weight" {
+                1.0
+            } else if name.ends_with(".q.weight") {
+                (d * cfg.d_kv as f64).powf(-0.5)
+            } else if name.ends_with(".o.weight") {
+                ((cfg.num_heads * cfg.d_kv) as f64).powf(-0.5)
+            } else if name.ends_with(".wo.weight") {
+                (cfg.d_ff as f64).powf(-0.5)
+            } else {
+                d.powf(-0.5)
+            };
+            let _ = t.normal_(0.0, std);
+        }
+    });
+}
+
+/// T5's random span corruption of `tokens` (no `</s>`): (inputs, targets), both ending in `</s>`.
+pub fn span_corrupt(tokens: &[i64], density: f64, mean_span: f64, sentinel0: i64, eos: i64, rng: &mut ChaCha8Rng) -> (Vec<i64>, Vec<i64>) {
+    let n = tokens.len();
+    let noise = ((n as f64 * density).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let spans = ((noise as f64 / mean_span).round() as usize).clamp(1, noise);
+    let segment = |total: usize, parts: usize, rng: &mut ChaCha8Rng| -> Vec<usize> {
+        // A random composition of `total` into `parts` positive lengths.
+        let mut cuts: Vec<usize> = (1..total).collect();
+        cuts.shuffle(rng);
+        let mut chosen: Vec<usize> = cuts.into_iter().take(parts - 1).collect();
+        chosen.sort_unstable();
+        let mut out = Vec::with_capacity(parts);
+        let mut prev = 0;
+        for c in chosen.into_iter().chain(std::iter::once(total)) {
+            out.push(c - prev);
+            prev = c;
+        }
+        out
+    };
+    let keep_total = n - noise;
+    let spans = spans.min(keep_total.max(1));
+    let noise_lens = segment(noise, spans, rng);
+    let keep_lens = if keep_total >= spans { segment(keep_total, spans, rng) } else { vec![keep_total] };
+    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
+    let mut pos = 0;
+    for (k, (&keep, &mask)) in keep_lens.iter().zip(noise_lens.iter()).enumerate() {
+        inp.extend_from_slice(&tokens[pos..pos + keep]);
+        pos += keep;
+        let sentinel = sentinel0 - k as i64;
+        inp.push(sentinel);
+        tgt.push(sentinel);
+        tgt.extend_from_slice(&tokens[pos..pos + mask]);
+        pos += mask;
+    }
+    inp.extend_from_slice(&tokens[pos..]);
+    inp.push(eos);
+    tgt.push(eos);
+    (inp, tgt)
+}
+
+pub struct PretrainResult {
+    pub report: TrainReport,
+    pub initial_loss: f64,
+    pub vocab_size: usize,
+    pub examples: usize,
+}
+
+/// Builds, pretrains and saves a scratch base model as an HF directory in `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn build_base_model(
+    texts: &[String],
+    arch: &crate::config::T5Arch,
+    tok_spec: &crate::config::TokenizerSpec,
+    pre: &crate::config::Pretrain,
+    seed: u64,
+    device: Device,
+    out: &Path,
+    progress: &dyn TrainProgress,
+) -> Result<PretrainResult, ModelError> {
+    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+    let tok = train_tokenizer(texts, tok_spec.vocab_size, tok_spec.extra_ids)?;
+    let vocab_size = tok.get_vocab_size(true);
+    tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
+    let cfg = scratch_config(arch, vocab_size);
+    let mut cfg_text = serde_json::to_string_pretty(&json!({
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff,
+        "num_layers": cfg.num_layers, "num_decoder_layers": cfg.num_decoder_layers, "num_heads": cfg.num_heads,
+        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+        "relative_attention_max_distance": cfg.relative_attention_max_distance,
+        "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "feed_forward_proj": cfg.feed_forward_proj, "dense_act_fn": "gelu_new", "is_gated_act": true,
+        "tie_word_embeddings": false, "scale_decoder_outputs": false, "is_encoder_decoder": true,
+        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+    }))
+    .expect("json");
+    cfg_text.push('\n');
+    std::fs::write(out.join("config.json"), cfg_text).map_err(|e| file_err(out, e.to_string()))?;
+
+    // Span-corrupted examples: passes over the contexts, each with fresh masks, until steps × batch.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let sentinel0 = vocab_size as i64 - 1; // <extra_id_0>
+    let raw_len = ((pre.max_input_tokens as f64 - 1.0) / (1.0 - pre.noise_density + pre.noise_density / pre.mean_noise_span_length)).floor() as usize;
+    let mut encoded: Vec<Vec<i64>> = Vec::new();
+    for t in texts {
+        let enc = tok.encode(t.as_str(), false).map_err(|e| ModelError::Config(e.to_string()))?;
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
+        for chunk in ids.chunks(raw_len.max(4)) {
+            if chunk.len() >= 4 {
+                encoded.push(chunk.to_vec());
+            }
+        }
+    }
+    if encoded.is_empty() {
+        return Err(ModelError::Config("no text to pretrain on".into()));
+    }
+    let want = pre.steps * pre.batch_size;
+    let mut examples = Vec::with_capacity(want);
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    while examples.len() < want {
+        order.shuffle(&mut rng);
+        for &i in &order {
+            if examples.len() == want {
+                break;
+            }
+            let (input_ids, labels) = span_corrupt(&encoded[i], pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut rng);
+            examples.push(Example { input_ids, labels });
+        }
+    }
+
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = T5::new(&vs.root(), &cfg, None)?;
+    init_like_transformers(&vs, &cfg);
+    let recipe = Recipe {
+        epochs: 1,
+        batch_size: pre.batch_size,
+        grad_accum: 1,
+        lr: pre.lr,
+        weight_decay: 0.01,
+        warmup_steps: pre.warmup_steps,
+        max_grad_norm: 1.0,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        adam_eps: 1e-8,
+        log_every: (pre.steps / 20).max(1),
+        seed,
+        bf16: device.is_cuda(),
+    };
+    let probe: Vec<_> = examples[..pre.batch_size.min(examples.len())].iter().collect();
+    let probe = super::train::collate(&probe, 0, device);
+    let initial_loss = super::train::evaluate_loss(&model, std::slice::from_ref(&probe), false);
+    let total = super::train::parameter_count(&vs);
+    let report = train(&model, &vs, total, &examples, &[], &recipe, 0, progress)?;
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
+    Ok(PretrainResult { report, initial_loss, vocab_size, examples: examples.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_corruption_hides_the_right_share_and_reconstructs() {
+        let tokens: Vec<i64> = (10..110).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (inp, tgt) = span_corrupt(&tokens, 0.15, 3.0, 999, 1, &mut rng);
+        let sentinels: Vec<i64> = inp.iter().copied().filter(|&t| t > 900).collect();
+        assert_eq!(sentinels.len(), 5); // round(15 / 3)
+        assert_eq!(tgt.iter().filter(|&&t| t < 900 && t != 1).count(), 15);
+        // Rebuild the original from inputs + targets.
+        let mut spans = std::collections::HashMap::new();
+        let mut cur = None;
+        for &t in &tgt[..tgt.len() - 1] {
+            if t > 900 {
+                cur = Some(t);
+                spans.insert(t, Vec::new());
+            } else {
+                spans.get_mut(&cur.unwrap()).unwrap().push(t);
+            }
+        }
+        let rebuilt: Vec<i64> = inp[..inp.len() - 1].iter().flat_map(|&t| if t > 900 { spans[&t].clone() } else { vec![t] }).collect();
+        assert_eq!(rebuilt, tokens);
+    }
+}
