@@ -75,6 +75,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// EM + F1 + ROUGE-1/2/L (stemmed) over prediction/reference pairs; pairs per second.
+    Metrics {
+        /// JSON file: a list of [prediction, reference] pairs.
+        #[arg(long)]
+        pairs: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// LoRA training throughput: one epoch over fixed examples with the seed's recipe (r 16, q and v,
+    /// batch 8), length-bucketed; real (non-padding) tokens per second.
+    Train {
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON file {"inputs": [[ids]], "labels": [[ids]]}.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +186,20 @@ pub struct ScoreArgs {
     /// Porter-stem tokens for ROUGE, as rouge-score's use_stemmer=True.
     #[arg(long)]
     pub stemmer: bool,
+    /// BERT-architecture HF directory for BERTScore (default: the bootstrap's all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub bertscore_model: Option<PathBuf>,
+    /// BERTScore encoder layer (1-based; default the last).
+    #[arg(long, default_value_t = 0)]
+    pub bertscore_layer: usize,
+    /// idf-weight BERTScore tokens (idf from the references).
+    #[arg(long)]
+    pub idf: bool,
+    /// Bootstrap resamples for the 95% intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -301,9 +336,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Data(d) => cmd_data(&cli, d),
         Command::Reproduce(_) => not_implemented("reproduce"),
         Command::Report(_) => not_implemented("report"),
-        Command::Score(_) => not_implemented("score"),
+        Command::Score(a) => cmd_score(&cli, a),
         Command::Generate(a) => cmd_generate(&cli, a),
-        Command::Embed(_) => not_implemented("embed"),
+        Command::Embed(a) => cmd_embed(&cli, a),
         Command::Train(a) => cmd_train(&cli, a),
         Command::Bench(b) => cmd_bench(b),
     }
@@ -565,6 +600,50 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
 fn cmd_bench(b: &BenchCommand) -> Result<u8> {
     use hsx::model::{generate, load_t5, GenerateOptions};
     match b {
+        BenchCommand::Metrics { pairs, reps } => {
+            let v: Vec<(String, String)> = serde_json::from_str(&std::fs::read_to_string(pairs)?).map_err(|e| Exit(2, format!("{}: {e}", pairs.display())))?;
+            let (p, r): (Vec<String>, Vec<String>) = v.into_iter().unzip();
+            let all = [hsx::metrics::Metric::Em, hsx::metrics::Metric::F1, hsx::metrics::Metric::Rouge];
+            let mut times = Vec::new();
+            let mut checksum = 0.0;
+            for _ in 0..*reps {
+                let t = std::time::Instant::now();
+                let s = hsx::metrics::lexical(&p, &r, &all, true);
+                times.push(t.elapsed().as_secs_f64());
+                checksum = s.f1.iter().sum::<f64>() + s.rouge_l.iter().sum::<f64>();
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let median = times[times.len() / 2];
+            print_json(&json!({"impl": "hsx", "pairs": p.len(), "seconds_median": median, "checksum": checksum}));
+            Ok(0)
+        }
+        BenchCommand::Train { model, data, batch, threads } => {
+            use hsx::model::train::{parameter_count, train, Example, NoProgress, Recipe};
+            hsx::runtime::set_threads(*threads);
+            #[derive(serde::Deserialize)]
+            struct D {
+                inputs: Vec<Vec<i64>>,
+                labels: Vec<Vec<i64>>,
+            }
+            let d: D = serde_json::from_str(&std::fs::read_to_string(data)?).map_err(|e| Exit(2, format!("{}: {e}", data.display())))?;
+            let lora = hsx::model::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
+            tch::manual_seed(0);
+            let (m, lora_vs) = hsx::model::adapter::load_t5_lora(model, tch::Device::Cpu, &lora, None).map_err(|e| Exit(2, e.to_string()))?;
+            let ex: Vec<Example> = d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
+            let real: usize = ex.iter().map(|e| e.input_ids.len() + e.labels.len()).sum();
+            let mut recipe = Recipe::from_config(&hsx::config::Train::default(), 0, false);
+            recipe.epochs = 1;
+            recipe.batch_size = *batch;
+            recipe.grad_accum = 1;
+            let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
+            let t = std::time::Instant::now();
+            let rep = train(&m.model, &lora_vs, total, &ex, &[], &recipe, 0, &NoProgress).map_err(|e| Exit(2, e.to_string()))?;
+            let secs = t.elapsed().as_secs_f64();
+            print_json(&json!({"impl": "hsx", "examples": ex.len(), "steps": rep.optimizer_steps, "seconds": secs,
+                               "real_tokens_per_s": real as f64 / secs, "padding_share": rep.padding_share,
+                               "trainable_parameters": rep.trainable_parameters, "total_parameters": rep.total_parameters}));
+            Ok(0)
+        }
         BenchCommand::Generate { model, ids, new_tokens, threads, reps } => {
             hsx::runtime::set_threads(*threads);
             let m = load_t5(model, tch::Device::Cpu).map_err(|e| Exit(2, e.to_string()))?;
@@ -709,6 +788,129 @@ fn cmd_train(cli: &Cli, a: &TrainArgs) -> Result<u8> {
             report.val_loss_per_epoch,
             a.out.display()
         );
+    }
+    Ok(0)
+}
+
+#[derive(serde::Deserialize)]
+struct IdText {
+    id: serde_json::Value,
+    text: String,
+}
+
+/// Reads {"id", "text"} lines keyed by id (string or number), refusing duplicates and empty files.
+fn read_id_text(path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let rows = hsx::data::read_jsonl_as::<IdText>(path)
+        .map_err(|e| Exit(2, format!("{e} (each line must be {{\"id\": ..., \"text\": \"...\"}})")))?;
+    if rows.is_empty() {
+        return Err(Exit(2, format!("{} holds no rows", path.display())).into());
+    }
+    let mut m = std::collections::BTreeMap::new();
+    for r in rows {
+        let id = match &r.id {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if m.insert(id.clone(), r.text).is_some() {
+            return Err(Exit(2, format!("{}: id {id:?} appears twice", path.display())).into());
+        }
+    }
+    Ok(m)
+}
+
+fn cmd_score(cli: &Cli, a: &ScoreArgs) -> Result<u8> {
+    use hsx::metrics::{estimate, lexical, Metric};
+    let metrics: Vec<Metric> = a
+        .metrics
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e: String| Exit(2, format!("--metrics: {e}")))?;
+    if a.resamples < 1000 {
+        return Err(Exit(2, "--resamples must be at least 1000".into()).into());
+    }
+    let preds = read_id_text(&a.pred)?;
+    let refs = read_id_text(&a.reference)?;
+    let only_pred: Vec<&String> = preds.keys().filter(|k| !refs.contains_key(*k)).collect();
+    let only_ref: Vec<&String> = refs.keys().filter(|k| !preds.contains_key(*k)).collect();
+    if !only_pred.is_empty() || !only_ref.is_empty() {
+        let show = |v: &[&String]| v.iter().take(10).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(Exit(
+            2,
+            format!(
+                "ids do not match: {} only in {} [{}], {} only in {} [{}]",
+                only_pred.len(),
+                a.pred.display(),
+                show(&only_pred),
+                only_ref.len(),
+                a.reference.display(),
+                show(&only_ref)
+            ),
+        )
+        .into());
+    }
+    let ids: Vec<&String> = refs.keys().collect();
+    let p: Vec<String> = ids.iter().map(|i| preds[*i].clone()).collect();
+    let r: Vec<String> = ids.iter().map(|i| refs[*i].clone()).collect();
+    let mut per = lexical(&p, &r, &metrics, a.stemmer);
+    let mut out = serde_json::Map::new();
+    out.insert("n".into(), json!(ids.len()));
+    let mut ci = serde_json::Map::new();
+    if metrics.contains(&Metric::BertScore) {
+        let bert = hsx::model::bert::load_minilm(a.bertscore_model.as_deref(), tch::Device::Cpu).map_err(|e| Exit(2, e.to_string()))?;
+        let opts = hsx::metrics::bertscore::BertScoreOptions { layer: a.bertscore_layer, idf: a.idf, ..Default::default() };
+        let bs = hsx::metrics::bertscore::bertscore(&bert, &p, &r, &opts).map_err(|e| Exit(2, e.to_string()))?;
+        out.insert("bertscore_model".into(), json!(bs.model));
+        out.insert("bertscore_layer".into(), json!(bs.layer));
+        out.insert("bertscore_idf".into(), json!(bs.idf));
+        per.bertscore_precision = bs.precision;
+        per.bertscore_recall = bs.recall;
+        per.bertscore_f1 = bs.f1;
+    }
+    let named: [(&str, &Vec<f64>); 8] = [
+        ("em", &per.em),
+        ("f1", &per.f1),
+        ("rouge1", &per.rouge1),
+        ("rouge2", &per.rouge2),
+        ("rougeL", &per.rouge_l),
+        ("bertscore_precision", &per.bertscore_precision),
+        ("bertscore_recall", &per.bertscore_recall),
+        ("bertscore_f1", &per.bertscore_f1),
+    ];
+    for (k, (name, v)) in named.iter().enumerate() {
+        if v.is_empty() {
+            continue;
+        }
+        let e = estimate(v, a.resamples, a.seed.wrapping_add(k as u64));
+        out.insert((*name).into(), json!(e.mean));
+        ci.insert((*name).into(), json!([e.ci95.0, e.ci95.1]));
+    }
+    if metrics.contains(&Metric::Rouge) {
+        out.insert("rouge_stemmer".into(), json!(a.stemmer));
+    }
+    out.insert("ci95".into(), serde_json::Value::Object(ci));
+    let v = serde_json::Value::Object(out);
+    if cli.json {
+        print_json(&v);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(0)
+}
+
+fn cmd_embed(cli: &Cli, a: &EmbedArgs) -> Result<u8> {
+    if a.text.is_empty() {
+        return Err(Exit(2, "nothing to embed: give TEXT arguments".into()).into());
+    }
+    let bert = hsx::model::bert::load_minilm(a.model.as_deref(), tch::Device::Cpu).map_err(|e| Exit(2, e.to_string()))?;
+    let e = bert.embed(&a.text, 64, 256).map_err(|e| Exit(2, e.to_string()))?;
+    for (i, t) in a.text.iter().enumerate() {
+        let v: Vec<f32> = Vec::<f32>::try_from(e.get(i as i64)).map_err(|e| Exit(2, e.to_string()))?;
+        if cli.json {
+            print_json(&json!({"text": t, "embedding": v}));
+        } else {
+            println!("{}", v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(" "));
+        }
     }
     Ok(0)
 }

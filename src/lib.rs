@@ -7,4 +7,5 @@ pub mod provenance;
 pub mod data;
 pub mod runtime;
 pub mod model;
+pub mod metrics;
 pub mod pipeline;

@@ -54,8 +54,6 @@ fn unbuilt_commands_say_so_with_exit_2() {
     for args in [
         vec!["reproduce", "--ledger", "x.json"],
         vec!["report", "--ledger", "x.json"],
-        vec!["score", "--pred", "p.jsonl", "--ref", "r.jsonl"],
-        vec!["embed", "hello"],
     ] {
         let o = hsx(&args, d.path());
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -119,4 +117,38 @@ fn keygen_then_run_then_verify_then_tamper() {
     assert!(text(&o).contains("prepare (ran)"), "{}", text(&o));
     let o = verify();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn score_reads_id_matched_jsonl_and_rejects_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let w = |name: &str, body: &str| std::fs::write(d.path().join(name), body).unwrap();
+    w("p.jsonl", "{\"id\": \"a\", \"text\": \"the cat sat\", \"extra\": 1}\n{\"id\": 2, \"text\": \"\"}\n");
+    w("r.jsonl", "{\"id\": 2, \"text\": \"the\"}\n{\"id\": \"a\", \"text\": \"The cat sat.\"}\n");
+    let o = hsx(&["--json", "score", "--pred", "p.jsonl", "--ref", "r.jsonl", "--metrics", "em,f1,rouge"], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["n"], 2);
+    assert_eq!(v["em"], 1.0, "both pairs normalise equal (\"\" vs \"the\" is EM 1)");
+    assert_eq!(v["f1"], 0.5);
+    assert!(v["ci95"]["f1"].as_array().unwrap().len() == 2);
+
+    w("q.jsonl", "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"zzz\", \"text\": \"y\"}\n");
+    let o = hsx(&["score", "--pred", "q.jsonl", "--ref", "r.jsonl", "--metrics", "em"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("zzz") && text(&o).contains("ids do not match"), "{}", text(&o));
+
+    w("bad.jsonl", "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"b\", \"text\": \n");
+    let o = hsx(&["score", "--pred", "bad.jsonl", "--ref", "r.jsonl", "--metrics", "em"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("bad.jsonl") && text(&o).contains("line 2"), "{}", text(&o));
+
+    w("empty.jsonl", "");
+    let o = hsx(&["score", "--pred", "empty.jsonl", "--ref", "r.jsonl", "--metrics", "em"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("empty.jsonl") && text(&o).contains("no rows"), "{}", text(&o));
+
+    let o = hsx(&["score", "--pred", "p.jsonl", "--ref", "r.jsonl", "--metrics", "bleu"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("bleu"));
 }

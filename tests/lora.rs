@@ -148,6 +148,7 @@ fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::tr
 
 #[test]
 fn same_seed_same_threads_gives_bit_identical_adapters() {
+    let _torch = common::torch_lock();
     let (a, ra) = tiny_train(3, 2);
     let (b, rb) = tiny_train(3, 2);
     for ((n, x), (_, y)) in a.iter().zip(&b) {

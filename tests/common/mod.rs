@@ -112,3 +112,9 @@ pub fn fixture_ledger(dir: &Path) -> (PathBuf, Roots) {
     drop(w);
     (ledger, roots)
 }
+
+/// libtorch's RNG and thread count are process-wide: tests that seed and draw from it hold this.
+pub fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

