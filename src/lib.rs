@@ -8,4 +8,6 @@ pub mod data;
 pub mod runtime;
 pub mod model;
 pub mod metrics;
+pub mod synth;
+pub mod stages;
 pub mod pipeline;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ModelSpec};
+use crate::stages;
 use crate::data::{self, split, stats, DataError};
 use crate::ledger::files::{hash_file, record_path};
 use crate::ledger::{
@@ -26,15 +27,15 @@ use crate::ledger::{
 pub const STAGES: &[(&str, bool)] = &[
     ("prepare", true),
     ("base-model", true),
-    ("contaminate", false),
-    ("generator", false),
-    ("synthesize", false),
-    ("train-A", false),
-    ("train-B", false),
-    ("train-C", false),
-    ("evaluate-A", false),
-    ("evaluate-B", false),
-    ("evaluate-C", false),
+    ("contaminate", true),
+    ("generator", true),
+    ("synthesize", true),
+    ("train-A", true),
+    ("train-B", true),
+    ("train-C", true),
+    ("evaluate-A", true),
+    ("evaluate-B", true),
+    ("evaluate-C", true),
     ("compare", false),
     ("report", false),
 ];
@@ -191,6 +192,21 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
                 let tp = progress.trainer(stage);
                 recorder.record(spec, |ctx| base_model(&cfg, &roots, ctx.seed, tp.as_ref()))??
             }
+            "contaminate" => recorder.record(spec, |ctx| stages::contaminate(&cfg, &roots, ctx.seed))??,
+            "generator" => {
+                let tp = progress.trainer(stage);
+                recorder.record(spec, |ctx| stages::generator(&cfg, &roots, ctx.seed, tp.as_ref()))??
+            }
+            "synthesize" => recorder.record(spec, |ctx| stages::synthesize(&cfg, &roots, ctx.seed))??,
+            s if s.starts_with("train-") => {
+                let which = s.chars().last().expect("train-X");
+                let tp = progress.trainer(stage);
+                recorder.record(spec, |ctx| stages::train_model(&cfg, &roots, ctx.seed, which, tp.as_ref()))??
+            }
+            s if s.starts_with("evaluate-") => {
+                let which = s.chars().last().expect("evaluate-X");
+                recorder.record(spec, |ctx| stages::evaluate(&cfg, &roots, ctx.seed, which))??
+            }
             other => unreachable!("stage {other} is marked built but has no body"),
         };
         progress.stage_finished(stage, &entry);
@@ -220,6 +236,44 @@ fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
                 ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
                 ModelSpec::Scratch { .. } => vec![(Root::Run, "prepare/human_train.jsonl".into())],
             },
+            determinism: Determinism::Bitwise,
+        },
+        "contaminate" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "contaminate": cfg.contaminate, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+            inputs: vec![(Root::Run, "prepare/human_train.jsonl".into()), base_input(cfg)],
+            determinism: Determinism::Bitwise,
+        },
+        "generator" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "generator": cfg.generator, "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
+            inputs: vec![(Root::Run, "prepare/human_train.jsonl".into()), base_input(cfg)],
+            determinism: Determinism::Bitwise,
+        },
+        "synthesize" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "synth": cfg.synth, "filters": cfg.filters, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+            inputs: vec![(Root::Run, "prepare/human_train.jsonl".into()), base_input(cfg), (Root::Run, "generator/adapter".into())],
+            determinism: Determinism::Bitwise,
+        },
+        s if s.starts_with("train-") => StageSpec {
+            stage: stage.into(),
+            params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
+            inputs: vec![
+                (Root::Run, stages::training_file(s.chars().last().unwrap_or('A')).into()),
+                (Root::Run, "prepare/human_val.jsonl".into()),
+                base_input(cfg),
+            ],
+            determinism: Determinism::Bitwise,
+        },
+        s if s.starts_with("evaluate-") => StageSpec {
+            stage: stage.into(),
+            params: json!({ "eval": cfg.eval, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+            inputs: vec![
+                (Root::Run, "prepare/human_test.jsonl".into()),
+                (Root::Run, format!("train-{}/adapter", s.chars().last().unwrap_or('A'))),
+                base_input(cfg),
+            ],
             determinism: Determinism::Bitwise,
         },
         other => StageSpec { stage: other.into(), params: Value::Null, inputs: vec![], determinism: Determinism::Bitwise },
@@ -339,6 +393,14 @@ pub fn prepare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, P
             "stats": st,
         }),
     })
+}
+
+/// The base model as a stage input.
+fn base_input(cfg: &Config) -> (Root, String) {
+    match &cfg.model {
+        ModelSpec::HfDir { path } => (Root::Workspace, path.clone()),
+        ModelSpec::Scratch { .. } => (Root::Run, "base-model/model".into()),
+    }
 }
 
 /// The device a stage runs on, from `[runtime]`.
