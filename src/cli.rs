@@ -335,7 +335,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Keygen(a) => cmd_keygen(&cli, a),
         Command::Data(d) => cmd_data(&cli, d),
         Command::Reproduce(_) => not_implemented("reproduce"),
-        Command::Report(_) => not_implemented("report"),
+        Command::Report(a) => cmd_report(&cli, a),
         Command::Score(a) => cmd_score(&cli, a),
         Command::Generate(a) => cmd_generate(&cli, a),
         Command::Embed(a) => cmd_embed(&cli, a),
@@ -457,7 +457,21 @@ fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     };
     let roots = verify_roots(&a.ledger, a.data_mirror.as_deref())?;
     let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts };
-    let report = verify_file(&a.ledger, &roots, &opts).map_err(|e| Exit(2, e.to_string()))?;
+    let mut report = verify_file(&a.ledger, &roots, &opts).map_err(|e| Exit(2, e.to_string()))?;
+    // The report's figures must match the entries they came from: re-render and compare.
+    if let Some(f) = check_report(&a.ledger, roots.workspace.as_deref().unwrap_or(Path::new("."))) {
+        match &mut report.first_failure {
+            // The file's hash already failed: add which line and number differ from the ledger.
+            Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),
+            Some(_) => {}
+            None => report.first_failure = Some(f.clone()),
+        }
+        if let Some(v) = f.entry.and_then(|i| report.entries.get_mut(i)) {
+            v.verdict = "failed".into();
+            v.failure.get_or_insert(f);
+        }
+        report.ok = false;
+    }
     if cli.json {
         print_json(&serde_json::to_value(&report)?);
     } else {
@@ -911,6 +925,59 @@ fn cmd_embed(cli: &Cli, a: &EmbedArgs) -> Result<u8> {
         } else {
             println!("{}", v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(" "));
         }
+    }
+    Ok(0)
+}
+
+/// Re-renders REPORT.md from the ledger for the latest `report` entry and compares it with the file on
+/// disk. `None` when there is no report entry, the file is absent (reported missing elsewhere), or it
+/// matches.
+fn check_report(ledger_path: &Path, workspace: &Path) -> Option<hsx::ledger::verify::Failure> {
+    let ledger = hsx::ledger::store::read(ledger_path).ok()?;
+    let (idx, e) = ledger.entries.iter().enumerate().rev().find(|(_, e)| e.stage == "report")?;
+    let dir = e.params.get("report_dir")?.as_str()?;
+    if hsx::ledger::files::check_relative(dir).is_err() {
+        return None;
+    }
+    let fail = |field: &str, message: String| hsx::ledger::verify::Failure {
+        entry: Some(idx),
+        stage: Some("report".into()),
+        field: field.into(),
+        message,
+    };
+    let template_sha = hsx::canonical::sha256_hex(hsx::report::DEFAULT_TEMPLATE.as_bytes());
+    if e.params.get("template_sha256").and_then(|v| v.as_str()) != Some(template_sha.as_str()) {
+        return Some(fail("params.template_sha256", "the report was rendered with a different template than this hsx carries; cannot re-render it".into()));
+    }
+    let path = workspace.join(dir).join("REPORT.md");
+    let on_disk = std::fs::read_to_string(&path).ok()?;
+    match hsx::report::check_rendered(&ledger, &on_disk, hsx::report::DEFAULT_TEMPLATE) {
+        Ok(None) => None,
+        Ok(Some((line, expected, found))) => Some(fail(
+            "outputs",
+            format!("{}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}", dir),
+        )),
+        Err(err) => Some(fail("outputs", format!("cannot re-render the report: {err}"))),
+    }
+}
+
+fn cmd_report(cli: &Cli, a: &ReportArgs) -> Result<u8> {
+    let ledger = hsx::ledger::store::read(&a.ledger).map_err(|e| Exit(2, e.to_string()))?;
+    let template = match &a.template {
+        Some(t) => std::fs::read_to_string(t).map_err(|e| Exit(2, format!("{}: {e}", t.display())))?,
+        None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
+    };
+    let run_dir = cwd()?.join(&ledger.header.run_dir);
+    let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template).map_err(|e| Exit(2, e.to_string()))?;
+    let md = out_dir.join("REPORT.md");
+    if md != a.out {
+        std::fs::rename(&md, &a.out).with_context(|| format!("moving the report to {}", a.out.display()))?;
+    }
+    if cli.json {
+        print_json(&json!({"report": a.out, "files": written}));
+    } else if !cli.quiet {
+        println!("wrote {} and {} other file(s) in {}", a.out.display(), written.len() - 1, out_dir.display());
     }
     Ok(0)
 }

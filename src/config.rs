@@ -62,6 +62,13 @@ pub struct Experiment {
     /// Where run outputs go (relative to the working directory).
     #[serde(default = "default_runs_dir")]
     pub runs_dir: String,
+    /// Where the `report` stage writes REPORT.md, metrics_table.csv and plots/ (relative).
+    #[serde(default = "default_report_dir")]
+    pub report_dir: String,
+}
+
+fn default_report_dir() -> String {
+    "report".into()
 }
 
 fn default_seed() -> u64 {
@@ -489,6 +496,7 @@ impl Config {
             return err("experiment.id", "must be 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')");
         }
         relative_path("experiment.runs_dir", &e.runs_dir)?;
+        relative_path("experiment.report_dir", &e.report_dir)?;
         positive("runtime.threads", self.runtime.threads)?;
 
         relative_path("data.dir", &self.data.dir)?;

@@ -10,4 +10,6 @@ pub mod model;
 pub mod metrics;
 pub mod synth;
 pub mod stages;
+pub mod compare;
 pub mod pipeline;
+pub mod report;

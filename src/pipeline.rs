@@ -36,8 +36,8 @@ pub const STAGES: &[(&str, bool)] = &[
     ("evaluate-A", true),
     ("evaluate-B", true),
     ("evaluate-C", true),
-    ("compare", false),
-    ("report", false),
+    ("compare", true),
+    ("report", true),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +207,11 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
                 let which = s.chars().last().expect("evaluate-X");
                 recorder.record(spec, |ctx| stages::evaluate(&cfg, &roots, ctx.seed, which))??
             }
+            "compare" => recorder.record(spec, |ctx| crate::compare::compare(&cfg, &roots, ctx.seed))??,
+            "report" => {
+                let ledger_path = opts.ledger_path.clone();
+                recorder.record(spec, |_| report_stage(&cfg, &roots, &ledger_path))??
+            }
             other => unreachable!("stage {other} is marked built but has no body"),
         };
         progress.stage_finished(stage, &entry);
@@ -274,6 +279,30 @@ fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
                 (Root::Run, format!("train-{}/adapter", s.chars().last().unwrap_or('A'))),
                 base_input(cfg),
             ],
+            determinism: Determinism::Bitwise,
+        },
+        "compare" => StageSpec {
+            stage: stage.into(),
+            params: json!({ "eval": cfg.eval }),
+            inputs: ['A', 'B', 'C']
+                .iter()
+                .flat_map(|m| {
+                    [
+                        (Root::Run, format!("evaluate-{m}/scores.jsonl")),
+                        (Root::Run, format!("evaluate-{m}/predictions.jsonl")),
+                        (Root::Run, format!("train-{m}/train_metrics.json")),
+                    ]
+                })
+                .collect(),
+            determinism: Determinism::Bitwise,
+        },
+        "report" => StageSpec {
+            stage: stage.into(),
+            params: json!({
+                "report_dir": cfg.experiment.report_dir,
+                "template_sha256": crate::canonical::sha256_hex(crate::report::DEFAULT_TEMPLATE.as_bytes()),
+            }),
+            inputs: vec![(Root::Run, "compare".into())],
             determinism: Determinism::Bitwise,
         },
         other => StageSpec { stage: other.into(), params: Value::Null, inputs: vec![], determinism: Determinism::Bitwise },
@@ -474,4 +503,21 @@ pub fn base_model(
             })
         }
     }
+}
+
+/// The `report` stage: REPORT.md rendered from the ledger's entries (up to `compare`), with the table
+/// and plots, into `experiment.report_dir`.
+pub fn report_stage(cfg: &Config, roots: &Roots, ledger_path: &Path) -> Result<StageOutcome, PipelineError> {
+    let ledger = crate::ledger::store::read(ledger_path)?;
+    let out = roots.workspace.clone().expect("workspace root").join(&cfg.experiment.report_dir);
+    let run = roots.run.clone().expect("run root");
+    let written = crate::report::write_report(&ledger, &run, &out, crate::report::DEFAULT_TEMPLATE)
+        .map_err(|e| PipelineError::Usage(e.to_string()))?;
+    let rel = |p: &PathBuf| {
+        let name = p.strip_prefix(&out).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{}/{}", cfg.experiment.report_dir.trim_end_matches('/'), name)
+    };
+    let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (Root::Workspace, rel(p))).collect();
+    outputs.sort();
+    Ok(StageOutcome { outputs, metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}) })
 }

@@ -1,0 +1,192 @@
+//! `REPORT.md`, rendered with minijinja (strict undefined: a missing value is an error, never a blank)
+//! from ledger entries only. Every figure comes from an entry's metrics or parameters, and every number
+//! the template prints cites its entry as `[#seq hash]`. The plots are artifacts the `compare` entry
+//! records; they are copied into the report folder only after their hashes check out.
+//!
+//! ```text
+//! hsx report --ledger ledger/exp-42.json --out report/REPORT.md
+//! ```
+use minijinja::{Environment, UndefinedBehavior, Value as MjValue};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::ledger::{Entry, Ledger};
+
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("report template {name}: {message}")]
+    Template { name: String, message: String },
+    #[error("the ledger has no `{0}` entry yet; run `hsx run` through the compare stage first")]
+    MissingStage(String),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    let a = time::OffsetDateTime::parse(a, &Rfc3339).ok()?;
+    let b = time::OffsetDateTime::parse(b, &Rfc3339).ok()?;
+    Some(((b - a).as_seconds_f64() * 10.0).round() / 10.0)
+}
+
+/// The latest entry of each stage (entries after `upto` are ignored).
+pub fn latest_by_stage(entries: &[Entry]) -> BTreeMap<String, &Entry> {
+    let mut m = BTreeMap::new();
+    for e in entries {
+        m.insert(e.stage.clone(), e);
+    }
+    m
+}
+
+/// The template context: the ledger's facts, nothing else.
+pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError> {
+    let by = latest_by_stage(entries);
+    let need = ["prepare", "base-model", "contaminate", "generator", "synthesize", "train-A", "train-B", "train-C", "evaluate-A", "evaluate-B", "evaluate-C", "compare"];
+    for s in need {
+        if !by.contains_key(s) {
+            return Err(ReportError::MissingStage(s.into()));
+        }
+    }
+    let mut stages = serde_json::Map::new();
+    let mut total = 0.0;
+    for s in need {
+        let e = by[s];
+        let wall = seconds_between(&e.started, &e.finished).unwrap_or(0.0);
+        total += wall;
+        stages.insert(
+            s.replace('-', "_"),
+            json!({
+                "seq": e.seq, "hash": e.hash, "short": &e.hash[..10], "cite": format!("[#{} {}]", e.seq, &e.hash[..8]),
+                "started": e.started, "finished": e.finished, "wall_seconds": wall,
+                "metrics": e.metrics, "params": e.params, "seed": e.seeds.stage,
+                "determinism": e.determinism,
+            }),
+        );
+    }
+    let last = by["compare"];
+    let env = &last.env;
+    Ok(json!({
+        "experiment": ledger.header.experiment,
+        "signer": ledger.header.signer.key_id,
+        "config_sha256": last.config_sha256,
+        "config": last.config,
+        "git": last.git,
+        "date": last.finished.get(..10).unwrap_or(&last.finished),
+        "env": env,
+        "master_seed": last.seeds.master,
+        "stages": stages,
+        "total_wall_seconds": (total * 10.0f64).round() / 10.0,
+        "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": &e.hash[..10],
+            "wall_seconds": seconds_between(&e.started, &e.finished).unwrap_or(0.0)})).collect::<Vec<_>>(),
+    }))
+}
+
+fn num(v: &MjValue) -> Option<f64> {
+    f64::try_from(v.clone()).ok().or_else(|| i64::try_from(v.clone()).ok().map(|i| i as f64))
+}
+
+fn environment(template: &str) -> Result<Environment<'_>, ReportError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    // f(x, n): fixed decimals; a missing or non-numeric value is an error.
+    env.add_filter("f", |v: MjValue, digits: Option<usize>| -> Result<String, minijinja::Error> {
+        let x = num(&v).ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}")))?;
+        Ok(if x.is_finite() { format!("{:.*}", digits.unwrap_or(4), x) } else { "n/a".to_owned() })
+    });
+    env.add_filter("pct", |v: MjValue| -> Result<String, minijinja::Error> {
+        let x = num(&v).ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}")))?;
+        Ok(format!("{:.1}%", 100.0 * x))
+    });
+    env.add_filter("ci", |v: MjValue| -> Result<String, minijinja::Error> {
+        let lo = v.get_item(&MjValue::from(0)).ok().and_then(|x| num(&x));
+        let hi = v.get_item(&MjValue::from(1)).ok().and_then(|x| num(&x));
+        match (lo, hi) {
+            (Some(l), Some(h)) => Ok(format!("[{l:.4}, {h:.4}]")),
+            _ => Ok("[n/a]".to_owned()),
+        }
+    });
+    env.add_filter("json", |v: MjValue| -> String { serde_json::to_string(&v).unwrap_or_default() });
+    env.add_template("REPORT.md", template).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
+    Ok(env)
+}
+
+/// Renders the report for `entries` (a prefix of the ledger's entries, ending at or after `compare`).
+pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<String, ReportError> {
+    let ctx = context(ledger, entries)?;
+    let env = environment(template)?;
+    let t = env.get_template("REPORT.md").map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: e.to_string() })?;
+    let mut out = t.render(MjValue::from_serialize(&ctx)).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for bad in ["[FILL", "X.XXX", "TO BE FILLED", "TODO"] {
+        if out.contains(bad) {
+            return Err(ReportError::Template { name: "REPORT.md".into(), message: format!("placeholder {bad:?} survived rendering") });
+        }
+    }
+    Ok(out)
+}
+
+/// The entries a report covers: everything before the first `report` entry after the last `compare`.
+pub fn report_entries(ledger: &Ledger) -> &[Entry] {
+    let last_compare = ledger.entries.iter().rposition(|e| e.stage == "compare");
+    match last_compare {
+        Some(i) => {
+            let end = ledger.entries[i..].iter().position(|e| e.stage == "report").map(|p| i + p).unwrap_or(ledger.entries.len());
+            &ledger.entries[..end]
+        }
+        None => &ledger.entries[..],
+    }
+}
+
+/// Writes REPORT.md, metrics_table.csv and the plots into `out_dir`, copying plots from the run
+/// directory after checking each against the hash the compare entry recorded.
+pub fn write_report(ledger: &Ledger, run_dir: &Path, out_dir: &Path, template: &str) -> Result<Vec<PathBuf>, ReportError> {
+    let entries = report_entries(ledger);
+    let text = render(ledger, entries, template)?;
+    let by = latest_by_stage(entries);
+    let compare = by.get("compare").ok_or_else(|| ReportError::MissingStage("compare".into()))?;
+    let io = |p: &Path, e: std::io::Error| ReportError::File { path: p.to_owned(), message: e.to_string() };
+    std::fs::create_dir_all(out_dir.join("plots")).map_err(|e| io(out_dir, e))?;
+    let mut written = Vec::new();
+    for r in &compare.outputs {
+        let src = run_dir.join(&r.path);
+        let (_, sha) = crate::ledger::files::hash_file(&src).map_err(|e| io(&src, e))?;
+        if sha != r.sha256 {
+            return Err(ReportError::File { path: src, message: format!("differs from the compare entry's record (sha256 {sha}, recorded {})", r.sha256) });
+        }
+        let name = Path::new(&r.path).file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let dst = if r.path.starts_with("compare/plots/") { out_dir.join("plots").join(&name) } else { out_dir.join(&name) };
+        if name == "comparison.json" {
+            continue;
+        }
+        std::fs::copy(&src, &dst).map_err(|e| io(&dst, e))?;
+        written.push(dst);
+    }
+    let md = out_dir.join("REPORT.md");
+    std::fs::write(&md, text).map_err(|e| io(&md, e))?;
+    written.push(md);
+    Ok(written)
+}
+
+/// For `verify`: re-render and compare with the file on disk; the first differing line, if any.
+pub fn check_rendered(ledger: &Ledger, on_disk: &str, template: &str) -> Result<Option<(usize, String, String)>, ReportError> {
+    let expected = render(ledger, report_entries(ledger), template)?;
+    if expected == on_disk {
+        return Ok(None);
+    }
+    let (mut e, mut d) = (expected.lines(), on_disk.lines());
+    let mut line = 0;
+    loop {
+        line += 1;
+        match (e.next(), d.next()) {
+            (Some(a), Some(b)) if a == b => continue,
+            (a, b) => return Ok(Some((line, a.unwrap_or("<end of file>").to_owned(), b.unwrap_or("<end of file>").to_owned()))),
+        }
+    }
+}
