@@ -75,6 +75,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Filters 1, 2, 4 and 5 (exact duplicate, 8-gram overlap, MinHash-LSH, length) over candidates
+    /// against a seed set; candidates per second.
+    Filters {
+        /// JSON file {"seeds": [text], "candidates": [text]}.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// MiniLM sentence embeddings per second.
+    Embed {
+        /// JSON file: a list of sentences.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
     /// EM + F1 + ROUGE-1/2/L (stemmed) over prediction/reference pairs; pairs per second.
     Metrics {
         /// JSON file: a list of [prediction, reference] pairs.
@@ -128,9 +145,21 @@ pub struct ReproduceArgs {
     /// Fresh run directory for the re-run (never the original).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Re-run from this stage on.
+    /// Re-run from this stage on (earlier outputs are copied from the original run).
     #[arg(long)]
     pub from: Option<String>,
+    /// Signing key for the reproduction ledger (default: $HSX_SIGNING_KEY, else `hsx keygen`'s).
+    #[arg(long, env = "HSX_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+    /// Directory holding cosmosqa/<files>, read in place.
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
+    /// Perturbation: run with this many libtorch threads instead of the recorded count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Perturbation: run with this master seed instead of the recorded one.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -308,9 +337,6 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
-fn not_implemented(what: &str) -> Result<u8> {
-    Err(Exit(2, format!("`hsx {what}` is not implemented yet in this build; see the README for what each stage provides")).into())
-}
 
 pub fn init_logging(cli: &Cli) {
     let level = if cli.quiet {
@@ -334,7 +360,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => cmd_verify(&cli, a),
         Command::Keygen(a) => cmd_keygen(&cli, a),
         Command::Data(d) => cmd_data(&cli, d),
-        Command::Reproduce(_) => not_implemented("reproduce"),
+        Command::Reproduce(a) => cmd_reproduce(&cli, a),
         Command::Report(a) => cmd_report(&cli, a),
         Command::Score(a) => cmd_score(&cli, a),
         Command::Generate(a) => cmd_generate(&cli, a),
@@ -614,6 +640,45 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
 fn cmd_bench(b: &BenchCommand) -> Result<u8> {
     use hsx::model::{generate, load_t5, GenerateOptions};
     match b {
+        BenchCommand::Filters { data } => {
+            #[derive(serde::Deserialize)]
+            struct D {
+                seeds: Vec<String>,
+                candidates: Vec<String>,
+            }
+            let d: D = serde_json::from_str(&std::fs::read_to_string(data)?).map_err(|e| Exit(2, format!("{}: {e}", data.display())))?;
+            let cfg = hsx::config::Filters::default();
+            let t = std::time::Instant::now();
+            let mut state = hsx::synth::filters::FilterState::new(&cfg, &d.seeds, 42);
+            let index_secs = t.elapsed().as_secs_f64();
+            let mut accepted = 0usize;
+            let mut rejected: std::collections::BTreeMap<&str, usize> = Default::default();
+            for c in &d.candidates {
+                let checked = state.check(c, 0.0);
+                match checked.failures(&cfg).first() {
+                    None => {
+                        state.accept(c);
+                        accepted += 1;
+                    }
+                    Some((f, _)) => *rejected.entry(f.name()).or_default() += 1,
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            print_json(&json!({"impl": "hsx", "seeds": d.seeds.len(), "candidates": d.candidates.len(), "seconds": secs,
+                               "index_seconds": index_secs, "accepted": accepted, "rejected": rejected}));
+            Ok(0)
+        }
+        BenchCommand::Embed { data, threads, batch } => {
+            hsx::runtime::set_threads(*threads);
+            let v: Vec<String> = serde_json::from_str(&std::fs::read_to_string(data)?).map_err(|e| Exit(2, format!("{}: {e}", data.display())))?;
+            let bert = hsx::model::bert::load_minilm(None, tch::Device::Cpu).map_err(|e| Exit(2, e.to_string()))?;
+            let _ = bert.embed(&v[..v.len().min(32)], *batch, 256);
+            let t = std::time::Instant::now();
+            let e = bert.embed(&v, *batch, 256).map_err(|e| Exit(2, e.to_string()))?;
+            let secs = t.elapsed().as_secs_f64();
+            print_json(&json!({"impl": "hsx", "sentences": e.size()[0], "seconds": secs, "sentences_per_s": v.len() as f64 / secs}));
+            Ok(0)
+        }
         BenchCommand::Metrics { pairs, reps } => {
             let v: Vec<(String, String)> = serde_json::from_str(&std::fs::read_to_string(pairs)?).map_err(|e| Exit(2, format!("{}: {e}", pairs.display())))?;
             let (p, r): (Vec<String>, Vec<String>) = v.into_iter().unzip();
@@ -980,4 +1045,40 @@ fn cmd_report(cli: &Cli, a: &ReportArgs) -> Result<u8> {
         println!("wrote {} and {} other file(s) in {}", a.out.display(), written.len() - 1, out_dir.display());
     }
     Ok(0)
+}
+
+fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
+    let ledger = hsx::ledger::store::read(&a.ledger).map_err(|e| Exit(2, e.to_string()))?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        PathBuf::from(format!("{}-reproduce-{stamp}", ledger.header.run_dir.trim_end_matches('/')))
+    });
+    let opts = hsx::reproduce::ReproduceOptions {
+        ledger: a.ledger.clone(),
+        out,
+        from: a.from.clone(),
+        key: a.key.clone().unwrap_or_else(keys::default_key_path),
+        workspace: cwd()?,
+        data_mirror: a.data_mirror.clone(),
+        threads: a.threads,
+        seed: a.seed,
+    };
+    let progress = CliProgress { json: cli.json, quiet: cli.quiet };
+    let rep = hsx::reproduce::reproduce(&opts, &progress).map_err(|e| Exit(2, format!("{e:#}")))?;
+    if cli.json {
+        print_json(&serde_json::to_value(&rep)?);
+    } else {
+        for s in &rep.stages {
+            let extra = if s.differing.is_empty() { String::new() } else { format!(" — {}{}", s.differing[0], s.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()) };
+            println!("{:>4}  {:<12} {}{}", s.seq, s.stage, s.verdict, extra);
+        }
+        if !rep.env_differences.is_empty() {
+            println!("environment differs from the recording: {}", rep.env_differences.join("; "));
+        }
+        match &rep.first_divergence {
+            None => println!("reproduced {} stages into {}: all identical or within tolerance", rep.stages.len(), rep.out),
+            Some(d) => println!("DIVERGED first at {d}"),
+        }
+    }
+    Ok(if rep.ok { 0 } else { 1 })
 }

@@ -122,12 +122,15 @@ pub fn compare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, P
     };
     let hypotheses = json!([
         {"id": "H1", "claim": "AI contamination lowers answer quality (F1 of A exceeds B)", "metric": "f1", "verdict": h1,
-         "evidence": format!("A−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {}", g["a_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), ab_lo, ab_hi, g["a_minus_b"]["p_value"])},
+         "evidence": format!("A−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", g["a_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), ab_lo, ab_hi, g["a_minus_b"]["p_value"].as_f64().unwrap_or(f64::NAN))},
         {"id": "H2", "claim": "Filtered synthetic data beats contaminated data (F1 of C exceeds B)", "metric": "f1", "verdict": h2,
-         "evidence": format!("C−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {}", g["c_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), cb_lo, cb_hi, g["c_minus_b"]["p_value"])},
+         "evidence": format!("C−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", g["c_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), cb_lo, cb_hi, g["c_minus_b"]["p_value"].as_f64().unwrap_or(f64::NAN))},
         {"id": "H3", "claim": "Synthetic data recovers at least half of the F1 lost to contamination", "metric": "f1", "verdict": h3,
          "evidence": match g["recovery"]["estimate"].as_f64() {
-             Some(e) => format!("recovery = {:.3}, 95% CI {}", e, g["recovery"]["ci95"]),
+             Some(e) => {
+                 let (lo, hi) = ci(&g["recovery"]);
+                 format!("recovery = {e:.3}, 95% CI [{lo:.3}, {hi:.3}]")
+             }
              None => "recovery undefined: A and B have the same mean F1".to_owned(),
          }},
     ]);

@@ -13,3 +13,4 @@ pub mod stages;
 pub mod compare;
 pub mod pipeline;
 pub mod report;
+pub mod reproduce;

@@ -123,7 +123,7 @@ fn stage_index(name: &str) -> Result<usize, PipelineError> {
 
 /// libtorch's seed, thread count and determinism switches are process-wide: two runs in one process
 /// (tests, a library caller) must not interleave, or their random streams mix.
-static PROCESS_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static PROCESS_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs the pipeline (the stages built so far), resuming from the ledger.
 pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, PipelineError> {
@@ -186,34 +186,8 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
             git: git.clone(),
             env: Box::new(|| crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))),
         };
-        let entry = match *stage {
-            "prepare" => recorder.record(spec, |ctx| prepare(&cfg, &roots, ctx.seed))??,
-            "base-model" => {
-                let tp = progress.trainer(stage);
-                recorder.record(spec, |ctx| base_model(&cfg, &roots, ctx.seed, tp.as_ref()))??
-            }
-            "contaminate" => recorder.record(spec, |ctx| stages::contaminate(&cfg, &roots, ctx.seed))??,
-            "generator" => {
-                let tp = progress.trainer(stage);
-                recorder.record(spec, |ctx| stages::generator(&cfg, &roots, ctx.seed, tp.as_ref()))??
-            }
-            "synthesize" => recorder.record(spec, |ctx| stages::synthesize(&cfg, &roots, ctx.seed))??,
-            s if s.starts_with("train-") => {
-                let which = s.chars().last().expect("train-X");
-                let tp = progress.trainer(stage);
-                recorder.record(spec, |ctx| stages::train_model(&cfg, &roots, ctx.seed, which, tp.as_ref()))??
-            }
-            s if s.starts_with("evaluate-") => {
-                let which = s.chars().last().expect("evaluate-X");
-                recorder.record(spec, |ctx| stages::evaluate(&cfg, &roots, ctx.seed, which))??
-            }
-            "compare" => recorder.record(spec, |ctx| crate::compare::compare(&cfg, &roots, ctx.seed))??,
-            "report" => {
-                let ledger_path = opts.ledger_path.clone();
-                recorder.record(spec, |_| report_stage(&cfg, &roots, &ledger_path))??
-            }
-            other => unreachable!("stage {other} is marked built but has no body"),
-        };
+        let ledger_path = opts.ledger_path.clone();
+        let entry = recorder.record(spec, |ctx| stage_body(stage, &cfg, &roots, ctx.seed, &ledger_path, progress))??;
         progress.stage_finished(stage, &entry);
         summary.stages.push(StageResult {
             stage: stage.to_string(),
@@ -225,8 +199,32 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     Ok(summary)
 }
 
+/// Runs one stage's body (the work between hashing its inputs and hashing its outputs).
+pub fn stage_body(
+    stage: &str,
+    cfg: &Config,
+    roots: &Roots,
+    seed: u64,
+    ledger_path: &Path,
+    progress: &dyn Progress,
+) -> Result<StageOutcome, PipelineError> {
+    crate::runtime::seed(seed);
+    match stage {
+        "prepare" => prepare(cfg, roots, seed),
+        "base-model" => base_model(cfg, roots, seed, progress.trainer(stage).as_ref()),
+        "contaminate" => stages::contaminate(cfg, roots, seed),
+        "generator" => stages::generator(cfg, roots, seed, progress.trainer(stage).as_ref()),
+        "synthesize" => stages::synthesize(cfg, roots, seed),
+        s if s.starts_with("train-") => stages::train_model(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
+        s if s.starts_with("evaluate-") => stages::evaluate(cfg, roots, seed, s.chars().last().unwrap_or('A')),
+        "compare" => crate::compare::compare(cfg, roots, seed),
+        "report" => report_stage(cfg, roots, ledger_path),
+        other => Err(PipelineError::Usage(format!("stage {other} has no implementation"))),
+    }
+}
+
 /// What each stage reads and its slice of the config.
-fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
+pub fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
     match stage {
         "prepare" => StageSpec {
             stage: stage.into(),
@@ -310,7 +308,7 @@ fn stage_spec(stage: &str, cfg: &Config) -> StageSpec {
 }
 
 /// Every input of a stage must exist before it runs; a missing one is named with where to get it.
-fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), PipelineError> {
+pub fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), PipelineError> {
     for (root, rel) in &spec.inputs {
         let Some(base) = roots.get(*root) else { continue };
         let path = base.join(rel);

@@ -49,15 +49,12 @@ fn usage_and_input_errors_exit_2_naming_the_problem() {
 }
 
 #[test]
-fn unbuilt_commands_say_so_with_exit_2() {
+fn commands_on_a_missing_ledger_exit_2_naming_it() {
     let d = tempfile::tempdir().unwrap();
-    for args in [
-        vec!["reproduce", "--ledger", "x.json"],
-        vec!["report", "--ledger", "x.json"],
-    ] {
+    for args in [vec!["reproduce", "--ledger", "x.json"], vec!["report", "--ledger", "x.json"], vec!["verify", "--ledger", "x.json"]] {
         let o = hsx(&args, d.path());
         assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(text(&o).contains("not implemented yet"), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("x.json"), "{args:?}: {}", text(&o));
     }
 }
 
@@ -117,6 +114,17 @@ fn keygen_then_run_then_verify_then_tamper() {
     assert!(text(&o).contains("prepare (ran)"), "{}", text(&o));
     let o = verify();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Editing any number in REPORT.md fails verify, naming the line.
+    let md = d.path().join("runs/smoke-report/REPORT.md");
+    let body = std::fs::read_to_string(&md).unwrap();
+    let (i, line) = body.lines().enumerate().find(|(_, l)| l.starts_with("| B |")).expect("results table row for B");
+    let edited = body.replacen(line, &line.replacen("0.", "9.", 1), 1);
+    assert_ne!(edited, body);
+    std::fs::write(&md, edited).unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(&format!("REPORT.md line {}", i + 1)), "{}", text(&o));
 }
 
 #[test]
