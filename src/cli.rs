@@ -411,7 +411,7 @@ impl Progress for CliProgress {
     fn trainer(&self, _stage: &str) -> Box<dyn hsx::model::train::TrainProgress + '_> {
         let bar = if self.quiet || self.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("  {bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            indicatif::ProgressStyle::with_template("  {bar:30} {pos}/{len}  {msg}  ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Box::new(BarProgress { bar, json: self.json })
@@ -768,6 +768,14 @@ impl hsx::model::train::TrainProgress for BarProgress {
         self.bar.set_message(format!("loss {loss:.4}, {tps:.0} tok/s"));
         if self.json {
             print_json(&json!({"event": "train_step", "step": step, "loss": loss, "tokens_per_s": tps}));
+        }
+    }
+    fn items(&self, done: usize, total: usize, what: &str) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(what.to_owned());
+        if self.json {
+            print_json(&json!({"event": "progress", "done": done, "total": total, "what": what}));
         }
     }
     fn epoch(&self, epoch: usize, val: Option<f64>) {

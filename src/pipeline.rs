@@ -214,7 +214,7 @@ pub fn stage_body(
         "base-model" => base_model(cfg, roots, seed, progress.trainer(stage).as_ref()),
         "contaminate" => stages::contaminate(cfg, roots, seed),
         "generator" => stages::generator(cfg, roots, seed, progress.trainer(stage).as_ref()),
-        "synthesize" => stages::synthesize(cfg, roots, seed),
+        "synthesize" => stages::synthesize(cfg, roots, seed, progress.trainer(stage).as_ref()),
         s if s.starts_with("train-") => stages::train_model(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
         s if s.starts_with("evaluate-") => stages::evaluate(cfg, roots, seed, s.chars().last().unwrap_or('A')),
         "compare" => crate::compare::compare(cfg, roots, seed),

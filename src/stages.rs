@@ -233,7 +233,7 @@ pub fn generator(cfg: &Config, roots: &Roots, seed: u64, progress: &dyn TrainPro
 
 /// The `synthesize` stage: sample complete examples with the generator, filter, repeat until the target
 /// count has passed or the attempt cap is hit.
-pub fn synthesize(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, PipelineError> {
+pub fn synthesize(cfg: &Config, roots: &Roots, seed: u64, progress: &dyn TrainProgress) -> Result<StageOutcome, PipelineError> {
     let run = run_dir(roots);
     let human: Vec<QaExample> = data::read_jsonl_as(&run.join("prepare/human_train.jsonl"))?;
     let device = device_of(cfg)?;
@@ -261,6 +261,7 @@ pub fn synthesize(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome
         generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens)
     };
     while accepted.len() < target && attempts < cap {
+        progress.items(attempts, cap, &format!("{} of {target} passed", accepted.len()));
         round_no += 1;
         // One round: a batch of seed examples per strategy, in proportion to the shares.
         let want = (target - accepted.len()).min(cap - attempts).min(s.batch_size * 4).max(1);

@@ -291,3 +291,42 @@ fn unsafe_paths_in_a_ledger_are_rejected() {
     let f = verify(&m, &roots).unwrap().first_failure.unwrap();
     assert_eq!(f.field, "header.run_dir");
 }
+
+/// Regression: serde_json's default float parser is not correctly rounded, so a ledger holding some
+/// floats failed `verify` after a write and a read (entry hash mismatch). Needs `float_roundtrip`.
+#[test]
+fn floats_in_metrics_survive_a_write_and_a_read() {
+    use hsx::ledger::{Determinism, GitState, LedgerWriter, Recorder, StageOutcome, StageSpec};
+    use rand::{Rng, SeedableRng};
+    let d = tempfile::tempdir().unwrap();
+    let key = SigningKeyFile::load(&common::key(d.path(), "k.pem")).unwrap();
+    let path = d.path().join("l.json");
+    let mut w = LedgerWriter::open(&path, "f", "runs/f", key).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let floats: Vec<f64> = (0..20_000)
+        .map(|i| match i % 4 {
+            0 => rng.gen::<f64>(),
+            1 => rng.gen::<f64>() * 10f64.powi(rng.gen_range(-300..300)),
+            2 => f64::from(rng.gen::<f32>()),
+            _ => (rng.gen::<f64>() * 1e6).round() / 1e6,
+        })
+        .collect();
+    let mut rec = Recorder {
+        writer: &mut w,
+        roots: Roots::default(),
+        config: serde_json::json!({"lr": 3e-4, "eps": 1e-8}),
+        master_seed: 42,
+        git: GitState::NoRepository,
+        env: Box::new(|| serde_json::json!({"wall": 93.70261234})),
+    };
+    rec.record::<std::io::Error>(
+        StageSpec { stage: "s".into(), params: serde_json::json!({}), inputs: vec![], determinism: Determinism::Bitwise },
+        |_| Ok(StageOutcome { outputs: vec![], metrics: serde_json::json!({ "floats": floats }) }),
+    )
+    .unwrap()
+    .unwrap();
+    drop(rec);
+    drop(w);
+    let rep = hsx::ledger::verify::verify_file(&path, &Roots::default(), &VerifyOptions::default()).unwrap();
+    assert!(rep.ok, "{:?}", rep.first_failure);
+}

@@ -129,6 +129,8 @@ pub trait TrainProgress {
     fn start(&self, _total_steps: usize) {}
     fn step(&self, _step: usize, _loss: f64, _tokens_per_s: f64) {}
     fn epoch(&self, _epoch: usize, _val_loss: Option<f64>) {}
+    /// Progress of a non-training loop (e.g. synthesis attempts).
+    fn items(&self, _done: usize, _total: usize, _what: &str) {}
 }
 
 pub struct NoProgress;
