@@ -70,7 +70,11 @@ pub enum LedgerError {
     Locked { path: PathBuf, lock: PathBuf, holder: String },
     #[error("ledger {path} belongs to experiment {found:?}, but the config says {expected:?}")]
     WrongExperiment { path: PathBuf, found: String, expected: String },
-    #[error("ledger {path} is signed by key {found}, but the signing key is {expected}; use the key that started this ledger")]
+    #[error(
+        "ledger {path} is signed by key {found}, but your signing key is {expected}; a ledger has one signer: \
+         append with the key that started it, start your own ledger (hsx run --ledger ledger/<name>.json, or \
+         make run LEDGER=ledger/<name>.json), or check this one with hsx verify / hsx reproduce"
+    )]
     WrongSigner { path: PathBuf, found: String, expected: String },
     #[error("stage {stage}: input {path} changed while the stage ran (sha256 {before} before, {after} after)")]
     InputChanged { stage: String, path: String, before: String, after: String },
