@@ -212,11 +212,11 @@ pub fn stage_body(
     match stage {
         "prepare" => prepare(cfg, roots, seed),
         "base-model" => base_model(cfg, roots, seed, progress.trainer(stage).as_ref()),
-        "contaminate" => stages::contaminate(cfg, roots, seed),
+        "contaminate" => stages::contaminate(cfg, roots, seed, progress.trainer(stage).as_ref()),
         "generator" => stages::generator(cfg, roots, seed, progress.trainer(stage).as_ref()),
         "synthesize" => stages::synthesize(cfg, roots, seed, progress.trainer(stage).as_ref()),
         s if s.starts_with("train-") => stages::train_model(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
-        s if s.starts_with("evaluate-") => stages::evaluate(cfg, roots, seed, s.chars().last().unwrap_or('A')),
+        s if s.starts_with("evaluate-") => stages::evaluate(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
         "compare" => crate::compare::compare(cfg, roots, seed),
         "report" => report_stage(cfg, roots, ledger_path),
         other => Err(PipelineError::Usage(format!("stage {other} has no implementation"))),

@@ -64,7 +64,14 @@ fn lora_of(cfg: &Config) -> LoraConfig {
 
 /// Generates one text per prompt, batched by length (deterministic order), each batch sampling from its
 /// own seeded stream (`seed` + batch index).
-pub fn generate_texts(m: &LoadedT5, prompts: &[String], opts: &GenerateOptions, batch: usize, max_input: usize) -> Result<Vec<String>, PipelineError> {
+pub fn generate_texts(
+    m: &LoadedT5,
+    prompts: &[String],
+    opts: &GenerateOptions,
+    batch: usize,
+    max_input: usize,
+    progress: Option<&dyn TrainProgress>,
+) -> Result<Vec<String>, PipelineError> {
     let ids: Vec<Vec<i64>> = prompts.iter().map(|p| m.tokenizer.encode(p, Some(max_input))).collect::<Result<_, _>>().map_err(merr)?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| (ids[i].len(), i));
@@ -76,6 +83,9 @@ pub fn generate_texts(m: &LoadedT5, prompts: &[String], opts: &GenerateOptions, 
         for (j, &i) in chunk.iter().enumerate() {
             out[i] = m.tokenizer.decode(&gen[j]).map_err(merr)?.trim().to_owned();
         }
+        if let Some(p) = progress {
+            p.items(((k + 1) * batch.max(1)).min(ids.len()), ids.len(), "generated");
+        }
     }
     Ok(out)
 }
@@ -83,7 +93,7 @@ pub fn generate_texts(m: &LoadedT5, prompts: &[String], opts: &GenerateOptions, 
 /// The `contaminate` stage: the base model answers 80% of the train questions itself and paraphrases
 /// the human answer for the rest (temperature 0.3). Empty outputs are retried with the next seed, then
 /// recorded as empty — never dropped.
-pub fn contaminate(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, PipelineError> {
+pub fn contaminate(cfg: &Config, roots: &Roots, seed: u64, progress: &dyn TrainProgress) -> Result<StageOutcome, PipelineError> {
     let run = run_dir(roots);
     let human: Vec<QaExample> = data::read_jsonl_as(&run.join("prepare/human_train.jsonl"))?;
     let device = device_of(cfg)?;
@@ -102,7 +112,7 @@ pub fn contaminate(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcom
         .map(|(e, k)| if *k == "ai" { synth::answer_prompt(&e.context, &e.question) } else { synth::paraphrase_prompt(&e.question, &e.answer) })
         .collect();
     let opts = GenerateOptions { max_new_tokens: c.max_new_tokens, min_new_tokens: 0, temperature: c.temperature, top_p: c.top_p, seed };
-    let mut answers = generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens)?;
+    let mut answers = generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens, Some(progress))?;
     let mut attempts = vec![1usize; human.len()];
     for retry in 1..=c.empty_retries {
         let empty: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].is_empty()).collect();
@@ -111,7 +121,7 @@ pub fn contaminate(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcom
         }
         let p: Vec<String> = empty.iter().map(|&i| prompts[i].clone()).collect();
         let o = GenerateOptions { seed: seed.wrapping_add(1_000_003 * retry as u64), ..opts.clone() };
-        let again = generate_texts(&m, &p, &o, c.batch_size, cfg.train.max_input_tokens)?;
+        let again = generate_texts(&m, &p, &o, c.batch_size, cfg.train.max_input_tokens, None)?;
         for (j, &i) in empty.iter().enumerate() {
             answers[i] = again[j].clone();
             attempts[i] += 1;
@@ -258,7 +268,7 @@ pub fn synthesize(cfg: &Config, roots: &Roots, seed: u64, progress: &dyn TrainPr
     let mut round_no = 0u64;
     let gen = |prompts: &[String], salt: u64, max_new: usize| {
         let o = GenerateOptions { max_new_tokens: max_new, min_new_tokens: 0, temperature: s.temperature, top_p: s.top_p, seed: seed ^ salt };
-        generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens)
+        generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens, None)
     };
     while accepted.len() < target && attempts < cap {
         progress.items(attempts, cap, &format!("{} of {target} passed", accepted.len()));
@@ -456,14 +466,14 @@ pub struct Prediction {
 
 /// `evaluate-A/B/C`: greedy predictions on the human test split; every metric per example
 /// (`scores.jsonl`) and as a mean with a bootstrap 95% interval.
-pub fn evaluate(cfg: &Config, roots: &Roots, seed: u64, model: char) -> Result<StageOutcome, PipelineError> {
+pub fn evaluate(cfg: &Config, roots: &Roots, seed: u64, model: char, progress: &dyn TrainProgress) -> Result<StageOutcome, PipelineError> {
     let run = run_dir(roots);
     let test: Vec<QaExample> = data::read_jsonl_as(&run.join("prepare/human_test.jsonl"))?;
     let device = device_of(cfg)?;
     let (m, _l) = load_with_adapter(&base_model_dir(cfg, roots), &run.join(format!("train-{model}/adapter")), device).map_err(merr)?;
     let prompts: Vec<String> = test.iter().map(|e| synth::answer_prompt(&e.context, &e.question)).collect();
     let opts = GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, ..Default::default() };
-    let preds = generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens)?;
+    let preds = generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress))?;
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     use crate::metrics::Metric;
     let mut per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], cfg.eval.rouge_stemmer);
