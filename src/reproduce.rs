@@ -254,7 +254,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         let mut verdict_out: Option<StageVerdict> = None;
         let entry = recorder.record(rspec, |ctx| -> Result<StageOutcome, PipelineError> {
             let mut outcome = pipeline::stage_body(&stage_name, &stage_cfg, &roots, ctx.seed, &ledger_path, progress)?;
-            let v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &ledger.header.run_dir, &report_rel, &determinism)?;
+            let v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &determinism)?;
             outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files});
             verdict_out = Some(v);
             Ok(outcome)
@@ -293,8 +293,6 @@ fn compare_outputs(
     roots: &Roots,
     original_run: &Path,
     workspace: &Path,
-    _run_rel: &str,
-    report_rel: &str,
     determinism: &Determinism,
 ) -> Result<StageVerdict, PipelineError> {
     let mut new: Vec<FileRecord> = Vec::new();
@@ -334,7 +332,6 @@ fn compare_outputs(
             Some(_) => {}
         }
     }
-    let _ = report_rel;
     let verdict = if differing.is_empty() {
         "identical"
     } else if matches!(determinism, Determinism::Nondeterministic { .. }) {
