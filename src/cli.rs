@@ -120,9 +120,13 @@ pub struct RunArgs {
     /// Experiment config (TOML), e.g. configs/tiny.toml.
     #[arg(long)]
     pub config: PathBuf,
-    /// Ledger file to create or resume, e.g. ledger/exp-42.json.
-    #[arg(long)]
-    pub ledger: PathBuf,
+    /// Ledger file to create or resume in the workspace layout (artifacts in `<runs_dir>/<id>`, the
+    /// report in `experiment.report_dir`), as the shipped ledger/exp-42.json was made.
+    #[arg(long, required_unless_present = "out", conflicts_with = "out")]
+    pub ledger: Option<PathBuf>,
+    /// A self-contained run directory to create or resume: DIR/ledger.json, the artifacts, DIR/report/.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Signing key (default: $HSX_SIGNING_KEY, else the key `hsx keygen` writes).
     #[arg(long, env = "HSX_SIGNING_KEY")]
     pub key: Option<PathBuf>,
@@ -423,14 +427,20 @@ fn cwd() -> Result<PathBuf> {
 }
 
 fn cmd_run(cli: &Cli, a: &RunArgs) -> Result<u8> {
+    let ledger_path = match (&a.ledger, &a.out) {
+        (Some(l), _) => l.clone(),
+        (None, Some(out)) => out.join(pipeline::SELF_CONTAINED_LEDGER),
+        (None, None) => return Err(Exit(2, "pass --out DIR (a self-contained run) or --ledger FILE".into()).into()),
+    };
     let opts = RunOptions {
         config_path: a.config.clone(),
-        ledger_path: a.ledger.clone(),
+        ledger_path: ledger_path.clone(),
         key_path: a.key.clone().unwrap_or_else(keys::default_key_path),
         workspace: cwd()?,
         data_mirror: a.data_mirror.clone(),
         only: a.only.clone(),
         from: a.from.clone(),
+        out: a.out.clone(),
     };
     let progress = CliProgress { json: cli.json, quiet: cli.quiet };
     let summary = pipeline::run(&opts, &progress).map_err(|e| Exit(2, format!("{e:#}")))?;
@@ -446,12 +456,25 @@ fn cmd_run(cli: &Cli, a: &RunArgs) -> Result<u8> {
             .map(|s| format!("{} ({})", s.stage, s.status))
             .collect();
         println!("ledger {}: {}", summary.ledger, done.join(", "));
-        println!("run directory: {}", summary.run_dir);
         if !pending.is_empty() {
             println!("stages not built yet in this hsx: {}", pending.join(", "));
         }
+        print_run_locations(&ledger_path, &summary.run_dir, a.out.is_some(), &a.config);
     }
     Ok(0)
+}
+
+/// Where a finished run's files are, and the command that checks them.
+fn print_run_locations(ledger: &Path, run_dir: &str, self_contained: bool, config: &Path) {
+    let report_dir = hsx::config::Config::load(config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
+    let report = if self_contained { Path::new(run_dir).join(&report_dir) } else { PathBuf::from(&report_dir) };
+    let exe = std::env::args().next().unwrap_or_else(|| "hsx".into());
+    println!("ledger:        {}", ledger.display());
+    println!("artifacts:     {run_dir}");
+    println!("report:        {}", report.join("REPORT.md").display());
+    println!("table:         {}", report.join("metrics_table.csv").display());
+    println!("plots:         {}", report.join("plots").display());
+    println!("verify with:   {exe} verify --ledger {}", ledger.display());
 }
 
 /// Roots for verifying a ledger found at `ledger_path`, run from the current directory.
@@ -460,6 +483,7 @@ fn verify_roots(ledger_path: &Path, mirror: Option<&Path>) -> Result<Roots> {
     // Only what is needed to place the roots: the header's run_dir and the last entry's data.dir.
     let raw = hsx::ledger::store::read_raw(ledger_path).map_err(|e| Exit(2, e.to_string()))?;
     let run_dir = raw.pointer("/header/run_dir").and_then(|v| v.as_str()).map(str::to_owned);
+    let run_dir_ok = |r: &String| hsx::ledger::store::check_run_dir(r).is_ok();
     let data_dir = raw
         .pointer("/entries")
         .and_then(|e| e.as_array())
@@ -470,7 +494,7 @@ fn verify_roots(ledger_path: &Path, mirror: Option<&Path>) -> Result<Roots> {
         .to_owned();
     let safe = |p: &str| hsx::ledger::files::check_relative(p).is_ok();
     Ok(Roots {
-        run: run_dir.filter(|r| safe(r)).map(|r| ws.join(r)),
+        run: run_dir.filter(run_dir_ok).map(|r| pipeline::resolve_run_dir(ledger_path, &r, &ws)),
         data: if safe(&data_dir) || mirror.is_some() { Some(pipeline::data_root(&ws, mirror, &data_dir)) } else { None },
         workspace: Some(ws),
     })
@@ -1022,7 +1046,8 @@ fn check_report(ledger_path: &Path, workspace: &Path) -> Option<hsx::ledger::ver
     if e.params.get("template_sha256").and_then(|v| v.as_str()) != Some(template_sha.as_str()) {
         return Some(fail("params.template_sha256", "the report was rendered with a different template than this hsx carries; cannot re-render it".into()));
     }
-    let path = workspace.join(dir).join("REPORT.md");
+    let base = if ledger.header.run_dir == "." { pipeline::resolve_run_dir(ledger_path, ".", workspace) } else { workspace.to_owned() };
+    let path = base.join(dir).join("REPORT.md");
     let on_disk = std::fs::read_to_string(&path).ok()?;
     match hsx::report::check_rendered(&ledger, &on_disk, hsx::report::DEFAULT_TEMPLATE) {
         Ok(None) => None,
@@ -1040,7 +1065,7 @@ fn cmd_report(cli: &Cli, a: &ReportArgs) -> Result<u8> {
         Some(t) => std::fs::read_to_string(t).map_err(|e| Exit(2, format!("{}: {e}", t.display())))?,
         None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
     };
-    let run_dir = cwd()?.join(&ledger.header.run_dir);
+    let run_dir = pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, &cwd()?);
     let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template).map_err(|e| Exit(2, e.to_string()))?;
     let md = out_dir.join("REPORT.md");
@@ -1059,7 +1084,8 @@ fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::store::read(&a.ledger).map_err(|e| Exit(2, e.to_string()))?;
     let out = a.out.clone().unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        PathBuf::from(format!("{}-reproduce-{stamp}", ledger.header.run_dir.trim_end_matches('/')))
+        let original = pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, Path::new(""));
+        PathBuf::from(format!("{}-reproduce-{stamp}", original.to_string_lossy().trim_end_matches('/')))
     });
     let opts = hsx::reproduce::ReproduceOptions {
         ledger: a.ledger.clone(),
@@ -1087,6 +1113,10 @@ fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
             None => println!("reproduced {} stages into {}: all identical or within tolerance", rep.stages.len(), rep.out),
             Some(d) => println!("DIVERGED first at {d}"),
         }
+        let repro = Path::new(&rep.out).join("reproduction.json");
+        println!("reproduction ledger: {} (signed by your key)", repro.display());
+        println!("report:              {}", Path::new(&rep.out).join("report/REPORT.md").display());
+        println!("verify with:         {} verify --ledger {}", std::env::args().next().unwrap_or_else(|| "hsx".into()), repro.display());
     }
     Ok(if rep.ok { 0 } else { 1 })
 }

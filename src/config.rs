@@ -1,6 +1,6 @@
 //! Typed experiment configuration: TOML ⇄ serde structs, validation, and the canonical config hash.
 //!
-//! Every section has defaults equal to the seed's experiment (DESIGN.md §2), unknown keys are rejected,
+//! Every section has defaults equal to the seed's experiment (docs/DESIGN.md §2), unknown keys are rejected,
 //! and `validate()` checks ranges and cross-field rules, naming the file and the dotted key on failure.
 //! The config hash is the SHA-256 of the canonical JSON (see `canonical`) of the *parsed* config, so key
 //! order, comments, formatting and spelled-out defaults do not change it.

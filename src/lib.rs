@@ -1,5 +1,6 @@
 //! hsx: the human/synthetic data-quality experiment (CosmosQA, flan-t5 + LoRA) as a reproducibility
-//! artifact. See DESIGN.md in the shared folder and README.md; modules are listed in dependency order.
+//! artifact. See README.md, docs/DESIGN.md (the experiment and
+//! its decisions) and docs/ARCHITECTURE.md (the modules and where each kind of change goes).
 pub mod canonical;
 pub mod config;
 pub mod ledger;

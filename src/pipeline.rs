@@ -1,6 +1,6 @@
 //! The stage graph: run, resume, and (later) reproduce. Each stage is one signed ledger entry.
 //!
-//! Stages, in order (DESIGN.md §2): `prepare` → `base-model` → `contaminate` → `generator` →
+//! Stages, in order (docs/DESIGN.md §2): `prepare` → `base-model` → `contaminate` → `generator` →
 //! `synthesize` → `train-A/B/C` → `evaluate-A/B/C` → `compare` → `report`. Those not built yet are listed
 //! by `hsx run` as pending; it runs the ones that exist.
 //!
@@ -84,6 +84,11 @@ pub struct RunOptions {
     pub data_mirror: Option<PathBuf>,
     pub only: Option<String>,
     pub from: Option<String>,
+    /// A self-contained run (`hsx run --out DIR`): the artifacts, the report (`DIR/<report_dir>`) and,
+    /// unless `ledger_path` says otherwise, the ledger (`DIR/ledger.json`) all live in `DIR`, and the
+    /// ledger's header records its run directory as `.` (the ledger's own directory). `None`: the
+    /// workspace layout of the shipped exp-42 (`<runs_dir>/<id>` and `report_dir` under the workspace).
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +119,34 @@ pub fn run_dir_rel(cfg: &Config) -> String {
     format!("{}/{}", cfg.experiment.runs_dir.trim_end_matches('/'), cfg.experiment.id)
 }
 
+/// The file name of a self-contained run's ledger inside its directory.
+pub const SELF_CONTAINED_LEDGER: &str = "ledger.json";
+
+/// The run directory a ledger's header names, on this machine: `.` is the directory the ledger file is
+/// in (a self-contained run); anything else is relative to `workspace`.
+pub fn resolve_run_dir(ledger_path: &Path, header_run_dir: &str, workspace: &Path) -> PathBuf {
+    if header_run_dir == "." {
+        let parent = ledger_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if parent.is_absolute() {
+            parent.to_owned()
+        } else {
+            workspace.join(parent)
+        }
+    } else {
+        workspace.join(header_run_dir)
+    }
+}
+
+/// Where the report stage writes: `report_dir` under the run directory for a self-contained run,
+/// else under the workspace. Returns the directory and the root its files are recorded under.
+pub fn report_base(self_contained: bool, roots: &Roots) -> Option<(PathBuf, Root)> {
+    if self_contained {
+        roots.run.clone().map(|r| (r, Root::Run))
+    } else {
+        roots.workspace.clone().map(|w| (w, Root::Workspace))
+    }
+}
+
 fn stage_index(name: &str) -> Result<usize, PipelineError> {
     STAGES.iter().position(|(s, _)| *s == name).ok_or_else(|| {
         let names: Vec<&str> = STAGES.iter().map(|(s, _)| *s).collect();
@@ -132,14 +165,25 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let only = opts.only.as_deref().map(stage_index).transpose()?;
     let from = opts.from.as_deref().map(stage_index).transpose()?;
     let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
-    let run_rel = run_dir_rel(&cfg);
+    let (run_rel, run_dir) = match &opts.out {
+        Some(out) => (".".to_owned(), opts.workspace.join(out)),
+        None => (run_dir_rel(&cfg), opts.workspace.join(run_dir_rel(&cfg))),
+    };
     let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &run_rel, key)?;
+    if writer.ledger().header.run_dir != run_rel {
+        return Err(PipelineError::Usage(format!(
+            "{} records its run directory as {:?}, not {:?}: resume it the way it was started ({})",
+            opts.ledger_path.display(),
+            writer.ledger().header.run_dir,
+            run_rel,
+            if writer.ledger().header.run_dir == "." { "with --out" } else { "with --ledger and without --out" }
+        )));
+    }
 
     crate::runtime::set_threads(cfg.runtime.threads);
     crate::runtime::set_deterministic(cfg.runtime.deterministic)
         .map_err(|m| PipelineError::Usage(format!("cannot configure libtorch: {m}")))?;
 
-    let run_dir = opts.workspace.join(&run_rel);
     std::fs::create_dir_all(&run_dir).map_err(|source| DataError::Io { path: run_dir.clone(), source })?;
     let roots = Roots {
         run: Some(run_dir.clone()),
@@ -150,7 +194,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let git = crate::provenance::git_state(&opts.workspace);
     let mut summary = RunSummary {
         ledger: opts.ledger_path.display().to_string(),
-        run_dir: run_rel.clone(),
+        run_dir: run_dir.display().to_string(),
         stages: Vec::new(),
     };
 
@@ -187,7 +231,8 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
             env: Box::new(|| crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))),
         };
         let ledger_path = opts.ledger_path.clone();
-        let entry = recorder.record(spec, |ctx| stage_body(stage, &cfg, &roots, ctx.seed, &ledger_path, progress))??;
+        let self_contained = run_rel == ".";
+        let entry = recorder.record(spec, |ctx| stage_body(stage, &cfg, &roots, ctx.seed, &ledger_path, self_contained, progress))??;
         progress.stage_finished(stage, &entry);
         summary.stages.push(StageResult {
             stage: stage.to_string(),
@@ -206,6 +251,7 @@ pub fn stage_body(
     roots: &Roots,
     seed: u64,
     ledger_path: &Path,
+    self_contained: bool,
     progress: &dyn Progress,
 ) -> Result<StageOutcome, PipelineError> {
     crate::runtime::seed(seed);
@@ -218,7 +264,7 @@ pub fn stage_body(
         s if s.starts_with("train-") => stages::train_model(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
         s if s.starts_with("evaluate-") => stages::evaluate(cfg, roots, seed, s.chars().last().unwrap_or('A'), progress.trainer(stage).as_ref()),
         "compare" => crate::compare::compare(cfg, roots, seed),
-        "report" => report_stage(cfg, roots, ledger_path),
+        "report" => report_stage(cfg, roots, ledger_path, self_contained),
         other => Err(PipelineError::Usage(format!("stage {other} has no implementation"))),
     }
 }
@@ -505,9 +551,12 @@ pub fn base_model(
 
 /// The `report` stage: REPORT.md rendered from the ledger's entries (up to `compare`), with the table
 /// and plots, into `experiment.report_dir`.
-pub fn report_stage(cfg: &Config, roots: &Roots, ledger_path: &Path) -> Result<StageOutcome, PipelineError> {
+/// `ledger_path` is the ledger rendered; `self_contained` says where the report goes (see [`report_base`]).
+pub fn report_stage(cfg: &Config, roots: &Roots, ledger_path: &Path, self_contained: bool) -> Result<StageOutcome, PipelineError> {
     let ledger = crate::ledger::store::read(ledger_path)?;
-    let out = roots.workspace.clone().expect("workspace root").join(&cfg.experiment.report_dir);
+    let (base, root) = report_base(self_contained, roots)
+        .ok_or_else(|| PipelineError::Usage("the report stage needs its run and workspace directories".into()))?;
+    let out = base.join(&cfg.experiment.report_dir);
     let run = roots.run.clone().expect("run root");
     let written = crate::report::write_report(&ledger, &run, &out, crate::report::DEFAULT_TEMPLATE)
         .map_err(|e| PipelineError::Usage(e.to_string()))?;
@@ -515,7 +564,7 @@ pub fn report_stage(cfg: &Config, roots: &Roots, ledger_path: &Path) -> Result<S
         let name = p.strip_prefix(&out).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
         format!("{}/{}", cfg.experiment.report_dir.trim_end_matches('/'), name)
     };
-    let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (Root::Workspace, rel(p))).collect();
+    let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (root, rel(p))).collect();
     outputs.sort();
     Ok(StageOutcome { outputs, metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}) })
 }

@@ -173,18 +173,19 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     if let Some(s) = opts.seed {
         cfg.experiment.seed = s;
     }
+    // Any directory will do (absolute, `./x`, `x/`, `../x`): the reproduction is a self-contained run, so
+    // its ledger records its run directory as `.` and every artifact path stays relative to it.
     let out = opts.workspace.join(&opts.out);
     if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(PipelineError::Usage(format!("{} is not empty; reproduce writes into a fresh directory (pass --out)", out.display())));
     }
-    let original_run = opts.workspace.join(&ledger.header.run_dir);
+    let original_run = pipeline::resolve_run_dir(&opts.ledger, &ledger.header.run_dir, &opts.workspace);
     if out.canonicalize().ok().zip(original_run.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
         return Err(PipelineError::Usage("--out must not be the original run directory".into()));
     }
     std::fs::create_dir_all(&out).map_err(|source| crate::data::DataError::Io { path: out.clone(), source })?;
     crate::runtime::set_threads(cfg.runtime.threads);
     crate::runtime::set_deterministic(cfg.runtime.deterministic).map_err(PipelineError::Usage)?;
-    let report_rel = format!("{}/report", opts.out.to_string_lossy().trim_end_matches('/'));
     let roots = Roots {
         run: Some(out.clone()),
         data: Some(pipeline::data_root(&opts.workspace, opts.data_mirror.as_deref(), &cfg.data.dir)),
@@ -192,7 +193,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     };
     let key = SigningKeyFile::load(&opts.key).map_err(crate::ledger::LedgerError::from)?;
     let repro_path = out.join("reproduction.json");
-    let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), &opts.out.to_string_lossy(), key)?;
+    let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), ".", key)?;
     let env_now = crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null));
     let env_diff = env_differences(&first.env, &env_now);
     let from_idx = opts.from.as_deref().map(|f| stages.iter().position(|e| e.stage == f)).unwrap_or(Some(0));
@@ -233,14 +234,15 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
                 continue;
             }
         }
-        let mut stage_cfg = cfg.clone();
-        stage_cfg.experiment.report_dir = report_rel.clone();
+        let stage_cfg = cfg.clone();
         let spec = pipeline::stage_spec(&e.stage, &stage_cfg);
         pipeline::preflight(&spec, &roots, &stage_cfg)?;
         progress.stage_started(&e.stage);
         let recorded = e.outputs.clone();
         let determinism = e.determinism.clone();
         let stage_name = e.stage.clone();
+        // The report stage re-renders the recorded ledger (so REPORT.md can be compared byte for byte)
+        // into this self-contained run's own report directory.
         let ledger_path = opts.ledger.clone();
         let mut recorder = Recorder {
             writer: &mut writer,
@@ -253,7 +255,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         let rspec = StageSpec { stage: stage_name.clone(), params: json!({"reproduces": {"seq": e.seq, "hash": e.hash}}), inputs: spec.inputs.clone(), determinism: determinism.clone() };
         let mut verdict_out: Option<StageVerdict> = None;
         let entry = recorder.record(rspec, |ctx| -> Result<StageOutcome, PipelineError> {
-            let mut outcome = pipeline::stage_body(&stage_name, &stage_cfg, &roots, ctx.seed, &ledger_path, progress)?;
+            let mut outcome = pipeline::stage_body(&stage_name, &stage_cfg, &roots, ctx.seed, &ledger_path, true, progress)?;
             let v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &determinism)?;
             outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files});
             verdict_out = Some(v);
@@ -299,9 +301,13 @@ fn compare_outputs(
     for (root, rel) in &outcome.outputs {
         new.extend(record_path(roots, *root, rel)?);
     }
+    // Report files are matched by name: a run in the workspace layout keeps its report under the
+    // workspace, a self-contained run (every reproduction) under its own run directory.
+    let by_name = e.stage == "report";
     let key = |r: &FileRecord| -> String {
         match r.root {
             Root::Workspace => Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            _ if by_name => Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             _ => r.path.clone(),
         }
     };

@@ -108,6 +108,7 @@ fn run_prepare(ws: &Path, config: &str, seed: Option<u64>, ledger: &str) -> hsx:
         data_mirror: Some(common::mirror()),
         only: Some("prepare".into()),
         from: None,
+        out: None,
     };
     pipeline::run(&opts, &Quiet).unwrap();
     hsx::ledger::store::read(&ws.join(ledger)).unwrap().entries.last().unwrap().clone()
@@ -164,6 +165,7 @@ fn a_modified_dev_split_is_refused_with_both_hashes() {
         data_mirror: Some(ws.path().join("mirror")),
         only: None,
         from: None,
+        out: None,
     };
     let e = pipeline::run(&opts, &Quiet).unwrap_err().to_string();
     assert!(e.contains(hsx::data::KNOWN_HASHES[0].1) && e.contains("refusing"), "{e}");

@@ -14,6 +14,7 @@ fn run(ws: &Path, only: Option<&str>) -> Vec<Entry> {
         data_mirror: Some(common::mirror()),
         only: only.map(str::to_owned),
         from: None,
+        out: None,
     };
     pipeline::run(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"));
     hsx::ledger::store::read(&ws.join("ledger/smoke.json")).unwrap().entries
@@ -102,6 +103,7 @@ fn a_different_seed_changes_every_stage() {
         data_mirror: Some(common::mirror()),
         only: None,
         from: None,
+        out: None,
     };
     pipeline::run(&opts, &Quiet).unwrap();
     let eb = hsx::ledger::store::read(&b.path().join("l.json")).unwrap().entries;
@@ -127,16 +129,77 @@ fn reproduce_is_identical_and_a_changed_seed_diverges_at_prepare() {
         };
         hsx::reproduce::reproduce(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"))
     };
-    let same = repro("runs/r1", None);
+    // The run's own report in the workspace is never rewritten by a reproduction.
+    let mtime = || std::fs::metadata(ws.path().join("runs/smoke-report/REPORT.md")).and_then(|m| m.modified()).unwrap();
+    let before = mtime();
+    // An absolute --out (what a cluster user passes) works and leaves no lock file behind.
+    let abs_out = ws.path().join("scratch/r1");
+    let same = repro(abs_out.to_str().unwrap(), None);
     assert!(same.ok, "{:?}", same.first_divergence);
     assert!(same.stages.iter().all(|s| s.verdict == "identical"), "{:?}", same.stages);
     assert_eq!(same.stages.len(), hsx::pipeline::STAGES.len());
+    let leftovers: Vec<_> = std::fs::read_dir(&abs_out).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".lock")).collect();
+    assert!(leftovers.is_empty(), "lock files left behind: {leftovers:?}");
+    assert!(abs_out.join("runs/smoke-report/REPORT.md").is_file(), "the reproduction's report is not in its own directory");
+    let roots = hsx::ledger::Roots {
+        run: Some(hsx::pipeline::resolve_run_dir(&abs_out.join("reproduction.json"), ".", ws.path())),
+        data: None,
+        workspace: Some(ws.path().to_owned()),
+    };
+    let rep = hsx::ledger::verify::verify_file(&abs_out.join("reproduction.json"), &roots, &Default::default()).unwrap();
+    assert!(rep.ok && rep.missing_artifacts == 0 && rep.checked_artifacts > 0, "{:?}", rep.first_failure);
+    // Relative forms of --out: `./x`, `x/` and `../x` (from a workspace one level down).
+    for out in ["./runs/r-dot", "runs/r-slash/"] {
+        let r = repro(out, None);
+        assert!(r.ok, "--out {out}: {:?}", r.first_divergence);
+        assert!(ws.path().join(out).join("reproduction.json").is_file(), "--out {out}");
+    }
+    assert_eq!(mtime(), before, "reproduce rewrote the workspace report");
     let changed = repro("runs/r2", Some(7));
     assert!(!changed.ok);
     let d = changed.first_divergence.unwrap();
     assert!(d.starts_with("stage prepare") && d.contains("human_train.jsonl") && d.contains("first differing line"), "{d}");
-    // The reproduction ledger is itself a valid signed ledger.
-    let roots = hsx::ledger::Roots { run: Some(ws.path().join("runs/r1")), data: None, workspace: Some(ws.path().to_owned()) };
-    let rep = hsx::ledger::verify::verify_file(&ws.path().join("runs/r1/reproduction.json"), &roots, &Default::default()).unwrap();
-    assert!(rep.ok, "{:?}", rep.first_failure);
+}
+
+#[test]
+fn self_contained_run_resumes_and_verifies_from_its_own_directory() {
+    let ws = tempfile::tempdir().unwrap();
+    let out = ws.path().join("runs/local/smoke");
+    let opts = RunOptions {
+        config_path: common::repo_path("configs/smoke.toml"),
+        ledger_path: out.join(pipeline::SELF_CONTAINED_LEDGER),
+        key_path: common::key(ws.path(), "k.pem"),
+        workspace: ws.path().to_owned(),
+        data_mirror: Some(common::mirror()),
+        only: None,
+        from: None,
+        out: Some(out.clone()),
+    };
+    let first = pipeline::run(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.stages.iter().all(|s| s.status == "ran"), "{:?}", first.stages);
+    // Everything lives in the one directory; nothing is written to the workspace's report or ledger/.
+    assert!(out.join("runs/smoke-report/REPORT.md").is_file(), "the report is not inside the run directory");
+    assert!(!ws.path().join("runs/smoke-report").exists() && !ws.path().join("ledger").exists());
+    let ledger = hsx::ledger::store::read(&opts.ledger_path).unwrap();
+    assert_eq!(ledger.header.run_dir, ".");
+    // A second run resumes: every stage is skipped, no entry is added, and no lock is left.
+    let second = pipeline::run(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"));
+    assert!(second.stages.iter().all(|s| s.status == "skipped"), "{:?}", second.stages);
+    assert_eq!(hsx::ledger::store::read(&opts.ledger_path).unwrap().entries.len(), ledger.entries.len());
+    assert!(!out.join("ledger.json.lock").exists(), "lock file left behind");
+    // The same directory cannot be resumed in the other layout by mistake.
+    let other = RunOptions { out: None, ..opts.clone() };
+    let err = pipeline::run(&other, &Quiet).unwrap_err().to_string();
+    assert!(err.contains("run directory") && err.contains("--out"), "{err}");
+    // Verified through the binary from another directory, with every artifact found and checked.
+    let o = std::process::Command::new(common::hsx_bin())
+        .args(["verify", "--require-artifacts", "--ledger"])
+        .arg(&opts.ledger_path)
+        .current_dir(ws.path())
+        .env("HSX_DATA_MIRROR", common::mirror())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("(0 missing)"), "{stdout}");
 }

@@ -5,7 +5,7 @@
 //! naming the file and line, or — with `skip_invalid` — is skipped and counted by reason.
 //!
 //! ```text
-//! hsx data stats ../shared/data/cosmosqa/valid.csv
+//! hsx data stats data/cosmosqa/valid.csv
 //! ```
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};

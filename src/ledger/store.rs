@@ -106,7 +106,20 @@ pub fn acquire_lock(path: &Path) -> Result<std::fs::File, LedgerError> {
         std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io { path: dir.to_owned(), source })?;
     }
     let io = |source| LedgerError::Io { path: lock_path.clone(), source };
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io)?;
+    // The writer removes the lock file when it is done. A process that opened the old file just before
+    // that removal would hold a lock on a file no longer at `lock_path`: after locking, check that the
+    // path still names the locked file, and start over when it does not.
+    let mut attempts = 0;
+    let mut f = loop {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io)?;
+        match FileExt::try_lock_exclusive(&f) {
+            Ok(true) if attempts < 100 && !same_file(&f, &lock_path) => {
+                attempts += 1;
+                continue;
+            }
+            _ => break f,
+        }
+    };
     match FileExt::try_lock_exclusive(&f) {
         Ok(true) => {}
         Ok(false) => {
@@ -127,29 +140,61 @@ pub fn acquire_lock(path: &Path) -> Result<std::fs::File, LedgerError> {
     Ok(f)
 }
 
+/// Whether the open file `f` is the file now at `path` (same device and inode).
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Checks a header's `run_dir`: `.` (the run directory is the ledger's own directory: a self-contained
+/// run made with `hsx run --out` or `hsx reproduce`), or a safe path relative to the workspace.
+pub fn check_run_dir(run_dir: &str) -> Result<(), LedgerError> {
+    if run_dir == "." {
+        Ok(())
+    } else {
+        super::files::check_relative(run_dir)
+    }
+}
+
+impl Drop for LedgerWriter {
+    fn drop(&mut self) {
+        // Still holding the lock: nobody else can be between their lock and their inode check.
+        if same_file(&self._lock, &self.lock_path) {
+            let _ = std::fs::remove_file(&self.lock_path);
+        }
+    }
+}
+
 impl LedgerWriter {
     /// Opens (or creates) the ledger at `path` for experiment `experiment`, holding the lock.
     pub fn open(path: &Path, experiment: &str, run_dir: &str, key: SigningKeyFile) -> Result<Self, LedgerError> {
+        check_run_dir(run_dir)?;
         let lock = acquire_lock(path)?;
+        let unlock = |e: LedgerError, lock: std::fs::File| {
+            if same_file(&lock, &lock_path_for(path)) {
+                let _ = std::fs::remove_file(lock_path_for(path));
+            }
+            drop(lock);
+            e
+        };
         let ledger = if path.exists() {
-            let l = read(path)?;
+            let l = match read(path) {
+                Ok(l) => l,
+                Err(e) => return Err(unlock(e, lock)),
+            };
             if l.header.experiment != experiment {
-                return Err(LedgerError::WrongExperiment {
-                    path: path.to_owned(),
-                    found: l.header.experiment,
-                    expected: experiment.to_owned(),
-                });
+                let e = LedgerError::WrongExperiment { path: path.to_owned(), found: l.header.experiment, expected: experiment.to_owned() };
+                return Err(unlock(e, lock));
             }
             if l.header.signer != key.signer() {
-                return Err(LedgerError::WrongSigner {
-                    path: path.to_owned(),
-                    found: l.header.signer.key_id,
-                    expected: key.signer().key_id,
-                });
+                let e = LedgerError::WrongSigner { path: path.to_owned(), found: l.header.signer.key_id, expected: key.signer().key_id };
+                return Err(unlock(e, lock));
             }
             l
         } else {
-            super::files::check_relative(run_dir)?;
             let l = Ledger {
                 header: Header {
                     format: FORMAT.into(),
@@ -161,7 +206,9 @@ impl LedgerWriter {
                 },
                 entries: Vec::new(),
             };
-            write_atomic(path, &l)?;
+            if let Err(e) = write_atomic(path, &l) {
+                return Err(unlock(e, lock));
+            }
             l
         };
         Ok(Self { path: path.to_owned(), _lock: lock, lock_path: lock_path_for(path), ledger, key })

@@ -121,7 +121,7 @@ pub fn verify_value(raw: &Value, path: &Path, roots: &Roots, opts: &VerifyOption
         Some(("header.version", format!("version {} is not supported (this hsx reads {VERSION})", header.version)))
     } else if header.signer.algorithm != "ed25519" {
         Some(("header.signer.algorithm", format!("{:?} is not ed25519", header.signer.algorithm)))
-    } else if let Err(e) = check_relative(&header.run_dir) {
+    } else if let Err(e) = super::store::check_run_dir(&header.run_dir) {
         Some(("header.run_dir", e.to_string()))
     } else {
         None

@@ -9,14 +9,15 @@ use serde_json::json;
 pub fn mirror() -> PathBuf {
     let m = std::env::var_os("HSX_DATA_MIRROR").unwrap_or_else(|| {
         panic!(
-            "HSX_DATA_MIRROR is not set: point it at a directory holding cosmosqa/valid.csv \
-             (in this workplace: HSX_DATA_MIRROR=../shared/data make test)"
+            "HSX_DATA_MIRROR is not set: run the tests with `make test` (its bootstrap downloads CosmosQA's \
+             dev split into the cache and points HSX_DATA_MIRROR at it), or set HSX_DATA_MIRROR to a \
+             directory holding cosmosqa/valid.csv"
         )
     });
     let p = PathBuf::from(m);
     let p = if p.is_absolute() { p } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(p) };
     let csv = p.join("cosmosqa/valid.csv");
-    assert!(csv.is_file(), "HSX_DATA_MIRROR={} holds no cosmosqa/valid.csv", p.display());
+    assert!(csv.is_file(), "HSX_DATA_MIRROR={} holds no cosmosqa/valid.csv (unset it and run `make test` to download it)", p.display());
     p.canonicalize().unwrap()
 }
 
