@@ -10,6 +10,7 @@ use tch::{nn, Device, Kind, Tensor};
 pub mod adapter;
 pub mod generate;
 pub mod bert;
+pub mod choice;
 pub mod lora;
 pub mod pretrain;
 pub mod train;
