@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod provenance;
 pub mod data;
 pub mod runtime;
+pub mod prereg;
 pub mod model;
 pub mod metrics;
 pub mod synth;
