@@ -1,5 +1,9 @@
 //! hsx: the human/synthetic data-quality experiment (CosmosQA, flan-t5 + LoRA) as a reproducibility
-//! artifact. See DESIGN.md in the shared folder and README.md; modules are listed in dependency order.
+//! artifact. See README.md, and docs/ARCHITECTURE.md for the rooms and the arrows between them.
+//!
+//! Ground floor (no hsx imports above it): `canonical`, `config`, `ledger`, `provenance`, `data`,
+//! `runtime`, `model`, `metrics`, `synth`. Top floor: `stages` (one file per stage), `pipeline` (the
+//! executor), `report`, `reproduce`, `audit` (verify), `bench`; `error` and `progress` are shared by it.
 pub mod canonical;
 pub mod config;
 pub mod ledger;
@@ -9,8 +13,11 @@ pub mod runtime;
 pub mod model;
 pub mod metrics;
 pub mod synth;
+pub mod error;
+pub mod progress;
 pub mod stages;
-pub mod compare;
 pub mod pipeline;
 pub mod report;
 pub mod reproduce;
+pub mod audit;
+pub mod bench;

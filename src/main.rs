@@ -18,8 +18,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = e.downcast_ref::<cli::Exit>().map(|x| x.0).unwrap_or(2);
-            ExitCode::from(code)
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }

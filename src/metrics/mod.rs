@@ -11,6 +11,7 @@ pub mod bertscore;
 pub mod bootstrap;
 pub mod porter;
 pub mod rouge;
+pub mod registry;
 pub mod squad;
 
 /// The metrics `hsx score` can compute.

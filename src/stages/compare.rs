@@ -1,6 +1,6 @@
-//! The `compare` stage: the results table, gaps A−B and C−B and recovery (C−B)/(A−B) for every metric
-//! with paired-bootstrap 95% intervals and sign-flip permutation p-values, a verdict per hypothesis
-//! computed from those intervals, sample predictions, and the plots.
+//! `compare`: the results table, gaps A−B and C−B and recovery (C−B)/(A−B) for every compared metric
+//! of the registry with paired-bootstrap 95% intervals and sign-flip permutation p-values, a verdict per
+//! hypothesis computed from those intervals, sample predictions, and the plots.
 //!
 //! Hypotheses (primary metric: token F1; the others are reported alongside):
 //! * H1 — AI contamination lowers quality: A − B > 0.
@@ -16,134 +16,145 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::evaluate::Prediction;
+use super::{write_json, Arm, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, stats::round6, DataError};
-use crate::ledger::{Root, Roots, StageOutcome};
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::metrics::bootstrap;
-use crate::pipeline::PipelineError;
-use crate::stages::Prediction;
+use crate::metrics::registry::{self, ScoreRow, PRIMARY};
 
-pub const METRICS: [(&str, &str); 6] =
-    [("em", "EM"), ("f1", "F1"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("bertscore_f1", "BERTScore")];
-pub const MODELS: [char; 3] = ['A', 'B', 'C'];
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Gap {
-    pub estimate: f64,
-    pub ci95: (f64, f64),
-    pub p_value: f64,
+pub fn spec(cfg: &Config) -> StageSpec {
+    StageSpec {
+        stage: Stage::Compare.name().into(),
+        params: json!({ "eval": cfg.eval }),
+        inputs: Arm::ALL
+            .iter()
+            .flat_map(|&a| {
+                let (e, t) = (Stage::Evaluate(a).name(), Stage::Train(a).name());
+                [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl")), (Root::Run, format!("{t}/train_metrics.json"))]
+            })
+            .collect(),
+        determinism: Determinism::Bitwise,
+    }
 }
 
-fn verdict(lo: f64, hi: f64, threshold: f64) -> &'static str {
-    if lo > threshold {
-        "supported"
-    } else if hi < threshold {
-        "not supported"
-    } else {
-        "inconclusive"
+/// A hypothesis's verdict, from its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "supported")]
+    Supported,
+    #[serde(rename = "not supported")]
+    NotSupported,
+    #[serde(rename = "inconclusive")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// Supported when the interval lies wholly above `threshold`, not supported when wholly below.
+    pub fn of_interval(lo: f64, hi: f64, threshold: f64) -> Verdict {
+        if lo > threshold {
+            Verdict::Supported
+        } else if hi < threshold {
+            Verdict::NotSupported
+        } else {
+            Verdict::Inconclusive
+        }
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Hypothesis {
+    id: &'static str,
+    claim: &'static str,
+    metric: &'static str,
+    verdict: Verdict,
+    evidence: String,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> PipelineError {
     DataError::Io { path: path.to_owned(), source: std::io::Error::other(e.to_string()) }.into()
 }
 
-/// Per-example scores of one model: metric → values in test order.
-fn load_scores(run: &Path, m: char) -> Result<(Vec<String>, BTreeMap<String, Vec<f64>>), PipelineError> {
-    let rows: Vec<Value> = data::read_jsonl_as(&run.join(format!("evaluate-{m}/scores.jsonl")))?;
-    let ids = rows.iter().map(|r| r["id"].as_str().unwrap_or_default().to_owned()).collect();
-    let mut out = BTreeMap::new();
-    for (k, _) in METRICS {
-        out.insert(k.to_owned(), rows.iter().map(|r| r[k].as_f64().unwrap_or(f64::NAN)).collect());
-    }
-    Ok((ids, out))
+/// One arm's per-example scores: ids and, per compared metric (registry order), values in test order.
+struct ArmScores {
+    ids: Vec<String>,
+    values: BTreeMap<&'static str, Vec<f64>>,
 }
 
-pub fn compare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, PipelineError> {
-    let run = roots.run.clone().expect("run root");
+fn load_scores(ctx: &StageCtx, arm: Arm) -> Result<ArmScores, PipelineError> {
+    let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{}/scores.jsonl", Stage::Evaluate(arm).name())))?;
+    let values = registry::compared().enumerate().map(|(k, m)| (m.key, rows.iter().map(|r| r.values[k]).collect())).collect();
+    Ok(ArmScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
+}
+
+fn interval(lo: f64, hi: f64) -> Value {
+    json!([round6(lo), round6(hi)])
+}
+
+pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
+    let (cfg, seed) = (ctx.cfg, ctx.seed);
     let r = cfg.eval.bootstrap_resamples;
     let pr = cfg.eval.permutation_resamples;
-    let mut scores = BTreeMap::new();
-    let mut ids0: Option<Vec<String>> = None;
-    for m in MODELS {
-        let (ids, s) = load_scores(&run, m)?;
-        if let Some(i0) = &ids0 {
-            if *i0 != ids {
-                return Err(PipelineError::Usage(format!("evaluate-{m}/scores.jsonl does not cover the same test examples as evaluate-A")));
+    let mut scores: BTreeMap<Arm, ArmScores> = BTreeMap::new();
+    for arm in Arm::ALL {
+        let s = load_scores(ctx, arm)?;
+        if let Some(first) = scores.values().next() {
+            if first.ids != s.ids {
+                return Err(PipelineError::Stage {
+                    stage: Stage::Compare.name(),
+                    message: format!("{}/scores.jsonl does not cover the same test examples as evaluate-A", Stage::Evaluate(arm).name()),
+                });
             }
         }
-        ids0 = Some(ids);
-        scores.insert(m, s);
+        scores.insert(arm, s);
     }
-    let ids = ids0.unwrap_or_default();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let ids = scores[&Arm::A].ids.clone();
+    let v = |arm: Arm, key: &str| -> &Vec<f64> { &scores[&arm].values[key] };
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len().max(1) as f64;
 
     // Table: mean and bootstrap CI per model and metric.
     let mut table = BTreeMap::new();
-    for (mi, m) in MODELS.iter().enumerate() {
+    for (mi, arm) in Arm::ALL.iter().enumerate() {
         let mut row = BTreeMap::new();
-        for (k, (key, _)) in METRICS.iter().enumerate() {
-            let v = &scores[m][*key];
-            let (lo, hi) = bootstrap::mean_ci(v, r, seed ^ ((mi * 16 + k) as u64));
-            row.insert(key.to_string(), json!({"mean": round6(mean(v)), "ci95": [round6(lo), round6(hi)]}));
+        for (k, def) in registry::compared().enumerate() {
+            let x = v(*arm, def.key);
+            let (lo, hi) = bootstrap::mean_ci(x, r, seed ^ ((mi * 16 + k) as u64));
+            row.insert(def.key.to_string(), json!({"mean": round6(mean(x)), "ci95": interval(lo, hi)}));
         }
-        table.insert(m.to_string(), row);
+        table.insert(arm.letter().to_string(), row);
     }
     // Gaps and recovery.
     let mut gaps = BTreeMap::new();
-    for (k, (key, _)) in METRICS.iter().enumerate() {
-        let (a, b, c) = (&scores[&'A'][*key], &scores[&'B'][*key], &scores[&'C'][*key]);
+    for (k, def) in registry::compared().enumerate() {
+        let (a, b, c) = (v(Arm::A, def.key), v(Arm::B, def.key), v(Arm::C, def.key));
         let s = seed.wrapping_add(1000 + k as u64 * 7);
         let ab = bootstrap::diff_ci(a, b, r, s);
         let cb = bootstrap::diff_ci(c, b, r, s + 1);
         let (rec, rec_ci, undefined) = bootstrap::recovery_ci(a, b, c, r, s + 2);
         gaps.insert(
-            key.to_string(),
+            def.key.to_string(),
             json!({
-                "a_minus_b": {"estimate": round6(mean(a) - mean(b)), "ci95": [round6(ab.0), round6(ab.1)], "p_value": round6(bootstrap::paired_permutation_p(a, b, pr, s + 3))},
-                "c_minus_b": {"estimate": round6(mean(c) - mean(b)), "ci95": [round6(cb.0), round6(cb.1)], "p_value": round6(bootstrap::paired_permutation_p(c, b, pr, s + 4))},
+                "a_minus_b": {"estimate": round6(mean(a) - mean(b)), "ci95": interval(ab.0, ab.1), "p_value": round6(bootstrap::paired_permutation_p(a, b, pr, s + 3))},
+                "c_minus_b": {"estimate": round6(mean(c) - mean(b)), "ci95": interval(cb.0, cb.1), "p_value": round6(bootstrap::paired_permutation_p(c, b, pr, s + 4))},
                 "recovery": {"estimate": if rec.is_finite() { json!(round6(rec)) } else { Value::Null },
-                              "ci95": if rec_ci.0.is_finite() { json!([round6(rec_ci.0), round6(rec_ci.1)]) } else { Value::Null },
+                              "ci95": if rec_ci.0.is_finite() { interval(rec_ci.0, rec_ci.1) } else { Value::Null },
                               "undefined_resamples": undefined},
             }),
         );
     }
-    let g = &gaps["f1"];
-    let ci = |v: &Value| (v["ci95"][0].as_f64().unwrap_or(f64::NAN), v["ci95"][1].as_f64().unwrap_or(f64::NAN));
-    let (ab_lo, ab_hi) = ci(&g["a_minus_b"]);
-    let (cb_lo, cb_hi) = ci(&g["c_minus_b"]);
-    let h1 = verdict(ab_lo, ab_hi, 0.0);
-    let h2 = verdict(cb_lo, cb_hi, 0.0);
-    let h3 = if h1 != "supported" {
-        "inconclusive"
-    } else {
-        let (lo, hi) = ci(&g["recovery"]);
-        if lo.is_finite() { verdict(lo, hi, 0.5) } else { "inconclusive" }
-    };
-    let hypotheses = json!([
-        {"id": "H1", "claim": "AI contamination lowers answer quality (F1 of A exceeds B)", "metric": "f1", "verdict": h1,
-         "evidence": format!("A−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", g["a_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), ab_lo, ab_hi, g["a_minus_b"]["p_value"].as_f64().unwrap_or(f64::NAN))},
-        {"id": "H2", "claim": "Filtered synthetic data beats contaminated data (F1 of C exceeds B)", "metric": "f1", "verdict": h2,
-         "evidence": format!("C−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", g["c_minus_b"]["estimate"].as_f64().unwrap_or(f64::NAN), cb_lo, cb_hi, g["c_minus_b"]["p_value"].as_f64().unwrap_or(f64::NAN))},
-        {"id": "H3", "claim": "Synthetic data recovers at least half of the F1 lost to contamination", "metric": "f1", "verdict": h3,
-         "evidence": match g["recovery"]["estimate"].as_f64() {
-             Some(e) => {
-                 let (lo, hi) = ci(&g["recovery"]);
-                 format!("recovery = {e:.3}, 95% CI [{lo:.3}, {hi:.3}]")
-             }
-             None => "recovery undefined: A and B have the same mean F1".to_owned(),
-         }},
-    ]);
+    let hypotheses = hypotheses(&gaps[PRIMARY]);
 
     // Samples of the seed's three kinds, deterministic: the first three in test-id order.
-    let preds: BTreeMap<char, Vec<Prediction>> = MODELS
+    let preds: BTreeMap<Arm, Vec<Prediction>> = Arm::ALL
         .iter()
-        .map(|&m| Ok((m, data::read_jsonl_as(&run.join(format!("evaluate-{m}/predictions.jsonl")))?)))
+        .map(|&a| Ok((a, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(a).name())))?)))
         .collect::<Result<_, PipelineError>>()?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&x, &y| ids[x].cmp(&ids[y]));
-    let em = |m: char, i: usize| scores[&m]["em"][i];
-    let f1 = |m: char, i: usize| scores[&m]["f1"][i];
+    let em = |a: Arm, i: usize| v(a, "em")[i];
+    let f1 = |a: Arm, i: usize| v(a, "f1")[i];
     let pick = |f: &dyn Fn(usize) -> bool| -> Vec<Value> {
         order
             .iter()
@@ -151,52 +162,104 @@ pub fn compare(cfg: &Config, roots: &Roots, seed: u64) -> Result<StageOutcome, P
             .filter(|&i| f(i))
             .take(3)
             .map(|i| {
-                json!({"id": ids[i], "reference": preds[&'A'][i].reference,
-                       "A": preds[&'A'][i].prediction, "B": preds[&'B'][i].prediction, "C": preds[&'C'][i].prediction,
-                       "f1": {"A": round6(f1('A', i)), "B": round6(f1('B', i)), "C": round6(f1('C', i))}})
+                let mut s = json!({"id": ids[i], "reference": preds[&Arm::A][i].reference, "f1": {}});
+                for a in Arm::ALL {
+                    s[a.letter()] = json!(preds[&a][i].prediction);
+                    s["f1"][a.letter()] = json!(round6(f1(a, i)));
+                }
+                s
             })
             .collect()
     };
     let samples = json!({
-        "all_correct": pick(&|i| MODELS.iter().all(|&m| em(m, i) == 1.0)),
-        "b_fails_c_succeeds": pick(&|i| em('B', i) == 0.0 && em('C', i) == 1.0),
-        "all_struggle": pick(&|i| MODELS.iter().all(|&m| f1(m, i) < 0.2)),
+        "all_correct": pick(&|i| Arm::ALL.iter().all(|&a| em(a, i) == 1.0)),
+        "b_fails_c_succeeds": pick(&|i| em(Arm::B, i) == 0.0 && em(Arm::C, i) == 1.0),
+        "all_struggle": pick(&|i| Arm::ALL.iter().all(|&a| f1(a, i) < 0.2)),
         "definitions": {"all_correct": "EM = 1 for A, B and C", "b_fails_c_succeeds": "EM of B = 0 and EM of C = 1", "all_struggle": "F1 < 0.2 for A, B and C"},
     });
 
-    let dir = run.join("compare");
+    let dir = ctx.out_dir()?;
     std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
-    let csv = metrics_table_csv(&table);
-    std::fs::write(dir.join("metrics_table.csv"), csv).map_err(|e| io(&dir, e))?;
+    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table)).map_err(|e| io(&dir, e))?;
     let comparison = json!({"n": ids.len(), "table": table, "gaps": gaps, "hypotheses": hypotheses, "samples": samples,
-                            "primary_metric": "f1", "bootstrap_resamples": r, "permutation_resamples": pr});
-    std::fs::write(dir.join("comparison.json"), format!("{}\n", serde_json::to_string_pretty(&comparison).expect("json"))).map_err(|e| io(&dir, e))?;
-    let losses: BTreeMap<char, Value> = MODELS
+                            "primary_metric": PRIMARY, "bootstrap_resamples": r, "permutation_resamples": pr});
+    write_json(&dir.join("comparison.json"), &comparison)?;
+    let losses: BTreeMap<Arm, Value> = Arm::ALL
         .iter()
-        .map(|&m| {
-            let p = run.join(format!("train-{m}/train_metrics.json"));
+        .map(|&a| {
+            let p = ctx.run_path(&format!("{}/train_metrics.json", Stage::Train(a).name()));
             let v: Value = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-            (m, v)
+            (a, v)
         })
         .collect();
     plots(&dir.join("plots"), &comparison, &losses)?;
-    let mut outputs = vec![(Root::Run, "compare/metrics_table.csv".to_owned()), (Root::Run, "compare/comparison.json".to_owned())];
-    outputs.push((Root::Run, "compare/plots".to_owned()));
+    let outputs = vec![
+        (Root::Run, "compare/metrics_table.csv".to_owned()),
+        (Root::Run, "compare/comparison.json".to_owned()),
+        (Root::Run, "compare/plots".to_owned()),
+    ];
     Ok(StageOutcome { outputs, metrics: comparison })
+}
+
+/// H1–H3 judged on the primary metric's gaps.
+fn hypotheses(g: &Value) -> Vec<Hypothesis> {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let ci = |v: &Value| (num(&v["ci95"][0]), num(&v["ci95"][1]));
+    let (ab_lo, ab_hi) = ci(&g["a_minus_b"]);
+    let (cb_lo, cb_hi) = ci(&g["c_minus_b"]);
+    let h1 = Verdict::of_interval(ab_lo, ab_hi, 0.0);
+    let h2 = Verdict::of_interval(cb_lo, cb_hi, 0.0);
+    let h3 = if h1 != Verdict::Supported {
+        Verdict::Inconclusive
+    } else {
+        let (lo, hi) = ci(&g["recovery"]);
+        if lo.is_finite() { Verdict::of_interval(lo, hi, 0.5) } else { Verdict::Inconclusive }
+    };
+    vec![
+        Hypothesis {
+            id: "H1",
+            claim: "AI contamination lowers answer quality (F1 of A exceeds B)",
+            metric: PRIMARY,
+            verdict: h1,
+            evidence: format!("A−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", num(&g["a_minus_b"]["estimate"]), ab_lo, ab_hi, num(&g["a_minus_b"]["p_value"])),
+        },
+        Hypothesis {
+            id: "H2",
+            claim: "Filtered synthetic data beats contaminated data (F1 of C exceeds B)",
+            metric: PRIMARY,
+            verdict: h2,
+            evidence: format!("C−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", num(&g["c_minus_b"]["estimate"]), cb_lo, cb_hi, num(&g["c_minus_b"]["p_value"])),
+        },
+        Hypothesis {
+            id: "H3",
+            claim: "Synthetic data recovers at least half of the F1 lost to contamination",
+            metric: PRIMARY,
+            verdict: h3,
+            evidence: match g["recovery"]["estimate"].as_f64() {
+                Some(e) => {
+                    let (lo, hi) = ci(&g["recovery"]);
+                    format!("recovery = {e:.3}, 95% CI [{lo:.3}, {hi:.3}]")
+                }
+                None => "recovery undefined: A and B have the same mean F1".to_owned(),
+            },
+        },
+    ]
 }
 
 /// `Model,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model.
 pub fn metrics_table_csv(table: &BTreeMap<String, BTreeMap<String, Value>>) -> String {
     let mut s = String::from("Model");
-    for (_, label) in METRICS {
+    for def in registry::compared() {
+        let label = def.label;
         s.push_str(&format!(",{label},{label}_ci_low,{label}_ci_high"));
     }
     s.push('\n');
     for (m, row) in table {
         s.push_str(m);
-        for (key, _) in METRICS {
-            let v = &row[key];
-            s.push_str(&format!(",{:.6},{:.6},{:.6}", v["mean"].as_f64().unwrap_or(f64::NAN), v["ci95"][0].as_f64().unwrap_or(f64::NAN), v["ci95"][1].as_f64().unwrap_or(f64::NAN)));
+        for def in registry::compared() {
+            let v = &row[def.key];
+            let num = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
+            s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci95"][0]), num(&v["ci95"][1])));
         }
         s.push('\n');
     }
@@ -286,24 +349,20 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     Ok(())
 }
 
-fn plots(dir: &Path, c: &Value, losses: &BTreeMap<char, Value>) -> Result<(), PipelineError> {
+fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), PipelineError> {
     register_font();
-    let cell = |m: char, k: &str| {
-        let v = &c["table"][m.to_string()][k];
+    let cell = |m: Arm, k: &str| {
+        let v = &c["table"][m.letter()][k];
         (v["mean"].as_f64().unwrap_or(0.0), v["ci95"][0].as_f64().unwrap_or(0.0), v["ci95"][1].as_f64().unwrap_or(0.0))
     };
-    let names = |m: char| match m {
-        'A' => "A (human)".to_owned(),
-        'B' => "B (AI-contaminated)".to_owned(),
-        _ => "C (synthetic)".to_owned(),
-    };
+    let names = |m: Arm| format!("{} ({})", m.letter(), m.data());
     let p = dir.join("comparison_f1.png");
-    bar_chart(&p, "Token F1 on the human test split (95% bootstrap CI)", &MODELS.iter().map(|&m| names(m)).collect::<Vec<_>>(),
-              &[("F1".to_owned(), MODELS.iter().map(|&m| cell(m, "f1")).collect())], "F1")
+    bar_chart(&p, "Token F1 on the human test split (95% bootstrap CI)", &Arm::ALL.iter().map(|&m| names(m)).collect::<Vec<_>>(),
+              &[("F1".to_owned(), Arm::ALL.iter().map(|&m| cell(m, "f1")).collect())], "F1")
         .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
-    let series: Vec<(String, Vec<(f64, f64, f64)>)> = MODELS.iter().map(|&m| (names(m), METRICS.iter().map(|(k, _)| cell(m, k)).collect())).collect();
-    bar_chart(&p, "All metrics by model (95% bootstrap CI)", &METRICS.iter().map(|(_, l)| l.to_string()).collect::<Vec<_>>(), &series, "score")
+    let series: Vec<(String, Vec<(f64, f64, f64)>)> = Arm::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
+    bar_chart(&p, "All metrics by model (95% bootstrap CI)", &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
         .map_err(|e| io(&p, e))?;
     let p = dir.join("gap_analysis_f1.png");
     let gap = |k: &str| {

@@ -1,0 +1,36 @@
+//! `report`: REPORT.md rendered from the ledger's entries (up to `compare`) by [`crate::report`], with
+//! the table and plots, into `experiment.report_dir` under the workspace.
+use serde_json::json;
+use std::path::PathBuf;
+
+use super::{Stage, StageCtx};
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+use crate::report::{write_report, DEFAULT_TEMPLATE};
+
+pub fn spec(cfg: &Config) -> StageSpec {
+    StageSpec {
+        stage: Stage::Report.name().into(),
+        params: json!({
+            "report_dir": cfg.experiment.report_dir,
+            "template_sha256": crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
+        }),
+        inputs: vec![(Root::Run, Stage::Compare.name().into())],
+        determinism: Determinism::Bitwise,
+    }
+}
+
+pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
+    let cfg = ctx.cfg;
+    let ledger = crate::ledger::store::read(ctx.ledger)?;
+    let out = ctx.workspace.join(&cfg.experiment.report_dir);
+    let written = write_report(&ledger, &ctx.run_dir, &out, DEFAULT_TEMPLATE)?;
+    let rel = |p: &PathBuf| {
+        let name = p.strip_prefix(&out).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{}/{}", cfg.experiment.report_dir.trim_end_matches('/'), name)
+    };
+    let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (Root::Workspace, rel(p))).collect();
+    outputs.sort();
+    Ok(StageOutcome { outputs, metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}) })
+}
