@@ -103,10 +103,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Configures libtorch from `[runtime]`, creates the run directory and places the roots.
+    /// Configures libtorch from `[runtime]` (process-wide: hold [`PROCESS_RUN`]), then [`Setup::place`].
     pub fn new(cfg: Config, workspace: &Path, data_mirror: Option<&Path>, run_dir: PathBuf) -> Result<Setup, PipelineError> {
         crate::runtime::set_threads(cfg.runtime.threads);
         crate::runtime::set_deterministic(cfg.runtime.deterministic).map_err(PipelineError::Runtime)?;
+        Setup::place(cfg, workspace, data_mirror, run_dir)
+    }
+
+    /// Creates the run directory and places the roots, touching nothing process-wide.
+    pub fn place(cfg: Config, workspace: &Path, data_mirror: Option<&Path>, run_dir: PathBuf) -> Result<Setup, PipelineError> {
         std::fs::create_dir_all(&run_dir).map_err(|source| DataError::Io { path: run_dir.clone(), source })?;
         let roots = Roots {
             run: Some(run_dir),
@@ -202,7 +207,7 @@ pub fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), Pi
 
 /// The latest entry of `stage`, if re-running it would change nothing: same parameters, master seed,
 /// code identity and input hashes, outputs intact on disk (and, for the report, no entry after it).
-fn resumable<'a>(entries: &'a [Entry], stage: Stage, spec: &StageSpec, setup: &Setup) -> Option<&'a Entry> {
+pub fn resumable<'a>(entries: &'a [Entry], stage: Stage, spec: &StageSpec, setup: &Setup) -> Option<&'a Entry> {
     let pos = entries.iter().rposition(|e| e.stage == spec.stage)?;
     let e = &entries[pos];
     if e.params != spec.params || e.seeds.master != setup.cfg.experiment.seed || e.git != setup.git {

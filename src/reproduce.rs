@@ -185,8 +185,8 @@ fn copy_recorded_outputs(e: &Entry, original_run: &Path, out: &Path) -> Result<(
         if let Some(p) = dst.parent() {
             std::fs::create_dir_all(p).map_err(|source| crate::data::DataError::Io { path: p.to_owned(), source })?;
         }
-        std::fs::copy(&src, &dst).map_err(|_| {
-            PipelineError::Usage(format!("--from: the earlier output {} of stage {} is missing; reproduce from the start", src.display(), e.stage))
+        std::fs::copy(&src, &dst).map_err(|err| {
+            PipelineError::Usage(format!("--from: cannot copy the earlier output {} of stage {} ({err}); reproduce from the start", src.display(), e.stage))
         })?;
     }
     Ok(())

@@ -140,3 +140,28 @@ fn reproduce_is_identical_and_a_changed_seed_diverges_at_prepare() {
     let rep = hsx::ledger::verify::verify_file(&ws.path().join("runs/r1/reproduction.json"), &roots, &Default::default()).unwrap();
     assert!(rep.ok, "{:?}", rep.first_failure);
 }
+
+#[test]
+fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
+    let ws = tempfile::tempdir().unwrap();
+    run(ws.path(), Some("prepare"));
+    let entries = hsx::ledger::store::read(&ws.path().join("ledger/smoke.json")).unwrap().entries;
+    let text = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap();
+    let base = hsx::config::Config::from_toml_str(&text, Path::new("smoke.toml")).unwrap();
+    let resumes = |edit: &dyn Fn(&mut hsx::config::Config)| {
+        let mut cfg = base.clone();
+        edit(&mut cfg);
+        let run_dir = ws.path().join(pipeline::run_dir_rel(&cfg));
+        let setup = pipeline::Setup::place(cfg, ws.path(), Some(&common::mirror()), run_dir).unwrap();
+        let stage = hsx::stages::Stage::Prepare;
+        let spec = hsx::stages::spec(stage, &setup.cfg);
+        (pipeline::resumable(&entries, stage, &spec, &setup).is_some(), setup.cfg.sha256() != base.sha256())
+    };
+    assert_eq!(resumes(&|_| {}), (true, false));
+    // Settings prepare does not read change the config's hash but do not re-run it ...
+    assert_eq!(resumes(&|c| c.experiment.report_dir = "elsewhere/report".into()), (true, true));
+    assert_eq!(resumes(&|c| c.eval.bootstrap_resamples += 1), (true, true));
+    // ... while its own parameters and the master seed do.
+    assert_eq!(resumes(&|c| c.split.test += 1), (false, true));
+    assert_eq!(resumes(&|c| c.experiment.seed += 1), (false, true));
+}

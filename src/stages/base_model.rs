@@ -2,7 +2,7 @@
 //! split, or (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture.
 use serde_json::{json, Value};
 
-use super::{write_json, StageCtx};
+use super::ctx::{write_json, StageCtx};
 use crate::config::{Config, ModelSpec};
 use crate::data::{self, DataError};
 use crate::error::PipelineError;
@@ -10,11 +10,11 @@ use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
-        stage: super::Stage::BaseModel.name().into(),
+        stage: super::ctx::Stage::BaseModel.name().into(),
         params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
         inputs: match &cfg.model {
             ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
-            ModelSpec::Scratch { .. } => vec![super::human("train")],
+            ModelSpec::Scratch { .. } => vec![super::ctx::human("train")],
         },
         determinism: Determinism::Bitwise,
     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::evaluate::Prediction;
-use super::{write_json, Arm, Stage, StageCtx};
+use super::ctx::{write_json, Arm, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, stats::round6, DataError};
 use crate::error::PipelineError;
@@ -381,4 +381,38 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
         loss_chart(&p, &format!("Model {} training loss", names(*m)), &curve, &val, steps / epochs).map_err(|e| io(&p, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_come_from_the_whole_interval() {
+        assert_eq!(Verdict::of_interval(0.01, 0.2, 0.0), Verdict::Supported);
+        assert_eq!(Verdict::of_interval(-0.2, -0.01, 0.0), Verdict::NotSupported);
+        assert_eq!(Verdict::of_interval(-0.01, 0.2, 0.0), Verdict::Inconclusive);
+        assert_eq!(Verdict::of_interval(0.0, 0.2, 0.0), Verdict::Inconclusive, "touching the threshold is not beyond it");
+        assert_eq!(serde_json::to_value(Verdict::NotSupported).unwrap(), "not supported");
+    }
+
+    #[test]
+    fn h3_is_inconclusive_unless_h1_is_supported() {
+        let g = json!({"a_minus_b": {"estimate": 0.0, "ci95": [-0.1, 0.1], "p_value": 0.5},
+                       "c_minus_b": {"estimate": 0.2, "ci95": [0.1, 0.3], "p_value": 0.01},
+                       "recovery": {"estimate": 2.0, "ci95": [1.0, 3.0]}});
+        let h = hypotheses(&g);
+        assert_eq!([h[0].verdict, h[1].verdict, h[2].verdict], [Verdict::Inconclusive, Verdict::Supported, Verdict::Inconclusive]);
+    }
+
+    #[test]
+    fn the_csv_has_three_columns_per_compared_metric() {
+        let row: BTreeMap<String, Value> = registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci95": [0.25, 0.75]}))).collect();
+        let table = BTreeMap::from([("A".to_string(), row)]);
+        let csv = metrics_table_csv(&table);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        assert_eq!(header.len(), 1 + 3 * registry::compared().count());
+        assert_eq!(&header[..4], ["Model", "EM", "EM_ci_low", "EM_ci_high"]);
+        assert!(csv.lines().nth(1).unwrap().starts_with("A,0.500000,0.250000,0.750000"));
+    }
 }

@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::StageCtx;
+use super::ctx::StageCtx;
 use crate::config::Config;
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
@@ -17,9 +17,9 @@ use crate::synth::{self, ContaminatedRow};
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
-        stage: super::Stage::Contaminate.name().into(),
+        stage: super::ctx::Stage::Contaminate.name().into(),
         params: json!({ "contaminate": cfg.contaminate, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::human("train"), super::base_input(cfg)],
+        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Arm, Stage, StageCtx};
+use super::ctx::{Arm, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
@@ -26,7 +26,7 @@ pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
     StageSpec {
         stage: Stage::Evaluate(arm).name().into(),
         params: json!({ "eval": cfg.eval, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::human("test"), (Root::Run, format!("{}/adapter", Stage::Train(arm).name())), super::base_input(cfg)],
+        inputs: vec![super::ctx::human("test"), (Root::Run, format!("{}/adapter", Stage::Train(arm).name())), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::StageCtx;
+use super::ctx::StageCtx;
 use crate::config::Config;
 use crate::data::{self, QaExample};
 use crate::error::PipelineError;
@@ -12,9 +12,9 @@ use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
-        stage: super::Stage::Generator.name().into(),
+        stage: super::ctx::Stage::Generator.name().into(),
         params: json!({ "generator": cfg.generator, "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
-        inputs: vec![super::human("train"), super::base_input(cfg)],
+        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
 }

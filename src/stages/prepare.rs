@@ -2,7 +2,7 @@
 //! train / validation / test, and write them as JSONL with their statistics.
 use serde_json::json;
 
-use super::{write_json, StageCtx};
+use super::ctx::{write_json, StageCtx};
 use crate::config::Config;
 use crate::data::{self, split, stats, DataError};
 use crate::error::PipelineError;
@@ -11,7 +11,7 @@ use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
-        stage: super::Stage::Prepare.name().into(),
+        stage: super::ctx::Stage::Prepare.name().into(),
         params: json!({ "data": cfg.data, "split": cfg.split, "seed": cfg.experiment.seed }),
         inputs: cfg.data.files.iter().map(|f| (Root::Data, f.clone())).collect(),
         determinism: Determinism::Bitwise,

@@ -3,7 +3,7 @@
 use serde_json::json;
 use std::path::PathBuf;
 
-use super::{Stage, StageCtx};
+use super::ctx::{Stage, StageCtx};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};

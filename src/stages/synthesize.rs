@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use tch::Device;
 
-use super::StageCtx;
+use super::ctx::StageCtx;
 use crate::config::Config;
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
@@ -20,9 +20,9 @@ use crate::synth::{self, Strategy, SyntheticRow};
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
-        stage: super::Stage::Synthesize.name().into(),
+        stage: super::ctx::Stage::Synthesize.name().into(),
         params: json!({ "synth": cfg.synth, "filters": cfg.filters, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::human("train"), super::base_input(cfg), (Root::Run, "generator/adapter".into())],
+        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg), (Root::Run, "generator/adapter".into())],
         determinism: Determinism::Bitwise,
     }
 }
@@ -99,9 +99,9 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         for (strat, sid, text) in malformed {
             attempts += 1;
             per_strategy.entry(strat.name()).or_default().0 += 1;
-            *first_fail.entry("malformed").or_default() += 1;
-            *would_fail.entry("malformed").or_default() += 1;
-            rejected.push(json!({"strategy": strat, "seed_id": sid, "output": text, "filter": "malformed", "value": Value::Null}));
+            *first_fail.entry(filters::MALFORMED.0).or_default() += 1;
+            *would_fail.entry(filters::MALFORMED.0).or_default() += 1;
+            rejected.push(json!({"strategy": strat, "seed_id": sid, "output": text, "filter": filters::MALFORMED.0, "value": Value::Null}));
         }
         if cands.is_empty() {
             continue;

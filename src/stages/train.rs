@@ -3,7 +3,7 @@
 //! training the `generator` stage shares.
 use serde_json::{json, Value};
 
-use super::{write_json, Arm, QaLike, Stage, StageCtx};
+use super::ctx::{write_json, Arm, QaLike, Stage, StageCtx};
 use crate::config::Config;
 use crate::data;
 use crate::error::PipelineError;
@@ -27,7 +27,7 @@ pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
     StageSpec {
         stage: Stage::Train(arm).name().into(),
         params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
-        inputs: vec![(Root::Run, training_file(arm).into()), super::human("val"), super::base_input(cfg)],
+        inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
 }
@@ -114,4 +114,22 @@ pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], e
     write_json(&dir.join("train_metrics.json"), &v)?;
     v["wall_seconds"] = wall.unwrap_or(Value::Null);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_arm_trains_on_its_own_data_and_reads_it_as_an_input() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+        let cfg = Config::load(&path).unwrap();
+        let files: Vec<&str> = Arm::ALL.iter().map(|&a| training_file(a)).collect();
+        assert_eq!(files, ["prepare/human_train.jsonl", "contaminate/ai_contaminated.jsonl", "synthesize/synthetic.jsonl"]);
+        for a in Arm::ALL {
+            let s = spec(&cfg, a);
+            assert_eq!(s.stage, format!("train-{a}"));
+            assert_eq!(s.inputs[0], (Root::Run, training_file(a).to_owned()));
+        }
+    }
 }
