@@ -2,6 +2,11 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `--from` / `--only` accept the stage registry's names.
+fn stage_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(hsx::stages::Stage::ALL.map(|s| s.name()))
+}
+
 /// hsx — does synthetic data from a clean human seed recover the quality lost to AI-contaminated
 /// training data? Runs the CosmosQA / flan-t5 + LoRA experiment as a signed, reproducible artifact.
 #[derive(Debug, Parser)]
@@ -122,10 +127,10 @@ pub struct RunArgs {
     #[arg(long, env = "HSX_DATA_MIRROR")]
     pub data_mirror: Option<PathBuf>,
     /// Force re-running from this stage on.
-    #[arg(long)]
+    #[arg(long, value_parser = stage_names())]
     pub from: Option<String>,
     /// Run only this stage.
-    #[arg(long)]
+    #[arg(long, value_parser = stage_names())]
     pub only: Option<String>,
 }
 
@@ -138,7 +143,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Re-run from this stage on (earlier outputs are copied from the original run).
-    #[arg(long)]
+    #[arg(long, value_parser = stage_names())]
     pub from: Option<String>,
     /// Signing key for the reproduction ledger (default: $HSX_SIGNING_KEY, else `hsx keygen`'s).
     #[arg(long, env = "HSX_SIGNING_KEY")]

@@ -49,3 +49,32 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 pub fn exit_code(_e: &anyhow::Error) -> u8 {
     2
 }
+
+/// The error with its whole cause chain, as `{:#}` prints it, less causes that an outer message
+/// already quotes (many errors name their path and repeat their I/O cause).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn describe_keeps_the_chain_without_repeating_a_quoted_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(hsx::data::DataError::Io { path: "x.json".into(), source: io }).context("reading the ledger");
+        assert_eq!(super::describe(&e), "reading the ledger: x.json: No such file");
+        let plain = anyhow::anyhow!("outer").context("top");
+        assert_eq!(super::describe(&plain), "top: outer");
+    }
+}
