@@ -1,6 +1,10 @@
 //! hsx: the human/synthetic data-quality experiment (CosmosQA, flan-t5 + LoRA) as a reproducibility
-//! artifact. See README.md, docs/DESIGN.md (the experiment and
-//! its decisions) and docs/ARCHITECTURE.md (the modules and where each kind of change goes).
+//! artifact. See README.md, docs/DESIGN.md (the experiment and its decisions) and docs/ARCHITECTURE.md
+//! (the rooms and the arrows between them).
+//!
+//! Ground floor (no hsx imports above it): `canonical`, `config`, `ledger`, `provenance`, `data`,
+//! `runtime`, `model`, `metrics`, `synth`. Top floor: `stages` (one file per stage), `pipeline` (the
+//! executor), `report`, `reproduce`, `audit` (verify), `bench`; `error` and `progress` are shared by it.
 pub mod canonical;
 pub mod config;
 pub mod ledger;
@@ -12,8 +16,11 @@ pub mod analysis;
 pub mod model;
 pub mod metrics;
 pub mod synth;
+pub mod error;
+pub mod progress;
 pub mod stages;
-pub mod compare;
 pub mod pipeline;
 pub mod report;
 pub mod reproduce;
+pub mod audit;
+pub mod bench;

@@ -17,9 +17,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            let code = e.downcast_ref::<cli::Exit>().map(|x| x.0).unwrap_or(2);
-            ExitCode::from(code)
+            eprintln!("error: {}", cli::describe(&e));
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }

@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::ledger::verify::Failure;
 use crate::ledger::{Entry, Ledger};
+use crate::metrics::registry;
+use crate::stages::registry::{Arm, Stage};
+use crate::synth::filters;
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
 
@@ -23,6 +27,8 @@ pub enum ReportError {
     MissingStage(String),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("the synthesize entry counts rejections by {0:?}, a filter this hsx does not know")]
+    UnknownFilter(String),
 }
 
 fn seconds_between(a: &str, b: &str) -> Option<f64> {
@@ -32,7 +38,7 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some(((b - a).as_seconds_f64() * 10.0).round() / 10.0)
 }
 
-/// The latest entry of each stage (entries after `upto` are ignored).
+/// The latest entry of each stage.
 pub fn latest_by_stage(entries: &[Entry]) -> BTreeMap<String, &Entry> {
     let mut m = BTreeMap::new();
     for e in entries {
@@ -41,23 +47,28 @@ pub fn latest_by_stage(entries: &[Entry]) -> BTreeMap<String, &Entry> {
     m
 }
 
-/// The template context: the ledger's facts, nothing else.
+/// The stages a report needs: every stage before `report`.
+fn reported_stages() -> impl Iterator<Item = Stage> {
+    Stage::ALL.into_iter().filter(|s| *s != Stage::Report)
+}
+
+/// The template context: the ledger's facts, nothing else, plus the registries' labels (metrics, filters,
+/// stages, arms) so the template loops over data instead of naming them.
 pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError> {
     let by = latest_by_stage(entries);
-    let need = ["prepare", "base-model", "contaminate", "generator", "synthesize", "train-A", "train-B", "train-C", "evaluate-A", "evaluate-B", "evaluate-C", "compare"];
-    for s in need {
-        if !by.contains_key(s) {
-            return Err(ReportError::MissingStage(s.into()));
+    for s in reported_stages() {
+        if !by.contains_key(s.name()) {
+            return Err(ReportError::MissingStage(s.name().into()));
         }
     }
     let mut stages = serde_json::Map::new();
     let mut total = 0.0;
-    for s in need {
-        let e = by[s];
+    for s in reported_stages() {
+        let e = by[s.name()];
         let wall = seconds_between(&e.started, &e.finished).unwrap_or(0.0);
         total += wall;
         stages.insert(
-            s.replace('-', "_"),
+            s.template_key(),
             json!({
                 "seq": e.seq, "hash": e.hash, "short": &e.hash[..10], "cite": format!("[#{} {}]", e.seq, &e.hash[..8]),
                 "started": e.started, "finished": e.finished, "wall_seconds": wall,
@@ -66,8 +77,12 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
             }),
         );
     }
-    let last = by["compare"];
+    let last = by[Stage::Compare.name()];
     let env = &last.env;
+    // The compared metrics the compare entry recorded, in registry order.
+    let recorded = |key: &str| last.metrics.pointer(&format!("/table/{}/{key}", Arm::A.letter())).is_some();
+    let metrics: Vec<Value> =
+        registry::compared().filter(|m| recorded(m.key)).map(|m| json!({"key": m.key, "label": m.label, "title": m.title})).collect();
     Ok(json!({
         "experiment": ledger.header.experiment,
         "signer": ledger.header.signer.key_id,
@@ -78,17 +93,43 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "env": env,
         "master_seed": last.seeds.master,
         "stages": stages,
+        "stage_order": reported_stages().map(Stage::template_key).collect::<Vec<_>>(),
+        "arms": Arm::ALL.iter().map(|a| json!({"letter": a.letter(), "data": a.data()})).collect::<Vec<_>>(),
+        "metrics": metrics,
+        "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": &e.hash[..10],
             "wall_seconds": seconds_between(&e.started, &e.finished).unwrap_or(0.0)})).collect::<Vec<_>>(),
     }))
 }
 
+/// One row per rejection reason the synthesize entry lists (`filter_order`): its name, its threshold
+/// text from the filter registry rendered with the recorded thresholds, and its counts.
+fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
+    let env = environment();
+    let ctx = MjValue::from_serialize(sy);
+    let count = |table: &str, name: &str| sy.get(table).and_then(|t| t.get(name)).cloned().unwrap_or(json!(0));
+    let order = sy.get("filter_order").and_then(Value::as_array).cloned().unwrap_or_default();
+    order
+        .iter()
+        .map(|n| {
+            let name = n.as_str().unwrap_or_default();
+            let (_, text) = filters::rejection_reasons().find(|(r, _)| *r == name).ok_or_else(|| ReportError::UnknownFilter(name.into()))?;
+            let threshold = env
+                .render_str(text, &ctx)
+                .map_err(|e| ReportError::Template { name: format!("threshold of filter {name}"), message: format!("{e:#}") })?;
+            Ok(json!({"name": name, "threshold": threshold, "first_failing": count("rejections_first_failing", name),
+                      "would_fail": count("rejections_would_fail", name)}))
+        })
+        .collect()
+}
+
 fn num(v: &MjValue) -> Option<f64> {
     f64::try_from(v.clone()).ok().or_else(|| i64::try_from(v.clone()).ok().map(|i| i as f64))
 }
 
-fn environment(template: &str) -> Result<Environment<'_>, ReportError> {
+/// The report's minijinja environment: strict undefined behaviour and the number filters.
+fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
@@ -111,14 +152,14 @@ fn environment(template: &str) -> Result<Environment<'_>, ReportError> {
         }
     });
     env.add_filter("json", |v: MjValue| -> String { serde_json::to_string(&v).unwrap_or_default() });
-    env.add_template("REPORT.md", template).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
-    Ok(env)
+    env
 }
 
 /// Renders the report for `entries` (a prefix of the ledger's entries, ending at or after `compare`).
 pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<String, ReportError> {
     let ctx = context(ledger, entries)?;
-    let env = environment(template)?;
+    let mut env = environment();
+    env.add_template("REPORT.md", template).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
     let t = env.get_template("REPORT.md").map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: e.to_string() })?;
     let mut out = t.render(MjValue::from_serialize(&ctx)).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
     if !out.ends_with('\n') {
@@ -134,10 +175,10 @@ pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<Stri
 
 /// The entries a report covers: everything before the first `report` entry after the last `compare`.
 pub fn report_entries(ledger: &Ledger) -> &[Entry] {
-    let last_compare = ledger.entries.iter().rposition(|e| e.stage == "compare");
+    let last_compare = ledger.entries.iter().rposition(|e| e.stage == Stage::Compare.name());
     match last_compare {
         Some(i) => {
-            let end = ledger.entries[i..].iter().position(|e| e.stage == "report").map(|p| i + p).unwrap_or(ledger.entries.len());
+            let end = ledger.entries[i..].iter().position(|e| e.stage == Stage::Report.name()).map(|p| i + p).unwrap_or(ledger.entries.len());
             &ledger.entries[..end]
         }
         None => &ledger.entries[..],
@@ -150,7 +191,7 @@ pub fn write_report(ledger: &Ledger, run_dir: &Path, out_dir: &Path, template: &
     let entries = report_entries(ledger);
     let text = render(ledger, entries, template)?;
     let by = latest_by_stage(entries);
-    let compare = by.get("compare").ok_or_else(|| ReportError::MissingStage("compare".into()))?;
+    let compare = by.get(Stage::Compare.name()).ok_or_else(|| ReportError::MissingStage(Stage::Compare.name().into()))?;
     let io = |p: &Path, e: std::io::Error| ReportError::File { path: p.to_owned(), message: e.to_string() };
     std::fs::create_dir_all(out_dir.join("plots")).map_err(|e| io(out_dir, e))?;
     let mut written = Vec::new();
@@ -188,5 +229,34 @@ pub fn check_rendered(ledger: &Ledger, on_disk: &str, template: &str) -> Result<
             (Some(a), Some(b)) if a == b => continue,
             (a, b) => return Ok(Some((line, a.unwrap_or("<end of file>").to_owned(), b.unwrap_or("<end of file>").to_owned()))),
         }
+    }
+}
+
+/// For `verify`: re-renders REPORT.md for the ledger's latest `report` entry and compares it with the
+/// file on disk under `workspace`. `None` when there is no report entry, the file is absent (reported
+/// missing by the artifact check) or it matches.
+pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> {
+    let (idx, e) = ledger.entries.iter().enumerate().rev().find(|(_, e)| e.stage == Stage::Report.name())?;
+    let dir = e.params.get("report_dir")?.as_str()?;
+    if crate::ledger::files::check_relative(dir).is_err() {
+        return None;
+    }
+    let fail = |field: &str, message: String| Failure { entry: Some(idx), stage: Some(Stage::Report.name().into()), field: field.into(), message };
+    // A report rendered by another template still verifies when this hsx's template renders the same
+    // text from the ledger; when it does not, the failure says the templates differ.
+    let template_sha = crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes());
+    let recorded_sha = e.params.get("template_sha256").and_then(|v| v.as_str()).unwrap_or("(none)");
+    let other_template = (recorded_sha != template_sha)
+        .then(|| format!(" (it was rendered with template sha256 {recorded_sha}, this hsx carries {template_sha})"));
+    let on_disk = std::fs::read_to_string(workspace.join(dir).join("REPORT.md")).ok()?;
+    let why = other_template.clone().unwrap_or_default();
+    let field = if other_template.is_some() { "params.template_sha256" } else { "outputs" };
+    match check_rendered(ledger, &on_disk, DEFAULT_TEMPLATE) {
+        Ok(None) => None,
+        Ok(Some((line, expected, found))) => Some(fail(
+            field,
+            format!("{dir}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}{why}"),
+        )),
+        Err(err) => Some(fail(field, format!("cannot re-render the report: {err}{why}"))),
     }
 }

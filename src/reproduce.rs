@@ -1,10 +1,11 @@
 //! `hsx reproduce`: re-runs every recorded stage with its recorded config, seeds and parameters into a
-//! fresh run directory (never the original), compares each output's hash with the recorded one, and says
-//! per stage: *identical*, *within tolerance* (per the entry's determinism class) or *diverged* — and
-//! for a divergence, where: the first differing file; in JSONL the first differing line; in safetensors
-//! the first differing tensor and its max-abs difference; in JSON the numeric deltas; plus the
-//! environment fields that differ from the recorded ones. The verdicts are signed entries of a
-//! reproduction ledger beside the new run.
+//! fresh run directory (never the original), compares each output with the recorded one, and says per
+//! stage: *identical* (every recorded output compared and byte-identical, nothing extra written),
+//! *within tolerance* (only where the entry records a tolerance and [`diff::within_tolerance`] checked
+//! every changed value, printing the largest deviation), *diverged*, or *not compared*. For a
+//! divergence it says where: the first differing file and, per format, the differing line, tensor or
+//! every changed JSON value with its path (see [`diff`]); plus the environment fields that differ from
+//! the recorded ones. The verdicts are signed entries of a reproduction ledger beside the new run.
 //!
 //! ```text
 //! hsx reproduce --ledger ledger/exp-42.json
@@ -15,9 +16,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::error::PipelineError;
 use crate::ledger::files::{record_path, FileRecord};
-use crate::ledger::{Determinism, Entry, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
-use crate::pipeline::{self, PipelineError, Progress};
+use crate::ledger::{Determinism, Entry, LedgerWriter, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use crate::pipeline::{self, Progress, Setup};
+use crate::stages::{self, Stage};
+
+pub mod diff;
+pub use diff::{OutputDiff, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct ReproduceOptions {
@@ -36,11 +42,17 @@ pub struct ReproduceOptions {
 pub struct StageVerdict {
     pub seq: u64,
     pub stage: String,
-    /// identical | within tolerance | diverged
-    pub verdict: String,
+    pub verdict: Verdict,
+    /// The determinism class the recorded entry declares.
+    pub determinism: Determinism,
+    /// Recorded output files.
     pub files: usize,
+    /// `root:path` of each output that differs (or was not produced, or not recorded).
     pub differing: Vec<String>,
+    /// The first difference, in terms of its format; or why the stage was not compared.
     pub detail: Option<String>,
+    /// The largest deviation a tolerance check accepted.
+    pub max_deviation: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,96 +89,16 @@ pub fn env_differences(recorded: &Value, now: &Value) -> Vec<String> {
     out
 }
 
-fn first_line_difference(a: &Path, b: &Path) -> Option<String> {
-    let ta = std::fs::read_to_string(a).ok()?;
-    let tb = std::fs::read_to_string(b).ok()?;
-    for (i, (x, y)) in ta.lines().zip(tb.lines()).enumerate() {
-        if x != y {
-            let cut = |s: &str| s.chars().take(160).collect::<String>();
-            return Some(format!("first differing line {}: recorded {:?}, now {:?}", i + 1, cut(x), cut(y)));
-        }
-    }
-    Some(format!("line counts differ: {} recorded, {} now", ta.lines().count(), tb.lines().count()))
-}
-
-fn tensor_difference(a: &Path, b: &Path) -> Option<String> {
-    let mut ta = tch::Tensor::read_safetensors(a).ok()?;
-    let mut tb = tch::Tensor::read_safetensors(b).ok()?;
-    ta.sort_by(|x, y| x.0.cmp(&y.0));
-    tb.sort_by(|x, y| x.0.cmp(&y.0));
-    for ((na, xa), (nb, xb)) in ta.iter().zip(&tb) {
-        if na != nb {
-            return Some(format!("tensor names differ: {na} vs {nb}"));
-        }
-        if xa.size() != xb.size() {
-            return Some(format!("tensor {na}: shape {:?} vs {:?}", xa.size(), xb.size()));
-        }
-        if !xa.equal(xb) {
-            let d = (xa.to_kind(tch::Kind::Double) - xb.to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
-            return Some(format!("first differing tensor {na}: max-abs difference {d:e}"));
-        }
-    }
-    None
-}
-
-fn json_deltas(a: &Path, b: &Path) -> Option<String> {
-    let va: Value = serde_json::from_str(&std::fs::read_to_string(a).ok()?).ok()?;
-    let vb: Value = serde_json::from_str(&std::fs::read_to_string(b).ok()?).ok()?;
-    let mut deltas = Vec::new();
-    fn walk(p: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                for (k, v) in x {
-                    if let Some(w) = y.get(k) {
-                        walk(&format!("{p}.{k}"), v, w, out);
-                    }
-                }
-            }
-            (Value::Array(x), Value::Array(y)) => {
-                for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                    walk(&format!("{p}[{i}]"), v, w, out);
-                }
-            }
-            (Value::Number(x), Value::Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-                if x != y {
-                    out.push(format!("{p}: {x} → {y} (Δ {:+e})", y - x));
-                }
-            }
-            _ => {}
-        }
-    }
-    walk("", &va, &vb, &mut deltas);
-    Some(if deltas.is_empty() { "no numeric differences".into() } else { deltas.into_iter().take(6).collect::<Vec<_>>().join("; ") })
-}
-
-/// Where a recorded file and its re-run differ, in the most useful terms for its format.
-pub fn pinpoint(recorded_path: &Path, new_path: &Path) -> String {
-    let name = new_path.to_string_lossy();
-    let detail = if name.ends_with(".jsonl") || name.ends_with(".csv") || name.ends_with(".md") {
-        first_line_difference(recorded_path, new_path)
-    } else if name.ends_with(".safetensors") {
-        tensor_difference(recorded_path, new_path)
-    } else if name.ends_with(".json") {
-        json_deltas(recorded_path, new_path)
-    } else {
-        None
-    };
-    detail.unwrap_or_else(|| "contents differ".into())
-}
-
 /// Re-runs the ledger's stages into `opts.out` and compares.
 pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<ReproduceReport, PipelineError> {
     let _one_at_a_time = pipeline::PROCESS_RUN.lock().unwrap_or_else(|p| p.into_inner());
     let ledger = crate::ledger::store::read(&opts.ledger)?;
-    let stages: Vec<&Entry> = {
-        // The latest entry of each stage, in pipeline order.
-        let latest = crate::report::latest_by_stage(&ledger.entries);
-        pipeline::STAGES.iter().filter_map(|(s, _)| latest.get(*s).copied()).collect()
-    };
-    let first = stages.first().ok_or_else(|| PipelineError::Usage(format!("{} has no entries to reproduce", opts.ledger.display())))?;
+    // The latest entry of each stage, in pipeline order.
+    let latest = crate::report::latest_by_stage(&ledger.entries);
+    let recorded: Vec<(Stage, &Entry)> = Stage::ALL.iter().filter_map(|s| latest.get(s.name()).map(|e| (*s, *e))).collect();
+    let (_, first) = recorded.first().ok_or_else(|| PipelineError::Usage(format!("{} has no entries to reproduce", opts.ledger.display())))?;
     let mut cfg: Config = serde_json::from_value(first.config.clone())
-        .map_err(|e| PipelineError::Usage(format!("the recorded config does not parse with this hsx: {e}")))?;
+        .map_err(|source| PipelineError::RecordedConfig { ledger: opts.ledger.clone(), source })?;
     if let Some(t) = opts.threads {
         cfg.runtime.threads = t;
     }
@@ -183,87 +115,49 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     if out.canonicalize().ok().zip(original_run.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
         return Err(PipelineError::Usage("--out must not be the original run directory".into()));
     }
-    std::fs::create_dir_all(&out).map_err(|source| crate::data::DataError::Io { path: out.clone(), source })?;
-    crate::runtime::set_threads(cfg.runtime.threads);
-    crate::runtime::set_deterministic(cfg.runtime.deterministic).map_err(PipelineError::Usage)?;
-    let roots = Roots {
-        run: Some(out.clone()),
-        data: Some(pipeline::data_root(&opts.workspace, opts.data_mirror.as_deref(), &cfg.data.dir)),
-        workspace: Some(opts.workspace.clone()),
+    let from_idx = match opts.from.as_deref() {
+        None => 0,
+        Some(f) => recorded.iter().position(|(s, _)| s.name() == f).ok_or_else(|| PipelineError::Usage(format!("the ledger has no stage {f:?}")))?,
     };
+    // The reproduction writes its report inside its own directory, never over the original.
+    let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), out.clone())?;
+    setup.self_contained = true;
     let key = SigningKeyFile::load(&opts.key).map_err(crate::ledger::LedgerError::from)?;
     let repro_path = out.join("reproduction.json");
     let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), ".", key)?;
-    let env_now = crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null));
-    let env_diff = env_differences(&first.env, &env_now);
-    let from_idx = opts.from.as_deref().map(|f| stages.iter().position(|e| e.stage == f)).unwrap_or(Some(0));
-    let Some(from_idx) = from_idx else {
-        return Err(PipelineError::Usage(format!("the ledger has no stage {:?}", opts.from)));
-    };
+    let env_diff = env_differences(&first.env, &pipeline::environment_now());
+    let places = Places { original_run: original_run.clone(), new_roots: setup.roots.clone(), workspace: opts.workspace.clone() };
+
     let mut verdicts = Vec::new();
-    let mut first_div = None;
-    let config_value = serde_json::to_value(&cfg).expect("config");
-    for (i, e) in stages.iter().enumerate() {
+    let mut first_div: Option<String> = None;
+    for (i, (stage, e)) in recorded.iter().enumerate() {
         if i < from_idx {
-            // Not re-run: its recorded outputs are the inputs of later stages; copy them in.
-            for r in &e.outputs {
-                if r.root == Root::Run {
-                    let src = original_run.join(&r.path);
-                    let dst = out.join(&r.path);
-                    if let Some(p) = dst.parent() {
-                        let _ = std::fs::create_dir_all(p);
-                    }
-                    std::fs::copy(&src, &dst).map_err(|_| {
-                        PipelineError::Usage(format!("--from {}: the earlier output {} is missing; reproduce from the start", e.stage, src.display()))
-                    })?;
-                }
-            }
+            copy_recorded_outputs(e, &original_run, &out)?;
             continue;
         }
-        if e.stage == "report" {
+        if *stage == Stage::Report {
             if let Some(d) = &first_div {
                 // The report renders the recorded entries; with an upstream divergence it cannot match.
-                verdicts.push(StageVerdict {
-                    seq: e.seq,
-                    stage: e.stage.clone(),
-                    verdict: "diverged".into(),
-                    files: e.outputs.len(),
-                    differing: vec![],
-                    detail: Some(format!("not re-run: it depends on {d}")),
-                });
+                verdicts.push(not_compared(e, format!("not re-run: it depends on {d}")));
                 continue;
             }
         }
-        let stage_cfg = cfg.clone();
-        let spec = pipeline::stage_spec(&e.stage, &stage_cfg);
-        pipeline::preflight(&spec, &roots, &stage_cfg)?;
-        progress.stage_started(&e.stage);
-        let recorded = e.outputs.clone();
-        let determinism = e.determinism.clone();
-        let stage_name = e.stage.clone();
-        // The report stage re-renders the recorded ledger (so REPORT.md can be compared byte for byte)
-        // into this self-contained run's own report directory.
-        let ledger_path = opts.ledger.clone();
-        let mut recorder = Recorder {
-            writer: &mut writer,
-            roots: roots.clone(),
-            config: config_value.clone(),
-            master_seed: cfg.experiment.seed,
-            git: crate::provenance::git_state(&opts.workspace),
-            env: Box::new(|| crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))),
+        let spec = stages::spec(*stage, &setup.cfg);
+        let rspec = StageSpec {
+            params: json!({"reproduces": {"seq": e.seq, "hash": e.hash}}),
+            determinism: e.determinism.clone(),
+            ..spec
         };
-        let rspec = StageSpec { stage: stage_name.clone(), params: json!({"reproduces": {"seq": e.seq, "hash": e.hash}}), inputs: spec.inputs.clone(), determinism: determinism.clone() };
-        let mut verdict_out: Option<StageVerdict> = None;
-        let entry = recorder.record(rspec, |ctx| -> Result<StageOutcome, PipelineError> {
-            let mut outcome = pipeline::stage_body(&stage_name, &stage_cfg, &roots, ctx.seed, &ledger_path, true, progress)?;
-            let v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &determinism)?;
-            outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files});
-            verdict_out = Some(v);
+        let mut verdict: Option<StageVerdict> = None;
+        setup.execute(*stage, rspec, &mut writer, &opts.ledger, progress, |mut outcome: StageOutcome| {
+            let v = compare_outputs(e, &outcome.outputs, &places)?;
+            outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files,
+                                     "max_deviation": v.max_deviation});
+            verdict = Some(v);
             Ok(outcome)
-        })??;
-        progress.stage_finished(&e.stage, &entry);
-        let v = verdict_out.expect("the stage body ran");
-        if v.verdict == "diverged" && first_div.is_none() {
+        })?;
+        let v = verdict.expect("the stage body ran");
+        if !v.verdict.reproduced() && first_div.is_none() {
             first_div = Some(format!(
                 "stage {} (entry {}): {}{}",
                 v.stage,
@@ -274,7 +168,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         }
         verdicts.push(v);
     }
-    let ok = first_div.is_none();
+    let ok = first_div.is_none() && verdicts.iter().all(|v| v.verdict.reproduced());
     Ok(ReproduceReport {
         ledger: opts.ledger.display().to_string(),
         out: opts.out.display().to_string(),
@@ -285,25 +179,63 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     })
 }
 
-/// Compares a stage's new outputs with the recorded ones (matching run-relative paths, and report files
-/// by name).
-#[allow(clippy::too_many_arguments)]
-fn compare_outputs(
-    e: &Entry,
-    recorded: &[FileRecord],
-    outcome: &StageOutcome,
-    roots: &Roots,
-    original_run: &Path,
-    workspace: &Path,
-    determinism: &Determinism,
-) -> Result<StageVerdict, PipelineError> {
+/// A stage before `--from`: its recorded outputs are the inputs of later stages; copy them in.
+fn copy_recorded_outputs(e: &Entry, original_run: &Path, out: &Path) -> Result<(), PipelineError> {
+    for r in e.outputs.iter().filter(|r| r.root == Root::Run) {
+        let src = original_run.join(&r.path);
+        let dst = out.join(&r.path);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|source| crate::data::DataError::Io { path: p.to_owned(), source })?;
+        }
+        std::fs::copy(&src, &dst).map_err(|err| {
+            PipelineError::Usage(format!("--from: cannot copy the earlier output {} of stage {} ({err}); reproduce from the start", src.display(), e.stage))
+        })?;
+    }
+    Ok(())
+}
+
+fn not_compared(e: &Entry, why: String) -> StageVerdict {
+    StageVerdict {
+        seq: e.seq,
+        stage: e.stage.clone(),
+        verdict: Verdict::NotCompared,
+        determinism: e.determinism.clone(),
+        files: e.outputs.len(),
+        differing: vec![],
+        detail: Some(why),
+        max_deviation: None,
+    }
+}
+
+/// Where recorded and re-run files are.
+pub struct Places {
+    pub original_run: PathBuf,
+    pub new_roots: Roots,
+    pub workspace: PathBuf,
+}
+
+impl Places {
+    fn recorded(&self, r: &FileRecord) -> PathBuf {
+        match r.root {
+            Root::Run => self.original_run.join(&r.path),
+            _ => self.workspace.join(&r.path),
+        }
+    }
+    fn now(&self, r: &FileRecord) -> PathBuf {
+        self.new_roots.get(r.root).map(|b| b.join(&r.path)).unwrap_or_else(|| self.workspace.join(&r.path))
+    }
+}
+
+/// Compares a stage's new outputs with those `e` recorded (run files by run-relative path, workspace
+/// files — the report — by name): every recorded file is compared, and every new file must be recorded.
+pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Places) -> Result<StageVerdict, PipelineError> {
     let mut new: Vec<FileRecord> = Vec::new();
-    for (root, rel) in &outcome.outputs {
-        new.extend(record_path(roots, *root, rel)?);
+    for (root, rel) in new_outputs {
+        new.extend(record_path(&places.new_roots, *root, rel)?);
     }
     // Report files are matched by name: a run in the workspace layout keeps its report under the
     // workspace, a self-contained run (every reproduction) under its own run directory.
-    let by_name = e.stage == "report";
+    let by_name = e.stage == Stage::Report.name();
     let key = |r: &FileRecord| -> String {
         match r.root {
             Root::Workspace => Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -312,38 +244,129 @@ fn compare_outputs(
         }
     };
     let new_by: BTreeMap<String, &FileRecord> = new.iter().map(|r| (key(r), r)).collect();
-    let mut differing = Vec::new();
-    let mut detail = None;
-    for r in recorded {
+    let recorded_keys: std::collections::BTreeSet<String> = e.outputs.iter().map(key).collect();
+    let mut diffs: Vec<(String, OutputDiff)> = Vec::new();
+    for r in &e.outputs {
+        let name = format!("{}:{}", r.root, r.path);
         match new_by.get(&key(r)) {
-            None => differing.push(format!("{}:{} (not produced)", r.root, r.path)),
-            Some(n) if n.sha256 != r.sha256 => {
-                differing.push(format!("{}:{}", r.root, r.path));
-                if detail.is_none() {
-                    let old_path = match r.root {
-                        Root::Run => original_run.join(&r.path),
-                        _ => workspace.join(&r.path),
-                    };
-                    let new_path = match n.root {
-                        Root::Run => roots.run.clone().unwrap_or_default().join(&n.path),
-                        _ => workspace.join(&n.path),
-                    };
-                    detail = Some(if old_path.exists() {
-                        pinpoint(&old_path, &new_path)
-                    } else {
-                        format!("the recorded file is not on disk to compare against (sha256 {} recorded, {} now)", &r.sha256[..12], &n.sha256[..12])
-                    });
-                }
+            None => diffs.push((name, OutputDiff::NotProduced)),
+            Some(n) if n.sha256 != r.sha256 || n.bytes != r.bytes => {
+                let old_path = places.recorded(r);
+                let d = if old_path.is_file() {
+                    diff::pinpoint(&old_path, &places.now(n))
+                } else {
+                    OutputDiff::RecordedFileAbsent { recorded_sha256: r.sha256.clone(), now_sha256: n.sha256.clone() }
+                };
+                diffs.push((name, d));
             }
             Some(_) => {}
         }
     }
-    let verdict = if differing.is_empty() {
-        "identical"
-    } else if matches!(determinism, Determinism::Nondeterministic { .. }) {
-        "within tolerance"
-    } else {
-        "diverged"
+    for n in new.iter().filter(|n| !recorded_keys.contains(&key(n))) {
+        diffs.push((format!("{}:{}", n.root, n.path), OutputDiff::NotRecorded));
+    }
+    let (verdict, max_deviation, note) = diff::judge(&e.determinism, &diffs);
+    let first = diffs.first().map(|(_, d)| d.detail());
+    let detail = match (first, note) {
+        (Some(f), Some(n)) if verdict != Verdict::WithinTolerance => Some(format!("{f} ({n})")),
+        (_, Some(n)) if verdict == Verdict::WithinTolerance => Some(n),
+        (f, n) => f.or(n),
     };
-    Ok(StageVerdict { seq: e.seq, stage: e.stage.clone(), verdict: verdict.into(), files: recorded.len(), differing, detail })
+    Ok(StageVerdict {
+        seq: e.seq,
+        stage: e.stage.clone(),
+        verdict,
+        determinism: e.determinism.clone(),
+        files: e.outputs.len(),
+        differing: diffs.iter().map(|(name, d)| match d {
+            OutputDiff::NotProduced => format!("{name} (not produced)"),
+            OutputDiff::NotRecorded => format!("{name} (not recorded)"),
+            _ => name.clone(),
+        }).collect(),
+        detail,
+        max_deviation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(outputs: Vec<FileRecord>, determinism: Determinism) -> Entry {
+        serde_json::from_value(json!({
+            "seq": 11, "stage": "compare", "experiment": "x", "header_sha256": "", "prev": "", "started": "", "finished": "",
+            "git": {"state": "no-repository"}, "env": {}, "seeds": {"master": 1, "stage": 2}, "params": {}, "config": {},
+            "config_sha256": "", "inputs": [], "outputs": outputs, "determinism": determinism, "metrics": {}, "hash": "", "signature": "",
+        }))
+        .unwrap()
+    }
+
+    /// Writes `compare/comparison.json` with H1's verdict `verdict` under `run`.
+    fn write(run: &Path, verdict: &str, n: f64) {
+        std::fs::create_dir_all(run.join("compare")).unwrap();
+        let v = json!({"hypotheses": [{"id": "H1", "verdict": verdict}], "n": n});
+        std::fs::write(run.join("compare/comparison.json"), format!("{}\n", serde_json::to_string_pretty(&v).unwrap())).unwrap();
+    }
+
+    fn places(dir: &Path) -> Places {
+        Places {
+            original_run: dir.join("orig"),
+            new_roots: Roots { run: Some(dir.join("new")), data: None, workspace: Some(dir.to_owned()) },
+            workspace: dir.to_owned(),
+        }
+    }
+
+    fn recorded(dir: &Path) -> Vec<FileRecord> {
+        let roots = Roots { run: Some(dir.join("orig")), data: None, workspace: Some(dir.to_owned()) };
+        record_path(&roots, Root::Run, "compare/comparison.json").unwrap()
+    }
+
+    #[test]
+    fn outputs_differing_only_in_a_json_string_diverge_naming_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        write(&d.path().join("orig"), "supported", 3.0);
+        write(&d.path().join("new"), "inconclusive", 3.0);
+        let outs = [(Root::Run, "compare/comparison.json".to_owned())];
+        for det in [Determinism::Bitwise, Determinism::Tolerance { metric: "*".into(), epsilon: 1.0 }] {
+            let v = compare_outputs(&entry(recorded(d.path()), det.clone()), &outs, &places(d.path())).unwrap();
+            assert_eq!(v.verdict, Verdict::Diverged, "{det:?}: {v:?}");
+            assert_eq!(v.differing, ["run:compare/comparison.json"]);
+            let detail = v.detail.unwrap();
+            assert!(detail.contains("$.hypotheses[0].verdict: \"supported\" → \"inconclusive\""), "{detail}");
+        }
+    }
+
+    #[test]
+    fn identical_only_when_every_output_was_compared_and_matches() {
+        let d = tempfile::tempdir().unwrap();
+        write(&d.path().join("orig"), "supported", 3.0);
+        write(&d.path().join("new"), "supported", 3.0);
+        let outs = vec![(Root::Run, "compare/comparison.json".to_owned())];
+        let v = compare_outputs(&entry(recorded(d.path()), Determinism::Bitwise), &outs, &places(d.path())).unwrap();
+        assert_eq!(v.verdict, Verdict::Identical, "{v:?}");
+        // A file the re-run wrote that the entry never recorded is a difference, not ignored.
+        std::fs::write(d.path().join("new/compare/extra.csv"), "x\n").unwrap();
+        let more = vec![outs[0].clone(), (Root::Run, "compare/extra.csv".to_owned())];
+        let v = compare_outputs(&entry(recorded(d.path()), Determinism::Bitwise), &more, &places(d.path())).unwrap();
+        assert_eq!(v.verdict, Verdict::Diverged);
+        assert_eq!(v.differing, ["run:compare/extra.csv (not recorded)"]);
+        // Not produced at all.
+        let v = compare_outputs(&entry(recorded(d.path()), Determinism::Bitwise), &[], &places(d.path())).unwrap();
+        assert_eq!(v.differing, ["run:compare/comparison.json (not produced)"]);
+    }
+
+    #[test]
+    fn a_recorded_tolerance_is_checked_and_its_largest_deviation_reported() {
+        let d = tempfile::tempdir().unwrap();
+        write(&d.path().join("orig"), "supported", 3.0);
+        write(&d.path().join("new"), "supported", 3.0004);
+        let outs = [(Root::Run, "compare/comparison.json".to_owned())];
+        let tol = |eps: f64| Determinism::Tolerance { metric: "n".into(), epsilon: eps };
+        let v = compare_outputs(&entry(recorded(d.path()), tol(1e-3)), &outs, &places(d.path())).unwrap();
+        assert_eq!(v.verdict, Verdict::WithinTolerance, "{v:?}");
+        assert!((v.max_deviation.unwrap() - 4e-4).abs() < 1e-9);
+        let v = compare_outputs(&entry(recorded(d.path()), tol(1e-4)), &outs, &places(d.path())).unwrap();
+        assert_eq!(v.verdict, Verdict::Diverged);
+        assert!(v.detail.unwrap().contains("$.n"));
+    }
 }

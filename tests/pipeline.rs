@@ -177,7 +177,7 @@ fn self_contained_run_resumes_and_verifies_from_its_own_directory() {
         out: Some(out.clone()),
     };
     let first = pipeline::run(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"));
-    assert!(first.stages.iter().all(|s| s.status == "ran"), "{:?}", first.stages);
+    assert!(first.stages.iter().all(|s| s.status == pipeline::Status::Ran), "{:?}", first.stages);
     // Everything lives in the one directory; nothing is written to the workspace's report or ledger/.
     assert!(out.join("runs/smoke-report/REPORT.md").is_file(), "the report is not inside the run directory");
     assert!(!ws.path().join("runs/smoke-report").exists() && !ws.path().join("ledger").exists());
@@ -185,7 +185,7 @@ fn self_contained_run_resumes_and_verifies_from_its_own_directory() {
     assert_eq!(ledger.header.run_dir, ".");
     // A second run resumes: every stage is skipped, no entry is added, and no lock is left.
     let second = pipeline::run(&opts, &Quiet).unwrap_or_else(|e| panic!("{e}"));
-    assert!(second.stages.iter().all(|s| s.status == "skipped"), "{:?}", second.stages);
+    assert!(second.stages.iter().all(|s| s.status == pipeline::Status::Skipped), "{:?}", second.stages);
     assert_eq!(hsx::ledger::store::read(&opts.ledger_path).unwrap().entries.len(), ledger.entries.len());
     assert!(!out.join("ledger.json.lock").exists(), "lock file left behind");
     // The same directory cannot be resumed in the other layout by mistake.
@@ -203,4 +203,29 @@ fn self_contained_run_resumes_and_verifies_from_its_own_directory() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("(0 missing)"), "{stdout}");
+}
+
+#[test]
+fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
+    let ws = tempfile::tempdir().unwrap();
+    run(ws.path(), Some("prepare"));
+    let entries = hsx::ledger::store::read(&ws.path().join("ledger/smoke.json")).unwrap().entries;
+    let text = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap();
+    let base = hsx::config::Config::from_toml_str(&text, Path::new("smoke.toml")).unwrap();
+    let resumes = |edit: &dyn Fn(&mut hsx::config::Config)| {
+        let mut cfg = base.clone();
+        edit(&mut cfg);
+        let run_dir = ws.path().join(pipeline::run_dir_rel(&cfg));
+        let setup = pipeline::Setup::place(cfg, ws.path(), Some(&common::mirror()), run_dir).unwrap();
+        let stage = hsx::stages::Stage::Prepare;
+        let spec = hsx::stages::spec(stage, &setup.cfg);
+        (pipeline::resumable(&entries, stage, &spec, &setup).is_some(), setup.cfg.sha256() != base.sha256())
+    };
+    assert_eq!(resumes(&|_| {}), (true, false));
+    // Settings prepare does not read change the config's hash but do not re-run it ...
+    assert_eq!(resumes(&|c| c.experiment.report_dir = "elsewhere/report".into()), (true, true));
+    assert_eq!(resumes(&|c| c.eval.bootstrap_resamples += 1), (true, true));
+    // ... while its own parameters and the master seed do.
+    assert_eq!(resumes(&|c| c.split.test += 1), (false, true));
+    assert_eq!(resumes(&|c| c.experiment.seed += 1), (false, true));
 }

@@ -47,11 +47,11 @@ pub struct BertScores {
 /// Per-token embeddings (normalised) of each text, in input order, on the CPU.
 fn token_embeddings(bert: &Bert, texts: &[String], layer: usize, batch: usize, max_len: usize) -> Result<(Vec<Vec<i64>>, Vec<Tensor>), ModelError> {
     let ids: Vec<Vec<i64>> = texts.iter().map(|t| bert.encode_ids(t.trim(), max_len)).collect::<Result<_, _>>()?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let batches = crate::model::batching::length_sorted_batches(&lens, batch, crate::model::batching::LengthOrder::LongestFirst);
     let mut out: Vec<Option<Tensor>> = (0..ids.len()).map(|_| None).collect();
     tch::no_grad(|| {
-        for chunk in order.chunks(batch.max(1)) {
+        for chunk in &batches {
             let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
             let (h, _) = bert.forward(&rows, layer);
             let h = h.to_kind(Kind::Float).to_device(Device::Cpu);

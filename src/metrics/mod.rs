@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod porter;
 pub mod rouge;
 pub mod stats;
+pub mod registry;
 pub mod squad;
 
 /// The metrics `hsx score` can compute.

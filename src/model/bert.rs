@@ -201,11 +201,11 @@ impl Bert {
     /// Batched in length-sorted order; rows come back in input order. [n, hidden] on the CPU.
     pub fn embed(&self, texts: &[String], batch: usize, max_len: usize) -> Result<Tensor, ModelError> {
         let ids: Vec<Vec<i64>> = texts.iter().map(|t| self.encode_ids(t, max_len)).collect::<Result<_, _>>()?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let batches = super::batching::length_sorted_batches(&lens, batch, super::batching::LengthOrder::LongestFirst);
         let mut out: Vec<Option<Tensor>> = (0..ids.len()).map(|_| None).collect();
         tch::no_grad(|| {
-            for chunk in order.chunks(batch.max(1)) {
+            for chunk in &batches {
                 let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
                 let (h, mask) = self.forward(&rows, 0);
                 let m = mask.to_kind(Kind::Float).unsqueeze(-1);

@@ -144,3 +144,31 @@ mod tests {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
     }
 }
+
+/// Generates one text per prompt, in length-sorted batches (shortest first, a deterministic order),
+/// batch `k` sampling from its own stream (`opts.seed + k`); texts come back in prompt order, trimmed.
+pub fn generate_texts(
+    m: &super::LoadedT5,
+    prompts: &[String],
+    opts: &GenerateOptions,
+    batch: usize,
+    max_input: usize,
+    progress: Option<&dyn super::train::TrainProgress>,
+) -> Result<Vec<String>, super::ModelError> {
+    let ids: Vec<Vec<i64>> = prompts.iter().map(|p| m.tokenizer.encode(p, Some(max_input))).collect::<Result<_, _>>()?;
+    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let batches = super::batching::length_sorted_batches(&lens, batch, super::batching::LengthOrder::ShortestFirst);
+    let mut out = vec![String::new(); ids.len()];
+    for (k, chunk) in batches.iter().enumerate() {
+        let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+        let o = GenerateOptions { seed: opts.seed.wrapping_add(k as u64), ..opts.clone() };
+        let gen = generate(&m.model, &rows, &o);
+        for (j, &i) in chunk.iter().enumerate() {
+            out[i] = m.tokenizer.decode(&gen[j])?.trim().to_owned();
+        }
+        if let Some(p) = progress {
+            p.items(((k + 1) * batch.max(1)).min(ids.len()), ids.len(), "generated");
+        }
+    }
+    Ok(out)
+}

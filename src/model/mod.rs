@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
 pub mod adapter;
+pub mod batching;
 pub mod generate;
 pub mod bert;
 pub mod choice;
@@ -17,7 +18,7 @@ pub mod train;
 pub mod t5;
 pub mod tokenizer;
 
-pub use generate::{generate, GenerateOptions};
+pub use generate::{generate, generate_texts, GenerateOptions};
 pub use t5::{T5Config, T5};
 pub use tokenizer::TextTokenizer;
 

@@ -233,16 +233,92 @@ pub enum Filter {
     Length,
 }
 
+/// One row of the filter registry: everything the synthesize stage, its ledger entry and the report
+/// need to know about a filter.
+pub struct FilterDef {
+    pub filter: Filter,
+    /// The key in the synthesize entry's rejection counts and in `rejected.jsonl`.
+    pub name: &'static str,
+    /// How the threshold reads in REPORT.md: a minijinja expression over the synthesize entry's
+    /// metrics (`thresholds.*` as [`thresholds_json`] records them, `embedding_model`).
+    pub threshold: &'static str,
+    /// The measured value when the candidate fails this filter, `None` when it passes.
+    pub rejects: fn(&Checked, &FilterCfg) -> Option<f64>,
+}
+
+/// Every filter, in the order a candidate meets them. Adding a filter: a variant of [`Filter`], a row
+/// here, its measurement in [`Checked`] / [`FilterState::check`], and its thresholds in
+/// [`thresholds_json`] (see docs/ARCHITECTURE.md).
+pub const FILTERS: [FilterDef; 5] = [
+    FilterDef {
+        filter: Filter::ExactDuplicate,
+        name: "exact_duplicate",
+        threshold: "sha256 of normalised text",
+        rejects: |c, _| c.exact_duplicate.then_some(1.0),
+    },
+    FilterDef {
+        filter: Filter::NgramOverlap,
+        name: "ngram_overlap",
+        threshold: "{{ thresholds.ngram_n }}-gram share ≥ {{ thresholds.ngram_max_overlap }}",
+        rejects: |c, cfg| (c.ngram_overlap >= cfg.ngram_max_overlap).then_some(c.ngram_overlap),
+    },
+    FilterDef {
+        filter: Filter::Semantic,
+        name: "semantic_similarity",
+        threshold: "cosine ≥ {{ thresholds.semantic_max_cosine }} ({{ embedding_model }})",
+        rejects: |c, cfg| (c.cosine >= cfg.semantic_max_cosine).then_some(c.cosine),
+    },
+    FilterDef {
+        filter: Filter::NearDuplicate,
+        name: "minhash_near_duplicate",
+        threshold: "Jaccard ≥ {{ thresholds.minhash_jaccard }} ({{ thresholds.minhash_shingle_words }}-word shingles, \
+                    {{ thresholds.minhash_permutations }} perms, {{ thresholds.minhash_bands }}×{{ thresholds.minhash_rows }} bands, \
+                    LSH threshold ≈ {{ thresholds.lsh_threshold_implied | f(3) }})",
+        rejects: |c, cfg| (c.jaccard >= cfg.minhash_jaccard).then_some(c.jaccard),
+    },
+    FilterDef {
+        filter: Filter::Length,
+        name: "length",
+        threshold: "{{ thresholds.min_words }}–{{ thresholds.max_words }} words",
+        rejects: |c, cfg| (c.words < cfg.min_words || c.words > cfg.max_words).then_some(c.words as f64),
+    },
+];
+
+/// Candidates rejected before the filters: an answer-expansion output that does not parse. Counted
+/// with the filters (first in order) and listed with them in the report.
+pub const MALFORMED: (&str, &str) = ("malformed", "unparseable `Question: … Answer: …`");
+
+/// Name and threshold text of every rejection reason, in order: `malformed`, then [`FILTERS`].
+pub fn rejection_reasons() -> impl Iterator<Item = (&'static str, &'static str)> {
+    std::iter::once(MALFORMED).chain(FILTERS.iter().map(|f| (f.name, f.threshold)))
+}
+
+/// The thresholds the synthesize entry records (what [`FilterDef::threshold`] texts refer to).
+pub fn thresholds_json(f: &FilterCfg) -> serde_json::Value {
+    serde_json::json!({
+        "ngram_n": f.ngram_n, "ngram_max_overlap": f.ngram_max_overlap, "semantic_max_cosine": f.semantic_max_cosine,
+        "minhash_shingle_words": f.minhash_shingle_words, "minhash_permutations": f.minhash_permutations,
+        "minhash_bands": f.minhash_bands, "minhash_rows": f.minhash_rows, "minhash_jaccard": f.minhash_jaccard,
+        "lsh_threshold_implied": crate::data::stats::round6((1.0 / f.minhash_bands as f64).powf(1.0 / f.minhash_rows as f64)),
+        "min_words": f.min_words, "max_words": f.max_words,
+    })
+}
+
 impl Filter {
-    pub const ALL: [Filter; 5] = [Filter::ExactDuplicate, Filter::NgramOverlap, Filter::Semantic, Filter::NearDuplicate, Filter::Length];
-    pub fn name(self) -> &'static str {
-        match self {
-            Filter::ExactDuplicate => "exact_duplicate",
-            Filter::NgramOverlap => "ngram_overlap",
-            Filter::Semantic => "semantic_similarity",
-            Filter::NearDuplicate => "minhash_near_duplicate",
-            Filter::Length => "length",
+    pub const ALL: [Filter; 5] = {
+        let mut out = [Filter::ExactDuplicate; 5];
+        let mut i = 0;
+        while i < 5 {
+            out[i] = FILTERS[i].filter;
+            i += 1;
         }
+        out
+    };
+    pub fn def(self) -> &'static FilterDef {
+        FILTERS.iter().find(|d| d.filter == self).expect("every filter has a registry row")
+    }
+    pub fn name(self) -> &'static str {
+        self.def().name
     }
 }
 
@@ -259,23 +335,7 @@ pub struct Checked {
 impl Checked {
     /// Each filter that would reject this candidate, in filter order, with its measured value.
     pub fn failures(&self, cfg: &FilterCfg) -> Vec<(Filter, f64)> {
-        let mut f = Vec::new();
-        if self.exact_duplicate {
-            f.push((Filter::ExactDuplicate, 1.0));
-        }
-        if self.ngram_overlap >= cfg.ngram_max_overlap {
-            f.push((Filter::NgramOverlap, self.ngram_overlap));
-        }
-        if self.cosine >= cfg.semantic_max_cosine {
-            f.push((Filter::Semantic, self.cosine));
-        }
-        if self.jaccard >= cfg.minhash_jaccard {
-            f.push((Filter::NearDuplicate, self.jaccard));
-        }
-        if self.words < cfg.min_words || self.words > cfg.max_words {
-            f.push((Filter::Length, self.words as f64));
-        }
-        f
+        FILTERS.iter().filter_map(|d| (d.rejects)(self, cfg).map(|v| (d.filter, v))).collect()
     }
 }
 
@@ -384,6 +444,24 @@ mod tests {
         assert_eq!(Checked { words: 9, ..ok.clone() }.failures(&c), vec![(Filter::Length, 9.0)]);
         assert!(Checked { words: 200, ..ok.clone() }.failures(&c).is_empty(), "200 words is inside");
         assert_eq!(Checked { words: 201, ..ok.clone() }.failures(&c), vec![(Filter::Length, 201.0)]);
+    }
+
+    #[test]
+    fn the_registry_lists_each_filter_once_in_order() {
+        let names: Vec<&str> = rejection_reasons().map(|(n, _)| n).collect();
+        assert_eq!(names, ["malformed", "exact_duplicate", "ngram_overlap", "semantic_similarity", "minhash_near_duplicate", "length"]);
+        for (i, f) in Filter::ALL.iter().enumerate() {
+            assert_eq!(FILTERS[i].filter, *f);
+            assert_eq!(f.def().name, f.name());
+        }
+        // Every threshold text names only recorded thresholds.
+        let th = thresholds_json(&cfg());
+        for (name, text) in rejection_reasons() {
+            for part in text.split("thresholds.").skip(1) {
+                let key: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(th.get(&key).is_some(), "filter {name}: threshold text refers to unrecorded {key}");
+            }
+        }
     }
 
     #[test]

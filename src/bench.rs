@@ -1,0 +1,139 @@
+//! Timings for `hsx bench` (benches/*.py run the Python peer in the same run and report ratios). Each
+//! function reads its fixed input, warms up where the peer does, times, and returns one JSON record.
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+use crate::model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not the expected JSON")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.to_owned(), source })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::Json { path: path.to_owned(), source })
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Filters 1, 2, 4 and 5 over candidates against a seed set (`{"seeds": [..], "candidates": [..]}`).
+pub fn filters(data: &Path) -> Result<Value, BenchError> {
+    #[derive(serde::Deserialize)]
+    struct D {
+        seeds: Vec<String>,
+        candidates: Vec<String>,
+    }
+    let d: D = read_json(data)?;
+    let cfg = crate::config::Filters::default();
+    let t = std::time::Instant::now();
+    let mut state = crate::synth::filters::FilterState::new(&cfg, &d.seeds, 42);
+    let index_secs = t.elapsed().as_secs_f64();
+    let mut accepted = 0usize;
+    let mut rejected: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in &d.candidates {
+        let checked = state.check(c, 0.0);
+        match checked.failures(&cfg).first() {
+            None => {
+                state.accept(c);
+                accepted += 1;
+            }
+            Some((f, _)) => *rejected.entry(f.name()).or_default() += 1,
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(json!({"impl": "hsx", "seeds": d.seeds.len(), "candidates": d.candidates.len(), "seconds": secs,
+              "index_seconds": index_secs, "accepted": accepted, "rejected": rejected}))
+}
+
+/// MiniLM sentence embeddings of a list of sentences.
+pub fn embed(data: &Path, threads: usize, batch: usize) -> Result<Value, BenchError> {
+    crate::runtime::set_threads(threads);
+    let v: Vec<String> = read_json(data)?;
+    let bert = crate::model::bert::load_minilm(None, tch::Device::Cpu)?;
+    let _ = bert.embed(&v[..v.len().min(32)], batch, 256);
+    let t = std::time::Instant::now();
+    let e = bert.embed(&v, batch, 256)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(json!({"impl": "hsx", "sentences": e.size()[0], "seconds": secs, "sentences_per_s": v.len() as f64 / secs}))
+}
+
+/// EM + F1 + ROUGE-1/2/L (stemmed) over `[prediction, reference]` pairs.
+pub fn metrics(pairs: &Path, reps: usize) -> Result<Value, BenchError> {
+    let v: Vec<(String, String)> = read_json(pairs)?;
+    let (p, r): (Vec<String>, Vec<String>) = v.into_iter().unzip();
+    let all = [crate::metrics::Metric::Em, crate::metrics::Metric::F1, crate::metrics::Metric::Rouge];
+    let mut times = Vec::new();
+    let mut checksum = 0.0;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        let s = crate::metrics::lexical(&p, &r, &all, true);
+        times.push(t.elapsed().as_secs_f64());
+        checksum = s.f1.iter().sum::<f64>() + s.rouge_l.iter().sum::<f64>();
+    }
+    Ok(json!({"impl": "hsx", "pairs": p.len(), "seconds_median": median(times), "checksum": checksum}))
+}
+
+/// One epoch of LoRA training (r 16, q and v) over fixed token ids (`{"inputs": [[..]], "labels": [[..]]}`).
+pub fn train(model: &Path, data: &Path, batch: usize, threads: usize) -> Result<Value, BenchError> {
+    use crate::model::train::{parameter_count, train, Example, NoProgress, Recipe};
+    crate::runtime::set_threads(threads);
+    #[derive(serde::Deserialize)]
+    struct D {
+        inputs: Vec<Vec<i64>>,
+        labels: Vec<Vec<i64>>,
+    }
+    let d: D = read_json(data)?;
+    let lora = crate::model::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
+    tch::manual_seed(0);
+    let (m, lora_vs) = crate::model::adapter::load_t5_lora(model, tch::Device::Cpu, &lora, None)?;
+    let ex: Vec<Example> = d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
+    let real: usize = ex.iter().map(|e| e.input_ids.len() + e.labels.len()).sum();
+    let mut recipe = Recipe::from_config(&crate::config::Train::default(), 0, false);
+    recipe.epochs = 1;
+    recipe.batch_size = batch;
+    recipe.grad_accum = 1;
+    let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
+    let t = std::time::Instant::now();
+    let rep = train(&m.model, &lora_vs, total, &ex, &[], &recipe, 0, &NoProgress)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(json!({"impl": "hsx", "examples": ex.len(), "steps": rep.optimizer_steps, "seconds": secs,
+              "real_tokens_per_s": real as f64 / secs, "padding_share": rep.padding_share,
+              "trainable_parameters": rep.trainable_parameters, "total_parameters": rep.total_parameters}))
+}
+
+/// Greedy generation of exactly `new_tokens` per row over one batch of token ids.
+pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, reps: usize) -> Result<Value, BenchError> {
+    use crate::model::{generate, load_t5, GenerateOptions};
+    crate::runtime::set_threads(threads);
+    let m = load_t5(model, tch::Device::Cpu)?;
+    let rows: Vec<Vec<i64>> = read_json(ids)?;
+    // Exactly `new_tokens` per row, as the Python peer does with min_new_tokens = max_new_tokens.
+    let opts = GenerateOptions { max_new_tokens: new_tokens, min_new_tokens: new_tokens, ..Default::default() };
+    let _ = generate(&m.model, &rows, &opts);
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        let out = generate(&m.model, &rows, &opts);
+        times.push(t.elapsed().as_secs_f64());
+        debug_assert!(out.iter().all(|r| r.len() == new_tokens));
+    }
+    let tokens = rows.len() * new_tokens;
+    times.sort_by(f64::total_cmp);
+    let med = median(times.clone());
+    Ok(json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads,
+              "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}))
+}

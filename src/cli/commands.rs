@@ -1,0 +1,383 @@
+//! One function per subcommand: turn its arguments into a library call and hand the result to
+//! `print`. Errors go up with `?` (their causes intact) to the one place that maps them to exit codes.
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::args::*;
+use super::print::{self, json_or_pretty, print_json, BarProgress, CliProgress, Out};
+use hsx::ledger::verify::VerifyOptions;
+use hsx::ledger::{keys, SigningKeyFile, TrustedKeys};
+use hsx::pipeline::RunOptions;
+
+fn cwd() -> Result<PathBuf> {
+    std::env::current_dir().context("cannot read the current directory")
+}
+
+pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
+    let ledger_path = match (&a.ledger, &a.out) {
+        (Some(l), _) => l.clone(),
+        (None, Some(dir)) => dir.join(hsx::pipeline::SELF_CONTAINED_LEDGER),
+        (None, None) => anyhow::bail!("pass --out DIR (a self-contained run) or --ledger FILE"),
+    };
+    let opts = RunOptions {
+        config_path: a.config.clone(),
+        ledger_path: ledger_path.clone(),
+        key_path: a.key.clone().unwrap_or_else(keys::default_key_path),
+        workspace: cwd()?,
+        data_mirror: a.data_mirror.clone(),
+        only: a.only.clone(),
+        from: a.from.clone(),
+        out: a.out.clone(),
+    };
+    let summary = hsx::pipeline::run(&opts, &CliProgress(out))?;
+    print::run_summary(out, &summary);
+    if !out.json && !out.quiet {
+        let report_dir = hsx::config::Config::load(&a.config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
+        let report = if a.out.is_some() { Path::new(&summary.run_dir).join(&report_dir) } else { PathBuf::from(&report_dir) };
+        print::run_locations(&ledger_path, &report);
+    }
+    Ok(0)
+}
+
+pub fn verify(out: Out, a: &VerifyArgs) -> Result<u8> {
+    let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
+    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts };
+    let report = hsx::audit::verify(&a.ledger, &cwd()?, a.data_mirror.as_deref(), &opts)?;
+    print::verify_report(out, &report, a.trusted_keys.is_some());
+    Ok(if report.ok { 0 } else { 1 })
+}
+
+pub fn keygen(out: Out, a: &KeygenArgs) -> Result<u8> {
+    let path = a.out.clone().unwrap_or_else(keys::default_key_path);
+    let (key, created) =
+        if a.if_missing && path.exists() { (SigningKeyFile::load(&path)?, false) } else { (SigningKeyFile::generate(&path, a.force)?, true) };
+    let s = key.signer();
+    if out.json {
+        print_json(&json!({"path": path, "created": created, "key_id": s.key_id, "public_key": s.public_key,
+                           "trusted_keys_line": TrustedKeys::line_for(&s)}));
+    } else if !out.quiet {
+        println!("{} signing key {}", if created { "created" } else { "existing" }, path.display());
+        println!("key id:     {}", s.key_id);
+        println!("public key: {}", s.public_key);
+        println!("trusted_keys line:\n{}", TrustedKeys::line_for(&s));
+    }
+    Ok(0)
+}
+
+pub fn data(out: Out, d: &DataCommand) -> Result<u8> {
+    match d {
+        DataCommand::Fetch { dir, files, base_url } => {
+            let got = hsx::data::fetch::fetch(base_url, files, dir)?;
+            if out.json {
+                print_json(&serde_json::to_value(&got)?);
+            } else {
+                for f in got {
+                    let check = if f.verified_known_hash { "matches the official hash" } else { "no known hash to check" };
+                    println!("{}: {} bytes, sha256 {} ({check})", f.path.display(), f.bytes, f.sha256);
+                }
+            }
+        }
+        DataCommand::Stats { skip_invalid, files } => {
+            let opts = hsx::data::ReadOptions { skip_invalid: *skip_invalid, ..Default::default() };
+            let mut m = serde_json::Map::new();
+            for f in files {
+                let r = hsx::data::read_file(f, &opts)?;
+                let st = hsx::data::stats::split_stats(&r.examples);
+                m.insert(f.display().to_string(), json!({"rows": r.rows, "skipped": r.skipped, "stats": st}));
+            }
+            json_or_pretty(out, &serde_json::Value::Object(m));
+        }
+    }
+    Ok(0)
+}
+
+pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
+    let ledger = hsx::ledger::store::read(&a.ledger)?;
+    let template = match &a.template {
+        Some(t) => std::fs::read_to_string(t).with_context(|| format!("cannot read the template {}", t.display()))?,
+        None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
+    };
+    let run_dir = hsx::pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, &cwd()?);
+    let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template)?;
+    let md = out_dir.join("REPORT.md");
+    if md != a.out {
+        std::fs::rename(&md, &a.out).with_context(|| format!("moving the report to {}", a.out.display()))?;
+    }
+    if out.json {
+        print_json(&json!({"report": a.out, "files": written}));
+    } else if !out.quiet {
+        println!("wrote {} and {} other file(s) in {}", a.out.display(), written.len() - 1, out_dir.display());
+    }
+    Ok(0)
+}
+
+pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
+    let ledger = hsx::ledger::store::read(&a.ledger)?;
+    let dir = a.out.clone().unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let original = hsx::pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, Path::new(""));
+        PathBuf::from(format!("{}-reproduce-{stamp}", original.to_string_lossy().trim_end_matches('/')))
+    });
+    let opts = hsx::reproduce::ReproduceOptions {
+        ledger: a.ledger.clone(),
+        out: dir,
+        from: a.from.clone(),
+        key: a.key.clone().unwrap_or_else(keys::default_key_path),
+        workspace: cwd()?,
+        data_mirror: a.data_mirror.clone(),
+        threads: a.threads,
+        seed: a.seed,
+    };
+    let rep = hsx::reproduce::reproduce(&opts, &CliProgress(out))?;
+    print::reproduce_report(out, &rep);
+    Ok(if rep.ok { 0 } else { 1 })
+}
+
+#[derive(serde::Deserialize)]
+struct PairLine {
+    input: String,
+    target: String,
+}
+
+pub fn train(out: Out, a: &TrainArgs) -> Result<u8> {
+    use hsx::model::adapter::{load_t5_lora, merge_and_save, save_adapter};
+    use hsx::model::lora::LoraConfig;
+    use hsx::model::train::{parameter_count, train, Example, Recipe};
+    let read = |p: &Path| -> Result<Vec<PairLine>> {
+        let rows = hsx::data::read_jsonl_as::<PairLine>(p).context("each line must be {\"input\": ..., \"target\": ...}")?;
+        if rows.is_empty() {
+            bail!("{} holds no examples", p.display());
+        }
+        Ok(rows)
+    };
+    let train_rows = read(&a.train)?;
+    let val_rows = match &a.val {
+        Some(v) => read(v)?,
+        None => Vec::new(),
+    };
+    hsx::runtime::set_threads(a.threads);
+    hsx::runtime::set_deterministic(true).map_err(|m| anyhow!("cannot configure libtorch: {m}"))?;
+    let device = hsx::model::parse_device(&a.device)?;
+    let lora = LoraConfig {
+        r: a.lora_r,
+        alpha: a.lora_alpha.unwrap_or(2.0 * a.lora_r as f64),
+        dropout: hsx::config::Lora::default().dropout,
+        targets: vec!["q".into(), "v".into()],
+    };
+    tch::manual_seed(a.seed as i64);
+    let (m, lora_vs) = load_t5_lora(&a.model, device, &lora, None)?;
+    let tok = |rows: &[PairLine]| -> Result<Vec<Example>, hsx::model::ModelError> {
+        rows.iter()
+            .map(|r| {
+                Ok(Example {
+                    input_ids: m.tokenizer.encode(&r.input, Some(a.max_input_tokens))?,
+                    labels: m.tokenizer.encode(&r.target, Some(a.max_target_tokens))?,
+                })
+            })
+            .collect()
+    };
+    let (train_ex, val_ex) = (tok(&train_rows)?, tok(&val_rows)?);
+    let mut recipe = Recipe::from_config(&hsx::config::Train::default(), a.seed, device.is_cuda());
+    if let Some(e) = a.epochs {
+        recipe.epochs = e;
+    }
+    if let Some(lr) = a.lr {
+        recipe.lr = lr;
+    }
+    let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
+    let progress = BarProgress::new(out, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}");
+    let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, &progress)?;
+    progress.bar.finish_and_clear();
+    save_adapter(&lora_vs, &lora, &a.model.display().to_string(), &a.out)?;
+    let metrics = serde_json::to_value(&report)?;
+    std::fs::write(a.out.join("train_metrics.json"), format!("{}\n", serde_json::to_string_pretty(&metrics)?))
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    if a.merge {
+        merge_and_save(&a.model, &m, &a.out.join("merged"))?;
+    }
+    if out.json {
+        print_json(&json!({"event": "done", "out": a.out, "metrics": metrics}));
+    } else if !out.quiet {
+        println!("trainable parameters: {} of {} ({:.3}%)", report.trainable_parameters, report.total_parameters, 100.0 * report.trainable_share);
+        println!(
+            "{} steps in {:.1} s; best epoch {} (val loss {:?}); adapter in {}",
+            report.optimizer_steps,
+            report.wall_seconds,
+            report.best_epoch,
+            report.val_loss_per_epoch,
+            a.out.display()
+        );
+    }
+    Ok(0)
+}
+
+#[derive(serde::Deserialize)]
+struct IdText {
+    id: serde_json::Value,
+    text: String,
+}
+
+/// Reads {"id", "text"} lines keyed by id (string or number), refusing duplicates and empty files.
+fn read_id_text(path: &Path) -> Result<BTreeMap<String, String>> {
+    let rows = hsx::data::read_jsonl_as::<IdText>(path).context("each line must be {\"id\": ..., \"text\": \"...\"}")?;
+    if rows.is_empty() {
+        bail!("{} holds no rows", path.display());
+    }
+    let mut m = BTreeMap::new();
+    for r in rows {
+        let id = match &r.id {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if m.insert(id.clone(), r.text).is_some() {
+            bail!("{}: id {id:?} appears twice", path.display());
+        }
+    }
+    Ok(m)
+}
+
+pub fn score(out: Out, a: &ScoreArgs) -> Result<u8> {
+    use hsx::metrics::registry::METRICS;
+    use hsx::metrics::{estimate, lexical, Metric};
+    let metrics: Vec<Metric> =
+        a.metrics.split(',').map(str::parse).collect::<Result<_, String>>().map_err(|e| anyhow!("--metrics: {e}"))?;
+    if a.resamples < 1000 {
+        bail!("--resamples must be at least 1000");
+    }
+    let preds = read_id_text(&a.pred)?;
+    let refs = read_id_text(&a.reference)?;
+    let only_pred: Vec<&String> = preds.keys().filter(|k| !refs.contains_key(*k)).collect();
+    let only_ref: Vec<&String> = refs.keys().filter(|k| !preds.contains_key(*k)).collect();
+    if !only_pred.is_empty() || !only_ref.is_empty() {
+        let show = |v: &[&String]| v.iter().take(10).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        bail!(
+            "ids do not match: {} only in {} [{}], {} only in {} [{}]",
+            only_pred.len(),
+            a.pred.display(),
+            show(&only_pred),
+            only_ref.len(),
+            a.reference.display(),
+            show(&only_ref)
+        );
+    }
+    let ids: Vec<&String> = refs.keys().collect();
+    let p: Vec<String> = ids.iter().map(|i| preds[*i].clone()).collect();
+    let r: Vec<String> = ids.iter().map(|i| refs[*i].clone()).collect();
+    let mut per = lexical(&p, &r, &metrics, a.stemmer);
+    let mut res = serde_json::Map::new();
+    res.insert("n".into(), json!(ids.len()));
+    if metrics.contains(&Metric::BertScore) {
+        let bert = hsx::model::bert::load_minilm(a.bertscore_model.as_deref(), tch::Device::Cpu)?;
+        let opts = hsx::metrics::bertscore::BertScoreOptions { layer: a.bertscore_layer, idf: a.idf, ..Default::default() };
+        let bs = hsx::metrics::bertscore::bertscore(&bert, &p, &r, &opts)?;
+        res.insert("bertscore_model".into(), json!(bs.model));
+        res.insert("bertscore_layer".into(), json!(bs.layer));
+        res.insert("bertscore_idf".into(), json!(bs.idf));
+        per.bertscore_precision = bs.precision;
+        per.bertscore_recall = bs.recall;
+        per.bertscore_f1 = bs.f1;
+    }
+    // Every registry metric that was computed; its position in the registry seeds its interval.
+    let mut ci = serde_json::Map::new();
+    for (k, def) in METRICS.iter().enumerate() {
+        let v = (def.values)(&per);
+        if !metrics.contains(&def.family) || v.is_empty() {
+            continue;
+        }
+        let e = estimate(v, a.resamples, a.seed.wrapping_add(k as u64));
+        res.insert(def.key.into(), json!(e.mean));
+        ci.insert(def.key.into(), json!([e.ci95.0, e.ci95.1]));
+    }
+    if metrics.contains(&Metric::Rouge) {
+        res.insert("rouge_stemmer".into(), json!(a.stemmer));
+    }
+    res.insert("ci95".into(), serde_json::Value::Object(ci));
+    json_or_pretty(out, &serde_json::Value::Object(res));
+    Ok(0)
+}
+
+pub fn embed(out: Out, a: &EmbedArgs) -> Result<u8> {
+    if a.text.is_empty() {
+        bail!("nothing to embed: give TEXT arguments");
+    }
+    let bert = hsx::model::bert::load_minilm(a.model.as_deref(), tch::Device::Cpu)?;
+    let e = bert.embed(&a.text, 64, 256)?;
+    for (i, t) in a.text.iter().enumerate() {
+        let v: Vec<f32> = Vec::<f32>::try_from(e.get(i as i64))?;
+        if out.json {
+            print_json(&json!({"text": t, "embedding": v}));
+        } else {
+            println!("{}", v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(" "));
+        }
+    }
+    Ok(0)
+}
+
+#[derive(serde::Deserialize)]
+struct InputLine {
+    input: String,
+}
+
+pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
+    use hsx::model::{generate, load_t5, parse_device, GenerateOptions};
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be 0 (greedy) or positive, got {}", a.temperature);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {}", a.top_p);
+    }
+    let texts: Vec<String> = match &a.input {
+        Some(path) => hsx::data::read_jsonl_as::<InputLine>(path)
+            .context("each line must be {\"input\": \"...\"}")?
+            .into_iter()
+            .map(|l| l.input)
+            .collect(),
+        None => a.text.clone(),
+    };
+    if texts.is_empty() {
+        bail!("nothing to generate: give TEXT arguments or --input FILE.jsonl");
+    }
+    let device = parse_device(&a.device)?;
+    let m = match &a.adapter {
+        Some(ad) => hsx::model::adapter::load_with_adapter(&a.model, ad, device).map(|(m, _)| m),
+        None => load_t5(&a.model, device),
+    }?;
+    let ids: Vec<Vec<i64>> = texts.iter().map(|t| m.tokenizer.encode(t, None)).collect::<Result<_, _>>()?;
+    const BATCH: usize = 32;
+    for (k, chunk) in ids.chunks(BATCH).enumerate() {
+        // Each batch samples from its own stream: seed + batch index.
+        let opts = GenerateOptions {
+            max_new_tokens: a.max_new_tokens,
+            min_new_tokens: 0,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed.wrapping_add(k as u64),
+        };
+        let outs = generate(&m.model, chunk, &opts);
+        for (j, o) in outs.iter().enumerate() {
+            let i = k * BATCH + j;
+            let text = m.tokenizer.decode(o)?;
+            if out.json {
+                print_json(&json!({"input": texts[i], "input_ids": ids[i], "output_ids": o, "text": text}));
+            } else {
+                println!("{text}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn bench(b: &BenchCommand) -> Result<u8> {
+    let record = match b {
+        BenchCommand::Filters { data } => hsx::bench::filters(data)?,
+        BenchCommand::Embed { data, threads, batch } => hsx::bench::embed(data, *threads, *batch)?,
+        BenchCommand::Metrics { pairs, reps } => hsx::bench::metrics(pairs, *reps)?,
+        BenchCommand::Train { model, data, batch, threads } => hsx::bench::train(model, data, *batch, *threads)?,
+        BenchCommand::Generate { model, ids, new_tokens, threads, reps } => hsx::bench::generate(model, ids, *new_tokens, *threads, *reps)?,
+    };
+    print_json(&record);
+    Ok(0)
+}

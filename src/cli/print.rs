@@ -1,0 +1,180 @@
+//! Everything the CLI prints: JSON lines, progress bars, and the text form of each command's result.
+use serde_json::{json, Value};
+use std::path::Path;
+
+use hsx::ledger::verify::VerifyReport;
+use hsx::ledger::Entry;
+use hsx::model::train::TrainProgress;
+use hsx::pipeline::{Progress, RunSummary};
+use hsx::reproduce::ReproduceReport;
+
+/// How to print: `--json` lines, text, or (`--quiet`) only errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// A JSON line with `--json`, else pretty JSON.
+pub fn json_or_pretty(out: Out, v: &Value) {
+    if out.json {
+        print_json(v);
+    } else {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}
+
+/// Stage events for `hsx run` and `hsx reproduce`.
+pub struct CliProgress(pub Out);
+
+impl Progress for CliProgress {
+    fn stage_started(&self, stage: &str) {
+        if self.0.json {
+            print_json(&json!({"event": "stage_started", "stage": stage}));
+        } else if !self.0.quiet {
+            eprintln!("[{stage}] running");
+        }
+    }
+    fn stage_skipped(&self, stage: &str, reason: &str) {
+        if self.0.json {
+            print_json(&json!({"event": "stage_skipped", "stage": stage, "reason": reason}));
+        } else if !self.0.quiet {
+            eprintln!("[{stage}] skipped: {reason}");
+        }
+    }
+    fn stage_finished(&self, stage: &str, entry: &Entry) {
+        if self.0.json {
+            print_json(&json!({"event": "stage_finished", "stage": stage, "seq": entry.seq, "hash": entry.hash}));
+        } else if !self.0.quiet {
+            eprintln!("[{stage}] recorded as entry {} ({})", entry.seq, &entry.hash[..12]);
+        }
+    }
+    fn note(&self, message: &str) {
+        if self.0.json {
+            print_json(&json!({"event": "note", "message": message}));
+        } else if !self.0.quiet {
+            eprintln!("{message}");
+        }
+    }
+    fn trainer(&self, _stage: &str) -> Box<dyn TrainProgress + '_> {
+        Box::new(BarProgress::new(self.0, "  {bar:30} {pos}/{len}  {msg}  ETA {eta}"))
+    }
+}
+
+/// A progress bar (hidden with `--json` or `--quiet`) that also emits JSON events with `--json`.
+pub struct BarProgress {
+    pub bar: indicatif::ProgressBar,
+    json: bool,
+}
+
+impl BarProgress {
+    pub fn new(out: Out, template: &str) -> Self {
+        let bar = if out.quiet || out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        BarProgress { bar, json: out.json }
+    }
+}
+
+impl TrainProgress for BarProgress {
+    fn start(&self, total: usize) {
+        self.bar.set_length(total as u64);
+    }
+    fn step(&self, step: usize, loss: f64, tps: f64) {
+        self.bar.set_position(step as u64);
+        self.bar.set_message(format!("loss {loss:.4}, {tps:.0} tok/s"));
+        if self.json {
+            print_json(&json!({"event": "train_step", "step": step, "loss": loss, "tokens_per_s": tps}));
+        }
+    }
+    fn items(&self, done: usize, total: usize, what: &str) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(what.to_owned());
+        if self.json {
+            print_json(&json!({"event": "progress", "done": done, "total": total, "what": what}));
+        }
+    }
+    fn epoch(&self, epoch: usize, val: Option<f64>) {
+        self.bar.println(format!("epoch {epoch}: val loss {}", val.map(|v| format!("{v:.4}")).unwrap_or("-".into())));
+        if self.json {
+            print_json(&json!({"event": "epoch", "epoch": epoch, "val_loss": val}));
+        }
+    }
+}
+
+pub fn run_summary(out: Out, summary: &RunSummary) {
+    if out.json {
+        print_json(&json!({"event": "summary", "summary": summary}));
+    } else if !out.quiet {
+        let done: Vec<String> = summary.stages.iter().map(|s| format!("{} ({})", s.stage, s.status)).collect();
+        println!("ledger {}: {}", summary.ledger, done.join(", "));
+    }
+}
+
+/// Where a finished run's files are, and the command that checks them.
+pub fn run_locations(ledger: &Path, report: &Path) {
+    let exe = std::env::args().next().unwrap_or_else(|| "hsx".into());
+    println!("ledger:        {}", ledger.display());
+    println!("report:        {}", report.join("REPORT.md").display());
+    println!("table:         {}", report.join("metrics_table.csv").display());
+    println!("plots:         {}", report.join("plots").display());
+    println!("verify with:   {exe} verify --ledger {}", ledger.display());
+}
+
+pub fn verify_report(out: Out, report: &VerifyReport, trusted: bool) {
+    if out.json {
+        print_json(&serde_json::to_value(report).unwrap_or_default());
+        return;
+    }
+    for e in &report.entries {
+        let seq = e.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+        let stage = e.stage.clone().unwrap_or_else(|| "?".into());
+        let detail = match (&e.failure, e.missing.len()) {
+            (Some(f), _) => format!("FAILED {f}"),
+            (None, 0) => "ok".into(),
+            (None, n) => format!("ok, {n} artifact(s) missing: {}", e.missing.join(", ")),
+        };
+        println!("{seq:>4}  {stage:<14} {detail}");
+    }
+    match &report.first_failure {
+        None => println!(
+            "verified {} entries of {}: format, chain, signatures{}, config hashes, {} recorded files ({} missing)",
+            report.entries.len(),
+            report.ledger,
+            if trusted { ", trusted signer" } else { "" },
+            report.checked_artifacts,
+            report.missing_artifacts
+        ),
+        Some(f) => println!("verification FAILED: {f}"),
+    }
+}
+
+pub fn reproduce_report(out: Out, rep: &ReproduceReport) {
+    if out.json {
+        print_json(&serde_json::to_value(rep).unwrap_or_default());
+        return;
+    }
+    for s in &rep.stages {
+        let extra = match (s.differing.first(), &s.detail) {
+            (Some(f), d) => format!(" — {f}{}", d.as_ref().map(|d| format!(": {d}")).unwrap_or_default()),
+            (None, Some(d)) => format!(" — {d}"),
+            (None, None) => String::new(),
+        };
+        println!("{:>4}  {:<12} {}{}", s.seq, s.stage, s.verdict, extra);
+    }
+    if !rep.env_differences.is_empty() {
+        println!("environment differs from the recording: {}", rep.env_differences.join("; "));
+    }
+    match &rep.first_divergence {
+        None if rep.ok => println!("reproduced {} stages into {}: every output compared, all identical or within a recorded tolerance", rep.stages.len(), rep.out),
+        None => println!("NOT REPRODUCED: some stages were not compared"),
+        Some(d) => println!("DIVERGED first at {d}"),
+    }
+    let repro = Path::new(&rep.out).join("reproduction.json");
+    println!("reproduction ledger: {} (signed by your key)", repro.display());
+    println!("verify with:         {} verify --ledger {}", std::env::args().next().unwrap_or_else(|| "hsx".into()), repro.display());
+}

@@ -1,0 +1,223 @@
+//! `Config::validate`: ranges and cross-field rules, each failure naming its dotted key.
+use super::*;
+
+impl Config {
+    /// Checks ranges and cross-field rules; on failure returns (dotted key, what is allowed).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        fn err<T>(key: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
+            Err((key.to_owned(), msg.into()))
+        }
+        fn unit(key: &str, v: f64, lo_open: bool, hi_open: bool) -> Result<(), (String, String)> {
+            let lo_ok = if lo_open { v > 0.0 } else { v >= 0.0 };
+            let hi_ok = if hi_open { v < 1.0 } else { v <= 1.0 };
+            if v.is_finite() && lo_ok && hi_ok {
+                Ok(())
+            } else {
+                let lo = if lo_open { "(0" } else { "[0" };
+                let hi = if hi_open { "1)" } else { "1]" };
+                err(key, format!("must be in {lo}, {hi}, got {v}"))
+            }
+        }
+        fn positive(key: &str, v: usize) -> Result<(), (String, String)> {
+            if v == 0 {
+                err(key, "must be at least 1")
+            } else {
+                Ok(())
+            }
+        }
+        fn positive_f(key: &str, v: f64) -> Result<(), (String, String)> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                err(key, format!("must be a positive number, got {v}"))
+            }
+        }
+        fn relative_path(key: &str, p: &str) -> Result<(), (String, String)> {
+            let path = Path::new(p);
+            if p.is_empty() || path.is_absolute() {
+                return err(key, format!("must be a non-empty relative path, got {p:?}"));
+            }
+            Ok(())
+        }
+
+        let e = &self.experiment;
+        if e.id.is_empty()
+            || e.id.len() > 64
+            || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || e.id.starts_with('.')
+        {
+            return err("experiment.id", "must be 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')");
+        }
+        relative_path("experiment.runs_dir", &e.runs_dir)?;
+        relative_path("experiment.report_dir", &e.report_dir)?;
+        positive("runtime.threads", self.runtime.threads)?;
+
+        relative_path("data.dir", &self.data.dir)?;
+        if self.data.files.is_empty() {
+            return err("data.files", "must list at least one file (train.csv, valid.csv, *.jsonl)");
+        }
+        for f in &self.data.files {
+            let ok = (f.ends_with(".csv") || f.ends_with(".jsonl"))
+                && !f.contains('/')
+                && !f.contains('\\')
+                && !f.starts_with('.');
+            if !ok {
+                return err("data.files", format!("{f:?} must be a plain file name ending in .csv or .jsonl"));
+            }
+        }
+        if self.data.max_row_bytes < 256 {
+            return err("data.max_row_bytes", "must be at least 256");
+        }
+
+        positive("split.train", self.split.train)?;
+        positive("split.val", self.split.val)?;
+        positive("split.test", self.split.test)?;
+
+        match &self.model {
+            ModelSpec::HfDir { path } => relative_path("model.path", path)?,
+            ModelSpec::Scratch { arch, tokenizer, pretrain } => {
+                positive("model.arch.d_model", arch.d_model)?;
+                positive("model.arch.d_ff", arch.d_ff)?;
+                positive("model.arch.d_kv", arch.d_kv)?;
+                positive("model.arch.num_heads", arch.num_heads)?;
+                positive("model.arch.num_layers", arch.num_layers)?;
+                positive("model.arch.num_decoder_layers", arch.num_decoder_layers)?;
+                positive("model.arch.relative_attention_num_buckets", arch.relative_attention_num_buckets)?;
+                if arch.relative_attention_max_distance < arch.relative_attention_num_buckets {
+                    return err(
+                        "model.arch.relative_attention_max_distance",
+                        "must be at least relative_attention_num_buckets",
+                    );
+                }
+                unit("model.arch.dropout_rate", arch.dropout_rate, false, true)?;
+                if tokenizer.vocab_size < tokenizer.extra_ids + 259 {
+                    return err(
+                        "model.tokenizer.vocab_size",
+                        format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259),
+                    );
+                }
+                positive("model.pretrain.steps", pretrain.steps)?;
+                positive("model.pretrain.batch_size", pretrain.batch_size)?;
+                positive_f("model.pretrain.lr", pretrain.lr)?;
+                unit("model.pretrain.noise_density", pretrain.noise_density, true, true)?;
+                if !(pretrain.mean_noise_span_length >= 1.0) {
+                    return err("model.pretrain.mean_noise_span_length", "must be at least 1");
+                }
+                if pretrain.max_input_tokens < 8 {
+                    return err("model.pretrain.max_input_tokens", "must be at least 8");
+                }
+            }
+        }
+
+        positive("lora.r", self.lora.r)?;
+        positive_f("lora.alpha", self.lora.alpha)?;
+        unit("lora.dropout", self.lora.dropout, false, true)?;
+        if self.lora.targets.is_empty() {
+            return err("lora.targets", "must name at least one of q, k, v, o, wi_0, wi_1, wo");
+        }
+        let mut t = self.lora.targets.clone();
+        t.sort();
+        t.dedup();
+        if t.len() != self.lora.targets.len() {
+            return err("lora.targets", "lists a module twice");
+        }
+
+        let tr = &self.train;
+        positive("train.epochs", tr.epochs)?;
+        positive("train.batch_size", tr.batch_size)?;
+        positive("train.grad_accum", tr.grad_accum)?;
+        positive_f("train.lr", tr.lr)?;
+        if !(tr.weight_decay.is_finite() && tr.weight_decay >= 0.0) {
+            return err("train.weight_decay", "must be zero or positive");
+        }
+        positive_f("train.max_grad_norm", tr.max_grad_norm)?;
+        unit("train.adam_beta1", tr.adam_beta1, false, true)?;
+        unit("train.adam_beta2", tr.adam_beta2, false, true)?;
+        positive_f("train.adam_eps", tr.adam_eps)?;
+        positive("train.max_input_tokens", tr.max_input_tokens)?;
+        positive("train.max_target_tokens", tr.max_target_tokens)?;
+        positive("train.log_every", tr.log_every)?;
+
+        let c = &self.contaminate;
+        unit("contaminate.ai_share", c.ai_share, false, false)?;
+        if !(c.temperature.is_finite() && c.temperature >= 0.0) {
+            return err("contaminate.temperature", "must be zero (greedy) or positive");
+        }
+        unit("contaminate.top_p", c.top_p, true, false)?;
+        positive("contaminate.max_new_tokens", c.max_new_tokens)?;
+        positive("contaminate.batch_size", c.batch_size)?;
+
+        positive("generator.epochs", self.generator.epochs)?;
+
+        let s = &self.synth;
+        positive_f("synth.multiplier", s.multiplier)?;
+        if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+            return err("synth.temperature", "must be zero (greedy) or positive");
+        }
+        unit("synth.top_p", s.top_p, true, false)?;
+        positive("synth.max_new_tokens", s.max_new_tokens)?;
+        positive("synth.batch_size", s.batch_size)?;
+        if !(s.max_attempts_factor.is_finite() && s.max_attempts_factor >= 1.0) {
+            return err("synth.max_attempts_factor", "must be at least 1");
+        }
+        unit("synth.share_question_variants", s.share_question_variants, false, false)?;
+        unit("synth.share_context_augmentation", s.share_context_augmentation, false, false)?;
+        unit("synth.share_answer_expansion", s.share_answer_expansion, false, false)?;
+        let total = s.share_question_variants + s.share_context_augmentation + s.share_answer_expansion;
+        if (total - 1.0).abs() > 1e-9 {
+            return err("synth.share_question_variants", format!("the three strategy shares must sum to 1, got {total}"));
+        }
+
+        let f = &self.filters;
+        positive("filters.ngram_n", f.ngram_n)?;
+        unit("filters.ngram_max_overlap", f.ngram_max_overlap, true, false)?;
+        unit("filters.semantic_max_cosine", f.semantic_max_cosine, true, false)?;
+        positive("filters.embed_batch_size", f.embed_batch_size)?;
+        positive("filters.minhash_shingle_words", f.minhash_shingle_words)?;
+        positive("filters.minhash_bands", f.minhash_bands)?;
+        positive("filters.minhash_rows", f.minhash_rows)?;
+        if f.minhash_bands * f.minhash_rows != f.minhash_permutations {
+            return err(
+                "filters.minhash_permutations",
+                format!("must equal minhash_bands × minhash_rows = {}", f.minhash_bands * f.minhash_rows),
+            );
+        }
+        unit("filters.minhash_jaccard", f.minhash_jaccard, true, false)?;
+        positive("filters.min_words", f.min_words)?;
+        if f.max_words < f.min_words {
+            return err("filters.max_words", format!("must be at least min_words ({})", f.min_words));
+        }
+
+        let ev = &self.eval;
+        positive("eval.batch_size", ev.batch_size)?;
+        positive("eval.max_new_tokens", ev.max_new_tokens)?;
+        if ev.bootstrap_resamples < 1000 {
+            return err("eval.bootstrap_resamples", "must be at least 1000 for a 95% interval");
+        }
+        if ev.permutation_resamples < 1000 {
+            return err("eval.permutation_resamples", "must be at least 1000");
+        }
+        if !ev.bertscore_model.is_empty() {
+            relative_path("eval.bertscore_model", &ev.bertscore_model)?;
+        }
+
+        let an = &self.analysis;
+        if !super::PRIMARY_METRICS.contains(&an.primary_metric.as_str()) {
+            return err("analysis.primary_metric", format!("must be one of {:?}, got {:?}", super::PRIMARY_METRICS, an.primary_metric));
+        }
+        if !(an.alpha.is_finite() && an.alpha > 0.0 && an.alpha < 0.5) {
+            return err("analysis.alpha", format!("must be a one-sided level in (0, 0.5), got {}", an.alpha));
+        }
+        positive_f("analysis.equivalence_margin", an.equivalence_margin)?;
+        if an.bootstrap_resamples < 1000 {
+            return err("analysis.bootstrap_resamples", "must be at least 1000");
+        }
+        if an.permutation_resamples < 1000 {
+            return err("analysis.permutation_resamples", "must be at least 1000");
+        }
+        if an.cluster != "context" && an.cluster != "item" {
+            return err("analysis.cluster", format!("must be \"context\" or \"item\", got {:?}", an.cluster));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! `base-model`: the tiny/smoke profiles' own tokenizer and span-corruption pretraining on the train
+//! split, or (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture.
+use serde_json::{json, Value};
+
+use super::ctx::{write_json, StageCtx};
+use crate::config::{Config, ModelSpec};
+use crate::data::{self, DataError};
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+
+pub fn spec(cfg: &Config) -> StageSpec {
+    StageSpec {
+        stage: super::ctx::Stage::BaseModel.name().into(),
+        params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
+        inputs: match &cfg.model {
+            ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
+            ModelSpec::Scratch { .. } => vec![super::ctx::human("train")],
+        },
+        determinism: Determinism::Bitwise,
+    }
+}
+
+pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
+    let device = ctx.device()?;
+    match &ctx.cfg.model {
+        ModelSpec::HfDir { path } => {
+            let dir = ctx.base_model();
+            if !dir.is_dir() {
+                return Err(DataError::Missing(format!(
+                    "{} does not exist; download the weights with `huggingface-cli download google/flan-t5-base --local-dir {path}`",
+                    dir.display()
+                ))
+                .into());
+            }
+            let m = crate::model::load_t5(&dir, device)?;
+            let params = crate::model::train::parameter_count(&m.vs);
+            Ok(StageOutcome { outputs: vec![], metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }) })
+        }
+        ModelSpec::Scratch { arch, tokenizer, pretrain } => {
+            let train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
+            // The tokenizer learns from all train-split text; pretraining reads contexts only (once each).
+            let mut seen = std::collections::HashSet::new();
+            let contexts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
+            let mut tok_texts = contexts.clone();
+            tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer)));
+            let out = ctx.out_dir()?.join("model");
+            let progress = ctx.trainer();
+            let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, ctx.seed, device, &out, progress.as_ref())?;
+            let mut metrics = json!({
+                "source": "scratch",
+                "vocab_size": r.vocab_size,
+                "examples": r.examples,
+                "initial_loss": r.initial_loss,
+                "pretrain": r.report,
+            });
+            // The file holds what a re-run reproduces bit for bit; the wall time lives in the entry.
+            let wall = metrics["pretrain"].as_object_mut().and_then(|m| m.remove("wall_seconds"));
+            write_json(&ctx.run_path("base-model/pretrain_metrics.json"), &metrics)?;
+            metrics["wall_seconds"] = wall.unwrap_or(Value::Null);
+            Ok(StageOutcome {
+                outputs: vec![(Root::Run, "base-model/model".into()), (Root::Run, "base-model/pretrain_metrics.json".into())],
+                metrics,
+            })
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `contaminate`: the base model answers a share (`contaminate.ai_share`, 80%) of the train questions
+//! itself and paraphrases the human answer for the rest. Empty outputs are retried with the next seed,
+//! then recorded as empty — never dropped.
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use super::ctx::StageCtx;
+use crate::config::Config;
+use crate::data::{self, stats::round6, QaExample};
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+use crate::metrics::squad;
+use crate::model::{generate_texts, GenerateOptions};
+use crate::synth::{self, ContaminatedRow};
+
+pub fn spec(cfg: &Config) -> StageSpec {
+    StageSpec {
+        stage: super::ctx::Stage::Contaminate.name().into(),
+        params: json!({ "contaminate": cfg.contaminate, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
+        determinism: Determinism::Bitwise,
+    }
+}
+
+pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
+    let (cfg, seed) = (ctx.cfg, ctx.seed);
+    let human: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
+    let m = crate::model::load_t5(&ctx.base_model(), ctx.device()?)?;
+    let c = &cfg.contaminate;
+    let mut order: Vec<usize> = (0..human.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_ai = (human.len() as f64 * c.ai_share).round() as usize;
+    let mut kind = vec!["paraphrase"; human.len()];
+    for &i in &order[..n_ai] {
+        kind[i] = "ai";
+    }
+    let prompts: Vec<String> = human
+        .iter()
+        .zip(&kind)
+        .map(|(e, k)| if *k == "ai" { synth::answer_prompt(&e.context, &e.question) } else { synth::paraphrase_prompt(&e.question, &e.answer) })
+        .collect();
+    let opts = GenerateOptions { max_new_tokens: c.max_new_tokens, min_new_tokens: 0, temperature: c.temperature, top_p: c.top_p, seed };
+    let progress = ctx.trainer();
+    let mut answers = generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
+    let mut attempts = vec![1usize; human.len()];
+    for retry in 1..=c.empty_retries {
+        let empty: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].is_empty()).collect();
+        if empty.is_empty() {
+            break;
+        }
+        let p: Vec<String> = empty.iter().map(|&i| prompts[i].clone()).collect();
+        let o = GenerateOptions { seed: seed.wrapping_add(1_000_003 * retry as u64), ..opts.clone() };
+        let again = generate_texts(&m, &p, &o, c.batch_size, cfg.train.max_input_tokens, None)?;
+        for (j, &i) in empty.iter().enumerate() {
+            answers[i] = again[j].clone();
+            attempts[i] += 1;
+        }
+    }
+    let rows: Vec<ContaminatedRow> = human
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ContaminatedRow {
+            id: e.id.clone(),
+            context: e.context.clone(),
+            question: e.question.clone(),
+            answer: answers[i].clone(),
+            kind: kind[i].to_owned(),
+            original_answer_sha256: crate::canonical::sha256_hex(e.answer.as_bytes()),
+            attempts: attempts[i],
+        })
+        .collect();
+    data::write_jsonl(&ctx.out_dir()?.join("ai_contaminated.jsonl"), &rows)?;
+    let words = |s: &str| s.split_whitespace().count() as f64;
+    let n = rows.len().max(1) as f64;
+    let differs = |r: &ContaminatedRow, h: &QaExample| squad::normalize(&r.answer) != squad::normalize(&h.answer);
+    let differ = rows.iter().zip(&human).filter(|(r, h)| differs(r, h)).count();
+    let per_kind = |k: &str| rows.iter().filter(|r| r.kind == k).count();
+    let per_kind_differ = |k: &str| rows.iter().zip(&human).filter(|(r, h)| r.kind == k && differs(r, h)).count();
+    Ok(StageOutcome {
+        outputs: vec![(Root::Run, "contaminate/ai_contaminated.jsonl".into())],
+        metrics: json!({
+            "rows": rows.len(),
+            "ai": per_kind("ai"),
+            "paraphrase": per_kind("paraphrase"),
+            "answer_difference_rate": round6(differ as f64 / n),
+            "answer_difference_rate_ai": round6(per_kind_differ("ai") as f64 / per_kind("ai").max(1) as f64),
+            "answer_difference_rate_paraphrase": round6(per_kind_differ("paraphrase") as f64 / per_kind("paraphrase").max(1) as f64),
+            "mean_answer_words_before": round6(human.iter().map(|h| words(&h.answer)).sum::<f64>() / n),
+            "mean_answer_words_after": round6(rows.iter().map(|r| words(&r.answer)).sum::<f64>() / n),
+            "empty_outputs": rows.iter().filter(|r| r.answer.is_empty()).count(),
+            "retried": attempts.iter().filter(|&&a| a > 1).count(),
+            "temperature": c.temperature,
+        }),
+    })
+}

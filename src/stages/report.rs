@@ -1,0 +1,38 @@
+//! `report`: REPORT.md rendered from the ledger's entries (up to `compare`) by [`crate::report`], with
+//! the table and plots, into `experiment.report_dir` under the workspace — or, for a self-contained run
+//! (`hsx run --out`, a reproduction), under the run directory.
+use serde_json::json;
+use std::path::PathBuf;
+
+use super::ctx::{Stage, StageCtx};
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+use crate::report::{write_report, DEFAULT_TEMPLATE};
+
+pub fn spec(cfg: &Config) -> StageSpec {
+    StageSpec {
+        stage: Stage::Report.name().into(),
+        params: json!({
+            "report_dir": cfg.experiment.report_dir,
+            "template_sha256": crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
+        }),
+        inputs: vec![(Root::Run, Stage::Compare.name().into())],
+        determinism: Determinism::Bitwise,
+    }
+}
+
+pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
+    let cfg = ctx.cfg;
+    let ledger = crate::ledger::store::read(ctx.ledger)?;
+    let (base, root) = if ctx.self_contained { (&ctx.run_dir, Root::Run) } else { (&ctx.workspace, Root::Workspace) };
+    let out = base.join(&cfg.experiment.report_dir);
+    let written = write_report(&ledger, &ctx.run_dir, &out, DEFAULT_TEMPLATE)?;
+    let rel = |p: &PathBuf| {
+        let name = p.strip_prefix(&out).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{}/{}", cfg.experiment.report_dir.trim_end_matches('/'), name)
+    };
+    let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (root, rel(p))).collect();
+    outputs.sort();
+    Ok(StageOutcome { outputs, metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}) })
+}

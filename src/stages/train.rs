@@ -1,0 +1,135 @@
+//! `train-A`, `train-B`, `train-C`: a LoRA adapter per arm with the seed's recipe on human /
+//! contaminated / synthetic data, best epoch by loss on the human validation split. Also the adapter
+//! training the `generator` stage shares.
+use serde_json::{json, Value};
+
+use super::ctx::{write_json, Arm, QaLike, Stage, StageCtx};
+use crate::config::Config;
+use crate::data;
+use crate::error::PipelineError;
+use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+use crate::model::adapter::{load_t5_lora, save_adapter};
+use crate::model::lora::LoraConfig;
+use crate::model::train::{parameter_count, train, Example, Recipe};
+use crate::model::{LoadedT5, ModelError};
+use crate::synth::{self, Pair};
+
+/// Which file trains which arm's model.
+pub fn training_file(arm: Arm) -> &'static str {
+    match arm {
+        Arm::A => "prepare/human_train.jsonl",
+        Arm::B => "contaminate/ai_contaminated.jsonl",
+        Arm::C => "synthesize/synthetic.jsonl",
+    }
+}
+
+pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
+    StageSpec {
+        stage: Stage::Train(arm).name().into(),
+        params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
+        inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg)],
+        determinism: Determinism::Bitwise,
+    }
+}
+
+pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
+    let rows: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path(training_file(arm)))?;
+    let val: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path("prepare/human_val.jsonl"))?;
+    let out = Stage::Train(arm).name();
+    let outputs = vec![(Root::Run, format!("{out}/adapter")), (Root::Run, format!("{out}/train_metrics.json"))];
+    if rows.is_empty() {
+        // Nothing passed the filters (a shortfall synthesis reports): the adapter stays at its
+        // initialisation (lora_B = 0), so this model *is* the base model, and the entry says so.
+        let lora = lora_of(ctx.cfg);
+        tch::manual_seed(ctx.seed as i64);
+        let (_m, lora_vs) = load_t5_lora(&ctx.base_model(), ctx.device()?, &lora, None)?;
+        let dir = ctx.out_dir()?;
+        save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
+        let v = json!({"examples": 0, "trained": false, "reason": format!("{} holds no examples", training_file(arm)),
+                       "optimizer_steps": 0, "val_loss_per_epoch": [], "best_epoch": 0, "loss_curve": []});
+        write_json(&dir.join("train_metrics.json"), &v)?;
+        return Ok(StageOutcome { outputs, metrics: v });
+    }
+    let mut metrics = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
+    metrics["trained"] = json!(true);
+    Ok(StageOutcome { outputs, metrics })
+}
+
+/// `[lora]` as the model code's LoRA settings.
+pub fn lora_of(cfg: &Config) -> LoraConfig {
+    LoraConfig {
+        r: cfg.lora.r,
+        alpha: cfg.lora.alpha,
+        dropout: cfg.lora.dropout,
+        targets: cfg
+            .lora
+            .targets
+            .iter()
+            .map(|t| serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+            .collect(),
+    }
+}
+
+fn qa_pairs(rows: &[QaLike], task: &str) -> Vec<Pair> {
+    rows.iter()
+        .map(|r| Pair { input: synth::answer_prompt(&r.context, &r.question), target: r.answer.clone(), task: task.into(), seed_id: r.id.clone() })
+        .collect()
+}
+
+fn pairs_to_examples(m: &LoadedT5, pairs: &[Pair], cfg: &Config) -> Result<Vec<Example>, ModelError> {
+    pairs
+        .iter()
+        .map(|p| {
+            Ok(Example {
+                input_ids: m.tokenizer.encode(&p.input, Some(cfg.train.max_input_tokens))?,
+                labels: m.tokenizer.encode(&p.target, Some(cfg.train.max_target_tokens))?,
+            })
+        })
+        .collect()
+}
+
+/// Trains a LoRA adapter with the seed's recipe into `<stage>/adapter` (peft format) and writes
+/// `<stage>/train_metrics.json` (without wall time, which goes to the entry so the file reproduces bit
+/// for bit). Returns the metrics with the wall time.
+pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], epochs: usize) -> Result<Value, PipelineError> {
+    let cfg = ctx.cfg;
+    let device = ctx.device()?;
+    let lora = lora_of(cfg);
+    tch::manual_seed(ctx.seed as i64);
+    let (m, lora_vs) = load_t5_lora(&ctx.base_model(), device, &lora, None)?;
+    let train_ex = pairs_to_examples(&m, train_pairs, cfg)?;
+    let val_ex = pairs_to_examples(&m, val_pairs, cfg)?;
+    let bf16 = device.is_cuda() && cfg.runtime.precision == crate::config::Precision::Bf16;
+    let mut recipe = Recipe::from_config(&cfg.train, ctx.seed, bf16);
+    recipe.epochs = epochs;
+    let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
+    let progress = ctx.trainer();
+    let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, progress.as_ref())?;
+    let dir = ctx.out_dir()?;
+    save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
+    let mut v = serde_json::to_value(&report).expect("a training report serialises");
+    let wall = v.as_object_mut().and_then(|o| o.remove("wall_seconds"));
+    v["examples"] = json!(train_pairs.len());
+    v["val_examples"] = json!(val_pairs.len());
+    write_json(&dir.join("train_metrics.json"), &v)?;
+    v["wall_seconds"] = wall.unwrap_or(Value::Null);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_arm_trains_on_its_own_data_and_reads_it_as_an_input() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+        let cfg = Config::load(&path).unwrap();
+        let files: Vec<&str> = Arm::ALL.iter().map(|&a| training_file(a)).collect();
+        assert_eq!(files, ["prepare/human_train.jsonl", "contaminate/ai_contaminated.jsonl", "synthesize/synthetic.jsonl"]);
+        for a in Arm::ALL {
+            let s = spec(&cfg, a);
+            assert_eq!(s.stage, format!("train-{a}"));
+            assert_eq!(s.inputs[0], (Root::Run, training_file(a).to_owned()));
+        }
+    }
+}
