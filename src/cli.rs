@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-use hsx::ledger::verify::{verify_file, VerifyOptions};
-use hsx::ledger::{keys, Roots, SigningKeyFile, TrustedKeys};
+use hsx::ledger::verify::{verify_at, VerifyOptions};
+use hsx::ledger::{keys, SigningKeyFile, TrustedKeys};
 use hsx::pipeline::{self, Progress, RunOptions};
 
 /// hsx — does synthetic data from a clean human seed recover the quality lost to AI-contaminated
@@ -176,6 +176,9 @@ pub struct VerifyArgs {
     /// Directory holding cosmosqa/<files>, to check recorded data inputs.
     #[arg(long, env = "HSX_DATA_MIRROR")]
     pub data_mirror: Option<PathBuf>,
+    /// Fail unless the ledger contains the entry with this hash (the head you pinned, e.g. from REPORT.md).
+    #[arg(long)]
+    pub expect_head: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -454,38 +457,17 @@ fn cmd_run(cli: &Cli, a: &RunArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Roots for verifying a ledger found at `ledger_path`, run from the current directory.
-fn verify_roots(ledger_path: &Path, mirror: Option<&Path>) -> Result<Roots> {
-    let ws = cwd()?;
-    // Only what is needed to place the roots: the header's run_dir and the last entry's data.dir.
-    let raw = hsx::ledger::store::read_raw(ledger_path).map_err(|e| Exit(2, e.to_string()))?;
-    let run_dir = raw.pointer("/header/run_dir").and_then(|v| v.as_str()).map(str::to_owned);
-    let data_dir = raw
-        .pointer("/entries")
-        .and_then(|e| e.as_array())
-        .and_then(|e| e.last())
-        .and_then(|e| e.pointer("/config/data/dir"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("data/cosmosqa")
-        .to_owned();
-    let safe = |p: &str| hsx::ledger::files::check_relative(p).is_ok();
-    Ok(Roots {
-        run: run_dir.filter(|r| safe(r)).map(|r| ws.join(r)),
-        data: if safe(&data_dir) || mirror.is_some() { Some(pipeline::data_root(&ws, mirror, &data_dir)) } else { None },
-        workspace: Some(ws),
-    })
-}
-
 fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     let trusted = match &a.trusted_keys {
         Some(p) => Some(TrustedKeys::load(p).map_err(|e| Exit(2, e.to_string()))?),
         None => None,
     };
-    let roots = verify_roots(&a.ledger, a.data_mirror.as_deref())?;
-    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts };
-    let mut report = verify_file(&a.ledger, &roots, &opts).map_err(|e| Exit(2, e.to_string()))?;
+    let expect_head = a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| Exit(2, e))?;
+    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts, expect_head, structure_only: false };
+    let mut report = verify_at(&a.ledger, a.data_mirror.as_deref(), &opts).map_err(|e| Exit(2, e.to_string()))?;
+    let workspace = PathBuf::from(report.roots.workspace.clone().unwrap_or_else(|| ".".into()));
     // The report's figures must match the entries they came from: re-render and compare.
-    if let Some(f) = check_report(&a.ledger, roots.workspace.as_deref().unwrap_or(Path::new("."))) {
+    if let Some(f) = check_report(&a.ledger, &workspace) {
         match &mut report.first_failure {
             // The file's hash already failed: add which line and number differ from the ledger.
             Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),
@@ -511,14 +493,24 @@ fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
             };
             println!("{seq:>4}  {stage:<14} {detail}");
         }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
         match &report.first_failure {
             None => println!(
-                "verified {} entries of {}: format, chain, signatures{}, config hashes, {} recorded files ({} missing)",
+                "verified {} entries of {} (format version {}, head {}): format, chain, signatures{}, times, config hashes; \
+                 {} of {} recorded files checked on disk under run {}, workspace {} ({} missing, {} superseded by a later entry)",
                 report.entries.len(),
                 report.ledger,
+                report.version.unwrap_or(0),
+                report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "none: no entries".into()),
                 if a.trusted_keys.is_some() { ", trusted signer" } else { "" },
                 report.checked_artifacts,
-                report.missing_artifacts
+                report.recorded_artifacts,
+                report.roots.run.as_deref().unwrap_or("?"),
+                report.roots.workspace.as_deref().unwrap_or("?"),
+                report.missing_artifacts,
+                report.superseded_artifacts
             ),
             Some(f) => println!("verification FAILED: {f}"),
         }
@@ -1024,7 +1016,9 @@ fn check_report(ledger_path: &Path, workspace: &Path) -> Option<hsx::ledger::ver
     }
     let path = workspace.join(dir).join("REPORT.md");
     let on_disk = std::fs::read_to_string(&path).ok()?;
-    match hsx::report::check_rendered(&ledger, &on_disk, hsx::report::DEFAULT_TEMPLATE) {
+    // The report stage rendered the entries recorded before it; a stage re-run later must not change that.
+    let rendered_from = hsx::ledger::Ledger { header: ledger.header.clone(), entries: ledger.entries[..idx].to_vec() };
+    match hsx::report::check_rendered(&rendered_from, &on_disk, hsx::report::DEFAULT_TEMPLATE) {
         Ok(None) => None,
         Ok(Some((line, expected, found))) => Some(fail(
             "outputs",
@@ -1040,7 +1034,7 @@ fn cmd_report(cli: &Cli, a: &ReportArgs) -> Result<u8> {
         Some(t) => std::fs::read_to_string(t).map_err(|e| Exit(2, format!("{}: {e}", t.display())))?,
         None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
     };
-    let run_dir = cwd()?.join(&ledger.header.run_dir);
+    let run_dir = hsx::ledger::store::locate(&a.ledger, &ledger.header).map_err(|e| Exit(2, e.to_string()))?.run;
     let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template).map_err(|e| Exit(2, e.to_string()))?;
     let md = out_dir.join("REPORT.md");
@@ -1059,7 +1053,7 @@ fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::store::read(&a.ledger).map_err(|e| Exit(2, e.to_string()))?;
     let out = a.out.clone().unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        PathBuf::from(format!("{}-reproduce-{stamp}", ledger.header.run_dir.trim_end_matches('/')))
+        hsx::ledger::store::default_reproduce_dir(&a.ledger, &ledger.header, stamp)
     });
     let opts = hsx::reproduce::ReproduceOptions {
         ledger: a.ledger.clone(),

@@ -133,7 +133,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let from = opts.from.as_deref().map(stage_index).transpose()?;
     let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
     let run_rel = run_dir_rel(&cfg);
-    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &run_rel, key)?;
+    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &crate::ledger::Locations::new(opts.workspace.join(&run_rel), &opts.workspace), key)?;
 
     crate::runtime::set_threads(cfg.runtime.threads);
     crate::runtime::set_deterministic(cfg.runtime.deterministic)

@@ -177,7 +177,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(PipelineError::Usage(format!("{} is not empty; reproduce writes into a fresh directory (pass --out)", out.display())));
     }
-    let original_run = opts.workspace.join(&ledger.header.run_dir);
+    let original_run = crate::ledger::store::locate(&opts.ledger, &ledger.header)?.run;
     if out.canonicalize().ok().zip(original_run.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
         return Err(PipelineError::Usage("--out must not be the original run directory".into()));
     }
@@ -192,7 +192,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     };
     let key = SigningKeyFile::load(&opts.key).map_err(crate::ledger::LedgerError::from)?;
     let repro_path = out.join("reproduction.json");
-    let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), &opts.out.to_string_lossy(), key)?;
+    let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), &crate::ledger::Locations::new(out.clone(), &opts.workspace), key)?;
     let env_now = crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null));
     let env_diff = env_differences(&first.env, &env_now);
     let from_idx = opts.from.as_deref().map(|f| stages.iter().position(|e| e.stage == f)).unwrap_or(Some(0));

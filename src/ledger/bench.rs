@@ -1,0 +1,1 @@
+//! Verify benchmark (placeholder replaced below).
