@@ -133,7 +133,10 @@ pub fn es_number_to_string(f: f64) -> Option<String> {
     let sci = format!("{:e}", f.abs());
     let (mantissa, exp) = sci.split_once('e')?;
     let exp: i32 = exp.parse().ok()?;
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if digits.len() >= 16 {
+        digits = even_on_tie(f.abs(), digits, exp);
+    }
     let k = digits.len() as i32;
     let n = exp + 1; // value = 0.d1d2...dk × 10^n
     if k <= n && n <= 21 {
@@ -158,6 +161,34 @@ pub fn es_number_to_string(f: f64) -> Option<String> {
         out.push_str(&(n - 1).abs().to_string());
     }
     Some(out)
+}
+
+/// ECMAScript breaks a tie between two shortest digit strings equally near the double towards the even
+/// last digit (`0x43143ff3c1cb0959` = 1424953923781206.25 is written `…206.2`); Rust rounds half up.
+/// When the exact decimal value has exactly one digit more than the shortest form and that digit is a
+/// 5, the truncated candidate is taken if it is even and still reads back as the same double.
+fn even_on_tie(f: f64, digits: String, exp: i32) -> String {
+    let exact = format!("{:.800e}", f);
+    let Some((m, e)) = exact.split_once('e') else { return digits };
+    if e.parse::<i32>().ok() != Some(exp) {
+        return digits;
+    }
+    let all: String = m.chars().filter(|c| *c != '.').collect();
+    let sig = all.trim_end_matches('0');
+    if sig.len() != digits.len() + 1 || !sig.ends_with('5') {
+        return digits;
+    }
+    let trunc = &sig[..digits.len()];
+    let even = trunc.as_bytes().last().is_some_and(|d| (d - b'0') % 2 == 0);
+    if !even || trunc == digits {
+        return digits;
+    }
+    let back: Option<f64> = format!("{}.{}e{}", &trunc[..1], &trunc[1..], exp).parse().ok();
+    if back == Some(f) {
+        trunc.to_owned()
+    } else {
+        digits
+    }
 }
 
 fn write_string(s: &str, out: &mut String) {

@@ -59,6 +59,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// `hsx verify` time and peak memory on generated ledgers (default 1k, 10k, 100k entries), each in a fresh process.
+    Verify {
+        /// Where to write the generated ledgers (default: $HSX_CACHE/bench/verify).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Entry counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10000, 100000])]
+        sizes: Vec<usize>,
+        /// Internal: verify this one ledger in this process and print the measurement.
+        #[arg(long, hide = true)]
+        child: Option<PathBuf>,
+    },
     /// Greedy generation throughput: new tokens per second over a fixed batch of token ids.
     Generate {
         /// HF-format T5 directory.
@@ -632,6 +644,9 @@ fn cmd_generate(cli: &Cli, a: &GenerateArgs) -> Result<u8> {
 fn cmd_bench(b: &BenchCommand) -> Result<u8> {
     use hsx::model::{generate, load_t5, GenerateOptions};
     match b {
+        BenchCommand::Verify { dir, sizes, child } => {
+            return hsx::ledger::bench::cli(dir.as_deref(), sizes, child.as_deref()).map_err(|e| Exit(2, e).into());
+        }
         BenchCommand::Filters { data } => {
             #[derive(serde::Deserialize)]
             struct D {

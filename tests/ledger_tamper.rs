@@ -203,6 +203,8 @@ fn structural_tampering_is_named() {
     let mut e = m["entries"][3].clone();
     e["seq"] = Value::from(4);
     e["prev"] = m["entries"][3]["hash"].clone();
+    e["started"] = m["entries"][3]["finished"].clone();
+    e["finished"] = m["entries"][3]["finished"].clone();
     hsx::ledger::seal_value(&mut e, &other);
     m["entries"].as_array_mut().unwrap().push(e);
     let f = verify(&m, &roots).unwrap().first_failure.unwrap();

@@ -98,12 +98,16 @@ impl SignedHead {
     }
 
     pub fn new(ledger: &Ledger, key: &SigningKeyFile) -> Self {
-        let head = ledger.head();
+        Self::from_parts(&ledger.header, ledger.entries.len() as u64, ledger.head(), key)
+    }
+
+    /// A signed head for a ledger with this header, `entries` entries and last entry `head`.
+    pub fn from_parts(header: &Header, entries: u64, head: Option<Head>, key: &SigningKeyFile) -> Self {
         let mut h = SignedHead {
             payload_type: HEAD_PAYLOAD_TYPE.into(),
-            experiment: ledger.header.experiment.clone(),
-            header_sha256: ledger.header.sha256(),
-            entries: ledger.entries.len() as u64,
+            experiment: header.experiment.clone(),
+            header_sha256: header.sha256(),
+            entries,
             seq: head.as_ref().map(|h| h.seq),
             hash: head.map(|h| h.hash).unwrap_or_else(|| ZERO_HASH.into()),
             signature: String::new(),

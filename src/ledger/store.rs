@@ -195,7 +195,8 @@ pub fn locate(ledger_path: &Path, header: &Header) -> Result<Locations, LedgerEr
     check_location(&header.run_dir).map_err(bad)?;
     let ws = header.workspace.as_deref().ok_or_else(|| bad("`workspace` is missing".into()))?;
     check_location(ws).map_err(bad)?;
-    Ok(Locations { run: dir.join(&header.run_dir), workspace: dir.join(ws) })
+    let at = |rel: &str| if rel == "." { dir.clone() } else { dir.join(rel) };
+    Ok(Locations { run: at(&header.run_dir), workspace: at(ws) })
 }
 
 fn resolve_existing(path: &Path) -> PathBuf {
@@ -371,8 +372,9 @@ impl LedgerWriter {
                 return Err(LedgerError::Format {
                     path: path.to_owned(),
                     message: format!(
-                        "format version {} is read-only in this hsx (it writes version {VERSION}); start a new ledger \
-                         (hsx run --ledger ledger/<name>.json) — the old one still verifies",
+                        "format version {} is read-only in this hsx (it verifies it, and writes version {VERSION}); \
+                         start a new ledger (hsx run --ledger ledger/<name>.json, or make run LEDGER=ledger/<name>.json) \
+                         and check this one with hsx verify / hsx reproduce",
                         l.header.version
                     ),
                 });

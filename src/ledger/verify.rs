@@ -317,10 +317,12 @@ struct Checker<'o> {
     prev_finished: Option<OffsetDateTime>,
     hashes: Vec<String>,
     pending: Vec<Pending>,
-    last_output: HashMap<(Root, String), usize>,
+    /// The last entry that wrote each file, and the SHA-256 it recorded.
+    last_output: HashMap<(Root, String), (usize, String)>,
     last_data_dir: Option<String>,
     last_report_dir: Option<String>,
     keep: Option<Vec<Entry>>,
+    ledger_failures: Vec<Failure>,
 }
 
 impl<'o> Checker<'o> {
@@ -363,6 +365,7 @@ impl<'o> Checker<'o> {
             last_data_dir: None,
             last_report_dir: None,
             keep: keep.then(Vec::new),
+            ledger_failures: Vec::new(),
         }
     }
 
@@ -373,11 +376,10 @@ impl<'o> Checker<'o> {
         self.header_failed = true;
     }
 
-    /// A ledger-level failure (no entry): kept unless an earlier one exists.
+    /// A ledger-level failure (no entry: head, emptiness): reported after any failing entry, which is
+    /// more specific.
     fn ledger_failure(&mut self, f: Failure) {
-        if self.report.first_failure.is_none() {
-            self.report.first_failure = Some(f);
-        }
+        self.ledger_failures.push(f);
     }
 
     fn header(&mut self, raw: &Value) {
@@ -462,7 +464,7 @@ impl<'o> Checker<'o> {
                     }
                 }
                 for r in &e.outputs {
-                    self.last_output.insert((r.root, r.path.clone()), i);
+                    self.last_output.insert((r.root, r.path.clone()), (i, r.sha256.clone()));
                 }
                 if let Some(d) = e.config.pointer("/data/dir").and_then(Value::as_str) {
                     self.last_data_dir = Some(d.to_owned());
@@ -615,12 +617,9 @@ impl<'o> Checker<'o> {
                 self.check_cited_head(roots);
             }
         }
-        // The first failure is the earliest entry's (header/ledger-level ones come first).
+        // The first failure: the header's, else the earliest entry's, else a ledger-level one.
         let entry_first = self.report.entries.iter().find_map(|v| v.failure.clone());
-        let first = match self.report.first_failure.take() {
-            Some(f) => Some(f),
-            None => entry_first,
-        };
+        let first = self.report.first_failure.take().or(entry_first).or_else(|| self.ledger_failures.first().cloned());
         self.report.first_failure = first;
         self.report.ok = self.report.first_failure.is_none();
         let ledger = match (self.keep, self.header) {
@@ -633,15 +632,30 @@ impl<'o> Checker<'o> {
     fn check_files(&mut self, roots: &Roots) {
         let mut cache: HashMap<(Root, String, u64, String), OnDisk> = HashMap::new();
         let pending = std::mem::take(&mut self.pending);
+        let mut stale_noted = std::collections::HashSet::new();
         for p in pending {
             let v = &mut self.report.entries[p.entry];
             if v.failure.is_some() {
                 continue;
             }
             let r = &p.record;
-            if self.last_output.get(&(r.root, r.path.clone())).is_some_and(|&j| j > p.entry) {
+            if let Some((j, sha)) = self.last_output.get(&(r.root, r.path.clone())).filter(|(j, _)| *j > p.entry) {
                 v.superseded += 1;
                 self.report.superseded_artifacts += 1;
+                // An input that a later re-run rewrote differently: this entry's results are history.
+                if p.field.starts_with("inputs") && *sha != r.sha256 && stale_noted.insert(p.entry) {
+                    let later = self.report_stage_name(*j);
+                    let v = &self.report.entries[p.entry];
+                    self.report.notes.push(format!(
+                        "entry {} ({}) read {}:{} as sha256 {}, which entry {j} ({later}) later rewrote with different content: \
+                         its results describe the earlier file; `hsx run` re-runs the stages that depend on it",
+                        p.entry,
+                        v.stage.as_deref().unwrap_or("?"),
+                        r.root,
+                        r.path,
+                        &r.sha256[..r.sha256.len().min(12)]
+                    ));
+                }
                 continue;
             }
             let Some(base) = roots.get(r.root) else {
@@ -684,6 +698,10 @@ impl<'o> Checker<'o> {
                 }
             }
         }
+    }
+
+    fn report_stage_name(&self, i: usize) -> String {
+        self.report.entries.get(i).and_then(|v| v.stage.clone()).unwrap_or_else(|| "?".into())
     }
 
     /// A rendered report in the recorded report directory that cites a head (see
