@@ -479,7 +479,9 @@ fn cmd_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     let mut report = verify_at(&a.ledger, a.data_mirror.as_deref(), &opts).map_err(|e| Exit(2, e.to_string()))?;
     let workspace = PathBuf::from(report.roots.workspace.clone().unwrap_or_else(|| ".".into()));
     // The report's figures must match the entries they came from: re-render and compare.
-    if let Some(f) = check_report(&a.ledger, &workspace) {
+    // (Only when there is a report entry: re-reading a large ledger costs a second verification.)
+    let has_report = report.entries.iter().any(|e| e.stage.as_deref() == Some("report"));
+    if let Some(f) = has_report.then(|| check_report(&a.ledger, &workspace)).flatten() {
         match &mut report.first_failure {
             // The file's hash already failed: add which line and number differ from the ledger.
             Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),
