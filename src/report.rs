@@ -79,6 +79,8 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "master_seed": last.seeds.master,
         "stages": stages,
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
+        // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
+        "ledger_head": entries.last().map(|e| crate::ledger::head::citation(&crate::ledger::Head { seq: e.seq, hash: e.hash.clone() })),
         "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": &e.hash[..10],
             "wall_seconds": seconds_between(&e.started, &e.finished).unwrap_or(0.0)})).collect::<Vec<_>>(),
     }))

@@ -139,6 +139,12 @@ pub enum LedgerError {
     Unverified { path: PathBuf, failure: Box<verify::Failure> },
     #[error("{path}: {message}")]
     RunDir { path: PathBuf, message: String },
+    #[error(
+        "ledger {path} is format version {version}, which this hsx verifies but never appends to (it writes version {VERSION}); \
+         start a new ledger (hsx run --ledger ledger/<name>.json, or make run LEDGER=ledger/<name>.json) and check this one \
+         with hsx verify / hsx reproduce"
+    )]
+    ReadOnly { path: PathBuf, version: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

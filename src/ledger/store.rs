@@ -288,22 +288,30 @@ pub fn claim_run_dir(run_dir: &Path, header_sha256: &str, ledger: &Path, new_led
     let dir = run_dir.canonicalize().map_err(|e| io(run_dir, e))?;
     let lock = lock_file(&dir, &dir.join(RUN_LOCK_FILE), &dir)?;
     let claim_path = dir.join(RUN_CLAIM_FILE);
-    let mine = serde_json::json!({"header_sha256": header_sha256, "ledger": ledger.to_string_lossy()});
+    // The ledger is named relative to the run directory, so a tree moved as a whole keeps its claim.
+    let ledger_rel = ledger
+        .parent()
+        .and_then(|p| relative_location(&dir, p))
+        .zip(ledger.file_name().and_then(|n| n.to_str()))
+        .map(|(d, n)| if d == "." { n.to_owned() } else { format!("{d}/{n}") })
+        .unwrap_or_else(|| ledger.to_string_lossy().into_owned());
+    let mine = serde_json::json!({"header_sha256": header_sha256, "ledger": ledger_rel});
     match super::keys::read_small_regular_file(&claim_path) {
         Ok(text) => {
             let other: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let other_sha = other.get("header_sha256").and_then(Value::as_str).unwrap_or("");
             let other_ledger = other.get("ledger").and_then(Value::as_str).unwrap_or("");
             if other_sha != header_sha256 {
-                if !other_ledger.is_empty() && !Path::new(other_ledger).exists() {
+                if !other_ledger.is_empty() && !dir.join(other_ledger).exists() {
                     // The ledger that claimed it is gone: nothing left that its files could verify against.
                 } else {
                     return Err(LedgerError::RunDir {
                         path: dir.clone(),
                         message: format!(
-                            "this run directory belongs to ledger {other_ledger} (header sha256 {other_sha}), not to {} \
+                            "this run directory belongs to ledger {} (header sha256 {other_sha}), not to {} \
                              (header sha256 {header_sha256}); a run directory holds one ledger's artifacts: give this run \
                              its own experiment id or runs_dir, or remove the directory if the other ledger is obsolete",
+                            dir.join(other_ledger).display(),
                             ledger.display()
                         ),
                     });
@@ -362,23 +370,16 @@ impl LedgerWriter {
         let lock_path = lock_path_for(&resolved);
         let lock = lock_file(&resolved, &lock_path, path)?;
         let io = |p: &Path, source| LedgerError::Io { path: p.to_owned(), source };
+        let exists = std::fs::symlink_metadata(&resolved).is_ok();
+        // An existing ledger is verified before anything is created on its behalf.
+        let existing = if exists { Some(open_verified(&resolved, None)?) } else { None };
+        if let Some(l) = existing.as_ref().filter(|l| l.header.version != VERSION) {
+            return Err(LedgerError::ReadOnly { path: path.to_owned(), version: l.header.version });
+        }
         std::fs::create_dir_all(&loc.run).map_err(|e| io(&loc.run, e))?;
         let run_abs = loc.run.canonicalize().map_err(|e| io(&loc.run, e))?;
         let ws_abs = loc.workspace.canonicalize().map_err(|e| io(&loc.workspace, e))?;
-        let exists = std::fs::symlink_metadata(&resolved).is_ok();
-        let ledger = if exists {
-            let l = open_verified(&resolved, None)?;
-            if l.header.version != VERSION {
-                return Err(LedgerError::Format {
-                    path: path.to_owned(),
-                    message: format!(
-                        "format version {} is read-only in this hsx (it verifies it, and writes version {VERSION}); \
-                         start a new ledger (hsx run --ledger ledger/<name>.json, or make run LEDGER=ledger/<name>.json) \
-                         and check this one with hsx verify / hsx reproduce",
-                        l.header.version
-                    ),
-                });
-            }
+        let ledger = if let Some(l) = existing {
             if l.header.experiment != experiment {
                 return Err(LedgerError::WrongExperiment {
                     path: path.to_owned(),
