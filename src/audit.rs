@@ -1,44 +1,21 @@
-//! `hsx verify` as a library call: place the roots from the ledger itself, run the ledger audit
-//! ([`crate::ledger::verify`]: format, chain, signatures, trusted signers, config hashes, recorded
-//! files), then re-render REPORT.md from the ledger and compare it with the file on disk. The CLI only
-//! prints the result.
-use std::path::Path;
+//! `hsx verify` as a library call: the ledger audit ([`crate::ledger::verify`]: format, chain,
+//! signatures, signed head, trusted signers, times, config hashes, recorded files — with the roots
+//! resolved from the ledger's own location, never the working directory), then REPORT.md re-rendered
+//! from the ledger entries it was rendered from and compared with the file on disk. The CLI only prints.
+use std::path::{Path, PathBuf};
 
-use crate::ledger::verify::{verify_file, VerifyOptions, VerifyReport};
-use crate::ledger::{LedgerError, Roots};
-
-/// Roots for verifying the ledger at `ledger_path` from `workspace`: the header's `run_dir` and the
-/// last entry's `data.dir` (or the mirror), each only if it is a safe relative path.
-pub fn roots_for(ledger_path: &Path, workspace: &Path, mirror: Option<&Path>) -> Result<Roots, LedgerError> {
-    let raw = crate::ledger::store::read_raw(ledger_path)?;
-    let run_dir = raw.pointer("/header/run_dir").and_then(|v| v.as_str()).map(str::to_owned);
-    let data_dir = raw
-        .pointer("/entries")
-        .and_then(|e| e.as_array())
-        .and_then(|e| e.last())
-        .and_then(|e| e.pointer("/config/data/dir"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("data/cosmosqa")
-        .to_owned();
-    let safe = |p: &str| crate::ledger::files::check_relative(p).is_ok();
-    let run_dir_ok = |r: &String| crate::ledger::store::check_run_dir(r).is_ok();
-    Ok(Roots {
-        run: run_dir.filter(run_dir_ok).map(|r| crate::pipeline::resolve_run_dir(ledger_path, &r, workspace)),
-        data: if safe(&data_dir) || mirror.is_some() { Some(crate::pipeline::data_root(workspace, mirror, &data_dir)) } else { None },
-        workspace: Some(workspace.to_owned()),
-    })
-}
+use crate::ledger::verify::{verify_collect, VerifyOptions, VerifyReport};
+use crate::ledger::LedgerError;
 
 /// Verifies the ledger at `ledger_path`, including the report re-render check. `Err` means the file
 /// could not be read as a ledger at all; a report with `ok = false` means a check failed.
-pub fn verify(ledger_path: &Path, workspace: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
-    let roots = roots_for(ledger_path, workspace, mirror)?;
-    let mut report = verify_file(ledger_path, &roots, opts)?;
-    // The report's figures must match the entries they came from: re-render and compare.
-    let Ok(ledger) = crate::ledger::store::read(ledger_path) else { return Ok(report) };
-    // A self-contained run keeps its report under its run directory.
-    let report_base = if ledger.header.run_dir == "." { roots.run.clone().unwrap_or_else(|| workspace.to_owned()) } else { workspace.to_owned() };
-    if let Some(f) = crate::report::check_report_entry(&ledger, &report_base) {
+pub fn verify(ledger_path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
+    let (mut report, ledger) = verify_collect(ledger_path, mirror, opts)?;
+    let Some(ledger) = ledger else { return Ok(report) };
+    // A self-contained run keeps its report under its run directory; others under the workspace.
+    let base = if ledger.header.run_dir == "." { report.roots.run.clone() } else { report.roots.workspace.clone() };
+    let Some(base) = base.map(PathBuf::from) else { return Ok(report) };
+    if let Some(f) = crate::report::check_report_entry(&ledger, &base) {
         match &mut report.first_failure {
             // The file's hash already failed: add which line and number differ from the ledger.
             Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),

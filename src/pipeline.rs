@@ -93,20 +93,6 @@ pub fn run_dir_rel(cfg: &Config) -> String {
 /// The file name of a self-contained run's ledger inside its directory.
 pub const SELF_CONTAINED_LEDGER: &str = "ledger.json";
 
-/// The run directory a ledger's header names, on this machine: `.` is the directory the ledger file is
-/// in (a self-contained run); anything else is relative to `workspace`.
-pub fn resolve_run_dir(ledger_path: &Path, header_run_dir: &str, workspace: &Path) -> PathBuf {
-    if header_run_dir == "." {
-        let parent = ledger_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if parent.is_absolute() {
-            parent.to_owned()
-        } else {
-            workspace.join(parent)
-        }
-    } else {
-        workspace.join(header_run_dir)
-    }
-}
 
 /// libtorch's seed, thread count and determinism switches are process-wide: two runs in one process
 /// (tests, a library caller) must not interleave, or their random streams mix.
@@ -185,20 +171,13 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let only = opts.only.as_deref().map(Stage::parse).transpose()?;
     let from = opts.from.as_deref().map(Stage::parse).transpose()?;
     let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
-    let (run_rel, run_dir) = match &opts.out {
-        Some(out) => (".".to_owned(), opts.workspace.join(out)),
-        None => (run_dir_rel(&cfg), opts.workspace.join(run_dir_rel(&cfg))),
+    let run_dir = match &opts.out {
+        Some(out) => opts.workspace.join(out),
+        None => opts.workspace.join(run_dir_rel(&cfg)),
     };
-    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &run_rel, key)?;
-    if writer.ledger().header.run_dir != run_rel {
-        return Err(PipelineError::Usage(format!(
-            "{} records its run directory as {:?}, not {:?}: resume it the way it was started ({})",
-            opts.ledger_path.display(),
-            writer.ledger().header.run_dir,
-            run_rel,
-            if writer.ledger().header.run_dir == "." { "with --out" } else { "with --ledger and without --out" }
-        )));
-    }
+    // The writer refuses a ledger whose recorded run directory is not this one (resume it the way it
+    // was started: with the same --out, or with --ledger and the config's runs_dir).
+    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace), key)?;
     let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
     let mut summary = RunSummary { ledger: opts.ledger_path.display().to_string(), run_dir: run_dir.display().to_string(), stages: Vec::new() };

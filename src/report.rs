@@ -98,6 +98,8 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "metrics": metrics,
         "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
+        // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
+        "ledger_head": entries.last().map(|e| crate::ledger::head::citation(&crate::ledger::Head { seq: e.seq, hash: e.hash.clone() })),
         "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": &e.hash[..10],
             "wall_seconds": seconds_between(&e.started, &e.finished).unwrap_or(0.0)})).collect::<Vec<_>>(),
     }))
@@ -251,7 +253,9 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     let on_disk = std::fs::read_to_string(workspace.join(dir).join("REPORT.md")).ok()?;
     let why = other_template.clone().unwrap_or_default();
     let field = if other_template.is_some() { "params.template_sha256" } else { "outputs" };
-    match check_rendered(ledger, &on_disk, DEFAULT_TEMPLATE) {
+    // The report stage rendered the entries recorded before it; a stage re-run later must not change that.
+    let rendered_from = Ledger { header: ledger.header.clone(), entries: ledger.entries[..idx].to_vec() };
+    match check_rendered(&rendered_from, &on_disk, DEFAULT_TEMPLATE) {
         Ok(None) => None,
         Ok(Some((line, expected, found))) => Some(fail(
             field,

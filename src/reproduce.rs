@@ -111,7 +111,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(PipelineError::Usage(format!("{} is not empty; reproduce writes into a fresh directory (pass --out)", out.display())));
     }
-    let original_run = pipeline::resolve_run_dir(&opts.ledger, &ledger.header.run_dir, &opts.workspace);
+    let original_run = crate::ledger::store::locate(&opts.ledger, &ledger.header)?.run;
     if out.canonicalize().ok().zip(original_run.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
         return Err(PipelineError::Usage("--out must not be the original run directory".into()));
     }
@@ -124,7 +124,12 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     setup.self_contained = true;
     let key = SigningKeyFile::load(&opts.key).map_err(crate::ledger::LedgerError::from)?;
     let repro_path = out.join("reproduction.json");
-    let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), ".", key)?;
+    let mut writer = LedgerWriter::open(
+        &repro_path,
+        &format!("{}-reproduction", ledger.header.experiment),
+        &crate::ledger::Locations::new(out.clone(), &opts.workspace),
+        key,
+    )?;
     let env_diff = env_differences(&first.env, &pipeline::environment_now());
     let places = Places { original_run: original_run.clone(), new_roots: setup.roots.clone(), workspace: opts.workspace.clone() };
 

@@ -5,7 +5,7 @@
 mod common;
 
 use hsx::ledger::verify::{verify_file, VerifyOptions};
-use hsx::ledger::{store, Determinism, GitState, LedgerWriter, Recorder, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{store, Determinism, GitState, LedgerWriter, Locations, Recorder, Roots, SigningKeyFile, StageOutcome, StageSpec};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::Path;
@@ -20,7 +20,8 @@ fn crash_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let (ledger, key) = spec.split_once('|').unwrap();
     let k = SigningKeyFile::load(Path::new(key)).unwrap();
-    let mut w = LedgerWriter::open(Path::new(ledger), "crash", "runs/crash", k).unwrap();
+    let dir = Path::new(ledger).parent().unwrap();
+    let mut w = LedgerWriter::open(Path::new(ledger), "crash", &Locations::new(dir.join("runs/crash"), dir), k).unwrap();
     let mut rec = Recorder {
         writer: &mut w,
         roots: Roots::default(),
@@ -62,7 +63,8 @@ fn killed_appends_leave_old_or_new_ledger() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..600_000)));
+        // Wide enough that appends complete on a loaded machine (each append re-verifies and writes a signed head).
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..2_000_000)));
         let _ = child.kill();
         let _ = child.wait();
         if !ledger.exists() {
@@ -84,7 +86,8 @@ fn a_second_writer_is_kept_out_naming_the_lock() {
     let key = common::key(d.path(), "k.pem");
     let ledger = d.path().join("l.json");
     let _held = store::acquire_lock(&ledger).unwrap();
-    let e = LedgerWriter::open(&ledger, "x", "runs/x", SigningKeyFile::load(&key).unwrap()).unwrap_err().to_string();
+    let loc = Locations::new(d.path().join("runs/x"), d.path());
+    let e = LedgerWriter::open(&ledger, "x", &loc, SigningKeyFile::load(&key).unwrap()).unwrap_err().to_string();
     assert!(e.contains("locked") && e.contains("l.json.lock"), "{e}");
 
     // And through the binary, as a concurrent `hsx run` would meet it: exit 2, the lock named.

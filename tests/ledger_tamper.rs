@@ -203,9 +203,9 @@ fn structural_tampering_is_named() {
     let mut e = m["entries"][3].clone();
     e["seq"] = Value::from(4);
     e["prev"] = m["entries"][3]["hash"].clone();
-    let h = hsx::ledger::entry_hash_of_value(&e);
-    e["hash"] = Value::String(h.clone());
-    e["signature"] = Value::String(other.sign_hash(&h));
+    e["started"] = m["entries"][3]["finished"].clone();
+    e["finished"] = m["entries"][3]["finished"].clone();
+    hsx::ledger::seal_value(&mut e, &other);
     m["entries"].as_array_mut().unwrap().push(e);
     let f = verify(&m, &roots).unwrap().first_failure.unwrap();
     assert_eq!((f.entry, f.field.as_str()), (Some(4), "signature"), "{f}");
@@ -213,7 +213,7 @@ fn structural_tampering_is_named() {
     // The whole ledger re-signed by another key: signatures hold, but the signer is not trusted.
     let signer = SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap();
     let tk = TrustedKeys::parse(&TrustedKeys::line_for(&signer.signer()), Path::new("trusted_keys")).unwrap();
-    let opts = VerifyOptions { trusted: Some(tk.clone()), require_artifacts: false };
+    let opts = VerifyOptions { trusted: Some(tk.clone()), ..Default::default() };
     let good = verify_value(&raw, Path::new("fx.json"), &roots, &opts).unwrap();
     assert!(good.ok, "{:?}", good.first_failure);
     let mut m = raw.clone();
@@ -226,14 +226,12 @@ fn structural_tampering_is_named() {
     for e in m["entries"].as_array_mut().unwrap() {
         e["header_sha256"] = Value::String(hs.clone());
         e["prev"] = Value::String(prev.clone());
-        let h = hsx::ledger::entry_hash_of_value(e);
-        e["hash"] = Value::String(h.clone());
-        e["signature"] = Value::String(other.sign_hash(&h));
-        prev = h;
+        hsx::ledger::seal_value(e, &other);
+        prev = e["hash"].as_str().unwrap().to_owned();
     }
     assert!(verify(&m, &roots).unwrap().ok, "a consistently re-signed ledger is internally valid");
     let f = verify_value(&m, Path::new("fx.json"), &roots, &opts).unwrap().first_failure.unwrap();
-    assert_eq!((f.entry, f.field.as_str()), (Some(0), "signer"), "{f}");
+    assert_eq!((f.entry, f.field.as_str()), (None, "header.signer"), "{f}");
 
     // Truncated file: not a ledger at all (exit 2 in the CLI).
     for cut in [1, text.len() / 3, text.len() / 2, text.len() - 3] {
@@ -269,7 +267,7 @@ fn edited_and_missing_artifacts() {
     assert!(rep.ok, "{:?}", rep.first_failure);
     assert_eq!(rep.entries[0].verdict, "missing");
     assert!(rep.missing_artifacts >= 1);
-    let strict = VerifyOptions { trusted: None, require_artifacts: true };
+    let strict = VerifyOptions { require_artifacts: true, ..Default::default() };
     let rep = verify_value(&raw, Path::new("fx.json"), &roots, &strict).unwrap();
     assert!(!rep.ok);
     assert_eq!(rep.first_failure.unwrap().entry, Some(0));
@@ -301,7 +299,7 @@ fn floats_in_metrics_survive_a_write_and_a_read() {
     let d = tempfile::tempdir().unwrap();
     let key = SigningKeyFile::load(&common::key(d.path(), "k.pem")).unwrap();
     let path = d.path().join("l.json");
-    let mut w = LedgerWriter::open(&path, "f", "runs/f", key).unwrap();
+    let mut w = LedgerWriter::open(&path, "f", &hsx::ledger::Locations::new(d.path().join("runs/f"), d.path()), key).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let floats: Vec<f64> = (0..20_000)
         .map(|i| match i % 4 {

@@ -56,6 +56,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// `hsx verify` time and peak memory on generated ledgers (default 1k, 10k, 100k entries), each in a fresh process.
+    Verify {
+        /// Where to write the generated ledgers (default: $HSX_CACHE/bench/verify).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Entry counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10000, 100000])]
+        sizes: Vec<usize>,
+        /// Internal: verify this one ledger in this process and print the measurement.
+        #[arg(long, hide = true)]
+        child: Option<PathBuf>,
+    },
     /// Greedy generation throughput: new tokens per second over a fixed batch of token ids.
     Generate {
         /// HF-format T5 directory.
@@ -177,6 +189,9 @@ pub struct VerifyArgs {
     /// Directory holding cosmosqa/<files>, to check recorded data inputs.
     #[arg(long, env = "HSX_DATA_MIRROR")]
     pub data_mirror: Option<PathBuf>,
+    /// Fail unless the ledger contains the entry with this hash (the head you pinned, e.g. from REPORT.md).
+    #[arg(long)]
+    pub expect_head: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -43,8 +43,9 @@ pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
 
 pub fn verify(out: Out, a: &VerifyArgs) -> Result<u8> {
     let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
-    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts };
-    let report = hsx::audit::verify(&a.ledger, &cwd()?, a.data_mirror.as_deref(), &opts)?;
+    let expect_head = a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| anyhow!(e))?;
+    let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts, expect_head, structure_only: false };
+    let report = hsx::audit::verify(&a.ledger, a.data_mirror.as_deref(), &opts)?;
     print::verify_report(out, &report, a.trusted_keys.is_some());
     Ok(if report.ok { 0 } else { 1 })
 }
@@ -99,7 +100,7 @@ pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
         Some(t) => std::fs::read_to_string(t).with_context(|| format!("cannot read the template {}", t.display()))?,
         None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
     };
-    let run_dir = hsx::pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, &cwd()?);
+    let run_dir = hsx::ledger::store::locate(&a.ledger, &ledger.header)?.run;
     let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template)?;
     let md = out_dir.join("REPORT.md");
@@ -118,8 +119,7 @@ pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::store::read(&a.ledger)?;
     let dir = a.out.clone().unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let original = hsx::pipeline::resolve_run_dir(&a.ledger, &ledger.header.run_dir, Path::new(""));
-        PathBuf::from(format!("{}-reproduce-{stamp}", original.to_string_lossy().trim_end_matches('/')))
+        hsx::ledger::store::default_reproduce_dir(&a.ledger, &ledger.header, stamp)
     });
     let opts = hsx::reproduce::ReproduceOptions {
         ledger: a.ledger.clone(),
@@ -372,6 +372,9 @@ pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
 
 pub fn bench(b: &BenchCommand) -> Result<u8> {
     let record = match b {
+        BenchCommand::Verify { dir, sizes, child } => {
+            return hsx::ledger::bench::cli(dir.as_deref(), sizes, child.as_deref()).map_err(|e| anyhow!(e));
+        }
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
         BenchCommand::Embed { data, threads, batch } => hsx::bench::embed(data, *threads, *batch)?,
         BenchCommand::Metrics { pairs, reps } => hsx::bench::metrics(pairs, *reps)?,

@@ -140,14 +140,24 @@ pub fn verify_report(out: Out, report: &VerifyReport, trusted: bool) {
         };
         println!("{seq:>4}  {stage:<14} {detail}");
     }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
     match &report.first_failure {
         None => println!(
-            "verified {} entries of {}: format, chain, signatures{}, config hashes, {} recorded files ({} missing)",
+            "verified {} entries of {} (format version {}, head {}): format, chain, signatures{}, times, config hashes; \
+             {} of {} recorded files checked on disk under run {}, workspace {} ({} missing, {} superseded by a later entry)",
             report.entries.len(),
             report.ledger,
+            report.version.unwrap_or(0),
+            report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "none: no entries".into()),
             if trusted { ", trusted signer" } else { "" },
             report.checked_artifacts,
-            report.missing_artifacts
+            report.recorded_artifacts,
+            report.roots.run.as_deref().unwrap_or("?"),
+            report.roots.workspace.as_deref().unwrap_or("?"),
+            report.missing_artifacts,
+            report.superseded_artifacts
         ),
         Some(f) => println!("verification FAILED: {f}"),
     }

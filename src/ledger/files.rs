@@ -1,4 +1,10 @@
 //! File records: safe relative paths under named roots, streamed SHA-256, directory expansion.
+//!
+//! Everything here treats the file system as untrusted: only regular files are opened (a FIFO, device
+//! or socket is refused before it can block or stream forever), a path is resolved and must stay
+//! inside its root (a symlink out of the root is refused), a recorded size is compared before any byte
+//! is hashed, and a directory that holds a symlink, a special file or a name that is not UTF-8 is
+//! refused with that name rather than silently recorded without it.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -86,9 +92,123 @@ pub fn check_relative(rel: &str) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Streams a file through SHA-256 (never reads it whole). Returns (bytes, hex digest).
+/// `O_NONBLOCK`: opening a FIFO that was swapped in after the type check must not block.
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "x86", target_arch = "arm", target_arch = "riscv64")))]
+const O_NONBLOCK: i32 = 0o4000;
+#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "x86", target_arch = "arm", target_arch = "riscv64"))))]
+const O_NONBLOCK: i32 = 0;
+
+fn not_regular(path: &Path, what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is {what}, not a regular file; refused", path.display()))
+}
+
+fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a regular file for reading; anything else (FIFO, device, socket, directory) is refused
+/// before it is opened, and checked again on the open handle.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Err(not_regular(path, kind_of(&before.file_type())));
+    }
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
+    let after = f.metadata()?;
+    if !after.is_file() || after.ino() != before.ino() || after.dev() != before.dev() {
+        return Err(not_regular(path, "a file replaced while it was opened"));
+    }
+    Ok(f)
+}
+
+/// Resolves `rel` under `root` and checks the result stays inside the (resolved) root: a symlink that
+/// points out of the root is refused. `Ok(None)` when the file does not exist.
+pub fn resolve_inside(root: &Path, rel: &str) -> Result<Option<PathBuf>, String> {
+    check_relative(rel).map_err(|e| e.to_string())?;
+    let joined = root.join(rel);
+    let real_root = match root.canonicalize() {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", root.display())),
+    };
+    match joined.canonicalize() {
+        Ok(real) if real.starts_with(&real_root) => Ok(Some(real)),
+        Ok(real) => Err(format!("{rel} resolves to {}, outside its root {}; refused", real.display(), real_root.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A dangling symlink is refused rather than called missing.
+            if std::fs::symlink_metadata(&joined).is_ok() {
+                Err(format!("{rel} is a symbolic link to nothing; refused"))
+            } else {
+                Ok(None)
+            }
+        }
+        Err(e) => Err(format!("{}: {e}", joined.display())),
+    }
+}
+
+/// What is on disk for a recorded file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnDisk {
+    /// Same size and SHA-256.
+    Matches,
+    Missing,
+    /// Present but different; `sha256` is `None` when the size already differed (not hashed).
+    Differs { bytes: u64, sha256: Option<String> },
+    /// Cannot be checked safely: not a regular file, outside its root, unreadable.
+    Refused(String),
+}
+
+/// Checks a recorded file under `root`: resolved inside the root, a regular file, size compared first,
+/// then streamed through SHA-256.
+pub fn check_recorded(root: &Path, rec: &FileRecord) -> OnDisk {
+    let full = match resolve_inside(root, &rec.path) {
+        Ok(Some(p)) => p,
+        Ok(None) => return OnDisk::Missing,
+        Err(msg) => return OnDisk::Refused(msg),
+    };
+    let f = match open_regular(&full) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return OnDisk::Missing,
+        Err(e) => return OnDisk::Refused(e.to_string()),
+    };
+    let len = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return OnDisk::Refused(e.to_string()),
+    };
+    if len != rec.bytes {
+        return OnDisk::Differs { bytes: len, sha256: None };
+    }
+    match hash_open_file(f, Some(rec.bytes)) {
+        Ok((bytes, sha)) if bytes == rec.bytes && sha == rec.sha256 => OnDisk::Matches,
+        Ok((bytes, sha)) => OnDisk::Differs { bytes, sha256: Some(sha) },
+        Err(e) => OnDisk::Refused(e.to_string()),
+    }
+}
+
+/// Streams a regular file through SHA-256 (never reads it whole). Returns (bytes, hex digest).
+/// FIFOs, devices and sockets are refused.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut f = std::fs::File::open(path)?;
+    hash_open_file(open_regular(path)?, None)
+}
+
+/// Hashes an open file; with `limit`, stops one byte past it (a file that grows while it is read
+/// cannot keep the reader busy).
+fn hash_open_file(f: std::fs::File, limit: Option<u64>) -> std::io::Result<(u64, String)> {
+    let mut f = f.take(limit.map(|l| l + 1).unwrap_or(u64::MAX));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -110,13 +230,26 @@ pub fn record_path(roots: &Roots, root: Root, rel: &str) -> Result<Vec<FileRecor
         .ok_or_else(|| LedgerError::Path(format!("root {root} is not available on this machine")))?;
     check_relative(rel)?;
     let full = base.join(rel);
-    let meta = std::fs::metadata(&full).map_err(|source| LedgerError::Io { path: full.clone(), source })?;
+    let meta = std::fs::symlink_metadata(&full).map_err(|source| LedgerError::Io { path: full.clone(), source })?;
     let mut rels = Vec::new();
     if meta.is_dir() {
         collect_files(&full, rel, &mut rels)?;
         rels.sort();
-    } else {
+    } else if meta.is_file() {
         rels.push(rel.to_owned());
+    } else if meta.file_type().is_symlink() {
+        // A symlinked path is recorded as what it resolves to, if that stays inside the root.
+        match resolve_inside(base, rel) {
+            Ok(Some(real)) if real.is_file() => rels.push(rel.to_owned()),
+            Ok(Some(real)) if real.is_dir() => {
+                collect_files(&real, rel, &mut rels)?;
+                rels.sort();
+            }
+            Ok(_) => return Err(LedgerError::Path(format!("{root}:{rel} is a symbolic link to nothing usable; refused"))),
+            Err(msg) => return Err(LedgerError::Path(format!("{root}:{msg}"))),
+        }
+    } else {
+        return Err(LedgerError::Path(format!("{root}:{rel} is {}, not a regular file or directory; refused", kind_of(&meta.file_type()))));
     }
     let mut out = Vec::with_capacity(rels.len());
     for r in rels {
@@ -131,13 +264,28 @@ fn collect_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Led
     let rd = std::fs::read_dir(dir).map_err(|source| LedgerError::Io { path: dir.to_owned(), source })?;
     for ent in rd {
         let ent = ent.map_err(|source| LedgerError::Io { path: dir.to_owned(), source })?;
-        let name = ent.file_name().to_string_lossy().into_owned();
+        let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
+            return Err(LedgerError::Path(format!(
+                "{} holds a file whose name is not UTF-8 ({:?}); a ledger records UTF-8 paths only: rename or remove it",
+                dir.display(),
+                ent.file_name()
+            )));
+        };
         let child_rel = format!("{rel}/{name}");
+        if check_relative(&child_rel).is_err() {
+            return Err(LedgerError::Path(format!("{} holds a file named {name:?}, which cannot be recorded as a path: rename or remove it", dir.display())));
+        }
         let ft = ent.file_type().map_err(|source| LedgerError::Io { path: ent.path(), source })?;
         if ft.is_dir() {
             collect_files(&ent.path(), &child_rel, out)?;
         } else if ft.is_file() {
             out.push(child_rel);
+        } else {
+            return Err(LedgerError::Path(format!(
+                "{} is {}; hsx records regular files only and will not silently leave it out: replace it with the file it stands for, or remove it",
+                ent.path().display(),
+                kind_of(&ft)
+            )));
         }
     }
     Ok(())

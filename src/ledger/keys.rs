@@ -8,7 +8,15 @@
 //! sha256:77aa…             ed25519 0c1d…
 //! ```
 //!
-//! Options are optional; a key is trusted for an entry whose `finished` time lies in its window.
+//! Options are optional; a key is trusted for an entry whose `started` and `finished` times (and the
+//! header's `created`) lie in its window `[valid-after, valid-before)`. Each key id may appear on one
+//! line only (a second line would silently widen or narrow the first), and a window whose end is not
+//! after its start is an error, not a window that never matches.
+//!
+//! A signing key is refused when it is not a regular file (a FIFO would hang the reader), when group
+//! or others can read it, when it lies inside a git work tree (one `git add -A` from being published)
+//! or when any directory above it is writable by group or others without the sticky bit (someone else
+//! could swap the key).
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use std::path::{Path, PathBuf};
@@ -29,6 +37,66 @@ pub enum KeyError {
     Missing { path: PathBuf },
     #[error("trusted keys {path} line {line}: {message}")]
     Trusted { path: PathBuf, line: usize, message: String },
+    #[error("{path}: {message}")]
+    Location { path: PathBuf, message: String },
+}
+
+/// Key and trusted-key files are small; anything larger is refused before reading.
+const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a small regular file, refusing FIFOs, devices, sockets and directories *before* opening it
+/// (opening a FIFO for reading blocks until a writer appears), and anything over `MAX_KEY_FILE_BYTES`.
+pub fn read_small_regular_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a FIFO, device, socket or directory)"));
+    }
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} bytes, more than the {MAX_KEY_FILE_BYTES} byte limit", meta.len())));
+    }
+    let f = crate::ledger::files::open_regular(path)?;
+    let mut text = String::new();
+    f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Refuses a signing-key location inside a git work tree, or below a directory that group or others
+/// may write (unless it has the sticky bit, like /tmp). `path` is the key file; its parent must exist.
+pub fn check_key_location(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p.to_owned(),
+        None => PathBuf::from("."),
+    };
+    let dir = parent.canonicalize().map_err(|source| KeyError::Io { path: parent.clone(), source })?;
+    for anc in dir.ancestors() {
+        if anc.join(".git").exists() {
+            return Err(KeyError::Location {
+                path: path.to_owned(),
+                message: format!(
+                    "the signing key is inside the git work tree {}; keep it outside any repository \
+                     (default: hsx keygen writes {})",
+                    anc.display(),
+                    default_key_path().display()
+                ),
+            });
+        }
+        let mode = std::fs::metadata(anc).map_err(|source| KeyError::Io { path: anc.to_owned(), source })?.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(KeyError::Location {
+                path: path.to_owned(),
+                message: format!(
+                    "directory {} is writable by group or others (mode {:o}), so the signing key below it could be \
+                     replaced; run `chmod go-w {}` or keep the key elsewhere",
+                    anc.display(),
+                    mode & 0o7777,
+                    anc.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Default location of the signing key: `$XDG_CONFIG_HOME/hsx/signing_key.pem` (never inside a repo).
@@ -71,6 +139,7 @@ impl SigningKeyFile {
                 .create(parent)
                 .map_err(|source| KeyError::Io { path: parent.to_owned(), source })?;
         }
+        check_key_location(path)?;
         let mut seed = [0u8; 32];
         getrandom_fill(&mut seed).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
         let key = SigningKey::from_bytes(&seed);
@@ -80,10 +149,16 @@ impl SigningKeyFile {
         let tmp = path.with_extension("pem.tmp");
         let io = |source| KeyError::Io { path: path.to_owned(), source };
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-        f.write_all(pem.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         Ok(Self { key })
     }
 
@@ -97,11 +172,18 @@ impl SigningKeyFile {
             }
             Err(source) => return Err(KeyError::Io { path: path.to_owned(), source }),
         };
+        if !meta.is_file() {
+            return Err(KeyError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a FIFO, device, socket or directory)"),
+            });
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions { path: path.to_owned(), mode });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+        check_key_location(path)?;
+        let text = read_small_regular_file(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
         let key = SigningKey::from_pkcs8_pem(&text)
             .map_err(|e| KeyError::Malformed { path: path.to_owned(), message: e.to_string() })?;
         Ok(Self { key })
@@ -115,7 +197,12 @@ impl SigningKeyFile {
         signer_of(&self.public())
     }
 
-    /// Signs the raw 32-byte digest whose hex is `hash_hex`.
+    /// Signs `message` (version 2: the DSSE pre-authentication encoding of a statement); lowercase hex.
+    pub fn sign_bytes(&self, message: &[u8]) -> String {
+        hex::encode(self.key.sign(message).to_bytes())
+    }
+
+    /// Signs the raw 32-byte digest whose hex is `hash_hex` (version 1).
     pub fn sign_hash(&self, hash_hex: &str) -> String {
         let digest = hex::decode(hash_hex).expect("hash is hex produced by sha256_hex");
         hex::encode(self.key.sign(&digest).to_bytes())
@@ -129,18 +216,35 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 
 /// Parses a signer's hex public key.
 pub fn parse_public_key(hex_key: &str) -> Result<VerifyingKey, String> {
-    let bytes = hex::decode(hex_key).map_err(|e| format!("public key is not hex: {e}"))?;
+    let bytes = decode_lower_hex(hex_key, "public key")?;
     let arr: [u8; 32] = bytes.try_into().map_err(|_| "public key is not 32 bytes".to_string())?;
-    VerifyingKey::from_bytes(&arr).map_err(|e| format!("public key is not a valid ed25519 point: {e}"))
+    let k = VerifyingKey::from_bytes(&arr).map_err(|e| format!("public key is not a valid ed25519 point: {e}"))?;
+    if k.is_weak() {
+        return Err("public key is a small-order (weak) ed25519 point, such as the identity; no one holds its secret".into());
+    }
+    Ok(k)
 }
 
-/// Verifies a hex signature over the raw digest of `hash_hex`.
+/// Decodes hex that must be in its one canonical spelling: lowercase, even length, nothing else.
+pub fn decode_lower_hex(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    if !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!("{what} is not lowercase hex (the only accepted encoding)"));
+    }
+    hex::decode(s).map_err(|_| format!("{what} is not hex"))
+}
+
+/// Verifies a (version 1) hex signature over the raw digest of `hash_hex`.
 pub fn verify_hash(public: &VerifyingKey, hash_hex: &str, sig_hex: &str) -> Result<(), String> {
-    let digest = hex::decode(hash_hex).map_err(|_| "hash is not hex".to_string())?;
-    let sig_bytes = hex::decode(sig_hex).map_err(|_| "signature is not hex".to_string())?;
+    let digest = decode_lower_hex(hash_hex, "hash")?;
+    verify_bytes(public, &digest, sig_hex)
+}
+
+/// Verifies a lowercase-hex ed25519 signature over `message` (RFC 8032, strict verification).
+pub fn verify_bytes(public: &VerifyingKey, message: &[u8], sig_hex: &str) -> Result<(), String> {
+    let sig_bytes = decode_lower_hex(sig_hex, "signature")?;
     let arr: [u8; 64] = sig_bytes.try_into().map_err(|_| "signature is not 64 bytes".to_string())?;
     let sig = ed25519_dalek::Signature::from_bytes(&arr);
-    public.verify_strict(&digest, &sig).map_err(|_| "signature does not verify".to_string())
+    public.verify_strict(message, &sig).map_err(|_| "signature does not verify".to_string())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,12 +262,13 @@ pub struct TrustedKeys {
 
 impl TrustedKeys {
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+        let text = read_small_regular_file(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
-        let mut keys = Vec::new();
+        let mut keys: Vec<TrustedKey> = Vec::new();
+        let mut lines: Vec<usize> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -194,7 +299,19 @@ impl TrustedKeys {
                     _ => return Err(err(format!("unknown option {k:?} (valid-after, valid-before)"))),
                 }
             }
+            if let (Some(a), Some(b)) = (tk.valid_after, tk.valid_before) {
+                if a >= b {
+                    return Err(err(format!("inverted validity window: valid-after {a} is not before valid-before {b}")));
+                }
+            }
+            if let Some(j) = keys.iter().position(|k| k.key_id == tk.key_id) {
+                return Err(err(format!(
+                    "key {} is already listed on line {}; one line per key (merge the windows into one line)",
+                    tk.key_id, lines[j]
+                )));
+            }
             keys.push(tk);
+            lines.push(i + 1);
         }
         Ok(Self { keys })
     }
@@ -211,7 +328,7 @@ impl TrustedKeys {
         if candidates.is_empty() {
             return Err(format!("signer {} is not in the trusted keys", signer.key_id));
         }
-        let ok = candidates.iter().any(|k| {
+        let ok = candidates.iter().all(|k| {
             k.valid_after.is_none_or(|a| t >= a) && k.valid_before.is_none_or(|b| t < b)
         });
         if ok {

@@ -10,32 +10,73 @@
 //! hsx verify --ledger ledger/smoke.json --trusted-keys ledger/trusted_keys
 //! ```
 //!
-//! # File format (version 1)
+//! # File format (version 2; version 1 is still read)
 //!
-//! One JSON document `{"header": {...}, "entries": [...]}`.
+//! One JSON document `{"header": {...}, "entries": [...]}`, with no duplicate member names anywhere.
 //!
-//! * `header`: `format` = `"hsx-ledger"`, `version` = 1, `experiment` (id), `run_dir` (relative path of
-//!   the run directory, e.g. `runs/exp-42`), `created` (UTC, RFC 3339), and `signer` =
-//!   `{"algorithm": "ed25519", "public_key": <64 hex>, "key_id": "sha256:<hex of sha256(public key bytes)>"}`.
+//! * `header`: `format` = `"hsx-ledger"`, `version` = 2, `experiment` (id), `run_dir` and `workspace`
+//!   (see *Locations* below), `created` (UTC, RFC 3339), and `signer` = `{"algorithm": "ed25519",
+//!   "public_key": <64 lowercase hex>, "key_id": "sha256:<hex of sha256(public key bytes)>"}`.
 //! * each entry: `seq` (0, 1, ...), `stage`, `experiment` (= header's), `header_sha256` (canonical hash
 //!   of the header, so the header cannot be edited either), `prev` (the previous entry's `hash`; 64 zeros
-//!   for the first), `started`/`finished` (UTC, RFC 3339), `git`, `env`, `seeds` (`master`, `stage`),
-//!   `params` (the stage's slice of the config), `config` (the whole config) and `config_sha256` (its
-//!   canonical hash), `inputs`/`outputs` (`root`, `path`, `bytes`, `sha256` per file; directories are
-//!   expanded to their files in sorted order), `determinism`, `metrics`, `hash`, `signature`.
+//!   for the first), `started`/`finished` (UTC, RFC 3339; `started ≤ finished`, and no entry starts
+//!   before its predecessor finished or before the header was created), `git`, `env`, `seeds`
+//!   (`master`, `stage`: decimal strings in version 2, since they exceed 2^53), `params` (the stage's
+//!   slice of the config), `config` (the whole config) and `config_sha256` (its canonical hash),
+//!   `inputs`/`outputs` (`root`, `path`, `bytes`, `sha256` per file; directories are expanded to their
+//!   files in sorted order), `determinism`, `metrics`, `hash`, `signature`.
 //!
 //! # Hash and signature
 //!
-//! `hash` = lowercase hex SHA-256 of the canonical JSON (defined in [`crate::canonical`]: sorted keys,
-//! no whitespace, shortest round-trip floats) of the entry object *as stored*, with the two members
-//! `hash` and `signature` removed. `signature` = lowercase hex of the 64-byte ed25519 signature (RFC 8032,
-//! ed25519-dalek) over the 32 raw bytes of that SHA-256 digest, by the header's signer key.
+//! Version 2: `hash` = lowercase hex SHA-256 of the RFC 8785 (JCS) canonical form (see
+//! [`crate::canonical`]) of the entry object *as stored*, with the members `hash` and `signature`
+//! removed. `signature` = lowercase hex (the only accepted spelling) of the ed25519 signature (RFC 8032,
+//! verified strictly) over the DSSE pre-authentication encoding
+//! `PAE("application/vnd.hsx.ledger-entry+json; version=2", <those canonical bytes>)`, by the header's
+//! signer key. The payload type separates the domains: an entry signature can never be replayed as a
+//! signed head or anything else the key signs.
+//!
+//! Version 1 (read only): the hash used the version-1 canonical form
+//! ([`crate::canonical::to_legacy_v1_string`]) and the signature was over the 32 raw digest bytes.
+//! A version-1 ledger verifies as before, but hsx never appends to one.
+//!
+//! # Signed head (rollback and truncation)
+//!
+//! Each append also writes `<ledger>.head.json` (for `exp-42.json`: `exp-42.head.json`) next to the
+//! ledger: `{"payload_type", "experiment", "header_sha256", "entries", "seq", "hash", "signature"}`,
+//! signed over `PAE("application/vnd.hsx.ledger-head+json; version=2", JCS(all members but signature))`.
+//! `hsx verify` fails a version-2 ledger whose head file is missing, badly signed, or names an entry the
+//! ledger does not have (the file was cut or forked). The head also travels outside the machine: the
+//! report names the last sequence number and hash it was rendered from ([`Ledger::head`]), git history
+//! anchors that, and `hsx verify --expect-head <hash>` fails unless the ledger contains that entry.
+//!
+//! # Locations
+//!
+//! Version 2 records where the run directory and the workspace are *relative to the directory that holds
+//! the ledger file* (`run_dir` = `../runs/exp-42` and `workspace` = `..` for `ledger/exp-42.json`;
+//! `.` for a reproduction ledger written inside its own output directory). Such a location may begin
+//! with `..` segments but has no other `.`/`..`/empty segment, no backslash and is never absolute, so a
+//! ledger and its tree verify wherever they are copied, from any working directory, and any
+//! `hsx reproduce --out` (absolute, `./x`, `../x`) yields a valid header. Version 1 recorded `run_dir`
+//! relative to an unnamed workspace; it is resolved as the nearest directory at or above the ledger's
+//! that holds `run_dir`, else the nearest git work tree root above the ledger, else the ledger
+//! directory's parent. Locations are where hsx *reads*; nothing is written through them except by the
+//! writer that created the ledger (which checks they still name its own run directory).
 //!
 //! # File roots
 //!
-//! A file path is relative to a named root and may not be absolute or contain `..`: `run` (the run
-//! directory), `data` (the CosmosQA data directory: `$HSX_DATA_MIRROR/cosmosqa` or the config's
-//! `data.dir`), `workspace` (the directory `hsx` runs in, e.g. for `models/flan-t5-base`).
+//! A recorded file path is relative to a named root and may not be absolute or contain `.`, `..` or
+//! empty segments: `run` (the run directory), `data` (the CosmosQA data directory:
+//! `$HSX_DATA_MIRROR/cosmosqa` or the config's `data.dir` under the workspace), `workspace` (e.g.
+//! `models/flan-t5-base`, the report directory). Paths are checked when a ledger is read, before
+//! anything is opened; only regular files inside their root are opened, never a FIFO or device.
+//!
+//! # One writer
+//!
+//! The writer locks `<ledger>.lock` next to the *resolved* ledger path (a symlink to a ledger shares
+//! its lock and is written through, never replaced), and claims the run directory: `.hsx-run.lock`
+//! held for the writer's lifetime, and `.hsx-ledger` recording the header hash and ledger path of the
+//! one ledger the directory belongs to; a second ledger is refused with both named.
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -45,14 +86,24 @@ pub mod keys;
 pub mod recorder;
 pub mod store;
 pub mod verify;
+pub mod bench;
+pub mod head;
 
 pub use files::{FileRecord, Root, Roots};
 pub use keys::{KeyError, SigningKeyFile, TrustedKeys};
 pub use recorder::{Recorder, StageOutcome, StageSpec};
-pub use store::LedgerWriter;
+pub use head::{Head, SignedHead};
+pub use store::{open_verified, LedgerWriter, Locations};
 
 pub const FORMAT: &str = "hsx-ledger";
-pub const VERSION: u32 = 1;
+/// The format version hsx writes.
+pub const VERSION: u32 = 2;
+/// The format versions hsx reads.
+pub const READ_VERSIONS: [u32; 2] = [1, 2];
+/// DSSE payload type of a version-2 entry signature.
+pub const ENTRY_PAYLOAD_TYPE: &str = "application/vnd.hsx.ledger-entry+json; version=2";
+/// DSSE payload type of a signed head.
+pub const HEAD_PAYLOAD_TYPE: &str = "application/vnd.hsx.ledger-head+json; version=2";
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Ledgers larger than this are refused before parsing (a ledger is untrusted input).
 pub const MAX_LEDGER_BYTES: u64 = 256 * 1024 * 1024;
@@ -84,6 +135,16 @@ pub enum LedgerError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Path(String),
+    #[error("ledger {path} does not verify, so hsx will not use it: {failure}; run `hsx verify --ledger {path}` for the full report")]
+    Unverified { path: PathBuf, failure: Box<verify::Failure> },
+    #[error("{path}: {message}")]
+    RunDir { path: PathBuf, message: String },
+    #[error(
+        "ledger {path} is format version {version}, which this hsx verifies but never appends to (it writes version {VERSION}); \
+         start a new ledger (hsx run --ledger ledger/<name>.json, or make run LEDGER=ledger/<name>.json) and check this one \
+         with hsx verify / hsx reproduce"
+    )]
+    ReadOnly { path: PathBuf, version: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,14 +161,24 @@ pub struct Header {
     pub format: String,
     pub version: u32,
     pub experiment: String,
+    /// v2: the run directory relative to the ledger file's directory; v1: relative to the workspace.
     pub run_dir: String,
+    /// v2 only: the workspace relative to the ledger file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     pub created: String,
     pub signer: Signer,
 }
 
 impl Header {
+    /// The header's canonical hash, in the canonical form of its version.
     pub fn sha256(&self) -> String {
-        crate::canonical::sha256_of(self).expect("header serialises")
+        let v = serde_json::to_value(self).expect("header serialises");
+        if self.version == 1 {
+            crate::canonical::sha256_legacy_v1(&v)
+        } else {
+            crate::canonical::sha256_canonical(&v)
+        }
     }
 }
 
@@ -127,8 +198,34 @@ pub enum GitState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seeds {
+    #[serde(with = "u64_text")]
     pub master: u64,
+    #[serde(with = "u64_text")]
     pub stage: u64,
+}
+
+/// A u64 written as a decimal string (RFC 8785 numbers are doubles: exact only up to 2^53); read
+/// from a string or, for version-1 ledgers, a JSON number.
+mod u64_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(n),
+            Either::S(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) => {
+                s.parse().map_err(|_| de::Error::custom(format!("seed {s:?} does not fit 64 bits")))
+            }
+            Either::S(s) => Err(de::Error::custom(format!("seed {s:?} is not a canonical decimal integer"))),
+        }
+    }
 }
 
 /// How exactly a re-run is expected to match.
@@ -173,20 +270,83 @@ pub struct Ledger {
     pub entries: Vec<Entry>,
 }
 
-/// The canonical hash of an entry given as raw JSON (members `hash` and `signature` left out).
-pub fn entry_hash_of_value(entry: &Value) -> String {
-    let mut v = entry.clone();
-    if let Value::Object(map) = &mut v {
-        map.remove("hash");
-        map.remove("signature");
+/// The canonical bytes of an entry given as raw JSON (members `hash` and `signature` left out), in the
+/// canonical form of ledger format `version`.
+pub fn entry_canonical_bytes(entry: &Value, version: u32) -> String {
+    let stripped;
+    let v = match entry {
+        Value::Object(map) if map.contains_key("hash") || map.contains_key("signature") => {
+            let mut m = map.clone();
+            m.remove("hash");
+            m.remove("signature");
+            stripped = Value::Object(m);
+            &stripped
+        }
+        other => other,
+    };
+    if version == 1 {
+        crate::canonical::to_legacy_v1_string(v)
+    } else {
+        crate::canonical::to_canonical_string(v)
     }
-    crate::canonical::sha256_canonical(&v)
+}
+
+/// The (version 2) canonical hash of an entry given as raw JSON (`hash` and `signature` left out).
+pub fn entry_hash_of_value(entry: &Value) -> String {
+    crate::canonical::sha256_hex(entry_canonical_bytes(entry, VERSION).as_bytes())
+}
+
+/// Checks an entry's signature: version 2 over `PAE(ENTRY_PAYLOAD_TYPE, canonical bytes)`, version 1
+/// over the raw digest. Only lowercase hex is accepted.
+pub fn verify_entry_signature(
+    version: u32,
+    public: &ed25519_dalek::VerifyingKey,
+    canonical: &str,
+    hash: &str,
+    signature: &str,
+) -> Result<(), String> {
+    if version == 1 {
+        keys::verify_hash(public, hash, signature)
+    } else {
+        keys::verify_bytes(public, &crate::canonical::pae(ENTRY_PAYLOAD_TYPE, canonical.as_bytes()), signature)
+    }
+}
+
+/// Fills in `hash` and `signature` (version 2) of an entry given as raw JSON, as the writer would:
+/// for tools and tests that build or re-sign entries by hand.
+pub fn seal_value(entry: &mut Value, key: &SigningKeyFile) {
+    let canonical = entry_canonical_bytes(entry, VERSION);
+    let hash = crate::canonical::sha256_hex(canonical.as_bytes());
+    let signature = key.sign_bytes(&crate::canonical::pae(ENTRY_PAYLOAD_TYPE, canonical.as_bytes()));
+    if let Value::Object(m) = entry {
+        m.insert("hash".into(), Value::String(hash));
+        m.insert("signature".into(), Value::String(signature));
+    }
 }
 
 impl Entry {
-    /// The canonical hash of this entry (its own `hash` and `signature` are ignored).
+    /// The (version 2) canonical hash of this entry (its own `hash` and `signature` are ignored).
     pub fn compute_hash(&self) -> String {
         entry_hash_of_value(&serde_json::to_value(self).expect("entry serialises"))
+    }
+
+    /// Fills in `hash` and `signature` (version 2).
+    pub fn seal(&mut self, key: &SigningKeyFile) {
+        let mut v = serde_json::to_value(&*self).expect("entry serialises");
+        if let Value::Object(m) = &mut v {
+            m.remove("hash");
+            m.remove("signature");
+        }
+        let canonical = crate::canonical::to_canonical_string(&v);
+        self.hash = crate::canonical::sha256_hex(canonical.as_bytes());
+        self.signature = key.sign_bytes(&crate::canonical::pae(ENTRY_PAYLOAD_TYPE, canonical.as_bytes()));
+    }
+}
+
+impl Ledger {
+    /// The last entry's sequence number and hash: what a report, a README or `--expect-head` pins.
+    pub fn head(&self) -> Option<Head> {
+        self.entries.last().map(|e| Head { seq: e.seq, hash: e.hash.clone() })
     }
 }
 

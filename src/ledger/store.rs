@@ -1,22 +1,27 @@
-//! Reading a ledger file, and the single writer: lock file, atomic append.
+//! Reading a ledger (always verified first), and the single writer: locks, run-directory claim,
+//! atomic append, signed head.
 //!
 //! An append writes the whole new document to a temporary file in the ledger's directory, fsyncs it,
 //! renames it over the ledger and fsyncs the directory. A process killed at any instant therefore
-//! leaves either the old ledger or the new one, never a torn file. `<ledger>.lock` (an advisory
-//! exclusive lock held for the writer's lifetime) keeps a second writer out.
+//! leaves either the old ledger or the new one, never a torn file; on an error the temporary file is
+//! removed, and the ledger keeps its file mode. `<ledger>.lock` next to the *resolved* ledger path (an
+//! advisory exclusive lock held for the writer's lifetime) keeps a second writer out, whatever name or
+//! symlink it uses; the run directory is claimed by the same writer (see [`claim_run_dir`]).
 use fs4::fs_std::FileExt;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::keys::SigningKeyFile;
+use super::head::{head_path_for, SignedHead};
+use super::keys::{SigningKeyFile, TrustedKeys};
 use super::{Entry, Header, Ledger, LedgerError, FORMAT, VERSION};
 
-/// Reads and parses a ledger file as untrusted input: size-capped, depth-capped (serde_json's
-/// recursion limit), never panicking. Returns the raw JSON value.
+/// Reads and parses a ledger file as untrusted raw JSON: size-capped, depth-capped (serde_json's
+/// recursion limit), duplicate member names refused, never panicking. Holds the whole document in
+/// memory: `verify` streams instead.
 pub fn read_raw(path: &Path) -> Result<Value, LedgerError> {
     let io = |source| LedgerError::Io { path: path.to_owned(), source };
-    let f = std::fs::File::open(path).map_err(io)?;
+    let f = super::files::open_regular(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     if len > super::MAX_LEDGER_BYTES {
         return Err(LedgerError::Format {
@@ -26,7 +31,7 @@ pub fn read_raw(path: &Path) -> Result<Value, LedgerError> {
     }
     let mut text = Vec::with_capacity(len as usize);
     f.take(super::MAX_LEDGER_BYTES + 1).read_to_end(&mut text).map_err(io)?;
-    serde_json::from_slice(&text).map_err(|e| LedgerError::Format {
+    crate::canonical::parse_strict(&text).map_err(|e| LedgerError::Format {
         path: path.to_owned(),
         message: format!("JSON error at line {}, column {}: {e}", e.line(), e.column()),
     })
@@ -40,24 +45,29 @@ pub fn parse_typed(raw: &Value, path: &Path) -> Result<Ledger, LedgerError> {
     })
 }
 
-/// Reads and parses a ledger written by hsx (used by the writer; `verify` does its own checks).
-pub fn read(path: &Path) -> Result<Ledger, LedgerError> {
-    let raw = read_raw(path)?;
-    let ledger = parse_typed(&raw, path)?;
-    if ledger.header.format != FORMAT || ledger.header.version != VERSION {
-        return Err(LedgerError::Format {
-            path: path.to_owned(),
-            message: format!(
-                "format {:?} version {} (this hsx reads {FORMAT:?} version {VERSION})",
-                ledger.header.format, ledger.header.version
-            ),
-        });
+/// Reads a ledger for use: it must verify first (format, chain, signatures, header, paths, times,
+/// signed head; `trusted` keys where given). Recorded files on disk are *not* hashed here (that is
+/// `hsx verify`'s job); every recorded path has been checked to be a safe relative path, and the
+/// header's locations to be safe, so nothing taken from the ledger can name a place outside its roots.
+pub fn open_verified(path: &Path, trusted: Option<&TrustedKeys>) -> Result<Ledger, LedgerError> {
+    let opts = super::verify::VerifyOptions { trusted: trusted.cloned(), structure_only: true, ..Default::default() };
+    let (report, ledger) = super::verify::verify_collect(path, None, &opts)?;
+    match (report.first_failure, ledger) {
+        (None, Some(l)) => Ok(l),
+        (Some(f), _) => Err(LedgerError::Unverified { path: path.to_owned(), failure: Box::new(f) }),
+        (None, None) => Err(LedgerError::Format { path: path.to_owned(), message: "could not be read".into() }),
     }
-    Ok(ledger)
 }
 
-/// Writes `ledger` atomically to `path` (temp file, fsync, rename, fsync directory).
-pub fn write_atomic(path: &Path, ledger: &Ledger) -> Result<(), LedgerError> {
+/// Reads a ledger for use (verified, without trusted keys): see [`open_verified`].
+pub fn read(path: &Path) -> Result<Ledger, LedgerError> {
+    open_verified(path, None)
+}
+
+/// Writes `bytes` atomically to `path` (temp file, fsync, rename, fsync directory). The temp file is
+/// removed on every error path, and an existing file's permission bits are kept.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |source| LedgerError::Io { path: path.to_owned(), source };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -65,55 +75,194 @@ pub fn write_atomic(path: &Path, ledger: &Ledger) -> Result<(), LedgerError> {
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ledger".into());
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut text = serde_json::to_string_pretty(ledger).expect("ledger serialises");
-    text.push('\n');
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if let Some(m) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(m))?;
+        }
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
     let d = std::fs::File::open(&dir).map_err(io)?;
     d.sync_all().map_err(io)?;
     Ok(())
 }
 
-/// The one writer of a ledger. Holds `<ledger>.lock` until dropped.
-pub struct LedgerWriter {
-    path: PathBuf,
-    _lock: std::fs::File,
-    lock_path: PathBuf,
-    ledger: Ledger,
-    key: SigningKeyFile,
+/// Writes `ledger` atomically to `path`: see [`write_bytes_atomic`].
+pub fn write_atomic(path: &Path, ledger: &Ledger) -> Result<(), LedgerError> {
+    let mut text = serde_json::to_string_pretty(ledger).expect("ledger serialises");
+    text.push('\n');
+    write_bytes_atomic(path, text.as_bytes())
 }
 
-impl std::fmt::Debug for LedgerWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerWriter").field("path", &self.path).field("entries", &self.ledger.entries.len()).finish()
+/// Where a new ledger's run directory and workspace are (absolute, or relative to the working
+/// directory). The header records them relative to the ledger file's directory.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    pub run: PathBuf,
+    pub workspace: PathBuf,
+}
+
+impl Locations {
+    pub fn new(run: impl Into<PathBuf>, workspace: impl Into<PathBuf>) -> Self {
+        Self { run: run.into(), workspace: workspace.into() }
     }
 }
 
+/// A location in a version-2 header: `.`, or `/`-separated segments where `..` may only lead; never
+/// absolute, no backslash or NUL, no `.` or empty segment.
+pub fn check_location(rel: &str) -> Result<(), String> {
+    if rel == "." {
+        return Ok(());
+    }
+    if rel.is_empty() || rel.starts_with('/') || rel.contains('\\') || rel.contains('\0') {
+        return Err(format!("{rel:?} is not a relative location"));
+    }
+    let mut leading = true;
+    for seg in rel.split('/') {
+        match seg {
+            ".." if leading => {}
+            ".." => return Err(format!("{rel:?} has '..' after a name")),
+            "" | "." => return Err(format!("{rel:?} has an empty or '.' segment")),
+            _ => leading = false,
+        }
+    }
+    Ok(())
+}
+
+/// `to` relative to the directory `from` (both absolute and resolved), as a header location.
+pub fn relative_location(from: &Path, to: &Path) -> Option<String> {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(t.iter()).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".into(); f.len() - common];
+    for c in &t[common..] {
+        parts.push(c.as_os_str().to_str()?.to_owned());
+    }
+    Some(if parts.is_empty() { ".".into() } else { parts.join("/") })
+}
+
+/// The resolved path of a ledger: symlinks to it followed, its directory made absolute. All locking
+/// and writing goes through this path, so an alias cannot take a second lock or replace a symlink.
+pub fn resolve_ledger_path(path: &Path) -> Result<PathBuf, LedgerError> {
+    let io = |p: &Path, source| LedgerError::Io { path: p.to_owned(), source };
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).map_err(|e| io(&p, e))?;
+                p = match p.parent() {
+                    Some(d) if target.is_relative() => d.join(target),
+                    _ => target,
+                };
+            }
+            _ => break,
+        }
+    }
+    let name = p.file_name().ok_or_else(|| LedgerError::Path(format!("{} does not name a file", path.display())))?.to_owned();
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    Ok(dir.canonicalize().map_err(|e| io(&dir, e))?.join(name))
+}
+
+/// Where the ledger at `ledger_path` says its run directory and workspace are (see the module docs
+/// of [`crate::ledger`], *Locations*). Errors when a location is unsafe.
+pub fn locate(ledger_path: &Path, header: &Header) -> Result<Locations, LedgerError> {
+    let resolved = resolve_existing(ledger_path);
+    let dir = resolved.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
+    if header.version == 1 {
+        super::files::check_relative(&header.run_dir)?;
+        let ws = dir
+            .ancestors()
+            .find(|a| a.join(&header.run_dir).is_dir())
+            .or_else(|| dir.ancestors().find(|a| a.join(".git").exists()))
+            .or_else(|| dir.parent())
+            .unwrap_or(&dir)
+            .to_owned();
+        return Ok(Locations { run: ws.join(&header.run_dir), workspace: ws });
+    }
+    let bad = |m: String| LedgerError::Path(format!("ledger {}: header location {m}", ledger_path.display()));
+    check_location(&header.run_dir).map_err(bad)?;
+    let ws = header.workspace.as_deref().ok_or_else(|| bad("`workspace` is missing".into()))?;
+    check_location(ws).map_err(bad)?;
+    let at = |rel: &str| if rel == "." { dir.clone() } else { dir.join(rel) };
+    Ok(Locations { run: at(&header.run_dir), workspace: at(ws) })
+}
+
+fn resolve_existing(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| std::env::current_dir().map(|c| c.join(path)).unwrap_or_else(|_| path.to_owned()))
+}
+
+/// The roots for checking a ledger's files on this machine, from the ledger's own location (never the
+/// working directory): `data` is `<mirror>/cosmosqa` when a mirror is given, else `data_dir` (the
+/// recorded config's `data.dir`, which must be a safe relative path) under the workspace.
+pub fn roots_for(ledger_path: &Path, header: &Header, data_dir: Option<&str>, mirror: Option<&Path>) -> Result<super::Roots, LedgerError> {
+    let loc = locate(ledger_path, header)?;
+    let data = match (mirror, data_dir) {
+        (Some(m), _) => Some(m.join("cosmosqa")),
+        (None, Some(d)) if super::files::check_relative(d).is_ok() => Some(loc.workspace.join(d)),
+        _ => None,
+    };
+    Ok(super::Roots { run: Some(loc.run), data, workspace: Some(loc.workspace) })
+}
+
+/// Default output directory of `hsx reproduce`: `<run dir>-reproduce-<stamp>` beside the recorded run
+/// directory, relative to the working directory when it lies below it.
+pub fn default_reproduce_dir(ledger_path: &Path, header: &Header, stamp: i64) -> PathBuf {
+    let run = locate(ledger_path, header).map(|l| l.run).unwrap_or_else(|_| PathBuf::from("runs/reproduction"));
+    let run = run.canonicalize().unwrap_or(run);
+    let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let out = run.with_file_name(format!("{name}-reproduce-{stamp}"));
+    match std::env::current_dir().ok().and_then(|c| out.strip_prefix(c).ok().map(Path::to_owned)) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel,
+        _ => out,
+    }
+}
+
+/// The lock file of a ledger path (use the resolved path: [`resolve_ledger_path`]).
 pub fn lock_path_for(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
 }
 
-/// Takes the exclusive lock on `<ledger>.lock`, or says who holds it.
-pub fn acquire_lock(path: &Path) -> Result<std::fs::File, LedgerError> {
-    let lock_path = lock_path_for(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io { path: dir.to_owned(), source })?;
+/// Whether the open file `f` is the file now at `path` (same device and inode).
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
-    let io = |source| LedgerError::Io { path: lock_path.clone(), source };
-    // The writer removes the lock file when it is done. A process that opened the old file just before
-    // that removal would hold a lock on a file no longer at `lock_path`: after locking, check that the
-    // path still names the locked file, and start over when it does not.
+}
+
+/// Removes a lock file its holder is about to release. Still holding the lock, nobody else can be
+/// between their lock and their inode check in [`lock_file`].
+fn remove_lock(f: &std::fs::File, lock_path: &Path) {
+    if same_file(f, lock_path) {
+        let _ = std::fs::remove_file(lock_path);
+    }
+}
+
+fn lock_file(target: &Path, lock_path: &Path, what: &Path) -> Result<std::fs::File, LedgerError> {
+    let io = |source| LedgerError::Io { path: lock_path.to_owned(), source };
+    // Lock files are removed when their holder is done (no lock file is left behind). A process that
+    // opened the old file just before that removal would lock a file no longer at `lock_path`: after
+    // locking, check that the path still names the locked file, and start over when it does not.
     let mut attempts = 0;
     let mut f = loop {
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io)?;
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(lock_path).map_err(io)?;
         match FileExt::try_lock_exclusive(&f) {
-            Ok(true) if attempts < 100 && !same_file(&f, &lock_path) => {
+            Ok(true) if attempts < 100 && !same_file(&f, lock_path) => {
                 attempts += 1;
                 continue;
             }
@@ -127,97 +276,223 @@ pub fn acquire_lock(path: &Path) -> Result<std::fs::File, LedgerError> {
             let _ = f.read_to_string(&mut holder);
             let holder = holder.trim();
             return Err(LedgerError::Locked {
-                path: path.to_owned(),
-                lock: lock_path.clone(),
+                path: what.to_owned(),
+                lock: lock_path.to_owned(),
                 holder: if holder.is_empty() { String::new() } else { format!(", held by pid {holder}") },
             });
         }
         Err(source) => return Err(io(source)),
     }
+    let _ = target;
     f.set_len(0).map_err(io)?;
     write!(f, "{}", std::process::id()).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(f)
 }
 
-/// Whether the open file `f` is the file now at `path` (same device and inode).
-fn same_file(f: &std::fs::File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (f.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+/// Takes the exclusive lock of the ledger at `path` (on its resolved path), or says who holds it.
+pub fn acquire_lock(path: &Path) -> Result<std::fs::File, LedgerError> {
+    let resolved = resolve_ledger_path(path)?;
+    lock_file(&resolved, &lock_path_for(&resolved), path)
 }
 
-/// Checks a header's `run_dir`: `.` (the run directory is the ledger's own directory: a self-contained
-/// run made with `hsx run --out` or `hsx reproduce`), or a safe path relative to the workspace.
-pub fn check_run_dir(run_dir: &str) -> Result<(), LedgerError> {
-    if run_dir == "." {
-        Ok(())
-    } else {
-        super::files::check_relative(run_dir)
+/// File in a run directory naming the one ledger it belongs to.
+pub const RUN_CLAIM_FILE: &str = ".hsx-ledger";
+/// Lock file held in a run directory while a writer uses it.
+pub const RUN_LOCK_FILE: &str = ".hsx-run.lock";
+
+/// A claimed run directory: locked for this writer's lifetime.
+#[derive(Debug)]
+pub struct RunClaim {
+    pub dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Drop for RunClaim {
+    fn drop(&mut self) {
+        remove_lock(&self._lock, &self.dir.join(RUN_LOCK_FILE));
     }
 }
 
 impl Drop for LedgerWriter {
     fn drop(&mut self) {
-        // Still holding the lock: nobody else can be between their lock and their inode check.
-        if same_file(&self._lock, &self.lock_path) {
-            let _ = std::fs::remove_file(&self.lock_path);
+        remove_lock(&self._lock, &self.lock_path);
+    }
+}
+
+/// Claims `run_dir` for the ledger with header hash `header_sha256` at `ledger` (resolved path):
+/// creates it if needed, locks `.hsx-run.lock`, and records the ledger in `.hsx-ledger`. A directory
+/// claimed by another ledger that still exists is refused, naming both; a directory that holds files
+/// but no claim is refused for a new ledger (`new_ledger`), since its files would be overwritten.
+pub fn claim_run_dir(run_dir: &Path, header_sha256: &str, ledger: &Path, new_ledger: bool) -> Result<RunClaim, LedgerError> {
+    let io = |p: &Path, source| LedgerError::Io { path: p.to_owned(), source };
+    std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
+    let dir = run_dir.canonicalize().map_err(|e| io(run_dir, e))?;
+    let lock = lock_file(&dir, &dir.join(RUN_LOCK_FILE), &dir)?;
+    // Held from here on: an early return drops it, which removes the lock file.
+    let claim = RunClaim { dir: dir.clone(), _lock: lock };
+    let claim_path = dir.join(RUN_CLAIM_FILE);
+    // The ledger is named relative to the run directory, so a tree moved as a whole keeps its claim.
+    let ledger_rel = ledger
+        .parent()
+        .and_then(|p| relative_location(&dir, p))
+        .zip(ledger.file_name().and_then(|n| n.to_str()))
+        .map(|(d, n)| if d == "." { n.to_owned() } else { format!("{d}/{n}") })
+        .unwrap_or_else(|| ledger.to_string_lossy().into_owned());
+    let mine = serde_json::json!({"header_sha256": header_sha256, "ledger": ledger_rel});
+    match super::keys::read_small_regular_file(&claim_path) {
+        Ok(text) => {
+            let other: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let other_sha = other.get("header_sha256").and_then(Value::as_str).unwrap_or("");
+            let other_ledger = other.get("ledger").and_then(Value::as_str).unwrap_or("");
+            if other_sha != header_sha256 {
+                if !other_ledger.is_empty() && !dir.join(other_ledger).exists() {
+                    // The ledger that claimed it is gone: nothing left that its files could verify against.
+                } else {
+                    return Err(LedgerError::RunDir {
+                        path: dir.clone(),
+                        message: format!(
+                            "this run directory belongs to ledger {} (header sha256 {other_sha}), not to {} \
+                             (header sha256 {header_sha256}); a run directory holds one ledger's artifacts: give this run \
+                             its own experiment id or runs_dir, or remove the directory if the other ledger is obsolete",
+                            dir.join(other_ledger).display(),
+                            ledger.display()
+                        ),
+                    });
+                }
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if new_ledger {
+                let occupied = std::fs::read_dir(&dir)
+                    .map_err(|e| io(&dir, e))?
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name() != RUN_LOCK_FILE && e.path() != ledger && e.path() != lock_path_for(ledger) && e.path() != head_path_for(ledger));
+                if occupied {
+                    return Err(LedgerError::RunDir {
+                        path: dir.clone(),
+                        message: format!(
+                            "this run directory already holds files but names no ledger ({RUN_CLAIM_FILE} is missing); \
+                             a new ledger {} would overwrite them: remove the directory, or choose another experiment id or runs_dir",
+                            ledger.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Err(e) => return Err(io(&claim_path, e)),
+    }
+    let mut text = serde_json::to_string_pretty(&mine).expect("claim serialises");
+    text.push('\n');
+    write_bytes_atomic(&claim_path, text.as_bytes())?;
+    Ok(claim)
+}
+
+/// The one writer of a ledger. Holds `<ledger>.lock` and the run directory's claim until dropped.
+pub struct LedgerWriter {
+    path: PathBuf,
+    _lock: std::fs::File,
+    _run: RunClaim,
+    lock_path: PathBuf,
+    ledger: Ledger,
+    key: SigningKeyFile,
+}
+
+impl std::fmt::Debug for LedgerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerWriter").field("path", &self.path).field("entries", &self.ledger.entries.len()).finish()
     }
 }
 
 impl LedgerWriter {
-    /// Opens (or creates) the ledger at `path` for experiment `experiment`, holding the lock.
-    pub fn open(path: &Path, experiment: &str, run_dir: &str, key: SigningKeyFile) -> Result<Self, LedgerError> {
-        check_run_dir(run_dir)?;
-        let lock = acquire_lock(path)?;
-        let unlock = |e: LedgerError, lock: std::fs::File| {
-            if same_file(&lock, &lock_path_for(path)) {
-                let _ = std::fs::remove_file(lock_path_for(path));
+    /// Opens (or creates) the ledger at `path` for experiment `experiment`, writing into the run
+    /// directory and workspace of `loc`. Holds the ledger's lock (on its resolved path) and claims the
+    /// run directory. An existing ledger must verify, be version 2, belong to `experiment`, be signed by
+    /// `key`, and name the same run directory.
+    pub fn open(path: &Path, experiment: &str, loc: &Locations, key: SigningKeyFile) -> Result<Self, LedgerError> {
+        let resolved = resolve_ledger_path(path)?;
+        let lock_path = lock_path_for(&resolved);
+        let lock = lock_file(&resolved, &lock_path, path)?;
+        // On any error below, the lock file goes with the lock.
+        let opened = (|| -> Result<(Ledger, RunClaim), LedgerError> {
+            let io = |p: &Path, source| LedgerError::Io { path: p.to_owned(), source };
+            let exists = std::fs::symlink_metadata(&resolved).is_ok();
+            // An existing ledger is verified before anything is created on its behalf.
+            let existing = if exists { Some(open_verified(&resolved, None)?) } else { None };
+            if let Some(l) = existing.as_ref().filter(|l| l.header.version != VERSION) {
+                return Err(LedgerError::ReadOnly { path: path.to_owned(), version: l.header.version });
             }
-            drop(lock);
-            e
-        };
-        let ledger = if path.exists() {
-            let l = match read(path) {
-                Ok(l) => l,
-                Err(e) => return Err(unlock(e, lock)),
+            std::fs::create_dir_all(&loc.run).map_err(|e| io(&loc.run, e))?;
+            let run_abs = loc.run.canonicalize().map_err(|e| io(&loc.run, e))?;
+            let ws_abs = loc.workspace.canonicalize().map_err(|e| io(&loc.workspace, e))?;
+            let ledger = if let Some(l) = existing {
+                if l.header.experiment != experiment {
+                    return Err(LedgerError::WrongExperiment {
+                        path: path.to_owned(),
+                        found: l.header.experiment,
+                        expected: experiment.to_owned(),
+                    });
+                }
+                if l.header.signer != key.signer() {
+                    return Err(LedgerError::WrongSigner {
+                        path: path.to_owned(),
+                        found: l.header.signer.key_id,
+                        expected: key.signer().key_id,
+                    });
+                }
+                let recorded = locate(&resolved, &l.header)?;
+                let rec_run = recorded.run.canonicalize().unwrap_or(recorded.run.clone());
+                if rec_run != run_abs {
+                    return Err(LedgerError::RunDir {
+                        path: run_abs.clone(),
+                        message: format!(
+                            "ledger {} records its run directory as {}; it cannot be appended with artifacts from another directory",
+                            path.display(),
+                            rec_run.display()
+                        ),
+                    });
+                }
+                l
+            } else {
+                let dir = resolved.parent().expect("resolved ledger path has a directory");
+                let rel = |to: &Path| {
+                    relative_location(dir, to).ok_or_else(|| LedgerError::Path(format!("{} is not a UTF-8 path", to.display())))
+                };
+                Ledger {
+                    header: Header {
+                        format: FORMAT.into(),
+                        version: VERSION,
+                        experiment: experiment.into(),
+                        run_dir: rel(&run_abs)?,
+                        workspace: Some(rel(&ws_abs)?),
+                        created: super::now_utc(),
+                        signer: key.signer(),
+                    },
+                    entries: Vec::new(),
+                }
             };
-            if l.header.experiment != experiment {
-                let e = LedgerError::WrongExperiment { path: path.to_owned(), found: l.header.experiment, expected: experiment.to_owned() };
-                return Err(unlock(e, lock));
+            let run = claim_run_dir(&run_abs, &ledger.header.sha256(), &resolved, !exists)?;
+            if !exists {
+                write_atomic(&resolved, &ledger)?;
+                SignedHead::new(&ledger, &key).write(&head_path_for(&resolved))?;
             }
-            if l.header.signer != key.signer() {
-                let e = LedgerError::WrongSigner { path: path.to_owned(), found: l.header.signer.key_id, expected: key.signer().key_id };
-                return Err(unlock(e, lock));
+            Ok((ledger, run))
+        })();
+        let (ledger, run) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                remove_lock(&lock, &lock_path);
+                return Err(e);
             }
-            l
-        } else {
-            let l = Ledger {
-                header: Header {
-                    format: FORMAT.into(),
-                    version: VERSION,
-                    experiment: experiment.into(),
-                    run_dir: run_dir.into(),
-                    created: super::now_utc(),
-                    signer: key.signer(),
-                },
-                entries: Vec::new(),
-            };
-            if let Err(e) = write_atomic(path, &l) {
-                return Err(unlock(e, lock));
-            }
-            l
         };
-        Ok(Self { path: path.to_owned(), _lock: lock, lock_path: lock_path_for(path), ledger, key })
+        Ok(Self { path: resolved, _lock: lock, _run: run, lock_path, ledger, key })
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
+    /// The resolved path the writer writes.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -226,19 +501,37 @@ impl LedgerWriter {
         &self.lock_path
     }
 
-    /// Fills in `seq`, `experiment`, `header_sha256` and `prev`, hashes and signs the entry, and appends it
-    /// atomically. Returns the entry as written.
+    /// Fills in `seq`, `experiment`, `header_sha256` and `prev`, hashes and signs the entry, appends it
+    /// atomically and writes the signed head. Returns the entry as written.
     pub fn append(&mut self, mut entry: Entry) -> Result<Entry, LedgerError> {
         entry.seq = self.ledger.entries.len() as u64;
         entry.experiment = self.ledger.header.experiment.clone();
         entry.header_sha256 = self.ledger.header.sha256();
         entry.prev = self.ledger.entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| super::ZERO_HASH.into());
-        entry.hash = entry.compute_hash();
-        entry.signature = self.key.sign_hash(&entry.hash);
+        entry.seal(&self.key);
         let mut next = self.ledger.clone();
         next.entries.push(entry.clone());
         write_atomic(&self.path, &next)?;
         self.ledger = next;
+        SignedHead::new(&self.ledger, &self.key).write(&head_path_for(&self.path))?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_relative_and_checked() {
+        assert_eq!(relative_location(Path::new("/w/ledger"), Path::new("/w/runs/x")).unwrap(), "../runs/x");
+        assert_eq!(relative_location(Path::new("/w/out"), Path::new("/w/out")).unwrap(), ".");
+        assert_eq!(relative_location(Path::new("/a/b"), Path::new("/a")).unwrap(), "..");
+        for ok in [".", "..", "../runs/x", "runs/x", "../../a"] {
+            assert!(check_location(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/abs", "a/../b", "a/./b", "./a", "a//b", "a\\b", "../a/.."] {
+            assert!(check_location(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,33 +1,47 @@
-//! `hsx verify`: format, chain, signatures, trusted signers, config hashes, and every recorded file.
+//! `hsx verify`: format, chain, signatures, trusted signers, times, config hashes, signed head, the
+//! head a rendered report cites, and every recorded file.
 //!
 //! Checks run per entry in a fixed order, so a failure names the most specific field:
-//! typed form → `seq` → `experiment` → `header_sha256` → `prev` → `config_sha256` → file paths →
-//! `hash` → `signature` → trusted signer → files on disk. A file that is absent (or whose root is not
-//! available on this machine, e.g. no data mirror) is *missing*; present but different is *tampered*.
-//! A file record is checked on disk unless a later entry wrote the same file again (a re-run stage
-//! supersedes the earlier record), so an edited artifact is blamed on the entry that produced it.
+//! typed form → `seq` → `experiment` → `header_sha256` → `prev` → times → `config_sha256` → file paths
+//! → `hash` → `signature` → trusted signer; files on disk are checked after the chain, and the first
+//! failure reported is the one of the earliest entry. A file that is absent (or whose root is not
+//! available on this machine, e.g. no data mirror) is *missing*; present but different is *tampered*;
+//! not a regular file, or resolving outside its root, is *refused* (never opened). A file record is
+//! checked on disk unless a later entry wrote the same file again (a re-run stage supersedes the
+//! earlier record), so an edited artifact is blamed on the entry that produced it; each distinct file
+//! is hashed once.
+//!
+//! Bounded: the file is streamed (one entry in memory at a time, plus one small record per file),
+//! sizes are compared before hashing, and only regular files are opened.
 //!
 //! ```text
-//! hsx verify --ledger ledger/exp-42.json --trusted-keys ledger/trusted_keys
+//! hsx verify --ledger ledger/exp-42.json --trusted-keys ledger/trusted_keys [--expect-head <hash>]
 //! ```
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
 
-use super::files::{check_relative, hash_file, Root, Roots};
-use super::keys::{parse_public_key, verify_hash, TrustedKeys};
-use super::{entry_hash_of_value, store, Entry, Header, LedgerError, FORMAT, VERSION, ZERO_HASH};
+use super::files::{check_recorded, check_relative, FileRecord, OnDisk, Root, Roots};
+use super::head::{cited_heads, head_path_for, Head, SignedHead};
+use super::keys::{parse_public_key, TrustedKeys};
+use super::{entry_canonical_bytes, verify_entry_signature, Entry, Header, Ledger, LedgerError, FORMAT, READ_VERSIONS, ZERO_HASH};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     pub trusted: Option<TrustedKeys>,
     pub require_artifacts: bool,
+    /// `--expect-head`: the ledger must contain an entry with this hash (64 lowercase hex).
+    pub expect_head: Option<String>,
+    /// Check the ledger itself only, not the files it records (used when a ledger is read for use).
+    pub structure_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
-    /// Entry index (its position in the file); `None` for the header.
+    /// Entry index (its position in the file); `None` for the header or the ledger as a whole.
     pub entry: Option<usize>,
     pub stage: Option<String>,
     pub field: String,
@@ -39,7 +53,8 @@ impl std::fmt::Display for Failure {
         match (self.entry, &self.stage) {
             (Some(i), Some(s)) => write!(f, "entry {i} ({s}), field `{}`: {}", self.field, self.message),
             (Some(i), None) => write!(f, "entry {i}, field `{}`: {}", self.field, self.message),
-            _ => write!(f, "header, field `{}`: {}", self.field, self.message),
+            (None, _) if self.field.starts_with("header") => write!(f, "header, field `{}`: {}", self.field, self.message),
+            _ => write!(f, "ledger, `{}`: {}", self.field, self.message),
         }
     }
 }
@@ -56,235 +71,658 @@ pub struct EntryVerdict {
     pub failure: Option<Failure>,
 }
 
+/// Where the roots were found (for the report: a reader sees which directories were checked).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RootsShown {
+    pub run: Option<String>,
+    pub data: Option<String>,
+    pub workspace: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub ledger: String,
+    pub version: Option<u32>,
     pub experiment: Option<String>,
     pub signer: Option<String>,
     pub entries: Vec<EntryVerdict>,
-    pub missing_artifacts: usize,
+    /// The last entry (sequence number and hash): what a report or `--expect-head` pins.
+    pub head: Option<Head>,
+    /// File records in the ledger (inputs and outputs of every entry).
+    pub recorded_artifacts: usize,
+    /// File records compared with the file on disk (size and SHA-256).
     pub checked_artifacts: usize,
-    /// The first failing check, if any.
+    /// File records whose file is not on disk (or whose root is not available here).
+    pub missing_artifacts: usize,
+    /// File records not checked because a later entry wrote the same file again.
+    pub superseded_artifacts: usize,
+    pub roots: RootsShown,
+    /// Things a reader should know that are not failures (e.g. a head file behind the ledger).
+    pub notes: Vec<String>,
+    /// The first failing check, if any (the earliest entry's).
     pub first_failure: Option<Failure>,
     pub ok: bool,
-}
-
-/// Verifies the ledger at `path`. `Err` means the file could not be read as a ledger at all (exit 2);
-/// a report with `ok = false` means a check failed (exit 1).
-pub fn verify_file(path: &Path, roots: &Roots, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
-    let raw = store::read_raw(path)?;
-    verify_value(&raw, path, roots, opts)
 }
 
 fn fail(entry: Option<usize>, stage: Option<&str>, field: impl Into<String>, message: impl Into<String>) -> Failure {
     Failure { entry, stage: stage.map(str::to_owned), field: field.into(), message: message.into() }
 }
 
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Verifies the ledger at `path` with the given roots. `Err` means the file could not be read as a
+/// ledger at all (exit 2); a report with `ok = false` means a check failed (exit 1).
+pub fn verify_file(path: &Path, roots: &Roots, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
+    run_file(path, RootsFrom::Given(roots), opts, false).map(|(r, _)| r)
+}
+
+/// Verifies the ledger at `path`, resolving its roots from the ledger's own location (never the
+/// working directory); `mirror` is the CosmosQA mirror (`$HSX_DATA_MIRROR`), if any.
+pub fn verify_at(path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
+    run_file(path, RootsFrom::Location(mirror), opts, false).map(|(r, _)| r)
+}
+
+/// As [`verify_at`], also returning the typed ledger when it could be read.
+pub fn verify_collect(path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
+    run_file(path, RootsFrom::Location(mirror), opts, true)
+}
+
+/// Verifies an already-parsed ledger document (tests, tools). No signed-head file is consulted.
 pub fn verify_value(raw: &Value, path: &Path, roots: &Roots, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let not_ledger = |message: String| LedgerError::Format { path: path.to_owned(), message };
     let obj = raw.as_object().ok_or_else(|| not_ledger("the top level is not a JSON object".into()))?;
     let header_raw = obj.get("header").ok_or_else(|| not_ledger("no `header` member".into()))?;
-    let entries_raw = obj
-        .get("entries")
-        .and_then(Value::as_array)
-        .ok_or_else(|| not_ledger("no `entries` array".into()))?;
-    let mut report = VerifyReport {
-        ledger: path.display().to_string(),
-        experiment: None,
-        signer: None,
-        entries: Vec::new(),
-        missing_artifacts: 0,
-        checked_artifacts: 0,
-        first_failure: None,
-        ok: true,
-    };
+    let entries_raw = obj.get("entries").and_then(Value::as_array).ok_or_else(|| not_ledger("no `entries` array".into()))?;
+    let mut c = Checker::new(path, opts, false);
     if let Some(extra) = obj.keys().find(|k| *k != "header" && *k != "entries") {
-        report.first_failure = Some(fail(None, None, extra.as_str(), "unknown top-level member"));
-        report.ok = false;
-        return Ok(report);
+        c.header_failure(fail(None, None, extra.as_str(), "unknown top-level member"));
     }
-
-    // Header.
-    let header: Header = match serde_path_to_error::deserialize(header_raw) {
-        Ok(h) => h,
-        Err(e) => {
-            report.first_failure = Some(fail(None, None, format!("header.{}", e.path()), e.inner().to_string()));
-            report.ok = false;
-            return Ok(report);
-        }
-    };
-    report.experiment = Some(header.experiment.clone());
-    report.signer = Some(header.signer.key_id.clone());
-    let header_problem = if header.format != FORMAT {
-        Some(("header.format", format!("{:?} is not {FORMAT:?}", header.format)))
-    } else if header.version != VERSION {
-        Some(("header.version", format!("version {} is not supported (this hsx reads {VERSION})", header.version)))
-    } else if header.signer.algorithm != "ed25519" {
-        Some(("header.signer.algorithm", format!("{:?} is not ed25519", header.signer.algorithm)))
-    } else if let Err(e) = super::store::check_run_dir(&header.run_dir) {
-        Some(("header.run_dir", e.to_string()))
-    } else {
-        None
-    };
-    if let Some((field, msg)) = header_problem {
-        report.first_failure = Some(fail(None, None, field, msg));
-        report.ok = false;
-        return Ok(report);
-    }
-    let public = match parse_public_key(&header.signer.public_key) {
-        Ok(p) => p,
-        Err(msg) => {
-            report.first_failure = Some(fail(None, None, "header.signer.public_key", msg));
-            report.ok = false;
-            return Ok(report);
-        }
-    };
-    if super::keys::key_id(&public) != header.signer.key_id {
-        report.first_failure = Some(fail(None, None, "header.signer.key_id", "does not match the public key"));
-        report.ok = false;
-        return Ok(report);
-    }
-    let header_sha = header.sha256();
-
-    // The last entry that *wrote* each file: a record in an earlier entry is superseded by that re-run.
-    let mut last_output: HashMap<(Root, String), usize> = HashMap::new();
-    let mut typed: Vec<Option<Entry>> = Vec::with_capacity(entries_raw.len());
+    c.header(header_raw);
     for e in entries_raw {
-        let t: Option<Entry> = serde_json::from_value(e.clone()).ok();
-        if let Some(t) = &t {
-            for r in &t.outputs {
-                last_output.insert((r.root, r.path.clone()), typed.len());
+        c.entry(e.clone());
+    }
+    Ok(c.finish(Some(roots.clone())).0)
+}
+
+enum RootsFrom<'a> {
+    Given(&'a Roots),
+    Location(Option<&'a Path>),
+}
+
+fn run_file(path: &Path, roots: RootsFrom, opts: &VerifyOptions, keep: bool) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
+    use std::io::Read;
+    let io = |source| LedgerError::Io { path: path.to_owned(), source };
+    let open = || -> Result<_, LedgerError> {
+        let f = super::files::open_regular(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        if len > super::MAX_LEDGER_BYTES {
+            return Err(LedgerError::Format {
+                path: path.to_owned(),
+                message: format!("{len} bytes is larger than the {} byte limit", super::MAX_LEDGER_BYTES),
+            });
+        }
+        Ok(std::io::BufReader::with_capacity(1 << 20, f.take(super::MAX_LEDGER_BYTES + 1)))
+    };
+    let mut c = Checker::new(path, opts, keep);
+    let parse = |c: &mut Checker, pass: Pass| -> Result<(), LedgerError> {
+        let mut de = serde_json::Deserializer::from_reader(open()?);
+        let r = Doc { c: &mut *c, pass }.deserialize(&mut de).and_then(|_| de.end());
+        r.map_err(|e| LedgerError::Format {
+            path: path.to_owned(),
+            message: match c.reading {
+                Some(i) => format!("JSON error in entry {i} (line {}, column {}): {e}", e.line(), e.column()),
+                None => format!("JSON error at line {}, column {}: {e}", e.line(), e.column()),
+            },
+        })
+    };
+    parse(&mut c, Pass::First)?;
+    if !c.saw_header {
+        return Err(LedgerError::Format { path: path.to_owned(), message: "no `header` member".into() });
+    }
+    if !c.saw_entries {
+        return Err(LedgerError::Format { path: path.to_owned(), message: "no `entries` array".into() });
+    }
+    if c.deferred_entries {
+        // `entries` came before `header`: stream them again now that the header is known.
+        parse(&mut c, Pass::EntriesOnly)?;
+    }
+    let roots = match roots {
+        RootsFrom::Given(r) => Some(r.clone()),
+        RootsFrom::Location(mirror) => match &c.header {
+            Some(h) => roots_from_location(path, h, c.last_data_dir.as_deref(), mirror),
+            None => None,
+        },
+    };
+    c.head_file_check();
+    Ok(c.finish(roots))
+}
+
+fn roots_from_location(path: &Path, header: &Header, data_dir: Option<&str>, mirror: Option<&Path>) -> Option<Roots> {
+    super::store::roots_for(path, header, data_dir, mirror).ok()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    First,
+    EntriesOnly,
+}
+
+struct Doc<'c, 'o> {
+    c: &'c mut Checker<'o>,
+    pass: Pass,
+}
+
+impl<'de> DeserializeSeed<'de> for Doc<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Doc<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a ledger object {\"header\": ..., \"entries\": [...]}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if keys.contains(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+            }
+            match (k.as_str(), self.pass) {
+                ("header", Pass::First) => {
+                    let v = map.next_value_seed(crate::canonical::StrictValue)?;
+                    self.c.saw_header = true;
+                    self.c.header(&v);
+                }
+                ("entries", Pass::First) if !self.c.saw_header => {
+                    map.next_value::<IgnoredAny>()?;
+                    self.c.saw_entries = true;
+                    self.c.deferred_entries = true;
+                }
+                ("entries", _) => {
+                    self.c.saw_entries = true;
+                    map.next_value_seed(Entries { c: &mut *self.c })?;
+                }
+                (_, Pass::EntriesOnly) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                (other, Pass::First) => {
+                    map.next_value::<IgnoredAny>()?;
+                    self.c.header_failure(fail(None, None, other, "unknown top-level member"));
+                }
+            }
+            keys.push(k);
+        }
+        Ok(())
+    }
+}
+
+struct Entries<'c, 'o> {
+    c: &'c mut Checker<'o>,
+}
+
+impl<'de> DeserializeSeed<'de> for Entries<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of entries")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            self.c.reading = Some(self.c.index);
+            match seq.next_element_seed(crate::canonical::StrictValue)? {
+                Some(v) => self.c.entry(v),
+                None => break,
             }
         }
-        typed.push(t);
+        self.c.reading = None;
+        Ok(())
+    }
+}
+
+/// One file record to check on disk, in entry order.
+struct Pending {
+    entry: usize,
+    field: String,
+    record: FileRecord,
+}
+
+struct Checker<'o> {
+    opts: &'o VerifyOptions,
+    report: VerifyReport,
+    path: PathBuf,
+    saw_header: bool,
+    saw_entries: bool,
+    deferred_entries: bool,
+    reading: Option<usize>,
+    /// Set when the header failed: entries are not checked further.
+    header_failed: bool,
+    header: Option<Header>,
+    public: Option<ed25519_dalek::VerifyingKey>,
+    header_sha: String,
+    version: u32,
+    created: Option<OffsetDateTime>,
+    index: usize,
+    prev_hash: String,
+    prev_finished: Option<OffsetDateTime>,
+    hashes: Vec<String>,
+    pending: Vec<Pending>,
+    /// The last entry that wrote each file, and the SHA-256 it recorded.
+    last_output: HashMap<(Root, String), (usize, String)>,
+    last_data_dir: Option<String>,
+    last_report_dir: Option<String>,
+    keep: Option<Vec<Entry>>,
+    ledger_failures: Vec<Failure>,
+}
+
+impl<'o> Checker<'o> {
+    fn new(path: &Path, opts: &'o VerifyOptions, keep: bool) -> Self {
+        Checker {
+            opts,
+            report: VerifyReport {
+                ledger: path.display().to_string(),
+                version: None,
+                experiment: None,
+                signer: None,
+                entries: Vec::new(),
+                head: None,
+                recorded_artifacts: 0,
+                checked_artifacts: 0,
+                missing_artifacts: 0,
+                superseded_artifacts: 0,
+                roots: RootsShown::default(),
+                notes: Vec::new(),
+                first_failure: None,
+                ok: true,
+            },
+            path: path.to_owned(),
+            saw_header: false,
+            saw_entries: false,
+            deferred_entries: false,
+            reading: None,
+            header_failed: false,
+            header: None,
+            public: None,
+            header_sha: String::new(),
+            version: 0,
+            created: None,
+            index: 0,
+            prev_hash: ZERO_HASH.to_owned(),
+            prev_finished: None,
+            hashes: Vec::new(),
+            pending: Vec::new(),
+            last_output: HashMap::new(),
+            last_data_dir: None,
+            last_report_dir: None,
+            keep: keep.then(Vec::new),
+            ledger_failures: Vec::new(),
+        }
     }
 
-    let mut prev_hash = ZERO_HASH.to_owned();
-    for (i, e_raw) in entries_raw.iter().enumerate() {
+    fn header_failure(&mut self, f: Failure) {
+        if self.report.first_failure.as_ref().is_none_or(|x| x.entry.is_some()) {
+            self.report.first_failure = Some(f);
+        }
+        self.header_failed = true;
+    }
+
+    /// A ledger-level failure (no entry: head, emptiness): reported after any failing entry, which is
+    /// more specific.
+    fn ledger_failure(&mut self, f: Failure) {
+        self.ledger_failures.push(f);
+    }
+
+    fn header(&mut self, raw: &Value) {
+        let header: Header = match serde_path_to_error::deserialize(raw) {
+            Ok(h) => h,
+            Err(e) => return self.header_failure(fail(None, None, format!("header.{}", e.path()), e.inner().to_string())),
+        };
+        self.report.experiment = Some(header.experiment.clone());
+        self.report.signer = Some(header.signer.key_id.clone());
+        self.report.version = Some(header.version);
+        let location_problem = if header.version == 1 {
+            check_relative(&header.run_dir).err().map(|e| ("header.run_dir", e.to_string())).or_else(|| {
+                header.workspace.as_ref().map(|_| ("header.workspace", "version 1 has no `workspace`".to_string()))
+            })
+        } else {
+            super::store::check_location(&header.run_dir).err().map(|e| ("header.run_dir", e)).or_else(|| match &header.workspace {
+                None => Some(("header.workspace", "missing".into())),
+                Some(w) => super::store::check_location(w).err().map(|e| ("header.workspace", e)),
+            })
+        };
+        let created = parse_time(&header.created);
+        let problem = if header.format != FORMAT {
+            Some(("header.format", format!("{:?} is not {FORMAT:?}", header.format)))
+        } else if !READ_VERSIONS.contains(&header.version) {
+            Some(("header.version", format!("version {} is not supported (this hsx reads {READ_VERSIONS:?})", header.version)))
+        } else if header.signer.algorithm != "ed25519" {
+            Some(("header.signer.algorithm", format!("{:?} is not ed25519", header.signer.algorithm)))
+        } else if let Some(p) = location_problem {
+            Some(p)
+        } else if created.is_none() {
+            Some(("header.created", format!("{:?} is not an RFC 3339 time", header.created)))
+        } else {
+            None
+        };
+        if let Some((field, msg)) = problem {
+            return self.header_failure(fail(None, None, field, msg));
+        }
+        let public = match parse_public_key(&header.signer.public_key) {
+            Ok(p) => p,
+            Err(msg) => return self.header_failure(fail(None, None, "header.signer.public_key", msg)),
+        };
+        if super::keys::key_id(&public) != header.signer.key_id {
+            return self.header_failure(fail(None, None, "header.signer.key_id", "does not match the public key"));
+        }
+        if let Some(tk) = &self.opts.trusted {
+            if let Err(msg) = tk.check(&header.signer, &header.created) {
+                return self.header_failure(fail(None, None, "header.signer", msg));
+            }
+        }
+        self.header_sha = header.sha256();
+        self.version = header.version;
+        self.created = created;
+        self.public = Some(public);
+        self.header = Some(header);
+    }
+
+    fn entry(&mut self, raw: Value) {
+        let i = self.index;
+        self.index += 1;
         let mut verdict = EntryVerdict {
             index: i,
-            seq: e_raw.get("seq").and_then(Value::as_u64),
-            stage: e_raw.get("stage").and_then(Value::as_str).map(str::to_owned),
+            seq: raw.get("seq").and_then(Value::as_u64),
+            stage: raw.get("stage").and_then(Value::as_str).map(str::to_owned),
             verdict: "ok".into(),
             missing: Vec::new(),
             superseded: 0,
             failure: None,
         };
-        let stage_name = verdict.stage.clone();
-        let st = stage_name.as_deref();
-        let result = check_entry(i, e_raw, &header, &header_sha, &public, &prev_hash, opts, roots, &last_output, &mut verdict);
-        if let Err(f) = result {
-            verdict.verdict = "failed".into();
-            if report.first_failure.is_none() {
-                report.first_failure = Some(f.clone());
-            }
-            verdict.failure = Some(f);
-            report.ok = false;
-        } else if !verdict.missing.is_empty() {
-            verdict.verdict = "missing".into();
-            report.missing_artifacts += verdict.missing.len();
-            if opts.require_artifacts {
-                let f = fail(Some(i), st, "outputs", format!("missing artifacts: {}", verdict.missing.join(", ")));
-                if report.first_failure.is_none() {
-                    report.first_failure = Some(f.clone());
-                }
-                verdict.verdict = "failed".into();
-                verdict.failure = Some(f);
-                report.ok = false;
-            }
+        let hash = raw.get("hash").and_then(Value::as_str).unwrap_or("").to_owned();
+        self.hashes.push(hash.clone());
+        if self.header_failed || self.header.is_none() {
+            self.report.entries.push(verdict);
+            self.prev_hash = hash;
+            return;
         }
-        prev_hash = e_raw.get("hash").and_then(Value::as_str).unwrap_or("").to_owned();
-        report.checked_artifacts += typed[i].as_ref().map(|t| t.inputs.len() + t.outputs.len()).unwrap_or(0);
-        report.entries.push(verdict);
-    }
-    Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_entry(
-    i: usize,
-    e_raw: &Value,
-    header: &Header,
-    header_sha: &str,
-    public: &ed25519_dalek::VerifyingKey,
-    prev_hash: &str,
-    opts: &VerifyOptions,
-    roots: &Roots,
-    last_output: &HashMap<(Root, String), usize>,
-    verdict: &mut EntryVerdict,
-) -> Result<(), Failure> {
-    let st = verdict.stage.clone();
-    let st = st.as_deref();
-    let e: Entry = serde_path_to_error::deserialize(e_raw)
-        .map_err(|err| fail(Some(i), st, err.path().to_string(), err.inner().to_string()))?;
-    if e.seq != i as u64 {
-        return Err(fail(Some(i), st, "seq", format!("is {} at position {i} (an entry was removed, inserted or moved)", e.seq)));
-    }
-    if e.experiment != header.experiment {
-        return Err(fail(Some(i), st, "experiment", format!("{:?} differs from the header's {:?}", e.experiment, header.experiment)));
-    }
-    if e.header_sha256 != header_sha {
-        return Err(fail(Some(i), st, "header_sha256", "does not match the header (the header was edited)"));
-    }
-    if e.prev != prev_hash {
-        return Err(fail(Some(i), st, "prev", "does not match the previous entry's hash (the chain is broken)"));
-    }
-    let config_sha = crate::canonical::sha256_canonical(&e.config);
-    if e.config_sha256 != config_sha {
-        return Err(fail(Some(i), st, "config_sha256", format!("recorded {}, but the recorded config hashes to {config_sha}", e.config_sha256)));
-    }
-    for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
-        for (k, r) in list.iter().enumerate() {
-            if let Err(err) = check_relative(&r.path) {
-                return Err(fail(Some(i), st, format!("{kind}[{k}].path"), err.to_string()));
-            }
-        }
-    }
-    let computed = entry_hash_of_value(e_raw);
-    if computed != e.hash {
-        return Err(fail(Some(i), st, "hash", format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)")));
-    }
-    if let Err(msg) = verify_hash(public, &e.hash, &e.signature) {
-        return Err(fail(Some(i), st, "signature", format!("{msg} for the header's signer {}", header.signer.key_id)));
-    }
-    if let Some(tk) = &opts.trusted {
-        if let Err(msg) = tk.check(&header.signer, &e.finished) {
-            return Err(fail(Some(i), st, "signer", msg));
-        }
-    }
-    for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
-        for (k, r) in list.iter().enumerate() {
-            let key = (r.root, r.path.clone());
-            if last_output.get(&key).is_some_and(|&j| j > i) {
-                verdict.superseded += 1;
-                continue;
-            }
-            let Some(full) = roots.get(r.root).map(|b| b.join(&r.path)) else {
-                verdict.missing.push(format!("{}:{}", r.root, r.path));
-                continue;
-            };
-            match hash_file(&full) {
-                Ok((bytes, sha)) => {
-                    if sha != r.sha256 || bytes != r.bytes {
-                        return Err(fail(
-                            Some(i),
-                            st,
-                            format!("{kind}[{k}]"),
-                            format!(
-                                "tampered: {}:{} on disk has {bytes} bytes, sha256 {sha}; recorded {} bytes, sha256 {}",
-                                r.root, r.path, r.bytes, r.sha256
-                            ),
-                        ));
+        match self.check_entry(i, &raw, &verdict) {
+            Ok(e) => {
+                self.report.recorded_artifacts += e.inputs.len() + e.outputs.len();
+                for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
+                    for (k, r) in list.iter().enumerate() {
+                        self.pending.push(Pending { entry: i, field: format!("{kind}[{k}]"), record: r.clone() });
                     }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    verdict.missing.push(format!("{}:{}", r.root, r.path));
+                for r in &e.outputs {
+                    self.last_output.insert((r.root, r.path.clone()), (i, r.sha256.clone()));
                 }
-                Err(err) => {
-                    return Err(fail(Some(i), st, format!("{kind}[{k}]"), format!("cannot read {}:{}: {err}", r.root, r.path)));
+                if let Some(d) = e.config.pointer("/data/dir").and_then(Value::as_str) {
+                    self.last_data_dir = Some(d.to_owned());
+                }
+                if let Some(d) = e.config.pointer("/experiment/report_dir").and_then(Value::as_str) {
+                    self.last_report_dir = Some(d.to_owned());
+                }
+                self.prev_finished = parse_time(&e.finished);
+                if let Some(k) = &mut self.keep {
+                    k.push(e);
+                }
+            }
+            Err(f) => {
+                verdict.verdict = "failed".into();
+                verdict.failure = Some(f);
+                self.keep = None;
+            }
+        }
+        self.prev_hash = hash;
+        self.report.entries.push(verdict);
+    }
+
+    fn check_entry(&self, i: usize, e_raw: &Value, verdict: &EntryVerdict) -> Result<Entry, Failure> {
+        let header = self.header.as_ref().expect("header checked");
+        let public = self.public.as_ref().expect("header checked");
+        let st = verdict.stage.as_deref();
+        let e: Entry = serde_path_to_error::deserialize(e_raw).map_err(|err| fail(Some(i), st, err.path().to_string(), err.inner().to_string()))?;
+        if e.seq != i as u64 {
+            return Err(fail(Some(i), st, "seq", format!("is {} at position {i} (an entry was removed, inserted or moved)", e.seq)));
+        }
+        if e.experiment != header.experiment {
+            return Err(fail(Some(i), st, "experiment", format!("{:?} differs from the header's {:?}", e.experiment, header.experiment)));
+        }
+        if e.header_sha256 != self.header_sha {
+            return Err(fail(Some(i), st, "header_sha256", "does not match the header (the header was edited)"));
+        }
+        if e.prev != self.prev_hash {
+            return Err(fail(Some(i), st, "prev", "does not match the previous entry's hash (the chain is broken)"));
+        }
+        let started = parse_time(&e.started).ok_or_else(|| fail(Some(i), st, "started", format!("{:?} is not an RFC 3339 time", e.started)))?;
+        let finished = parse_time(&e.finished).ok_or_else(|| fail(Some(i), st, "finished", format!("{:?} is not an RFC 3339 time", e.finished)))?;
+        if finished < started {
+            return Err(fail(Some(i), st, "finished", format!("{} is before started {}", e.finished, e.started)));
+        }
+        let floor = self.prev_finished.or(self.created);
+        if let Some(fl) = floor {
+            if started < fl {
+                let what = if self.prev_finished.is_some() { "the previous entry finished" } else { "the header was created" };
+                return Err(fail(Some(i), st, "started", format!("{} is before {what} ({fl}); times along the chain must not decrease", e.started)));
+            }
+        }
+        let canon = |v: &Value| {
+            if self.version == 1 {
+                crate::canonical::sha256_legacy_v1(v)
+            } else {
+                crate::canonical::sha256_canonical(v)
+            }
+        };
+        let config_sha = canon(&e.config);
+        if e.config_sha256 != config_sha {
+            return Err(fail(Some(i), st, "config_sha256", format!("recorded {}, but the recorded config hashes to {config_sha}", e.config_sha256)));
+        }
+        for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
+            for (k, r) in list.iter().enumerate() {
+                if let Err(err) = check_relative(&r.path) {
+                    return Err(fail(Some(i), st, format!("{kind}[{k}].path"), err.to_string()));
+                }
+            }
+        }
+        let canonical = entry_canonical_bytes(e_raw, self.version);
+        let computed = crate::canonical::sha256_hex(canonical.as_bytes());
+        if computed != e.hash {
+            return Err(fail(Some(i), st, "hash", format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)")));
+        }
+        if let Err(msg) = verify_entry_signature(self.version, public, &canonical, &e.hash, &e.signature) {
+            return Err(fail(Some(i), st, "signature", format!("{msg} for the header's signer {}", header.signer.key_id)));
+        }
+        if let Some(tk) = &self.opts.trusted {
+            for t in [&e.started, &e.finished] {
+                if let Err(msg) = tk.check(&header.signer, t) {
+                    return Err(fail(Some(i), st, "signer", msg));
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// The signed head beside the ledger file (version 2; version 1 has none).
+    fn head_file_check(&mut self) {
+        let (Some(header), Some(public)) = (&self.header, &self.public) else { return };
+        if self.header_failed {
+            return;
+        }
+        if header.version == 1 {
+            self.report.notes.push(
+                "format version 1 has no signed head: a cut-off ledger cannot be told from a whole one; pin its head with --expect-head".into(),
+            );
+            return;
+        }
+        let hp = head_path_for(&self.path);
+        let res = match SignedHead::read(&hp) {
+            Ok(None) => Err(format!(
+                "there is no signed head {} beside the ledger, so entries cut off the end cannot be detected; copy it with the ledger",
+                hp.display()
+            )),
+            Ok(Some(h)) => h.check(header, public, &self.hashes).map(|_| h),
+            Err(m) => Err(m),
+        };
+        match res {
+            Ok(h) if (h.entries as usize) < self.hashes.len() => self.report.notes.push(format!(
+                "the signed head names entry {} of {}: the later entries are signed, but the head was not updated (interrupted write)",
+                h.entries.saturating_sub(1),
+                self.hashes.len()
+            )),
+            Ok(_) => {}
+            Err(m) => self.ledger_failure(fail(None, None, "head", format!("{}: {m}", hp.display()))),
+        }
+    }
+
+    fn finish(mut self, roots: Option<Roots>) -> (VerifyReport, Option<Ledger>) {
+        let n = self.report.entries.len();
+        self.report.head = self.hashes.last().map(|h| Head { seq: (n - 1) as u64, hash: h.clone() });
+        if !self.header_failed && self.header.is_some() {
+            if self.opts.trusted.is_some() && n == 0 {
+                self.ledger_failure(fail(None, None, "entries", "the ledger has no entries: an empty ledger attests nothing, so it cannot pass --trusted-keys"));
+            }
+            if let Some(expected) = &self.opts.expect_head {
+                match self.hashes.iter().position(|h| h == expected) {
+                    Some(i) if i + 1 == n => {}
+                    Some(i) => self.report.notes.push(format!("the expected head is entry {i}; the ledger has {} entries after it", n - 1 - i)),
+                    None => {
+                        let last = self.report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no entries".into());
+                        self.ledger_failure(fail(None, None, "head", format!(
+                            "the expected head {expected} is not in this ledger (its head is {last}): rolled back, truncated or forked"
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(r) = &roots {
+            self.report.roots = RootsShown {
+                run: r.run.as_ref().map(|p| p.display().to_string()),
+                data: r.data.as_ref().map(|p| p.display().to_string()),
+                workspace: r.workspace.as_ref().map(|p| p.display().to_string()),
+            };
+        }
+        if !self.opts.structure_only && !self.header_failed {
+            if let Some(roots) = &roots {
+                self.check_files(roots);
+                self.check_cited_head(roots);
+            }
+        }
+        // The first failure: the header's, else the earliest entry's, else a ledger-level one.
+        let entry_first = self.report.entries.iter().find_map(|v| v.failure.clone());
+        let first = self.report.first_failure.take().or(entry_first).or_else(|| self.ledger_failures.first().cloned());
+        self.report.first_failure = first;
+        self.report.ok = self.report.first_failure.is_none();
+        let ledger = match (self.keep, self.header) {
+            (Some(entries), Some(header)) if self.report.ok => Some(Ledger { header, entries }),
+            _ => None,
+        };
+        (self.report, ledger)
+    }
+
+    fn check_files(&mut self, roots: &Roots) {
+        let mut cache: HashMap<(Root, String, u64, String), OnDisk> = HashMap::new();
+        let pending = std::mem::take(&mut self.pending);
+        let mut stale_noted = std::collections::HashSet::new();
+        for p in pending {
+            let v = &mut self.report.entries[p.entry];
+            if v.failure.is_some() {
+                continue;
+            }
+            let r = &p.record;
+            if let Some((j, sha)) = self.last_output.get(&(r.root, r.path.clone())).filter(|(j, _)| *j > p.entry) {
+                v.superseded += 1;
+                self.report.superseded_artifacts += 1;
+                // An input that a later re-run rewrote differently: this entry's results are history.
+                if p.field.starts_with("inputs") && *sha != r.sha256 && stale_noted.insert(p.entry) {
+                    let later = self.report_stage_name(*j);
+                    let v = &self.report.entries[p.entry];
+                    self.report.notes.push(format!(
+                        "entry {} ({}) read {}:{} as sha256 {}, which entry {j} ({later}) later rewrote with different content: \
+                         its results describe the earlier file; `hsx run` re-runs the stages that depend on it",
+                        p.entry,
+                        v.stage.as_deref().unwrap_or("?"),
+                        r.root,
+                        r.path,
+                        &r.sha256[..r.sha256.len().min(12)]
+                    ));
+                }
+                continue;
+            }
+            let Some(base) = roots.get(r.root) else {
+                v.missing.push(format!("{}:{}", r.root, r.path));
+                continue;
+            };
+            let key = (r.root, r.path.clone(), r.bytes, r.sha256.clone());
+            let on_disk = cache.entry(key).or_insert_with(|| check_recorded(base, r)).clone();
+            let st = v.stage.clone();
+            match on_disk {
+                OnDisk::Matches => self.report.checked_artifacts += 1,
+                OnDisk::Missing => v.missing.push(format!("{}:{}", r.root, r.path)),
+                OnDisk::Differs { bytes, sha256 } => {
+                    self.report.checked_artifacts += 1;
+                    let found = match sha256 {
+                        Some(s) => format!("{bytes} bytes, sha256 {s}"),
+                        None => format!("{bytes} bytes (not hashed: the size already differs)"),
+                    };
+                    v.failure = Some(fail(
+                        Some(p.entry),
+                        st.as_deref(),
+                        p.field,
+                        format!("tampered: {}:{} on disk has {found}; recorded {} bytes, sha256 {}", r.root, r.path, r.bytes, r.sha256),
+                    ));
+                }
+                OnDisk::Refused(msg) => {
+                    v.failure = Some(fail(Some(p.entry), st.as_deref(), p.field, format!("refused {}:{}: {msg}", r.root, r.path)));
+                }
+            }
+        }
+        for v in &mut self.report.entries {
+            if v.failure.is_some() {
+                v.verdict = "failed".into();
+            } else if !v.missing.is_empty() {
+                v.verdict = "missing".into();
+                self.report.missing_artifacts += v.missing.len();
+                if self.opts.require_artifacts {
+                    v.verdict = "failed".into();
+                    v.failure = Some(fail(Some(v.index), v.stage.as_deref(), "outputs", format!("missing artifacts: {}", v.missing.join(", "))));
                 }
             }
         }
     }
-    Ok(())
+
+    fn report_stage_name(&self, i: usize) -> String {
+        self.report.entries.get(i).and_then(|v| v.stage.clone()).unwrap_or_else(|| "?".into())
+    }
+
+    /// A rendered report in the recorded report directory that cites a head (see
+    /// [`super::head::citation`]) must cite an entry this ledger has.
+    fn check_cited_head(&mut self, roots: &Roots) {
+        let (Some(ws), Some(dir)) = (roots.workspace.as_ref(), self.last_report_dir.clone()) else { return };
+        if check_relative(&dir).is_err() {
+            return;
+        }
+        let rel = format!("{}/REPORT.md", dir.trim_end_matches('/'));
+        let Ok(Some(path)) = super::files::resolve_inside(ws, &rel) else { return };
+        let Ok(text) = super::keys::read_small_regular_file(&path) else { return };
+        for h in cited_heads(&text) {
+            let have = self.hashes.get(h.seq as usize);
+            if have != Some(&h.hash) {
+                let last = self.report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no entries".into());
+                self.ledger_failure(fail(None, None, "head", format!(
+                    "{rel} cites ledger head {h}, which this ledger does not have (its head is {last}): the ledger was rolled back, truncated or forked, or the report belongs to another ledger"
+                )));
+                return;
+            }
+        }
+    }
 }

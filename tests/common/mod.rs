@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 
-use hsx::ledger::{Determinism, GitState, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{Determinism, GitState, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
 use serde_json::json;
 
 /// The offline CosmosQA mirror (a directory holding `cosmosqa/valid.csv`), absolute.
@@ -49,7 +49,7 @@ pub fn fixture_ledger(dir: &Path) -> (PathBuf, Roots) {
     let roots = Roots { run: Some(run.clone()), data: None, workspace: Some(ws.clone()) };
     let ledger = ws.join("ledger/fx.json");
     let k = SigningKeyFile::load(&key(dir, "signer.pem")).unwrap();
-    let mut w = LedgerWriter::open(&ledger, "fx", "runs/fx", k).unwrap();
+    let mut w = LedgerWriter::open(&ledger, "fx", &Locations::new(&run, &ws), k).unwrap();
     let config = json!({"experiment": {"id": "fx", "seed": 42}, "train": {"lr": 3e-4, "epochs": 3}, "flag": true, "none": null});
     let mut rec = Recorder {
         writer: &mut w,
