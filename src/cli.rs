@@ -1057,6 +1057,15 @@ fn cmd_report(cli: &Cli, a: &ReportArgs) -> Result<u8> {
 
 fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::store::read(&a.ledger).map_err(|e| Exit(2, e.to_string()))?;
+    // Apply the recording's CPU pins: re-execute with them when this process runs with others.
+    if let Some(first) = ledger.entries.first() {
+        let pins = hsx::runtime::recorded_pins(&first.env["torch"]).map_err(|e| Exit(2, format!("{}: entry 0: {e}", a.ledger.display())))?;
+        if let hsx::runtime::RecordedPins::Restart { env, differences } = pins {
+            tracing::info!("applying the recorded CPU settings: {}", differences.join("; "));
+            let err = hsx::runtime::restart_with(&env);
+            return Err(Exit(2, format!("cannot restart hsx with the recorded CPU settings ({}): {err}", differences.join("; "))).into());
+        }
+    }
     let out = a.out.clone().unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
         PathBuf::from(format!("{}-reproduce-{stamp}", ledger.header.run_dir.trim_end_matches('/')))
@@ -1078,14 +1087,34 @@ fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
     } else {
         for s in &rep.stages {
             let extra = if s.differing.is_empty() { String::new() } else { format!(" — {}{}", s.differing[0], s.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()) };
-            println!("{:>4}  {:<12} {}{}", s.seq, s.stage, s.verdict, extra);
+            let time = s.time.as_ref().map(|t| format!("  [{t}]")).unwrap_or_default();
+            println!("{:>4}  {:<12} {}{}{}", s.seq, s.stage, s.verdict, extra, time);
         }
         if !rep.env_differences.is_empty() {
             println!("environment differs from the recording: {}", rep.env_differences.join("; "));
         }
-        match &rep.first_divergence {
-            None => println!("reproduced {} stages into {}: all identical or within tolerance", rep.stages.len(), rep.out),
-            Some(d) => println!("DIVERGED first at {d}"),
+        if let Some(t) = &rep.time {
+            println!("reproduce time, all re-run stages: {t}");
+        }
+        if rep.verdict != hsx::repro_stats::IDENTICAL && !rep.largest_deviations.is_empty() {
+            println!("largest deviation of each metric (re-run vs recorded):");
+            for (m, d) in &rep.largest_deviations {
+                println!("  {m:<13} {d}");
+            }
+        }
+        match rep.verdict.as_str() {
+            hsx::repro_stats::IDENTICAL => println!("identical: reproduced {} stages into {}, every output byte-identical", rep.stages.len(), rep.out),
+            hsx::repro_stats::WITHIN_TOLERANCE => println!(
+                "reproduced within tolerance into {}: bytes differ from {}, but every metric, gap and hypothesis verdict is within the recorded intervals",
+                rep.out,
+                rep.first_difference.as_deref().unwrap_or("?")
+            ),
+            _ => {
+                println!("DIVERGED: {}", rep.moved.join("; "));
+                if let Some(d) = &rep.first_difference {
+                    println!("first difference at {d}");
+                }
+            }
         }
     }
     Ok(if rep.ok { 0 } else { 1 })

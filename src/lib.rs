@@ -14,3 +14,4 @@ pub mod compare;
 pub mod pipeline;
 pub mod report;
 pub mod reproduce;
+pub mod repro_stats;

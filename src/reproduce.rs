@@ -41,6 +41,11 @@ pub struct StageVerdict {
     pub files: usize,
     pub differing: Vec<String>,
     pub detail: Option<String>,
+    /// The statistics of an evaluate/compare stage whose bytes differ (crate::repro_stats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::repro_stats::StageStats>,
+    /// The re-run's time against the recorded one.
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +56,16 @@ pub struct ReproduceReport {
     pub env_differences: Vec<String>,
     pub first_divergence: Option<String>,
     pub ok: bool,
+    /// identical | reproduced within tolerance | diverged (crate::repro_stats::overall).
+    pub verdict: String,
+    /// The largest deviation of each metric, metric → description.
+    pub largest_deviations: BTreeMap<String, String>,
+    /// What moved, when diverged.
+    pub moved: Vec<String>,
+    /// The first stage whose bytes differ (also when within tolerance).
+    pub first_difference: Option<String>,
+    /// The whole re-run's time against the recorded stages' total.
+    pub time: Option<String>,
 }
 
 /// Environment fields that differ between the recorded entry and this machine.
@@ -194,7 +209,8 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     let repro_path = out.join("reproduction.json");
     let mut writer = LedgerWriter::open(&repro_path, &format!("{}-reproduction", ledger.header.experiment), &opts.out.to_string_lossy(), key)?;
     let env_now = crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null));
-    let env_diff = env_differences(&first.env, &env_now);
+    let mut env_diff = env_differences(&first.env, &env_now);
+    env_diff.extend(crate::runtime::pin_differences(&first.env["torch"], &env_now["torch"]));
     let from_idx = opts.from.as_deref().map(|f| stages.iter().position(|e| e.stage == f)).unwrap_or(Some(0));
     let Some(from_idx) = from_idx else {
         return Err(PipelineError::Usage(format!("the ledger has no stage {:?}", opts.from)));
@@ -221,14 +237,16 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         }
         if e.stage == "report" {
             if let Some(d) = &first_div {
-                // The report renders the recorded entries; with an upstream divergence it cannot match.
+                // The report renders the recorded entries; with upstream bytes differing it cannot match.
                 verdicts.push(StageVerdict {
                     seq: e.seq,
                     stage: e.stage.clone(),
-                    verdict: "diverged".into(),
+                    verdict: "different bytes".into(),
                     files: e.outputs.len(),
                     differing: vec![],
                     detail: Some(format!("not re-run: it depends on {d}")),
+                    stats: None,
+                    time: None,
                 });
                 continue;
             }
@@ -254,14 +272,27 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         let mut verdict_out: Option<StageVerdict> = None;
         let entry = recorder.record(rspec, |ctx| -> Result<StageOutcome, PipelineError> {
             let mut outcome = pipeline::stage_body(&stage_name, &stage_cfg, &roots, ctx.seed, &ledger_path, progress)?;
-            let v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &determinism)?;
+            let mut v = compare_outputs(e, &recorded, &outcome, &roots, &original_run, &opts.workspace, &determinism)?;
+            if v.verdict != "identical" {
+                // Bytes differ: an evaluate/compare stage is judged by its statistics.
+                let scores = format!("{stage_name}/scores.jsonl");
+                let rows = crate::repro_stats::read_rows(&original_run.join(&scores)).zip(crate::repro_stats::read_rows(&out.join(&scores)));
+                v.stats = crate::repro_stats::stage_stats(&stage_name, &e.metrics, &outcome.metrics, rows.as_ref().map(|(a, b)| (&a[..], &b[..])));
+                if let Some(st) = &v.stats {
+                    v.verdict = if st.within_tolerance() { "within tolerance" } else { "diverged" }.into();
+                }
+            }
             outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files});
             verdict_out = Some(v);
             Ok(outcome)
         })??;
         progress.stage_finished(&e.stage, &entry);
-        let v = verdict_out.expect("the stage body ran");
-        if v.verdict == "diverged" && first_div.is_none() {
+        let mut v = verdict_out.expect("the stage body ran");
+        v.time = Some(crate::repro_stats::time_vs_recorded(
+            crate::repro_stats::seconds_between(&e.started, &e.finished),
+            crate::repro_stats::seconds_between(&entry.started, &entry.finished),
+        ));
+        if v.verdict != "identical" && first_div.is_none() {
             first_div = Some(format!(
                 "stage {} (entry {}): {}{}",
                 v.stage,
@@ -272,14 +303,32 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         }
         verdicts.push(v);
     }
-    let ok = first_div.is_none();
+    let results: Vec<crate::repro_stats::StageResult> = verdicts
+        .iter()
+        .map(|v| crate::repro_stats::StageResult { stage: &v.stage, bytes_identical: v.verdict == "identical", stats: v.stats.as_ref() })
+        .collect();
+    let overall = crate::repro_stats::overall(&results);
+    let ok = overall.verdict != crate::repro_stats::DIVERGED;
+    let sum = |f: &dyn Fn(&Entry) -> (String, String)| -> Option<f64> {
+        stages[from_idx..].iter().map(|e| f(e)).map(|(a, b)| crate::repro_stats::seconds_between(&a, &b)).sum()
+    };
+    let recorded_total = sum(&|e| (e.started.clone(), e.finished.clone()));
+    let now_total = crate::repro_stats::seconds_between(
+        &writer.ledger().entries.first().map(|x| x.started.clone()).unwrap_or_default(),
+        &writer.ledger().entries.last().map(|x| x.finished.clone()).unwrap_or_default(),
+    );
     Ok(ReproduceReport {
         ledger: opts.ledger.display().to_string(),
         out: opts.out.display().to_string(),
         stages: verdicts,
         env_differences: env_diff,
-        first_divergence: first_div,
+        first_divergence: if ok { None } else { first_div.clone() },
         ok,
+        verdict: overall.verdict,
+        largest_deviations: overall.largest,
+        moved: overall.moved,
+        first_difference: first_div,
+        time: Some(crate::repro_stats::time_vs_recorded(recorded_total, now_total)),
     })
 }
 
@@ -322,11 +371,7 @@ fn compare_outputs(
                         Root::Run => roots.run.clone().unwrap_or_default().join(&n.path),
                         _ => workspace.join(&n.path),
                     };
-                    detail = Some(if old_path.exists() {
-                        pinpoint(&old_path, &new_path)
-                    } else {
-                        format!("the recorded file is not on disk to compare against (sha256 {} recorded, {} now)", &r.sha256[..12], &n.sha256[..12])
-                    });
+                    detail = Some(crate::repro_stats::different_bytes_message(&old_path, &new_path, &r.sha256, &n.sha256));
                 }
             }
             Some(_) => {}
@@ -337,7 +382,11 @@ fn compare_outputs(
     } else if matches!(determinism, Determinism::Nondeterministic { .. }) {
         "within tolerance"
     } else {
-        "diverged"
+        // Judged by the statistics of this stage or a later one (crate::repro_stats::overall).
+        "different bytes"
     };
-    Ok(StageVerdict { seq: e.seq, stage: e.stage.clone(), verdict: verdict.into(), files: recorded.len(), differing, detail })
+    if verdict == "different bytes" && matches!(determinism, Determinism::Bitwise) {
+        detail = detail.map(|d| format!("recorded as bitwise-deterministic, but {d}"));
+    }
+    Ok(StageVerdict { seq: e.seq, stage: e.stage.clone(), verdict: verdict.into(), files: recorded.len(), differing, detail, stats: None, time: None })
 }

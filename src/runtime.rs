@@ -505,6 +505,29 @@ pub fn recorded_pins(recorded_torch: &serde_json::Value) -> Result<RecordedPins,
     Ok(if differences.is_empty() { RecordedPins::InEffect } else { RecordedPins::Restart { env, differences } })
 }
 
+/// The CPU-pin facts that differ between a recording's `env.torch` and this process's, as
+/// "torch.cpu_pins.<key>: recorded X, now Y" (for `reproduce`'s environment report).
+pub fn pin_differences(recorded_torch: &serde_json::Value, now_torch: &serde_json::Value) -> Vec<String> {
+    let (r, n) = (&recorded_torch["cpu_pins"], &now_torch["cpu_pins"]);
+    if r.is_null() {
+        return vec![format!(
+            "torch.cpu_pins: the recording predates the CPU pins (its kernels were its CPU's own choice: ATen {}), so another CPU family may not reproduce its bytes",
+            recorded_torch["cpu_capability"]
+        )];
+    }
+    let mut out = Vec::new();
+    let mut keys: Vec<String> = vec!["mode".into(), "mkl_cbwr".into(), "float32_matmul_precision".into(), "glibc".into()];
+    keys.extend(PORTABLE_PINS.iter().map(|(k, _)| format!("settings/{k}")));
+    for k in keys {
+        let p = format!("/{k}");
+        let (a, b) = (r.pointer(&p).unwrap_or(&serde_json::Value::Null), n.pointer(&p).unwrap_or(&serde_json::Value::Null));
+        if a != b {
+            out.push(format!("torch.cpu_pins.{}: recorded {a}, now {b}", k.replace('/', ".")));
+        }
+    }
+    out
+}
+
 /// Re-executes this binary with `env` applied in `explicit` mode (unset entries removed), so the
 /// libraries start with a recording's settings. Returns only on failure.
 pub fn restart_with(env: &[(String, Option<String>)]) -> std::io::Error {

@@ -134,7 +134,7 @@ fn reproduce_is_identical_and_a_changed_seed_diverges_at_prepare() {
     let changed = repro("runs/r2", Some(7));
     assert!(!changed.ok);
     let d = changed.first_divergence.unwrap();
-    assert!(d.starts_with("stage prepare") && d.contains("human_train.jsonl") && d.contains("first differing line"), "{d}");
+    assert!(d.starts_with("stage prepare") && d.contains("human_train.jsonl") && d.contains("the re-run produced different bytes") && d.contains("first difference: JSONL line"), "{d}");
     // The reproduction ledger is itself a valid signed ledger.
     let roots = hsx::ledger::Roots { run: Some(ws.path().join("runs/r1")), data: None, workspace: Some(ws.path().to_owned()) };
     let rep = hsx::ledger::verify::verify_file(&ws.path().join("runs/r1/reproduction.json"), &roots, &Default::default()).unwrap();
