@@ -12,6 +12,10 @@ The time ratio pinned / native is the pinning cost. Timings on a shared machine 
 one run only, and repeat (--reps) to see the spread.
 
     python3 benches/cpu_pins.py --hsx target/release/hsx --mirror $HSX_DATA_MIRROR [--reps 2]
+
+With --outer none only the first row is run (for timing repetitions), and --generate tiny,base also times
+`hsx bench generate` (greedy generation over a random T5 of the tiny profile's / flan-t5-base's shape,
+written by benches/generate.py's helper; needs the bootstrap venv's Python) pinned vs native, alternating.
 """
 import argparse
 import datetime as dt
@@ -56,6 +60,32 @@ def run_stage(hsx, ws, ledger, env, only):
     return entry, out, secs
 
 
+def bench_generate(hsx, base, sizes, reps):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch
+    from generate import CACHE, model_dir
+
+    for size in sizes:
+        d = model_dir(size)
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(2, 100, (8, 64), generator=g)
+        ids[:, -1] = 1
+        ids_path = os.path.join(CACHE, "bench", f"ids-{size}.json")
+        with open(ids_path, "w") as f:
+            json.dump(ids.tolist(), f)
+        tps = {"native": [], "portable": []}
+        for _ in range(reps):
+            for mode in ("native", "portable"):
+                env = dict(base, HSX_CPU_PINS=mode)
+                r = subprocess.run([hsx, "bench", "generate", "--model", d, "--ids", ids_path, "--new-tokens", "16",
+                                    "--threads", "2", "--reps", "2"], env=env, capture_output=True, text=True, check=True)
+                tps[mode].append(json.loads(r.stdout)["tokens_per_s"])
+        med = {m: sorted(v)[len(v) // 2] for m, v in tps.items()}
+        print(f"hsx bench generate, {size}-sized random T5 (batch 8, 64 in, 16 new, 2 threads): "
+              f"native {', '.join(f'{x:.1f}' for x in tps['native'])} tok/s; pinned {', '.join(f'{x:.1f}' for x in tps['portable'])} tok/s; "
+              f"median pinned / native throughput = {med['portable'] / med['native']:.2f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hsx", required=True)
@@ -63,7 +93,13 @@ def main():
     ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.toml"))
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--modes", default="native,portable")
+    ap.add_argument("--outer", default="all", help="all, or none (only the row without outer settings)")
+    ap.add_argument("--generate", default="", help="comma-separated sizes for `hsx bench generate` (tiny, base)")
+    ap.add_argument("--skip-stage", action="store_true", help="skip the base-model stage rows")
     a = ap.parse_args()
+    global OUTER
+    if a.outer == "none":
+        OUTER = OUTER[:1]
     if not a.mirror:
         sys.exit("set HSX_DATA_MIRROR (or --mirror) to the directory holding cosmosqa/valid.csv")
     hsx = os.path.abspath(a.hsx)
@@ -72,6 +108,10 @@ def main():
     base["HSX_DATA_MIRROR"] = os.path.abspath(a.mirror)
     base["HSX_SIGNING_KEY"] = os.path.join(ws, "k.pem")
     try:
+        if a.generate:
+            bench_generate(hsx, base, a.generate.split(","), a.reps)
+        if a.skip_stage:
+            return
         shutil.copy(a.config, os.path.join(ws, "smoke.toml"))
         subprocess.run([hsx, "-q", "keygen", "--if-missing"], env=base, check=True, stdout=subprocess.DEVNULL)
         run_stage(hsx, ws, "ledger.json", base, "prepare")

@@ -1089,6 +1089,9 @@ fn cmd_reproduce(cli: &Cli, a: &ReproduceArgs) -> Result<u8> {
             let extra = if s.differing.is_empty() { String::new() } else { format!(" — {}{}", s.differing[0], s.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()) };
             let time = s.time.as_ref().map(|t| format!("  [{t}]")).unwrap_or_default();
             println!("{:>4}  {:<12} {}{}{}", s.seq, s.stage, s.verdict, extra, time);
+            for line in s.stats.iter().flat_map(|st| st.moved.iter().chain(&st.items)) {
+                println!("{:>18} {line}", "");
+            }
         }
         if !rep.env_differences.is_empty() {
             println!("environment differs from the recording: {}", rep.env_differences.join("; "));

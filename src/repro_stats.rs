@@ -40,12 +40,12 @@ impl Deviation {
 
     pub fn describe(&self) -> String {
         let iv = match self.interval {
-            Some((lo, hi)) => format!(", recorded 95% CI [{lo:.4}, {hi:.4}]"),
+            Some((lo, hi)) => format!(", recorded 95% CI [{lo:.6}, {hi:.6}]"),
             None => String::new(),
         };
         let side = if self.within { "within" } else { "OUTSIDE" };
         format!(
-            "{} ({}): {:.4} recorded, {:.4} now (Δ {:+.4}){iv}{}",
+            "{} ({}): {:.6} recorded, {:.6} now (Δ {:+.3e}){iv}{}",
             self.quantity,
             self.stage,
             self.recorded,
@@ -431,8 +431,8 @@ mod tests {
             StageResult { stage: "evaluate-A", bytes_identical: false, stats: Some(&stats[0]) },
         ]);
         assert_eq!(o.verdict, WITHIN_TOLERANCE);
-        assert!(o.largest["f1"].contains("0.4000 recorded, 0.4300 now") && o.largest["f1"].contains("[0.3500, 0.4500]"), "{:?}", o.largest);
-        assert!(o.largest["em"].contains("Δ +0.0100"), "{:?}", o.largest);
+        assert!(o.largest["f1"].contains("0.400000 recorded, 0.430000 now") && o.largest["f1"].contains("[0.350000, 0.450000]"), "{:?}", o.largest);
+        assert!(o.largest["em"].contains("Δ +1.000e-2"), "{:?}", o.largest);
     }
 
     #[test]
@@ -441,7 +441,7 @@ mod tests {
         let n = eval("B", 0.47, (0.42, 0.52), 0.20);
         let s = evaluate_stats("evaluate-B", &r, &n, None);
         assert_eq!(s.moved.len(), 1);
-        assert!(s.moved[0].starts_with("mean F1 of model B (evaluate-B): 0.4000 recorded, 0.4700 now") && s.moved[0].contains("OUTSIDE"), "{}", s.moved[0]);
+        assert!(s.moved[0].starts_with("mean F1 of model B (evaluate-B): 0.400000 recorded, 0.470000 now") && s.moved[0].contains("OUTSIDE"), "{}", s.moved[0]);
         let o = overall(&[StageResult { stage: "evaluate-B", bytes_identical: false, stats: Some(&s) }]);
         assert_eq!(o.verdict, DIVERGED);
         assert_eq!(o.moved, s.moved);
@@ -501,7 +501,7 @@ mod tests {
         let flipped = comparison(0.41, 0.01, (-0.02, 0.04), "inconclusive");
         let s = comparison_stats(&r, &flipped);
         assert!(s.moved.iter().any(|m| m == "hypothesis H1: supported recorded, inconclusive now"), "{:?}", s.moved);
-        assert!(s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.0500 recorded, 0.0100 now")), "{:?}", s.moved);
+        assert!(s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")), "{:?}", s.moved);
     }
 
     #[test]
