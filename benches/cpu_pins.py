@@ -13,9 +13,9 @@ one run only, and repeat (--reps) to see the spread.
 
     python3 benches/cpu_pins.py --hsx target/release/hsx --mirror $HSX_DATA_MIRROR [--reps 2]
 
-With --outer none only the first row is run (for timing repetitions), and --generate tiny,base also times
-`hsx bench generate` (greedy generation over a random T5 of the tiny profile's / flan-t5-base's shape,
-written by benches/generate.py's helper; needs the bootstrap venv's Python) pinned vs native, alternating.
+With --outer none only the first row is run (for timing repetitions); --generate also times `hsx bench
+generate` over the stage's model pinned vs native, alternating; --matmul-python PY times a flan-t5-base-shaped
+feed-forward in libtorch alone (PY: the bootstrap venv's Python, same wheel) with and without the pins.
 """
 import argparse
 import datetime as dt
@@ -60,30 +60,57 @@ def run_stage(hsx, ws, ledger, env, only):
     return entry, out, secs
 
 
-def bench_generate(hsx, base, sizes, reps):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import torch
-    from generate import CACHE, model_dir
+# The pins as hsx sets them (src/runtime.rs PORTABLE_PINS), for the libtorch-only matmul timing.
+PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "MKL_DYNAMIC": "FALSE",
+        "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT", "OMP_DYNAMIC": "FALSE"}
 
-    for size in sizes:
-        d = model_dir(size)
-        g = torch.Generator().manual_seed(1)
-        ids = torch.randint(2, 100, (8, 64), generator=g)
-        ids[:, -1] = 1
-        ids_path = os.path.join(CACHE, "bench", f"ids-{size}.json")
-        with open(ids_path, "w") as f:
-            json.dump(ids.tolist(), f)
-        tps = {"native": [], "portable": []}
-        for _ in range(reps):
-            for mode in ("native", "portable"):
-                env = dict(base, HSX_CPU_PINS=mode)
-                r = subprocess.run([hsx, "bench", "generate", "--model", d, "--ids", ids_path, "--new-tokens", "16",
-                                    "--threads", "2", "--reps", "2"], env=env, capture_output=True, text=True, check=True)
-                tps[mode].append(json.loads(r.stdout)["tokens_per_s"])
-        med = {m: sorted(v)[len(v) // 2] for m, v in tps.items()}
-        print(f"hsx bench generate, {size}-sized random T5 (batch 8, 64 in, 16 new, 2 threads): "
-              f"native {', '.join(f'{x:.1f}' for x in tps['native'])} tok/s; pinned {', '.join(f'{x:.1f}' for x in tps['portable'])} tok/s; "
-              f"median pinned / native throughput = {med['portable'] / med['native']:.2f}", flush=True)
+MATMUL = """
+import time, torch
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(8 * 64, 768, generator=g)
+w1 = torch.randn(768, 2048, generator=g)
+w2 = torch.randn(2048, 768, generator=g)
+(x @ w1).relu() @ w2
+ts = []
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(10):
+        (x @ w1).relu() @ w2
+    ts.append(time.perf_counter() - t)
+print(sorted(ts)[2] / 10)
+"""
+
+
+def bench_generate(hsx, base, model, reps):
+    """`hsx bench generate` over the stage's own small T5, pinned vs native, alternating."""
+    ids = [[(7 * r + 3 * c) % 900 + 5 for c in range(63)] + [1] for r in range(8)]
+    ids_path = os.path.join(os.path.dirname(model), "bench-ids.json")
+    with open(ids_path, "w") as f:
+        json.dump(ids, f)
+    tps = {"native": [], "portable": []}
+    for _ in range(reps):
+        for mode in ("native", "portable"):
+            r = subprocess.run([hsx, "bench", "generate", "--model", model, "--ids", ids_path, "--new-tokens", "16",
+                                "--threads", "2", "--reps", "3"], env=dict(base, HSX_CPU_PINS=mode), capture_output=True, text=True, check=True)
+            tps[mode].append(json.loads(r.stdout)["tokens_per_s"])
+    med = {m: sorted(v)[len(v) // 2] for m, v in tps.items()}
+    print(f"hsx bench generate, the smoke base model (batch 8, 64 in, 16 new, 2 threads): "
+          f"native {', '.join(f'{x:.0f}' for x in tps['native'])} tok/s; pinned {', '.join(f'{x:.0f}' for x in tps['portable'])} tok/s; "
+          f"median pinned / native throughput = {med['portable'] / med['native']:.2f}", flush=True)
+
+
+def bench_matmul(python, base, reps):
+    """libtorch alone: a flan-t5-base-shaped feed-forward (512x768 @ 768x2048, relu, @ 2048x768), pinned vs not."""
+    secs = {"native": [], "portable": []}
+    for _ in range(reps):
+        for mode in ("native", "portable"):
+            env = dict(base) if mode == "native" else dict(base, **PINS)
+            r = subprocess.run([python, "-c", MATMUL], env=env, capture_output=True, text=True, check=True)
+            secs[mode].append(float(r.stdout.split()[-1]))
+    med = {m: sorted(v)[len(v) // 2] for m, v in secs.items()}
+    print(f"libtorch feed-forward at flan-t5-base shape (2 threads): native {', '.join(f'{x * 1e3:.1f}' for x in secs['native'])} ms; "
+          f"pinned {', '.join(f'{x * 1e3:.1f}' for x in secs['portable'])} ms; median pinned / native time = {med['portable'] / med['native']:.2f}", flush=True)
 
 
 def main():
@@ -94,8 +121,8 @@ def main():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--modes", default="native,portable")
     ap.add_argument("--outer", default="all", help="all, or none (only the row without outer settings)")
-    ap.add_argument("--generate", default="", help="comma-separated sizes for `hsx bench generate` (tiny, base)")
-    ap.add_argument("--skip-stage", action="store_true", help="skip the base-model stage rows")
+    ap.add_argument("--generate", action="store_true", help="also time `hsx bench generate` over the stage's model")
+    ap.add_argument("--matmul-python", default="", help="a Python with the same torch wheel: also time a base-shaped feed-forward")
     a = ap.parse_args()
     global OUTER
     if a.outer == "none":
@@ -108,10 +135,8 @@ def main():
     base["HSX_DATA_MIRROR"] = os.path.abspath(a.mirror)
     base["HSX_SIGNING_KEY"] = os.path.join(ws, "k.pem")
     try:
-        if a.generate:
-            bench_generate(hsx, base, a.generate.split(","), a.reps)
-        if a.skip_stage:
-            return
+        if a.matmul_python:
+            bench_matmul(a.matmul_python, base, a.reps)
         shutil.copy(a.config, os.path.join(ws, "smoke.toml"))
         subprocess.run([hsx, "-q", "keygen", "--if-missing"], env=base, check=True, stdout=subprocess.DEVNULL)
         run_stage(hsx, ws, "ledger.json", base, "prepare")
@@ -134,6 +159,9 @@ def main():
                 r = [x for x in rows if x[1] == mode and x[2] == name]
                 hashes = sorted({x[3] for x in r})
                 print(f"| {mode} | {name} | {', '.join(hashes)} | {r[0][5]} | {r[0][6]} | {', '.join(f'{x[4]:.2f}' for x in r)} |")
+        if a.generate:
+            model = os.path.join(ws, "runs", "smoke", "base-model", "model")
+            bench_generate(hsx, base, model, a.reps)
         nat = [x[4] for x in rows if x[1] == "native" and x[2] == "none"]
         pin = [x[4] for x in rows if x[1] == "portable" and x[2] == "none"]
         if nat and pin:

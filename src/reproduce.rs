@@ -309,10 +309,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         .collect();
     let overall = crate::repro_stats::overall(&results);
     let ok = overall.verdict != crate::repro_stats::DIVERGED;
-    let sum = |f: &dyn Fn(&Entry) -> (String, String)| -> Option<f64> {
-        stages[from_idx..].iter().map(|e| f(e)).map(|(a, b)| crate::repro_stats::seconds_between(&a, &b)).sum()
-    };
-    let recorded_total = sum(&|e| (e.started.clone(), e.finished.clone()));
+    let recorded_total: Option<f64> = stages[from_idx..].iter().map(|e| crate::repro_stats::seconds_between(&e.started, &e.finished)).sum();
     let now_total = crate::repro_stats::seconds_between(
         &writer.ledger().entries.first().map(|x| x.started.clone()).unwrap_or_default(),
         &writer.ledger().entries.last().map(|x| x.finished.clone()).unwrap_or_default(),
