@@ -24,3 +24,4 @@ pub mod report;
 pub mod reproduce;
 pub mod audit;
 pub mod bench;
+pub mod repro_stats;

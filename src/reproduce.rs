@@ -53,6 +53,11 @@ pub struct StageVerdict {
     pub detail: Option<String>,
     /// The largest deviation a tolerance check accepted.
     pub max_deviation: Option<f64>,
+    /// The statistics of an evaluate/compare stage whose bytes differ (crate::repro_stats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::repro_stats::StageStats>,
+    /// The re-run's time against the recorded one.
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +68,16 @@ pub struct ReproduceReport {
     pub env_differences: Vec<String>,
     pub first_divergence: Option<String>,
     pub ok: bool,
+    /// identical | reproduced within tolerance | diverged (crate::repro_stats::overall).
+    pub verdict: String,
+    /// The largest deviation of each metric, metric → description.
+    pub largest_deviations: BTreeMap<String, String>,
+    /// What moved, when diverged.
+    pub moved: Vec<String>,
+    /// The first stage whose bytes differ (also when within tolerance).
+    pub first_difference: Option<String>,
+    /// The whole re-run's time against the recorded stages' total.
+    pub time: Option<String>,
 }
 
 /// Environment fields that differ between the recorded entry and this machine.
@@ -130,7 +145,9 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         &crate::ledger::Locations::new(out.clone(), &opts.workspace),
         key,
     )?;
-    let env_diff = env_differences(&first.env, &pipeline::environment_now());
+    let env_now = pipeline::environment_now();
+    let mut env_diff = env_differences(&first.env, &env_now);
+    env_diff.extend(crate::runtime::pin_differences(&first.env["torch"], &env_now["torch"]));
     let places = Places { original_run: original_run.clone(), new_roots: setup.roots.clone(), workspace: opts.workspace.clone() };
 
     let mut verdicts = Vec::new();
@@ -154,15 +171,29 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
             ..spec
         };
         let mut verdict: Option<StageVerdict> = None;
-        setup.execute(*stage, rspec, &mut writer, &opts.ledger, progress, |mut outcome: StageOutcome| {
-            let v = compare_outputs(e, &outcome.outputs, &places)?;
+        let entry = setup.execute(*stage, rspec, &mut writer, &opts.ledger, progress, |mut outcome: StageOutcome| {
+            let mut v = compare_outputs(e, &outcome.outputs, &places)?;
+            if v.verdict == Verdict::Diverged {
+                // Bytes differ: an evaluate/compare stage is judged by its statistics (the metrics within
+                // their recorded intervals, the same verdicts); see crate::repro_stats.
+                let scores = format!("{}/scores.jsonl", e.stage);
+                let rows = crate::repro_stats::read_rows(&original_run.join(&scores)).zip(crate::repro_stats::read_rows(&out.join(&scores)));
+                v.stats = crate::repro_stats::stage_stats(&e.stage, &e.metrics, &outcome.metrics, rows.as_ref().map(|(a, b)| (&a[..], &b[..])));
+                if let Some(st) = &v.stats {
+                    v.verdict = if st.within_tolerance() { Verdict::WithinTolerance } else { Verdict::Diverged };
+                }
+            }
             outcome.metrics = json!({"verdict": v.verdict, "differing": v.differing, "detail": v.detail, "files": v.files,
                                      "max_deviation": v.max_deviation});
             verdict = Some(v);
             Ok(outcome)
         })?;
-        let v = verdict.expect("the stage body ran");
-        if !v.verdict.reproduced() && first_div.is_none() {
+        let mut v = verdict.expect("the stage body ran");
+        v.time = Some(crate::repro_stats::time_vs_recorded(
+            crate::repro_stats::seconds_between(&e.started, &e.finished),
+            crate::repro_stats::seconds_between(&entry.started, &entry.finished),
+        ));
+        if v.verdict != Verdict::Identical && first_div.is_none() {
             first_div = Some(format!(
                 "stage {} (entry {}): {}{}",
                 v.stage,
@@ -173,14 +204,30 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         }
         verdicts.push(v);
     }
-    let ok = first_div.is_none() && verdicts.iter().all(|v| v.verdict.reproduced());
+    let results: Vec<crate::repro_stats::StageResult> = verdicts
+        .iter()
+        .map(|v| crate::repro_stats::StageResult { stage: &v.stage, bytes_identical: v.verdict == Verdict::Identical, stats: v.stats.as_ref() })
+        .collect();
+    let overall = crate::repro_stats::overall(&results);
+    // A stage that was not compared never counts as reproduced.
+    let ok = overall.verdict != crate::repro_stats::DIVERGED && verdicts.iter().all(|v| v.verdict != Verdict::NotCompared || first_div.is_some());
+    let recorded_total: Option<f64> = recorded[from_idx..].iter().map(|(_, e)| crate::repro_stats::seconds_between(&e.started, &e.finished)).sum();
+    let now_total = crate::repro_stats::seconds_between(
+        &writer.ledger().entries.first().map(|x| x.started.clone()).unwrap_or_default(),
+        &writer.ledger().entries.last().map(|x| x.finished.clone()).unwrap_or_default(),
+    );
     Ok(ReproduceReport {
         ledger: opts.ledger.display().to_string(),
         out: opts.out.display().to_string(),
         stages: verdicts,
         env_differences: env_diff,
-        first_divergence: first_div,
+        first_divergence: if ok { None } else { first_div.clone() },
         ok,
+        verdict: overall.verdict,
+        largest_deviations: overall.largest,
+        moved: overall.moved,
+        first_difference: first_div,
+        time: Some(crate::repro_stats::time_vs_recorded(recorded_total, now_total)),
     })
 }
 
@@ -209,6 +256,8 @@ fn not_compared(e: &Entry, why: String) -> StageVerdict {
         differing: vec![],
         detail: Some(why),
         max_deviation: None,
+        stats: None,
+        time: None,
     }
 }
 
@@ -290,6 +339,8 @@ pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Place
         }).collect(),
         detail,
         max_deviation,
+        stats: None,
+        time: None,
     })
 }
 

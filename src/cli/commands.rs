@@ -117,6 +117,15 @@ pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
 
 pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::store::read(&a.ledger)?;
+    // Apply the recording's CPU pins: re-execute with them when this process runs with others.
+    if let Some(first) = ledger.entries.first() {
+        let pins = hsx::runtime::recorded_pins(&first.env["torch"]).map_err(|e| anyhow!("{}: entry 0: {e}", a.ledger.display()))?;
+        if let hsx::runtime::RecordedPins::Restart { env, differences } = pins {
+            tracing::info!("applying the recorded CPU settings: {}", differences.join("; "));
+            let err = hsx::runtime::restart_with(&env);
+            bail!("cannot restart hsx with the recorded CPU settings ({}): {err}", differences.join("; "));
+        }
+    }
     let dir = a.out.clone().unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
         hsx::ledger::store::default_reproduce_dir(&a.ledger, &ledger.header, stamp)

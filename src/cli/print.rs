@@ -174,15 +174,33 @@ pub fn reproduce_report(out: Out, rep: &ReproduceReport) {
             (None, Some(d)) => format!(" — {d}"),
             (None, None) => String::new(),
         };
-        println!("{:>4}  {:<12} {}{}", s.seq, s.stage, s.verdict, extra);
+        let time = s.time.as_ref().map(|t| format!("  [{t}]")).unwrap_or_default();
+        println!("{:>4}  {:<12} {}{}{}", s.seq, s.stage, s.verdict, extra, time);
+        for line in s.stats.iter().flat_map(|st| st.moved.iter().chain(&st.items)) {
+            println!("{:>18} {line}", "");
+        }
     }
     if !rep.env_differences.is_empty() {
         println!("environment differs from the recording: {}", rep.env_differences.join("; "));
     }
-    match &rep.first_divergence {
-        None if rep.ok => println!("reproduced {} stages into {}: every output compared, all identical or within a recorded tolerance", rep.stages.len(), rep.out),
-        None => println!("NOT REPRODUCED: some stages were not compared"),
-        Some(d) => println!("DIVERGED first at {d}"),
+    if let Some(t) = &rep.time {
+        println!("reproduce time, all re-run stages: {t}");
+    }
+    if rep.verdict != hsx::repro_stats::IDENTICAL && !rep.largest_deviations.is_empty() {
+        println!("largest deviation of each metric (re-run vs recorded):");
+        for (m, d) in &rep.largest_deviations {
+            println!("  {m:<13} {d}");
+        }
+    }
+    match (rep.verdict.as_str(), &rep.first_divergence) {
+        (_, Some(d)) => println!("DIVERGED first at {d}{}", if rep.moved.is_empty() { String::new() } else { format!(" ({})", rep.moved.join("; ")) }),
+        (_, None) if !rep.ok => println!("NOT REPRODUCED: some stages were not compared"),
+        (hsx::repro_stats::IDENTICAL, None) => println!("identical: reproduced {} stages into {}, every output compared and byte-identical", rep.stages.len(), rep.out),
+        (_, None) => println!(
+            "reproduced within tolerance into {}: bytes differ from {}, but every metric, gap and hypothesis verdict is within the recorded intervals",
+            rep.out,
+            rep.first_difference.as_deref().unwrap_or("?")
+        ),
     }
     let repro = Path::new(&rep.out).join("reproduction.json");
     println!("reproduction ledger: {} (signed by your key)", repro.display());

@@ -1,5 +1,9 @@
-// The two libtorch controls tch 0.24 does not bind. Called from src/runtime.rs.
+// The libtorch controls tch 0.24 does not bind, and MKL's conditional numerical reproducibility (CNR)
+// controls, which the PyPI libtorch links statically and exports. Called from src/runtime.rs.
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <gnu/libc-version.h>
 #include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
 #include <cstring>
@@ -53,4 +57,64 @@ int hsx_cpu_capability(char* buf, size_t len) {
     return -1;
   }
 }
+
+// MKL's CNR branch. libtorch links MKL statically; its exported service entry points are looked up at
+// run time (dlsym), so a libtorch without MKL still loads hsx, and the calls then report -100.
+typedef int (*hsx_cbwr_fn)(int);
+typedef int (*hsx_void_int_fn)(void);
+
+static void* hsx_mkl_symbol(const char* public_name, const char* service_name) {
+  void* f = dlsym(RTLD_DEFAULT, public_name);
+  if (!f) f = dlsym(RTLD_DEFAULT, service_name);
+  return f;
+}
+
+// mkl_cbwr_get(option): option 1 = the branch, -1 (MKL_CBWR_ALL) = branch and STRICT bit.
+int hsx_mkl_cbwr_get(int option) {
+  void* f = hsx_mkl_symbol("mkl_cbwr_get", "mkl_serv_cbwr_get");
+  if (!f) return -100;
+  return reinterpret_cast<hsx_cbwr_fn>(f)(option);
+}
+
+// mkl_cbwr_set(settings): 0 on success, MKL's negative error code otherwise (-8: MKL already ran).
+int hsx_mkl_cbwr_set(int settings) {
+  void* f = hsx_mkl_symbol("mkl_cbwr_set", "mkl_serv_cbwr_set");
+  if (!f) return -100;
+  return reinterpret_cast<hsx_cbwr_fn>(f)(settings);
+}
+
+// The branch MKL would pick on this processor if nothing were pinned.
+int hsx_mkl_cbwr_auto_branch() {
+  void* f = hsx_mkl_symbol("mkl_cbwr_get_auto_branch", "mkl_serv_cbwr_get_auto_branch");
+  if (!f) return -100;
+  return reinterpret_cast<hsx_void_int_fn>(f)();
+}
+
+// Inter-op threads can be set once, before any inter-op work; 0 on success (or already n), -1 if refused.
+int hsx_set_num_interop_threads(int n) {
+  try {
+    if (at::get_num_interop_threads() == n) return 0;
+    at::set_num_interop_threads(n);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// torch.get_float32_matmul_precision: 0 highest, 1 high, 2 medium, -1 unknown.
+int hsx_float32_matmul_precision() {
+  try {
+    switch (at::globalContext().float32MatmulPrecision()) {
+      case at::Float32MatmulPrecision::HIGHEST: return 0;
+      case at::Float32MatmulPrecision::HIGH: return 1;
+      case at::Float32MatmulPrecision::MEDIUM: return 2;
+    }
+    return -1;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// glibc's version: its libm supplies exp/log/tanh wherever ATen or Rust compute them one scalar at a time.
+const char* hsx_glibc_version() { return gnu_get_libc_version(); }
 }
