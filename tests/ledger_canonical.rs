@@ -74,8 +74,8 @@ fn the_documented_number_forms_are_the_written_ones() {
 
 #[test]
 fn the_shipped_version_1_ledger_still_verifies_with_its_trusted_keys_and_an_edit_of_it_does_not() {
-    let ledger = common::repo_path("ledger/exp-42.json");
-    let tk = TrustedKeys::load(&common::repo_path("ledger/trusted_keys")).unwrap();
+    let ledger = common::repo_path("tests/inputs/exp-42-v1.json");
+    let tk = TrustedKeys::load(&common::repo_path("tests/inputs/exp-42-v1.trusted_keys")).unwrap();
     let opts = VerifyOptions { trusted: Some(tk.clone()), ..Default::default() };
     let rep = verify_at(&ledger, None, &opts).unwrap();
     assert!(rep.ok, "{:?}", rep.first_failure);
@@ -101,7 +101,7 @@ fn an_uppercase_or_otherwise_non_canonical_signature_is_refused() {
         assert_eq!(f.entry, Some(1), "{field} {edit}: {f}");
     }
     // The shipped v1 ledger with one signature uppercased.
-    let shipped = common::repo_path("ledger/exp-42.json");
+    let shipped = common::repo_path("tests/inputs/exp-42-v1.json");
     let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&shipped).unwrap()).unwrap();
     let s = m["entries"][0]["signature"].as_str().unwrap().to_uppercase();
     m["entries"][0]["signature"] = Value::String(s);
