@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod porter;
 pub mod rouge;
 pub mod registry;
+pub mod stats;
 pub mod squad;
 
 /// The metrics `hsx score` can compute.
