@@ -190,3 +190,28 @@ fn malformed_model_directories_are_clear_errors() {
     std::fs::write(d.join("config.json"), "{\"d_model\": 32").unwrap();
     assert!(err(&d).contains("config.json"), "{}", err(&d));
 }
+
+#[test]
+fn option_log_likelihoods_equal_transformers_losses_batched_and_alone() {
+    // Rank classification scores an option by its mean token log-likelihood: for each fixture pair that is
+    // minus transformers' loss on (text, target).
+    let (dir, exp) = fixture();
+    let m = load_t5(&dir, Device::Cpu).unwrap();
+    let texts: Vec<&str> = exp["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let targets: Vec<&str> = exp["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let prompts: Vec<Vec<i64>> = texts.iter().map(|x| m.tokenizer.encode(x, None).unwrap()).collect();
+    // Every prompt gets all fixture targets as its options; option i of prompt i is the fixture pair.
+    let opts: Vec<Vec<i64>> = targets.iter().map(|y| m.tokenizer.encode(y, None).unwrap()).collect();
+    let options: Vec<Vec<Vec<i64>>> = prompts.iter().map(|_| opts.clone()).collect();
+    let batched = hsx::model::choice::score_options(&m.model, &prompts, &options, 5, 0, false);
+    let alone = hsx::model::choice::score_options(&m.model, &prompts, &options, 1, 0, false);
+    for i in 0..texts.len() {
+        let want = -exp["losses"][i].as_f64().unwrap();
+        let got = batched[i][i];
+        assert!((got.mean - want).abs() <= 1e-5, "pair {i}: mean log-likelihood {}, transformers {want}", got.mean);
+        assert!((got.sum - want * opts[i].len() as f64).abs() <= 1e-4, "pair {i}: sum {}", got.sum);
+        for j in 0..opts.len() {
+            assert!((batched[i][j].sum - alone[i][j].sum).abs() <= 1e-4, "({i},{j}) depends on its batch");
+        }
+    }
+}

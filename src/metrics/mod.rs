@@ -7,6 +7,7 @@
 //! ```
 use serde::Serialize;
 
+pub mod baselines;
 pub mod bertscore;
 pub mod bootstrap;
 pub mod porter;

@@ -11,6 +11,7 @@ pub mod adapter;
 pub mod batching;
 pub mod generate;
 pub mod bert;
+pub mod choice;
 pub mod lora;
 pub mod pretrain;
 pub mod train;
