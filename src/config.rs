@@ -51,6 +51,42 @@ pub struct Config {
     pub filters: Filters,
     #[serde(default)]
     pub eval: Eval,
+    /// The analysis plan, signed by the `preregister` stage before any model is trained.
+    #[serde(default)]
+    pub analysis: Analysis,
+}
+
+/// Metrics an analysis plan may name as primary.
+pub const PRIMARY_METRICS: [&str; 4] = ["f1", "em", "rougeL", "mc_accuracy"];
+
+/// The pre-registered analysis: what `compare` tests and how (see `crate::prereg` and
+/// `crate::metrics::stats`). Recorded by the `preregister` stage; `compare` takes it only from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// The metric the hypotheses are decided on (`f1`); the others are exploratory.
+    pub primary_metric: String,
+    /// One-sided level α of every test; intervals are at 1 − 2α.
+    pub alpha: f64,
+    /// Equivalence margin on the primary metric's scale (two one-sided tests).
+    pub equivalence_margin: f64,
+    pub bootstrap_resamples: usize,
+    pub permutation_resamples: usize,
+    /// The resampling unit: `context` (questions sharing a context resample together) or `item`.
+    pub cluster: String,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            primary_metric: "f1".into(),
+            alpha: 0.025,
+            equivalence_margin: 0.02,
+            bootstrap_resamples: 10_000,
+            permutation_resamples: 10_000,
+            cluster: "context".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

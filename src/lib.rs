@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod provenance;
 pub mod data;
 pub mod runtime;
+pub mod prereg;
 pub mod model;
 pub mod metrics;
 pub mod synth;

@@ -200,6 +200,24 @@ impl Config {
         if !ev.bertscore_model.is_empty() {
             relative_path("eval.bertscore_model", &ev.bertscore_model)?;
         }
+
+        let an = &self.analysis;
+        if !super::PRIMARY_METRICS.contains(&an.primary_metric.as_str()) {
+            return err("analysis.primary_metric", format!("must be one of {:?}, got {:?}", super::PRIMARY_METRICS, an.primary_metric));
+        }
+        if !(an.alpha.is_finite() && an.alpha > 0.0 && an.alpha < 0.5) {
+            return err("analysis.alpha", format!("must be a one-sided level in (0, 0.5), got {}", an.alpha));
+        }
+        positive_f("analysis.equivalence_margin", an.equivalence_margin)?;
+        if an.bootstrap_resamples < 1000 {
+            return err("analysis.bootstrap_resamples", "must be at least 1000");
+        }
+        if an.permutation_resamples < 1000 {
+            return err("analysis.permutation_resamples", "must be at least 1000");
+        }
+        if an.cluster != "context" && an.cluster != "item" {
+            return err("analysis.cluster", format!("must be \"context\" or \"item\", got {:?}", an.cluster));
+        }
         Ok(())
     }
 }
