@@ -11,6 +11,7 @@ pub mod provenance;
 pub mod data;
 pub mod runtime;
 pub mod prereg;
+pub mod analysis;
 pub mod model;
 pub mod metrics;
 pub mod synth;

@@ -1,0 +1,274 @@
+//! The pre-registered analysis, from per-item scores to verdicts: every model's and baseline's mean
+//! with a clustered interval, the power check (does model A beat the best trivial baseline?), and each
+//! hypothesis of the plan tested on every metric — the primary metric decides, the others are exploratory.
+//!
+//! Pure computation: the `compare` stage reads the scores, calls [`analyse`] with the plan from the
+//! pre-registration, and writes the result; the report renders it.
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::metrics::stats::{
+    cluster_mean_ci, cluster_ratio_ci, contrast, directional_verdict, equivalent, mean, sign_flip_test, Clusters, Contrast, Interval,
+    Resampling, RuleParams, Side, Verdict,
+};
+use crate::prereg::{AnalysisPlan, Claim, ContrastKind};
+
+/// Per-item scores of one system (a model or a baseline), by metric key, aligned with the test split.
+pub type Scores = BTreeMap<String, Vec<f64>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeanSummary {
+    pub system: String,
+    pub metric: String,
+    pub mean: f64,
+    pub ci: Interval,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerCheck {
+    pub metric: String,
+    /// The baseline with the highest mean on the primary metric.
+    pub best_baseline: String,
+    /// Model A − that baseline, one-sided in A's favour.
+    pub contrast: Contrast,
+    pub verdict: Verdict,
+    /// Whether A beat it (the verdict is *supported*): the hypotheses are testable.
+    pub passed: bool,
+}
+
+/// The recovery ratio (C−B)/(A−B), reported only where H1 is supported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    pub estimate: f64,
+    /// Conditional on resamples where A−B ≠ 0.
+    pub ci: Interval,
+    pub undefined_resamples: usize,
+    pub resamples: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HypothesisResult {
+    pub id: String,
+    pub statement: String,
+    pub metric: String,
+    /// The primary metric decides; the others are exploratory.
+    pub primary: bool,
+    pub contrast_label: String,
+    pub contrast: Contrast,
+    pub verdict: Verdict,
+    pub ratio: Option<Ratio>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisResult {
+    pub resample_unit: String,
+    pub clusters: usize,
+    pub items: usize,
+    pub means: Vec<MeanSummary>,
+    pub power: PowerCheck,
+    pub hypotheses: Vec<HypothesisResult>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AnalysisError {
+    #[error("no scores for {system} on metric {metric}")]
+    Missing { system: String, metric: String },
+    #[error("{system}'s {metric} has {got} items, the test split {expected}")]
+    Length { system: String, metric: String, got: usize, expected: usize },
+    #[error("no trivial baseline was scored")]
+    NoBaseline,
+}
+
+/// A seed per computation, so that adding one never shifts another's random stream.
+fn sub_seed(seed: u64, tag: &str) -> u64 {
+    let d = crate::canonical::sha256_hex(format!("{seed}/{tag}").as_bytes());
+    u64::from_str_radix(&d[..16], 16).unwrap_or(seed)
+}
+
+/// Runs the plan on the scores. `models` holds A, B and C (and any other model, e.g. the zero-shot
+/// base model "0"); `baselines` the trivial baselines; `clusters` groups the test items by the plan's
+/// resampling unit; `seed` is the compare stage's seed.
+pub fn analyse(
+    plan: &AnalysisPlan,
+    models: &BTreeMap<String, Scores>,
+    baselines: &BTreeMap<String, Scores>,
+    clusters: &Clusters,
+    seed: u64,
+) -> Result<AnalysisResult, AnalysisError> {
+    let n = clusters.items();
+    let metrics: Vec<String> = std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
+    let get = |set: &BTreeMap<String, Scores>, system: &str, metric: &str| -> Result<Vec<f64>, AnalysisError> {
+        let v = set
+            .get(system)
+            .and_then(|s| s.get(metric))
+            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        if v.len() != n {
+            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
+        }
+        Ok(v.clone())
+    };
+    let rule = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin };
+    let level = rule.interval_level();
+    let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
+
+    for set in [models, baselines] {
+        for (system, scores) in set {
+            for (metric, v) in scores {
+                if v.len() != n {
+                    return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
+                }
+            }
+        }
+    }
+    // Means of every system on every metric it has among the plan's metrics.
+    let mut means = Vec::new();
+    for (set, kind) in [(models, "model"), (baselines, "baseline")] {
+        for (system, scores) in set {
+            for m in &metrics {
+                if let Some(v) = scores.get(m) {
+                    let ci = cluster_mean_ci(v, clusters, level, boot(&format!("mean/{kind}/{system}/{m}")));
+                    means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
+                }
+            }
+        }
+    }
+
+    // Power: A against the best baseline on the primary metric.
+    let pm = &plan.primary_metric;
+    let mut best: Option<(String, f64)> = None;
+    for system in baselines.keys() {
+        let v = get(baselines, system, pm)?;
+        let m = mean(&v);
+        if best.as_ref().is_none_or(|(_, bm)| m > *bm) {
+            best = Some((system.clone(), m));
+        }
+    }
+    let (best_baseline, _) = best.ok_or(AnalysisError::NoBaseline)?;
+    let a = get(models, "A", pm)?;
+    let base = get(baselines, &best_baseline, pm)?;
+    let d: Vec<f64> = a.iter().zip(&base).map(|(x, y)| x - y).collect();
+    let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: sub_seed(seed, tag) };
+    let mut c = contrast(&d, clusters, Side::Greater, rule, boot("power"));
+    c.test = sign_flip_test(&d, clusters, Side::Greater, perm("power/test"));
+    let verdict = directional_verdict(c.ci, &c.test, Side::Greater, rule);
+    let power = PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
+
+    // The hypotheses on every metric.
+    let mut hypotheses = Vec::new();
+    for m in &metrics {
+        let (a, b, cc) = (get(models, "A", m)?, get(models, "B", m)?, get(models, "C", m)?);
+        let mut h1_supported = false;
+        for h in &plan.hypotheses {
+            let d: Vec<f64> = (0..n).map(|i| h.contrast.of(a[i], b[i], cc[i])).collect();
+            let tag = format!("{}/{m}", h.id);
+            let (side, mut c) = match h.claim {
+                Claim::Directional(side) => (side, contrast(&d, clusters, side, rule, boot(&tag))),
+                // Equivalence: the interval decides; the one-sided test looks for A > C (C − A < 0).
+                Claim::Equivalence => (Side::Less, contrast(&d, clusters, Side::Less, rule, boot(&tag))),
+            };
+            c.test = sign_flip_test(&d, clusters, side, perm(&format!("{tag}/test")));
+            let mut verdict = match h.claim {
+                Claim::Directional(side) => directional_verdict(c.ci, &c.test, side, rule),
+                Claim::Equivalence => {
+                    if equivalent(c.ci, rule) {
+                        Verdict::Equivalent
+                    } else if c.ci.hi < 0.0 && c.test.p <= rule.alpha {
+                        Verdict::NotSupported
+                    } else {
+                        Verdict::Inconclusive
+                    }
+                }
+            };
+            if !power.passed {
+                verdict = Verdict::NotTestable;
+            }
+            if h.contrast == ContrastKind::AMinusB {
+                h1_supported = verdict == Verdict::Supported;
+            }
+            let ratio = (h.contrast == ContrastKind::CMinusMidpoint && h1_supported).then(|| {
+                let r = boot(&format!("{tag}/ratio"));
+                let (ci, undefined) = cluster_ratio_ci(&a, &b, &cc, clusters, level, r);
+                Ratio { estimate: (mean(&cc) - mean(&b)) / (mean(&a) - mean(&b)), ci, undefined_resamples: undefined, resamples: r.resamples }
+            });
+            hypotheses.push(HypothesisResult {
+                id: h.id.clone(),
+                statement: h.statement.clone(),
+                metric: m.clone(),
+                primary: m == pm,
+                contrast_label: h.contrast.label().into(),
+                contrast: c,
+                verdict,
+                ratio,
+            });
+        }
+    }
+    Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Analysis;
+
+    fn plan() -> AnalysisPlan {
+        let a = Analysis { bootstrap_resamples: 2000, permutation_resamples: 2000, ..Analysis::default() };
+        AnalysisPlan::new(&a, &["f1"], "sha")
+    }
+
+    fn scores(v: Vec<f64>) -> Scores {
+        BTreeMap::from([("f1".to_string(), v)])
+    }
+
+    /// 200 items in 100 clusters of 2; A good, B bad, C as given; the baseline weak.
+    fn run(c: impl Fn(usize) -> f64, baseline: f64) -> AnalysisResult {
+        let n = 200;
+        let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
+        let b: Vec<f64> = (0..n).map(|i| 0.3 + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect();
+        let models = BTreeMap::from([("A".into(), scores(a)), ("B".into(), scores(b)), ("C".into(), scores((0..n).map(c).collect()))]);
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![baseline; n])), ("question".into(), scores(vec![baseline / 2.0; n]))]);
+        let keys: Vec<usize> = (0..n).map(|i| i / 2).collect();
+        analyse(&plan(), &models, &baselines, &Clusters::from_keys(&keys), 42).unwrap()
+    }
+
+    fn verdict(r: &AnalysisResult, id: &str) -> Verdict {
+        r.hypotheses.iter().find(|h| h.id == id && h.primary).unwrap().verdict
+    }
+
+    #[test]
+    fn full_recovery_supports_h1_to_h3_and_h4_is_equivalent() {
+        let r = run(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0 + 0.001, 0.1);
+        assert!(r.power.passed && r.power.best_baseline == "constant");
+        assert_eq!(verdict(&r, "H1"), Verdict::Supported);
+        assert_eq!(verdict(&r, "H2"), Verdict::Supported);
+        assert_eq!(verdict(&r, "H3"), Verdict::Supported);
+        assert_eq!(verdict(&r, "H4"), Verdict::Equivalent);
+        let ratio = r.hypotheses.iter().find(|h| h.id == "H3").unwrap().ratio.as_ref().unwrap();
+        assert!((ratio.estimate - 1.0).abs() < 0.01 && ratio.undefined_resamples == 0);
+    }
+
+    #[test]
+    fn c_like_b_fails_h2_h3_and_a_beats_c() {
+        let r = run(|i| 0.3 + 0.2 * ((i % 7) as f64 - 3.0) / 3.0, 0.1);
+        assert_eq!(verdict(&r, "H1"), Verdict::Supported);
+        assert_eq!(verdict(&r, "H2"), Verdict::Equivalent);
+        assert_eq!(verdict(&r, "H3"), Verdict::NotSupported);
+        assert_eq!(verdict(&r, "H4"), Verdict::NotSupported);
+    }
+
+    #[test]
+    fn a_below_the_best_baseline_makes_everything_not_testable() {
+        let r = run(|i| 0.6 + 0.01 * (i % 3) as f64, 0.7);
+        assert!(!r.power.passed);
+        assert!(r.hypotheses.iter().all(|h| h.verdict == Verdict::NotTestable), "{:?}", r.hypotheses.iter().map(|h| h.verdict).collect::<Vec<_>>());
+        // H3's ratio needs a supported H1: none is reported.
+        assert!(r.hypotheses.iter().all(|h| h.ratio.is_none()));
+    }
+
+    #[test]
+    fn mismatched_lengths_are_named() {
+        let models = BTreeMap::from([("A".into(), scores(vec![0.0; 3]))]);
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.0; 4]))]);
+        let e = analyse(&plan(), &models, &baselines, &Clusters::singletons(4), 1).unwrap_err();
+        assert_eq!(e, AnalysisError::Length { system: "A".into(), metric: "f1".into(), got: 3, expected: 4 });
+    }
+}
