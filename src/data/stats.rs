@@ -80,3 +80,70 @@ mod tests {
         assert_eq!(s.none_of_the_above_share, round6(1.0 / 3.0));
     }
 }
+
+/// Distinct lower-cased words over the contexts, questions and answers of a dataset.
+pub fn vocabulary_size<'a>(texts: impl IntoIterator<Item = &'a str>) -> usize {
+    let mut v: HashSet<String> = HashSet::new();
+    for t in texts {
+        v.extend(t.split_whitespace().map(|w| w.to_lowercase()));
+    }
+    v.len()
+}
+
+/// How a set of replacement answers compares with the human answers they replace (aligned pairs):
+/// what the report says about the AI-contaminated answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnswerComparison {
+    pub pairs: usize,
+    /// Mean SQuAD token F1 of the replacement against the human answer.
+    pub mean_f1_vs_human: f64,
+    /// Share of replacements identical to the human answer after SQuAD normalisation.
+    pub exact_match_share: f64,
+    /// Share of empty replacements (nothing after trimming).
+    pub empty_share: f64,
+    /// Share of degenerate replacements: no letter or digit at all (".", "?"), or one word repeated.
+    pub degenerate_share: f64,
+    pub human_answer_words: LengthStats,
+    pub replacement_words: LengthStats,
+}
+
+/// Whether an answer is degenerate: no alphanumeric character, or a single word repeated (≥ 3 times).
+pub fn is_degenerate(answer: &str) -> bool {
+    if !answer.chars().any(char::is_alphanumeric) {
+        return true;
+    }
+    let words: Vec<String> = answer.split_whitespace().map(|w| w.to_lowercase()).collect();
+    words.len() >= 3 && words.iter().all(|w| *w == words[0])
+}
+
+pub fn compare_answers(pairs: &[(&str, &str)]) -> AnswerComparison {
+    let n = pairs.len().max(1) as f64;
+    let share = |f: &dyn Fn(&(&str, &str)) -> bool| round6(pairs.iter().filter(|p| f(p)).count() as f64 / n);
+    AnswerComparison {
+        pairs: pairs.len(),
+        mean_f1_vs_human: round6(pairs.iter().map(|(h, r)| crate::metrics::squad::f1(r, h)).sum::<f64>() / n),
+        exact_match_share: share(&|(h, r)| crate::metrics::squad::exact_match(r, h) == 1.0 && !r.trim().is_empty()),
+        empty_share: share(&|(_, r)| r.trim().is_empty()),
+        degenerate_share: share(&|(_, r)| is_degenerate(r)),
+        human_answer_words: lengths(&pairs.iter().map(|(h, _)| word_count(h)).collect::<Vec<_>>()),
+        replacement_words: lengths(&pairs.iter().map(|(_, r)| word_count(r)).collect::<Vec<_>>()),
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn answer_comparison_counts_empty_degenerate_and_overlap() {
+        let pairs = [("They were tired .", "They were tired."), ("She left early", "."), ("He won", ""), ("It rained", "no no no")];
+        let c = compare_answers(&pairs);
+        assert_eq!(c.pairs, 4);
+        assert_eq!(c.exact_match_share, 0.25);
+        assert_eq!(c.empty_share, 0.25);
+        // ".", "" and "no no no" are degenerate.
+        assert_eq!(c.degenerate_share, 0.75);
+        assert_eq!(c.mean_f1_vs_human, 0.25);
+        assert_eq!(vocabulary_size(["a B", "b c"]), 3);
+    }
+}
