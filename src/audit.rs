@@ -1,6 +1,6 @@
 //! `hsx verify` as a library call: place the roots from the ledger itself, run the ledger audit
 //! ([`crate::ledger::verify`]: format, chain, signatures, trusted signers, config hashes, recorded
-//! files), then re-render REPORT.md from the ledger and compare it with the file on disk. The CLI only
+//! files), then hold the analysis to the pre-registration ([`crate::prereg::check_ledger`]), then re-render REPORT.md from the ledger and compare it with the file on disk. The CLI only
 //! prints the result.
 use std::path::Path;
 
@@ -33,8 +33,25 @@ pub fn roots_for(ledger_path: &Path, workspace: &Path, mirror: Option<&Path>) ->
 pub fn verify(ledger_path: &Path, workspace: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let roots = roots_for(ledger_path, workspace, mirror)?;
     let mut report = verify_file(ledger_path, &roots, opts)?;
-    // The report's figures must match the entries they came from: re-render and compare.
     let Ok(ledger) = crate::ledger::store::read(ledger_path) else { return Ok(report) };
+    // The analysis must follow the pre-registration in effect for it.
+    if let Some(v) = crate::prereg::check_ledger(&ledger.entries) {
+        let f = crate::ledger::verify::Failure {
+            entry: Some(v.entry),
+            stage: Some(v.stage.clone()),
+            field: v.field.clone(),
+            message: format!("pre-registration: {}", v.message),
+        };
+        if report.first_failure.is_none() {
+            report.first_failure = Some(f.clone());
+        }
+        if let Some(e) = report.entries.get_mut(v.entry) {
+            e.verdict = "failed".into();
+            e.failure.get_or_insert(f);
+        }
+        report.ok = false;
+    }
+    // The report's figures must match the entries they came from: re-render and compare.
     if let Some(f) = crate::report::check_report_entry(&ledger, workspace) {
         match &mut report.first_failure {
             // The file's hash already failed: add which line and number differ from the ledger.
