@@ -54,7 +54,11 @@ def set_results(l, means, power, contrasts, verdicts, ratio):
     pw = cmp_["power"]
     pw["contrast"]["estimate"] = power[0]
     pw["contrast"]["ci"] = interval(power[1], power[2], level)
-    pw["contrast"]["test"].update({"p": power[3], "k": power[4]})
+    def test(p, k):
+        # A Monte Carlo test over k differing items, each in its own cluster.
+        return {"p": p, "k": k, "clusters_differing": k, "exact": False, "resamples": cmp_["permutation_resamples"]}
+
+    pw["contrast"]["test"] = test(power[3], power[4])
     pw["verdict"] = "supported"
     pw["passed"] = True
     for h in cmp_["hypotheses"]:
@@ -65,7 +69,7 @@ def set_results(l, means, power, contrasts, verdicts, ratio):
             continue
         h["contrast"]["estimate"] = est
         h["contrast"]["ci"] = interval(lo, hi, level)
-        h["contrast"]["test"].update({"p": p, "k": k})
+        h["contrast"]["test"] = test(p, k)
         h["verdict"] = verdicts[i]
         if h["id"] == "H3" and ratio is not None:
             h["ratio"] = {"estimate": ratio[0], "ci": interval(ratio[1], ratio[2], level), "undefined_resamples": ratio[3],
