@@ -10,9 +10,9 @@
 //! | `contaminate` | [`contaminate`] | human train, base model | `contaminate/ai_contaminated.jsonl` |
 //! | `generator` | [`generator`] | human train, base model | `generator/adapter` |
 //! | `synthesize` | [`synthesize`] | human train, base model, generator | `synthesize/synthetic.jsonl` |
-//! | `train-A/B/C` | [`train`] | the arm's data, human val, base model | `train-X/adapter` |
+//! | `train-A/B/C` | [`train`] | the arm's data, human val, base model, the plan | `train-X/adapter` |
 //! | `evaluate-A/B/C` | [`evaluate`] | human test, `train-X/adapter` | `evaluate-X/{predictions,scores}.jsonl` |
-//! | `compare` | [`compare`] | every `evaluate-X`, `train-X/train_metrics.json` | `compare/…` |
+//! | `compare` | [`compare`] | the plan, human train/test, every `evaluate-X`, `train-X/train_metrics.json` | `compare/…` |
 //! | `report` | [`report`] | the ledger, `compare/` | `report/REPORT.md` (workspace) |
 //!
 //! Seeds: every stage's seed is [`crate::ledger::stage_seed`]`(master seed, stage name)`; a stage never
