@@ -265,6 +265,25 @@ mod tests {
     }
 
     #[test]
+    fn h3_gets_no_ratio_when_h1_fails() {
+        // A equal to B item by item: H1 cannot be supported (no item differs, p = 1), so the recovery
+        // ratio (C−B)/(A−B) is not reported, while H3's contrast is still tested on its own.
+        let n = 200;
+        let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
+        let c: Vec<f64> = a.iter().map(|x| x + 0.1).collect();
+        let models = BTreeMap::from([("A".into(), scores(a.clone())), ("B".into(), scores(a)), ("C".into(), scores(c))]);
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let keys: Vec<usize> = (0..n).map(|i| i / 2).collect();
+        let r = analyse(&plan(), &models, &baselines, &Clusters::from_keys(&keys), 7).unwrap();
+        assert!(r.power.passed);
+        let h1 = r.hypotheses.iter().find(|h| h.id == "H1").unwrap();
+        assert_eq!((h1.verdict, h1.contrast.test.k, h1.contrast.test.p), (Verdict::Equivalent, 0, 1.0));
+        let h3 = r.hypotheses.iter().find(|h| h.id == "H3").unwrap();
+        assert_eq!(h3.verdict, Verdict::Supported);
+        assert!(h3.ratio.is_none());
+    }
+
+    #[test]
     fn mismatched_lengths_are_named() {
         let models = BTreeMap::from([("A".into(), scores(vec![0.0; 3]))]);
         let baselines = BTreeMap::from([("constant".into(), scores(vec![0.0; 4]))]);

@@ -1,17 +1,35 @@
 //! `hsx verify` as a library call: the ledger audit ([`crate::ledger::verify`]: format, chain,
 //! signatures, signed head, trusted signers, times, config hashes, recorded files — with the roots
-//! resolved from the ledger's own location, never the working directory), then REPORT.md re-rendered
-//! from the ledger entries it was rendered from and compared with the file on disk. The CLI only prints.
+//! resolved from the ledger's own location, never the working directory), then the analysis held to the
+//! pre-registration ([`crate::prereg::check_ledger`]), then REPORT.md re-rendered from the ledger entries
+//! it was rendered from and compared with the file on disk. The CLI only prints.
 use std::path::{Path, PathBuf};
 
 use crate::ledger::verify::{verify_collect, VerifyOptions, VerifyReport};
 use crate::ledger::LedgerError;
 
-/// Verifies the ledger at `ledger_path`, including the report re-render check. `Err` means the file
-/// could not be read as a ledger at all; a report with `ok = false` means a check failed.
+/// Verifies the ledger at `ledger_path`, including the pre-registration and report checks. `Err` means
+/// the file could not be read as a ledger at all; a report with `ok = false` means a check failed.
 pub fn verify(ledger_path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let (mut report, ledger) = verify_collect(ledger_path, mirror, opts)?;
     let Some(ledger) = ledger else { return Ok(report) };
+    // The analysis must follow the pre-registration in effect for it.
+    if let Some(v) = crate::prereg::check_ledger(&ledger.entries) {
+        let f = crate::ledger::verify::Failure {
+            entry: Some(v.entry),
+            stage: Some(v.stage.clone()),
+            field: v.field.clone(),
+            message: format!("pre-registration: {}", v.message),
+        };
+        if report.first_failure.is_none() {
+            report.first_failure = Some(f.clone());
+        }
+        if let Some(e) = report.entries.get_mut(v.entry) {
+            e.verdict = "failed".into();
+            e.failure.get_or_insert(f);
+        }
+        report.ok = false;
+    }
     // A self-contained run keeps its report under its run directory; others under the workspace.
     let base = if ledger.header.run_dir == "." { report.roots.run.clone() } else { report.roots.workspace.clone() };
     let Some(base) = base.map(PathBuf::from) else { return Ok(report) };

@@ -3,12 +3,15 @@
 //!
 //! The plan names the hypotheses as the seed states them, the primary and exploratory metrics, the
 //! one-sided level α, the equivalence margin, the resample counts, the resampling unit, the verdict rule's
-//! version and the sha256 of the test split. `compare` takes these values only from the plan, and records
-//! the plan it used in its parameters; [`check_ledger`] (run by `hsx verify`) fails a ledger where
+//! version and the sha256 of the test split. `compare` takes these values only from the plan file the
+//! preregister stage wrote (an input whose hash that entry covers), declares the config's `[analysis]`
+//! in its parameters (its resume key, fixed before it runs) and records the plan it used in its
+//! metrics; [`check_ledger`] (run by `hsx verify`) fails a ledger where
 //!
 //! * a train or evaluate entry that a compare entry rests on precedes the pre-registration in effect for
 //!   that compare (the plan was written, or rewritten, after models existed), or
-//! * a compare entry's recorded plan differs from the pre-registered one (α, margin, anything).
+//! * a compare entry's recorded plan (`metrics.plan`) differs from the pre-registered one (α, margin,
+//!   anything), or its declared settings (`params.analysis`) differ from the plan's.
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -145,13 +148,32 @@ pub struct Violation {
     pub message: String,
 }
 
-/// Where the plan lives in each entry: the preregister entry's `metrics.plan`, compare's `params.analysis`.
+/// Where the plan lives in each entry: the preregister entry's `metrics.plan`, and the plan compare
+/// used, its `metrics.plan`.
 pub fn plan_of_preregister(e: &Entry) -> Option<&Value> {
     e.metrics.get("plan")
 }
 
 pub fn plan_of_compare(e: &Entry) -> Option<&Value> {
+    e.metrics.get("plan")
+}
+
+/// The settings compare declares in `params.analysis` (the config's `[analysis]`).
+pub fn settings_of_compare(e: &Entry) -> Option<&Value> {
     e.params.get("analysis")
+}
+
+/// The config's `[analysis]` settings a plan was made from, in the config's spelling.
+pub fn settings_of_plan(plan: &Value) -> Value {
+    let get = |k: &str| plan.get(k).cloned().unwrap_or(Value::Null);
+    serde_json::json!({
+        "primary_metric": get("primary_metric"),
+        "alpha": get("alpha"),
+        "equivalence_margin": get("equivalence_margin"),
+        "bootstrap_resamples": get("bootstrap_resamples"),
+        "permutation_resamples": get("permutation_resamples"),
+        "cluster": get("cluster_unit"),
+    })
 }
 
 /// The checks of the module documentation over a ledger's entries (already verified for integrity).
@@ -163,25 +185,35 @@ pub fn check_ledger(entries: &[Entry]) -> Option<Violation> {
         let prereg = entries[..ci].iter().enumerate().rev().find(|(_, e)| e.stage == PREREGISTER);
         let Some((pi, p)) = prereg else {
             if plan_of_compare(c).is_some() {
-                return violation(ci, "params.analysis", "compare used an analysis plan, but no preregister entry precedes it".into());
+                return violation(ci, "metrics.plan", "compare used an analysis plan, but no preregister entry precedes it".into());
+            }
+            if settings_of_compare(c).is_some() {
+                return violation(ci, "params.analysis", "compare declares analysis settings, but no preregister entry precedes it".into());
             }
             continue;
         };
+        if let (Some(registered), Some(declared)) = (plan_of_preregister(p), settings_of_compare(c)) {
+            let expected = settings_of_plan(registered);
+            if let Some(diff) = first_difference("", &expected, declared) {
+                return violation(ci, "params.analysis", format!("compare's settings differ from the pre-registration (entry {}){diff}", p.seq));
+            }
+        }
         match (plan_of_preregister(p), plan_of_compare(c)) {
             (Some(registered), Some(used)) if registered == used => {}
             (Some(registered), Some(used)) => {
                 let diff = first_difference("", registered, used).unwrap_or_default();
-                return violation(ci, "params.analysis", format!("compare's analysis differs from the pre-registration (entry {}){diff}", p.seq));
+                return violation(ci, "metrics.plan", format!("compare's analysis differs from the pre-registration (entry {}){diff}", p.seq));
             }
             (None, _) => return violation(pi, "metrics.plan", "the preregister entry holds no plan".into()),
-            (_, None) => return violation(ci, "params.analysis", format!("compare does not record the plan it used (pre-registered in entry {})", p.seq)),
+            (_, None) => return violation(ci, "metrics.plan", format!("compare does not record the plan it used (pre-registered in entry {})", p.seq)),
         }
         // The models compare rests on: the latest entry of each train/evaluate stage before it.
         let mut latest: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for (i, e) in entries[..ci].iter().enumerate().filter(|(_, e)| is_model_stage(&e.stage)) {
             latest.insert(e.stage.as_str(), i);
         }
-        if let Some((stage, &i)) = latest.iter().find(|(_, &i)| i < pi) {
+        // The earliest such entry in the ledger is named.
+        if let Some((stage, &i)) = latest.iter().filter(|(_, &i)| i < pi).min_by_key(|(_, &i)| i) {
             return violation(
                 i,
                 "seq",
@@ -226,6 +258,13 @@ mod tests {
         assert_eq!(plan.interval_level, 0.95);
         assert_eq!(plan.hypotheses.len(), 4);
         assert_eq!(plan.rule_version, RULE_VERSION);
+    }
+
+    #[test]
+    fn the_plans_settings_are_the_config_sections() {
+        let a = Analysis::default();
+        let plan = serde_json::to_value(AnalysisPlan::new(&a, &["f1"], "abc")).unwrap();
+        assert_eq!(settings_of_plan(&plan), serde_json::to_value(&a).unwrap());
     }
 
     #[test]

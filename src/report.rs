@@ -96,6 +96,7 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "stage_order": reported_stages().map(Stage::template_key).collect::<Vec<_>>(),
         "arms": Arm::ALL.iter().map(|a| json!({"letter": a.letter(), "data": a.data()})).collect::<Vec<_>>(),
         "metrics": metrics,
+        "metric_titles": registry::METRICS.iter().map(|m| (m.key.to_string(), json!(m.title))).collect::<serde_json::Map<_, _>>(),
         "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
@@ -151,6 +152,31 @@ fn environment() -> Environment<'static> {
         match (lo, hi) {
             (Some(l), Some(h)) => Ok(format!("[{l:.4}, {h:.4}]")),
             _ => Ok("[n/a]".to_owned()),
+        }
+    });
+    // iv(interval): an interval object `{lo, hi, level}` as "[lo, hi]".
+    env.add_filter("iv", |v: MjValue| -> Result<String, minijinja::Error> {
+        let get = |k: &str| v.get_attr(k).ok().and_then(|x| num(&x));
+        match (get("lo"), get("hi")) {
+            (Some(l), Some(h)) if l.is_finite() && h.is_finite() => Ok(format!("[{l:.4}, {h:.4}]")),
+            (Some(_), Some(_)) => Ok("[undefined]".to_owned()),
+            _ => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not an interval: {v}"))),
+        }
+    });
+    // verdict(v): a verdict of the enum as words ("not-testable" → "not testable").
+    env.add_filter("verdict", |v: String| -> String { v.replace('-', " ") });
+    // test(t): how a sign-flip p was computed.
+    env.add_filter("test", |v: MjValue| -> Result<String, minijinja::Error> {
+        let exact = v.get_attr("exact").ok().map(|x| x.is_true());
+        let n = v.get_attr("resamples").ok().and_then(|x| num(&x)).unwrap_or(0.0);
+        let m = v.get_attr("clusters_differing").ok().and_then(|x| num(&x)).unwrap_or(0.0);
+        if exact == Some(true) && m == 0.0 {
+            return Ok("no item differs: p = 1 exactly".to_owned());
+        }
+        match exact {
+            Some(true) => Ok(format!("exact over all {n:.0} sign vectors")),
+            Some(false) => Ok(format!("Monte Carlo, {n:.0} permutations")),
+            None => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a sign-flip test: {v}"))),
         }
     });
     env.add_filter("json", |v: MjValue| -> String { serde_json::to_string(&v).unwrap_or_default() });

@@ -118,7 +118,7 @@ fn keygen_then_run_then_verify_then_tamper() {
     // Editing any number in REPORT.md fails verify, naming the line.
     let md = d.path().join("runs/smoke-report/REPORT.md");
     let body = std::fs::read_to_string(&md).unwrap();
-    let (i, line) = body.lines().enumerate().find(|(_, l)| l.starts_with("| B |")).expect("results table row for B");
+    let (i, line) = body.lines().enumerate().find(|(_, l)| l.starts_with("| model B ")).expect("results table row for model B");
     let edited = body.replacen(line, &line.replacen("0.", "9.", 1), 1);
     assert_ne!(edited, body);
     std::fs::write(&md, edited).unwrap();

@@ -14,6 +14,7 @@ pub mod porter;
 pub mod rouge;
 pub mod stats;
 pub mod registry;
+pub mod stats;
 pub mod squad;
 
 /// The metrics `hsx score` can compute.
@@ -23,6 +24,9 @@ pub enum Metric {
     F1,
     Rouge,
     BertScore,
+    /// Multiple-choice accuracy by rank classification: needs the model, so only `evaluate` computes
+    /// it (`hsx score` cannot).
+    MultipleChoice,
 }
 
 impl std::str::FromStr for Metric {
@@ -50,6 +54,9 @@ pub struct PerExample {
     pub bertscore_precision: Vec<f64>,
     pub bertscore_recall: Vec<f64>,
     pub bertscore_f1: Vec<f64>,
+    /// 1 where the labelled option ranks first by the model's mean log-likelihood, else 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mc_accuracy: Vec<f64>,
 }
 
 /// EM, F1 and ROUGE per example (no model needed).

@@ -38,7 +38,7 @@ pub struct MetricDef {
     pub values: fn(&PerExample) -> &[f64],
 }
 
-pub const METRICS: [MetricDef; 8] = [
+pub const METRICS: [MetricDef; 9] = [
     MetricDef {
         key: "em",
         label: "EM",
@@ -118,6 +118,16 @@ pub const METRICS: [MetricDef; 8] = [
         computed: "BERTScore F1",
         compared: true,
         values: |p| &p.bertscore_f1,
+    },
+    MetricDef {
+        key: "mc_accuracy",
+        label: "MC accuracy",
+        title: "MC accuracy",
+        direction: Direction::HigherIsBetter,
+        family: Metric::MultipleChoice,
+        computed: "multiple-choice accuracy by rank classification: the labelled option of four has the highest mean token log-likelihood given the prompt (chance 25%)",
+        compared: true,
+        values: |p| &p.mc_accuracy,
     },
 ];
 
@@ -205,11 +215,12 @@ mod tests {
             bertscore_precision: vec![0.9],
             bertscore_recall: vec![0.8],
             bertscore_f1: vec![0.85],
+            mc_accuracy: vec![1.0],
         };
         let rows = ScoreRow::from_per_example(&["q1".into()], &per);
         let text = serde_json::to_string(&rows[0]).unwrap();
         // Sorted keys, as every earlier scores.jsonl.
-        assert_eq!(text, r#"{"bertscore_f1":0.85,"em":1.0,"f1":0.5,"id":"q1","rouge1":0.25,"rouge2":0.0,"rougeL":0.125}"#);
+        assert_eq!(text, r#"{"bertscore_f1":0.85,"em":1.0,"f1":0.5,"id":"q1","mc_accuracy":1.0,"rouge1":0.25,"rouge2":0.0,"rougeL":0.125}"#);
         let back: ScoreRow = serde_json::from_str(&text).unwrap();
         assert_eq!(back, rows[0]);
         assert_eq!(back.get("f1"), Some(0.5));
@@ -219,7 +230,7 @@ mod tests {
     fn a_missing_metric_is_named() {
         let e = serde_json::from_str::<ScoreRow>(r#"{"id":"q1","em":1.0}"#).unwrap_err().to_string();
         assert!(e.contains("`f1`") && e.contains("q1"), "{e}");
-        let e = serde_json::from_str::<ScoreRow>(r#"{"id":"q1","bertscore_f1":null,"em":1,"f1":1,"rouge1":1,"rouge2":1,"rougeL":1}"#)
+        let e = serde_json::from_str::<ScoreRow>(r#"{"id":"q1","bertscore_f1":null,"em":1,"f1":1,"mc_accuracy":1,"rouge1":1,"rouge2":1,"rougeL":1}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("bertscore_f1"), "{e}");

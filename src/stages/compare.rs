@@ -1,150 +1,153 @@
-//! `compare`: the results table, gaps A−B and C−B and recovery (C−B)/(A−B) for every compared metric
-//! of the registry with paired-bootstrap 95% intervals and sign-flip permutation p-values, a verdict per
-//! hypothesis computed from those intervals, sample predictions, and the plots.
+//! `compare`: the pre-registered analysis ([`crate::analysis::analyse`]) of the three models and the
+//! trivial baselines ([`crate::metrics::baselines`]) on the human test split, with the plan taken only
+//! from `preregister/analysis_plan.json` (an input, whose hash the signed preregister entry covers):
+//! means with cluster-bootstrap intervals (questions sharing a context resample together), the power
+//! check (model A against the best baseline), H1–H4 on every planned metric (the primary decides) with
+//! one-sided sign-flip p-values and k, breakdowns by question type and none-of-the-above, sample
+//! predictions, and the plots.
 //!
-//! Hypotheses (primary metric: token F1; the others are reported alongside):
-//! * H1 — AI contamination lowers quality: A − B > 0.
-//! * H2 — synthetic data from the clean seed beats contaminated data: C − B > 0.
-//! * H3 — synthetic data recovers at least half of the quality lost: (C−B)/(A−B) ≥ 0.5.
-//!
-//! A hypothesis is *supported* when its whole 95% interval lies on the hypothesised side, *not
-//! supported* when the whole interval lies on the other side, and *inconclusive* otherwise (H3 is
-//! inconclusive whenever H1 is not supported: there is no established gap to recover).
+//! The entry records the config's `[analysis]` in `params.analysis` (its resume key) and the plan it
+//! used in `metrics.plan`; `hsx verify` holds both to the pre-registration ([`crate::prereg::check_ledger`]).
 use plotters::prelude::*;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::evaluate::Prediction;
 use super::ctx::{write_json, Arm, Stage, StageCtx};
+use super::evaluate::Prediction;
+use crate::analysis::{self, AnalysisResult, QuestionType, Scores};
 use crate::config::Config;
-use crate::data::{self, stats::round6, DataError};
+use crate::data::{self, stats::round6, DataError, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
-use crate::metrics::bootstrap;
-use crate::metrics::registry::{self, ScoreRow, PRIMARY};
+use crate::metrics::baselines::{self, Baseline};
+use crate::metrics::registry::{self, ScoreRow};
+use crate::metrics::stats::{Clusters, Resampling};
+use crate::metrics::Metric;
+use crate::prereg::AnalysisPlan;
 
 pub fn spec(cfg: &Config) -> StageSpec {
-    StageSpec {
-        stage: Stage::Compare.name().into(),
-        params: json!({ "eval": cfg.eval }),
-        inputs: Arm::ALL
-            .iter()
-            .flat_map(|&a| {
-                let (e, t) = (Stage::Evaluate(a).name(), Stage::Train(a).name());
-                [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl")), (Root::Run, format!("{t}/train_metrics.json"))]
-            })
-            .collect(),
-        determinism: Determinism::Bitwise,
-    }
-}
-
-/// A hypothesis's verdict, from its 95% interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Verdict {
-    #[serde(rename = "supported")]
-    Supported,
-    #[serde(rename = "not supported")]
-    NotSupported,
-    #[serde(rename = "inconclusive")]
-    Inconclusive,
-}
-
-impl Verdict {
-    /// Supported when the interval lies wholly above `threshold`, not supported when wholly below.
-    pub fn of_interval(lo: f64, hi: f64, threshold: f64) -> Verdict {
-        if lo > threshold {
-            Verdict::Supported
-        } else if hi < threshold {
-            Verdict::NotSupported
-        } else {
-            Verdict::Inconclusive
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Hypothesis {
-    id: &'static str,
-    claim: &'static str,
-    metric: &'static str,
-    verdict: Verdict,
-    evidence: String,
+    let mut inputs = vec![super::preregister::plan_input(), super::ctx::human("test"), super::ctx::human("train")];
+    inputs.extend(Arm::ALL.iter().flat_map(|&a| {
+        let (e, t) = (Stage::Evaluate(a).name(), Stage::Train(a).name());
+        [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl")), (Root::Run, format!("{t}/train_metrics.json"))]
+    }));
+    StageSpec { stage: Stage::Compare.name().into(), params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }), inputs, determinism: Determinism::Bitwise }
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> PipelineError {
     DataError::Io { path: path.to_owned(), source: std::io::Error::other(e.to_string()) }.into()
 }
 
+fn stage_error(message: String) -> PipelineError {
+    PipelineError::Stage { stage: Stage::Compare.name(), message }
+}
+
 /// One arm's per-example scores: ids and, per compared metric (registry order), values in test order.
 struct ArmScores {
     ids: Vec<String>,
-    values: BTreeMap<&'static str, Vec<f64>>,
+    values: BTreeMap<String, Vec<f64>>,
 }
 
 fn load_scores(ctx: &StageCtx, arm: Arm) -> Result<ArmScores, PipelineError> {
     let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{}/scores.jsonl", Stage::Evaluate(arm).name())))?;
-    let values = registry::compared().enumerate().map(|(k, m)| (m.key, rows.iter().map(|r| r.values[k]).collect())).collect();
+    let values = registry::compared().enumerate().map(|(k, m)| (m.key.to_string(), rows.iter().map(|r| r.values[k]).collect())).collect();
     Ok(ArmScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
 }
 
-fn interval(lo: f64, hi: f64) -> Value {
-    json!([round6(lo), round6(hi)])
+/// The plan from the preregister stage's file, checked against this config and test split: compare
+/// uses no other values.
+fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
+    let path = ctx.run_path(super::preregister::PLAN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let plan: AnalysisPlan = serde_json::from_str(&text).map_err(|e| io(&path, format!("not an analysis plan: {e}")))?;
+    let expected = super::preregister::plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
+    if plan != expected {
+        return Err(stage_error(format!(
+            "{} is not the pre-registration for this config and test split; re-run the preregister stage (and the models after it)",
+            path.display()
+        )));
+    }
+    Ok(plan)
+}
+
+/// Per-item scores of each trivial baseline on every lexical metric of the registry.
+fn baseline_scores(train: &[QaExample], test: &[QaExample], stem: bool) -> (BTreeMap<String, Scores>, BTreeMap<String, Value>) {
+    let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
+    let mut scores = BTreeMap::new();
+    let mut described = BTreeMap::new();
+    for b in Baseline::ALL {
+        let preds = baselines::predictions(b, train, test);
+        let per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], stem);
+        let s: Scores =
+            registry::compared().filter(|m| (m.values)(&per).len() == test.len()).map(|m| (m.key.to_string(), (m.values)(&per).to_vec())).collect();
+        scores.insert(b.key().to_string(), s);
+        let example = if b == Baseline::Constant { preds.first().cloned() } else { None };
+        described.insert(b.key().to_string(), json!({"label": b.label(), "answer": example}));
+    }
+    (scores, described)
+}
+
+/// Rounds every float in a JSON value to 6 decimals (the ledger's figures).
+fn rounded(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => json!(round6(n.as_f64().unwrap_or(f64::NAN))),
+        Value::Array(a) => Value::Array(a.into_iter().map(rounded).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
+        v => v,
+    }
 }
 
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
-    let (cfg, seed) = (ctx.cfg, ctx.seed);
-    let r = cfg.eval.bootstrap_resamples;
-    let pr = cfg.eval.permutation_resamples;
+    let seed = ctx.seed;
+    let plan = read_plan(ctx)?;
+    let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
+    let train: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
     let mut scores: BTreeMap<Arm, ArmScores> = BTreeMap::new();
+    let test_ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
     for arm in Arm::ALL {
         let s = load_scores(ctx, arm)?;
-        if let Some(first) = scores.values().next() {
-            if first.ids != s.ids {
-                return Err(PipelineError::Stage {
-                    stage: Stage::Compare.name(),
-                    message: format!("{}/scores.jsonl does not cover the same test examples as evaluate-A", Stage::Evaluate(arm).name()),
-                });
-            }
+        if s.ids != test_ids {
+            return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", Stage::Evaluate(arm).name())));
         }
         scores.insert(arm, s);
     }
-    let ids = scores[&Arm::A].ids.clone();
+    let ids = test_ids;
     let v = |arm: Arm, key: &str| -> &Vec<f64> { &scores[&arm].values[key] };
-    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len().max(1) as f64;
 
-    // Table: mean and bootstrap CI per model and metric.
-    let mut table = BTreeMap::new();
-    for (mi, arm) in Arm::ALL.iter().enumerate() {
-        let mut row = BTreeMap::new();
-        for (k, def) in registry::compared().enumerate() {
-            let x = v(*arm, def.key);
-            let (lo, hi) = bootstrap::mean_ci(x, r, seed ^ ((mi * 16 + k) as u64));
-            row.insert(def.key.to_string(), json!({"mean": round6(mean(x)), "ci95": interval(lo, hi)}));
-        }
-        table.insert(arm.letter().to_string(), row);
+    // The resampling unit: a test context (questions on the same passage move together), or the item.
+    let cluster_keys: Vec<String> = match plan.cluster_unit.as_str() {
+        "item" => ids.clone(),
+        _ => test.iter().map(|e| e.context.clone()).collect(),
+    };
+    let clusters = Clusters::from_keys(&cluster_keys);
+    let models: BTreeMap<String, Scores> = Arm::ALL.iter().map(|a| (a.letter().to_string(), scores[a].values.clone())).collect();
+    let (base_scores, base_described) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer);
+    let result: AnalysisResult =
+        analysis::analyse(&plan, &models, &base_scores, &clusters, seed).map_err(|e| stage_error(format!("analysis: {e}")))?;
+
+    // The results tables (models; baselines) from the clustered means.
+    let level = 1.0 - 2.0 * plan.alpha;
+    let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut baseline_table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for m in &result.means {
+        let cell = json!({"mean": round6(m.mean), "ci": [round6(m.ci.lo), round6(m.ci.hi)]});
+        let t = if models.contains_key(&m.system) { &mut table } else { &mut baseline_table };
+        t.entry(m.system.clone()).or_default().insert(m.metric.clone(), cell);
     }
-    // Gaps and recovery.
-    let mut gaps = BTreeMap::new();
-    for (k, def) in registry::compared().enumerate() {
-        let (a, b, c) = (v(Arm::A, def.key), v(Arm::B, def.key), v(Arm::C, def.key));
-        let s = seed.wrapping_add(1000 + k as u64 * 7);
-        let ab = bootstrap::diff_ci(a, b, r, s);
-        let cb = bootstrap::diff_ci(c, b, r, s + 1);
-        let (rec, rec_ci, undefined) = bootstrap::recovery_ci(a, b, c, r, s + 2);
-        gaps.insert(
-            def.key.to_string(),
-            json!({
-                "a_minus_b": {"estimate": round6(mean(a) - mean(b)), "ci95": interval(ab.0, ab.1), "p_value": round6(bootstrap::paired_permutation_p(a, b, pr, s + 3))},
-                "c_minus_b": {"estimate": round6(mean(c) - mean(b)), "ci95": interval(cb.0, cb.1), "p_value": round6(bootstrap::paired_permutation_p(c, b, pr, s + 4))},
-                "recovery": {"estimate": if rec.is_finite() { json!(round6(rec)) } else { Value::Null },
-                              "ci95": if rec_ci.0.is_finite() { interval(rec_ci.0, rec_ci.1) } else { Value::Null },
-                              "undefined_resamples": undefined},
-            }),
-        );
-    }
-    let hypotheses = hypotheses(&gaps[PRIMARY]);
+
+    // Breakdowns on the primary metric: question type, and none-of-the-above vs the rest.
+    let mut systems = models.clone();
+    systems.extend(base_scores.iter().map(|(k, v)| (format!("baseline:{k}"), v.clone())));
+    let r = Resampling { resamples: plan.bootstrap_resamples, seed };
+    let qtype: Vec<String> = test.iter().map(|e| QuestionType::of(&e.question).key().to_string()).collect();
+    let nota: Vec<String> =
+        test.iter().map(|e| if analysis::is_none_of_the_above(&e.answer) { "none of the above" } else { "other answers" }.to_string()).collect();
+    let breakdowns = json!({
+        "metric": plan.primary_metric,
+        "question_type": analysis::breakdown(&qtype, &cluster_keys, &systems, &plan.primary_metric, level, r),
+        "none_of_the_above": analysis::breakdown(&nota, &cluster_keys, &systems, &plan.primary_metric, level, r),
+    });
 
     // Samples of the seed's three kinds, deterministic: the first three in test-id order.
     let preds: BTreeMap<Arm, Vec<Prediction>> = Arm::ALL
@@ -180,9 +183,25 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
 
     let dir = ctx.out_dir()?;
     std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
-    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table)).map_err(|e| io(&dir, e))?;
-    let comparison = json!({"n": ids.len(), "table": table, "gaps": gaps, "hypotheses": hypotheses, "samples": samples,
-                            "primary_metric": PRIMARY, "bootstrap_resamples": r, "permutation_resamples": pr});
+    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table)).map_err(|e| io(&dir, e))?;
+    let mut comparison = rounded(json!({
+        "n": ids.len(),
+        "primary_metric": plan.primary_metric,
+        "interval_level": level,
+        "resample_unit": result.resample_unit,
+        "clusters": result.clusters,
+        "bootstrap_resamples": plan.bootstrap_resamples,
+        "permutation_resamples": plan.permutation_resamples,
+        "table": table,
+        "baselines": base_described,
+        "baseline_table": baseline_table,
+        "power": result.power,
+        "hypotheses": result.hypotheses,
+        "breakdowns": breakdowns,
+        "samples": samples,
+    }));
+    // The plan as registered, unrounded: `hsx verify` compares it with the preregister entry's.
+    comparison["plan"] = serde_json::to_value(&plan).expect("an analysis plan serialises");
     write_json(&dir.join("comparison.json"), &comparison)?;
     let losses: BTreeMap<Arm, Value> = Arm::ALL
         .iter()
@@ -201,65 +220,24 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     Ok(StageOutcome { outputs, metrics: comparison })
 }
 
-/// H1–H3 judged on the primary metric's gaps.
-fn hypotheses(g: &Value) -> Vec<Hypothesis> {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let ci = |v: &Value| (num(&v["ci95"][0]), num(&v["ci95"][1]));
-    let (ab_lo, ab_hi) = ci(&g["a_minus_b"]);
-    let (cb_lo, cb_hi) = ci(&g["c_minus_b"]);
-    let h1 = Verdict::of_interval(ab_lo, ab_hi, 0.0);
-    let h2 = Verdict::of_interval(cb_lo, cb_hi, 0.0);
-    let h3 = if h1 != Verdict::Supported {
-        Verdict::Inconclusive
-    } else {
-        let (lo, hi) = ci(&g["recovery"]);
-        if lo.is_finite() { Verdict::of_interval(lo, hi, 0.5) } else { Verdict::Inconclusive }
-    };
-    vec![
-        Hypothesis {
-            id: "H1",
-            claim: "AI contamination lowers answer quality (F1 of A exceeds B)",
-            metric: PRIMARY,
-            verdict: h1,
-            evidence: format!("A−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", num(&g["a_minus_b"]["estimate"]), ab_lo, ab_hi, num(&g["a_minus_b"]["p_value"])),
-        },
-        Hypothesis {
-            id: "H2",
-            claim: "Filtered synthetic data beats contaminated data (F1 of C exceeds B)",
-            metric: PRIMARY,
-            verdict: h2,
-            evidence: format!("C−B = {:.4}, 95% CI [{:.4}, {:.4}], p = {:.4}", num(&g["c_minus_b"]["estimate"]), cb_lo, cb_hi, num(&g["c_minus_b"]["p_value"])),
-        },
-        Hypothesis {
-            id: "H3",
-            claim: "Synthetic data recovers at least half of the F1 lost to contamination",
-            metric: PRIMARY,
-            verdict: h3,
-            evidence: match g["recovery"]["estimate"].as_f64() {
-                Some(e) => {
-                    let (lo, hi) = ci(&g["recovery"]);
-                    format!("recovery = {e:.3}, 95% CI [{lo:.3}, {hi:.3}]")
-                }
-                None => "recovery undefined: A and B have the same mean F1".to_owned(),
-            },
-        },
-    ]
-}
-
-/// `Model,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model.
-pub fn metrics_table_csv(table: &BTreeMap<String, BTreeMap<String, Value>>) -> String {
-    let mut s = String::from("Model");
+/// `System,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model, then one per baseline (`baseline:<key>`;
+/// a metric a baseline was not scored on is empty).
+pub fn metrics_table_csv(table: &BTreeMap<String, BTreeMap<String, Value>>, baselines: &BTreeMap<String, BTreeMap<String, Value>>) -> String {
+    let mut s = String::from("System");
     for def in registry::compared() {
         let label = def.label;
         s.push_str(&format!(",{label},{label}_ci_low,{label}_ci_high"));
     }
     s.push('\n');
-    for (m, row) in table {
-        s.push_str(m);
+    let rows = table.iter().map(|(m, r)| (m.clone(), r)).chain(baselines.iter().map(|(b, r)| (format!("baseline:{b}"), r)));
+    for (m, row) in rows {
+        s.push_str(&m);
         for def in registry::compared() {
-            let v = &row[def.key];
             let num = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
-            s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci95"][0]), num(&v["ci95"][1])));
+            match row.get(def.key) {
+                Some(v) => s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci"][0]), num(&v["ci"][1]))),
+                None => s.push_str(",,,"),
+            }
         }
         s.push('\n');
     }
@@ -351,26 +329,44 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
 
 fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), PipelineError> {
     register_font();
-    let cell = |m: Arm, k: &str| {
-        let v = &c["table"][m.letter()][k];
-        (v["mean"].as_f64().unwrap_or(0.0), v["ci95"][0].as_f64().unwrap_or(0.0), v["ci95"][1].as_f64().unwrap_or(0.0))
-    };
+    let triple = |v: &Value| (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0));
+    let cell = |m: Arm, k: &str| triple(&c["table"][m.letter()][k]);
     let names = |m: Arm| format!("{} ({})", m.letter(), m.data());
-    let p = dir.join("comparison_f1.png");
-    bar_chart(&p, "Token F1 on the human test split (95% bootstrap CI)", &Arm::ALL.iter().map(|&m| names(m)).collect::<Vec<_>>(),
-              &[("F1".to_owned(), Arm::ALL.iter().map(|&m| cell(m, "f1")).collect())], "F1")
+    let pct = (100.0 * c["interval_level"].as_f64().unwrap_or(0.95)).round();
+    let unit = c["resample_unit"].as_str().unwrap_or("item");
+    let pm = c["primary_metric"].as_str().unwrap_or("f1");
+    let pm_label = registry::by_key(pm).map(|d| d.label).unwrap_or(pm);
+    // The primary metric for the models and the trivial baselines.
+    let mut groups: Vec<String> = Arm::ALL.iter().map(|&m| names(m)).collect();
+    let mut vals: Vec<(f64, f64, f64)> = Arm::ALL.iter().map(|&m| cell(m, pm)).collect();
+    if let Some(bt) = c["baseline_table"].as_object() {
+        for (b, row) in bt {
+            groups.push(format!("baseline: {b}"));
+            vals.push(triple(&row[pm]));
+        }
+    }
+    let p = dir.join(format!("comparison_{pm}.png"));
+    bar_chart(&p, &format!("{pm_label} on the human test split, models and trivial baselines ({pct}% cluster-bootstrap CI by {unit})"), &groups,
+              &[(pm_label.to_owned(), vals)], pm_label)
         .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<(String, Vec<(f64, f64, f64)>)> = Arm::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(&p, "All metrics by model (95% bootstrap CI)", &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
+    bar_chart(&p, &format!("All metrics by model ({pct}% cluster-bootstrap CI by {unit})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
         .map_err(|e| io(&p, e))?;
-    let p = dir.join("gap_analysis_f1.png");
-    let gap = |k: &str| {
-        let v = &c["gaps"]["f1"][k];
-        (v["estimate"].as_f64().unwrap_or(0.0), v["ci95"][0].as_f64().unwrap_or(0.0), v["ci95"][1].as_f64().unwrap_or(0.0))
-    };
-    bar_chart(&p, "F1 gaps: A−B (lost to contamination) and C−B (regained), paired 95% CI", &["A − B".to_owned(), "C − B".to_owned()],
-              &[("F1 difference".to_owned(), vec![gap("a_minus_b"), gap("c_minus_b")])], "F1 difference")
+    let p = dir.join(format!("gap_analysis_{pm}.png"));
+    let empty = vec![];
+    let hs = c["hypotheses"].as_array().unwrap_or(&empty);
+    let primary: Vec<&Value> = hs.iter().filter(|h| h["primary"] == json!(true)).collect();
+    let labels: Vec<String> = primary.iter().map(|h| format!("{} {}", h["id"].as_str().unwrap_or(""), h["contrast_label"].as_str().unwrap_or(""))).collect();
+    let gaps: Vec<(f64, f64, f64)> = primary
+        .iter()
+        .map(|h| {
+            let x = &h["contrast"];
+            (x["estimate"].as_f64().unwrap_or(0.0), x["ci"]["lo"].as_f64().unwrap_or(0.0), x["ci"]["hi"].as_f64().unwrap_or(0.0))
+        })
+        .collect();
+    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4, paired ({pct}% cluster-bootstrap CI by {unit})"), &labels,
+              &[(format!("{pm_label} difference"), gaps)], &format!("{pm_label} difference"))
         .map_err(|e| io(&p, e))?;
     for (m, v) in losses {
         let curve: Vec<(f64, f64)> = v["loss_curve"].as_array().map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect()).unwrap_or_default();
@@ -388,31 +384,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verdicts_come_from_the_whole_interval() {
-        assert_eq!(Verdict::of_interval(0.01, 0.2, 0.0), Verdict::Supported);
-        assert_eq!(Verdict::of_interval(-0.2, -0.01, 0.0), Verdict::NotSupported);
-        assert_eq!(Verdict::of_interval(-0.01, 0.2, 0.0), Verdict::Inconclusive);
-        assert_eq!(Verdict::of_interval(0.0, 0.2, 0.0), Verdict::Inconclusive, "touching the threshold is not beyond it");
-        assert_eq!(serde_json::to_value(Verdict::NotSupported).unwrap(), "not supported");
-    }
-
-    #[test]
-    fn h3_is_inconclusive_unless_h1_is_supported() {
-        let g = json!({"a_minus_b": {"estimate": 0.0, "ci95": [-0.1, 0.1], "p_value": 0.5},
-                       "c_minus_b": {"estimate": 0.2, "ci95": [0.1, 0.3], "p_value": 0.01},
-                       "recovery": {"estimate": 2.0, "ci95": [1.0, 3.0]}});
-        let h = hypotheses(&g);
-        assert_eq!([h[0].verdict, h[1].verdict, h[2].verdict], [Verdict::Inconclusive, Verdict::Supported, Verdict::Inconclusive]);
-    }
-
-    #[test]
     fn the_csv_has_three_columns_per_compared_metric() {
-        let row: BTreeMap<String, Value> = registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci95": [0.25, 0.75]}))).collect();
+        let row: BTreeMap<String, Value> = registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci": [0.25, 0.75]}))).collect();
         let table = BTreeMap::from([("A".to_string(), row)]);
-        let csv = metrics_table_csv(&table);
+        let base = BTreeMap::from([("constant".to_string(), BTreeMap::from([("em".to_string(), json!({"mean": 0.1, "ci": [0.05, 0.15]}))]))]);
+        let csv = metrics_table_csv(&table, &base);
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
         assert_eq!(header.len(), 1 + 3 * registry::compared().count());
-        assert_eq!(&header[..4], ["Model", "EM", "EM_ci_low", "EM_ci_high"]);
+        assert_eq!(&header[..4], ["System", "EM", "EM_ci_low", "EM_ci_high"]);
         assert!(csv.lines().nth(1).unwrap().starts_with("A,0.500000,0.250000,0.750000"));
+        // A baseline row: its metrics, and empty cells where it was not scored.
+        let b = csv.lines().nth(2).unwrap();
+        assert!(b.starts_with("baseline:constant,0.100000,0.050000,0.150000,,,"), "{b}");
+        assert_eq!(b.split(',').count(), header.len());
     }
 }

@@ -1,5 +1,5 @@
 //! `evaluate-A/B/C`: greedy predictions of an arm's model on the human test split; every compared
-//! metric of the registry ([`crate::metrics::registry`]) per example (`scores.jsonl`, typed
+//! metric of the registry (multiple-choice accuracy by rank classification included) ([`crate::metrics::registry`]) per example (`scores.jsonl`, typed
 //! [`ScoreRow`]s) and as a mean with a bootstrap 95% interval.
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -50,6 +50,16 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     per.bertscore_precision = bs.precision.clone();
     per.bertscore_recall = bs.recall.clone();
     per.bertscore_f1 = bs.f1.clone();
+    // Multiple-choice accuracy by rank classification over the four CosmosQA options.
+    let prompt_ids: Vec<Vec<i64>> = prompts.iter().map(|p| m.tokenizer.encode(p, Some(cfg.train.max_input_tokens))).collect::<Result<_, _>>()?;
+    let options: Vec<Vec<Vec<i64>>> = test
+        .iter()
+        .map(|e| e.choices.iter().map(|c| m.tokenizer.encode(c, Some(cfg.train.max_target_tokens))).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<_, _>>()?;
+    let bf16 = device.is_cuda() && cfg.runtime.precision == crate::config::Precision::Bf16;
+    let option_scores = crate::model::choice::score_options(&m.model, &prompt_ids, &options, cfg.eval.batch_size, m.tokenizer.pad_id, bf16);
+    let labels: Vec<usize> = test.iter().map(|e| e.label as usize).collect();
+    per.mc_accuracy = crate::model::choice::correct(&option_scores, &labels);
     let dir = ctx.out_dir()?;
     let rows: Vec<Prediction> = test.iter().zip(&preds).map(|(e, p)| Prediction { id: e.id.clone(), prediction: p.clone(), reference: e.answer.clone() }).collect();
     data::write_jsonl(&dir.join("predictions.jsonl"), &rows)?;
@@ -71,6 +81,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
             "bertscore_layer": bs.layer,
             "rouge_stemmer": cfg.eval.rouge_stemmer,
             "empty_predictions": preds.iter().filter(|p| p.is_empty()).count(),
+            "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0),
         }),
     })
 }

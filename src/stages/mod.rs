@@ -5,13 +5,14 @@
 //! | stage | file | reads | writes (under the run directory) |
 //! |---|---|---|---|
 //! | `prepare` | [`prepare`] | CosmosQA CSVs | `prepare/human_{train,val,test}.jsonl`, `stats.json` |
+//! | `preregister` | [`preregister`] | human test | `preregister/analysis_plan.json` (the signed analysis plan) |
 //! | `base-model` | [`base_model`] | human train (scratch) or `models/…` | `base-model/model` |
 //! | `contaminate` | [`contaminate`] | human train, base model | `contaminate/ai_contaminated.jsonl` |
 //! | `generator` | [`generator`] | human train, base model | `generator/adapter` |
 //! | `synthesize` | [`synthesize`] | human train, base model, generator | `synthesize/synthetic.jsonl` |
-//! | `train-A/B/C` | [`train`] | the arm's data, human val, base model | `train-X/adapter` |
+//! | `train-A/B/C` | [`train`] | the arm's data, human val, base model, the plan | `train-X/adapter` |
 //! | `evaluate-A/B/C` | [`evaluate`] | human test, `train-X/adapter` | `evaluate-X/{predictions,scores}.jsonl` |
-//! | `compare` | [`compare`] | every `evaluate-X`, `train-X/train_metrics.json` | `compare/…` |
+//! | `compare` | [`compare`] | the plan, human train/test, every `evaluate-X`, `train-X/train_metrics.json` | `compare/…` |
 //! | `report` | [`report`] | the ledger, `compare/` | `report/REPORT.md` (workspace) |
 //!
 //! Seeds: every stage's seed is [`crate::ledger::stage_seed`]`(master seed, stage name)`; a stage never
@@ -27,6 +28,7 @@ pub mod ctx;
 pub mod evaluate;
 pub mod generator;
 pub mod prepare;
+pub mod preregister;
 pub mod registry;
 pub mod report;
 pub mod synthesize;
@@ -39,6 +41,7 @@ pub use registry::{Arm, Stage};
 pub fn spec(stage: Stage, cfg: &Config) -> StageSpec {
     match stage {
         Stage::Prepare => prepare::spec(cfg),
+        Stage::Preregister => preregister::spec(cfg),
         Stage::BaseModel => base_model::spec(cfg),
         Stage::Contaminate => contaminate::spec(cfg),
         Stage::Generator => generator::spec(cfg),
@@ -55,6 +58,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     crate::runtime::seed(ctx.seed);
     match ctx.stage {
         Stage::Prepare => prepare::run(ctx),
+        Stage::Preregister => preregister::run(ctx),
         Stage::BaseModel => base_model::run(ctx),
         Stage::Contaminate => contaminate::run(ctx),
         Stage::Generator => generator::run(ctx),

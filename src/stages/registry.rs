@@ -52,6 +52,7 @@ impl fmt::Display for Arm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     Prepare,
+    Preregister,
     BaseModel,
     Contaminate,
     Generator,
@@ -64,8 +65,9 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage in execution order (each reads only what earlier ones wrote).
-    pub const ALL: [Stage; 13] = [
+    pub const ALL: [Stage; 14] = [
         Stage::Prepare,
+        Stage::Preregister,
         Stage::BaseModel,
         Stage::Contaminate,
         Stage::Generator,
@@ -84,6 +86,7 @@ impl Stage {
     pub const fn name(self) -> &'static str {
         match self {
             Stage::Prepare => "prepare",
+            Stage::Preregister => "preregister",
             Stage::BaseModel => "base-model",
             Stage::Contaminate => "contaminate",
             Stage::Generator => "generator",
@@ -134,10 +137,10 @@ impl std::str::FromStr for Stage {
 pub struct UnknownStage(pub String);
 
 /// `(name, stage)` for every stage, in order.
-pub const fn table() -> [(&'static str, Stage); 13] {
-    let mut out = [("", Stage::Prepare); 13];
+pub const fn table() -> [(&'static str, Stage); 14] {
+    let mut out = [("", Stage::Prepare); 14];
     let mut i = 0;
-    while i < 13 {
+    while i < 14 {
         out[i] = (Stage::ALL[i].name(), Stage::ALL[i]);
         i += 1;
     }

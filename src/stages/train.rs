@@ -27,7 +27,8 @@ pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
     StageSpec {
         stage: Stage::Train(arm).name().into(),
         params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
-        inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg)],
+        // The plan is an input: a model trained before (or under another) pre-registration is re-trained.
+        inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg), super::preregister::plan_input()],
         determinism: Determinism::Bitwise,
     }
 }

@@ -5,9 +5,11 @@
   python3 tests/inputs/make_report_ledgers.py /tmp/smoke.json
 
 Writes three ledgers holding the latest entry of each stage: `ledger_shortfall.json` (the smoke run as it
-is: no synthetic example passed), `ledger_complete.json` (synthesis met its target, H1 and H2 supported)
-and `ledger_failed_hypothesis.json` (C worse than B: H2 not supported). The edited variants are no longer
-validly signed; the snapshot tests only render them.
+is: no synthetic example passed, and no model beats a trivial baseline, so every hypothesis is *not
+testable*), `ledger_complete.json` (synthesis met its target, the power check passed, H1 and H2 supported)
+and `ledger_failed_hypothesis.json` (C worse than B: H2 not supported). The edited variants' figures are
+set by hand to exercise the template's branches, and the variants are no longer validly signed; the
+snapshot tests only render them.
 """
 import copy
 import json
@@ -15,7 +17,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STAGES = ["prepare", "base-model", "contaminate", "generator", "synthesize", "train-A", "train-B", "train-C",
+STAGES = ["prepare", "preregister", "base-model", "contaminate", "generator", "synthesize", "train-A", "train-B", "train-C",
           "evaluate-A", "evaluate-B", "evaluate-C", "compare"]
 
 
@@ -35,19 +37,43 @@ def stage(l, name):
     return next(e for e in l["entries"] if e["stage"] == name)
 
 
-def set_results(l, means, ab, cb, rec, verdicts):
+def interval(lo, hi, level):
+    return {"lo": lo, "hi": hi, "level": level}
+
+
+def set_results(l, means, power, contrasts, verdicts, ratio):
+    """Hand-set figures: model means on every metric (baselines stay as measured), the power check
+    (estimate, lo, hi, p, k), the primary metric's contrasts of H1-H4 ((estimate, lo, hi, p, k) each),
+    their verdicts, and H3's ratio (estimate, lo, hi, undefined) or None."""
     cmp_ = stage(l, "compare")["metrics"]
-    for m, f1 in means.items():
+    level = cmp_["interval_level"]
+    for m, v in means.items():
         for k in cmp_["table"][m]:
-            base = f1 if k != "bertscore_f1" else 0.8 + f1 / 10
-            cmp_["table"][m][k] = {"mean": base, "ci95": [round(base - 0.04, 6), round(base + 0.04, 6)]}
-    for k in cmp_["gaps"]:
-        cmp_["gaps"][k]["a_minus_b"] = {"estimate": ab[0], "ci95": [ab[1], ab[2]], "p_value": ab[3]}
-        cmp_["gaps"][k]["c_minus_b"] = {"estimate": cb[0], "ci95": [cb[1], cb[2]], "p_value": cb[3]}
-        cmp_["gaps"][k]["recovery"] = {"estimate": rec[0], "ci95": [rec[1], rec[2]], "undefined_resamples": 0}
-    for h, v in zip(cmp_["hypotheses"], verdicts):
-        h["verdict"] = v[0]
-        h["evidence"] = v[1]
+            base = v if k != "bertscore_f1" else 0.8 + v / 10
+            cmp_["table"][m][k] = {"mean": base, "ci": [round(base - 0.04, 6), round(base + 0.04, 6)]}
+    pw = cmp_["power"]
+    pw["contrast"]["estimate"] = power[0]
+    pw["contrast"]["ci"] = interval(power[1], power[2], level)
+    def test(p, k):
+        # A Monte Carlo test over k differing items, each in its own cluster.
+        return {"p": p, "k": k, "clusters_differing": k, "exact": False, "resamples": cmp_["permutation_resamples"]}
+
+    pw["contrast"]["test"] = test(power[3], power[4])
+    pw["verdict"] = "supported"
+    pw["passed"] = True
+    for h in cmp_["hypotheses"]:
+        i = ["H1", "H2", "H3", "H4"].index(h["id"])
+        est, lo, hi, p, k = contrasts[i]
+        if not h["primary"]:
+            h["verdict"] = "inconclusive"
+            continue
+        h["contrast"]["estimate"] = est
+        h["contrast"]["ci"] = interval(lo, hi, level)
+        h["contrast"]["test"] = test(p, k)
+        h["verdict"] = verdicts[i]
+        if h["id"] == "H3" and ratio is not None:
+            h["ratio"] = {"estimate": ratio[0], "ci": interval(ratio[1], ratio[2], level), "undefined_resamples": ratio[3],
+                          "resamples": cmp_["bootstrap_resamples"]}
     cmp_["samples"]["all_correct"] = [{"id": "x1", "reference": "To buy milk.", "A": "To buy milk.", "B": "To buy milk.",
                                        "C": "To buy milk.", "f1": {"A": 1.0, "B": 1.0, "C": 1.0}}]
 
@@ -69,18 +95,16 @@ def main():
         json.dump(base, f, indent=1, ensure_ascii=False)
     good = copy.deepcopy(base)
     complete_synthesis(good)
-    set_results(good, {"A": 0.45, "B": 0.30, "C": 0.40}, (0.15, 0.1, 0.2, 0.0001), (0.10, 0.05, 0.15, 0.0003), (0.667, 0.4, 0.9),
-                [("supported", "A−B = 0.1500, 95% CI [0.1000, 0.2000], p = 0.0001"),
-                 ("supported", "C−B = 0.1000, 95% CI [0.0500, 0.1500], p = 0.0003"),
-                 ("inconclusive", "recovery = 0.667, 95% CI [0.4, 0.9]")])
+    set_results(good, {"A": 0.45, "B": 0.30, "C": 0.40}, (0.30, 0.25, 0.35, 0.0001, 88),
+                [(0.15, 0.10, 0.20, 0.0001, 61), (0.10, 0.05, 0.15, 0.0003, 57), (0.025, -0.01, 0.06, 0.09, 63), (-0.05, -0.09, -0.01, 0.004, 40)],
+                ["supported", "supported", "inconclusive", "not-supported"], (0.667, 0.4, 0.9, 3))
     with open(os.path.join(HERE, "ledger_complete.json"), "w") as f:
         json.dump(good, f, indent=1, ensure_ascii=False)
     bad = copy.deepcopy(base)
     complete_synthesis(bad)
-    set_results(bad, {"A": 0.45, "B": 0.30, "C": 0.22}, (0.15, 0.1, 0.2, 0.0001), (-0.08, -0.12, -0.04, 0.0005), (-0.533, -0.9, -0.2),
-                [("supported", "A−B = 0.1500, 95% CI [0.1000, 0.2000], p = 0.0001"),
-                 ("not supported", "C−B = -0.0800, 95% CI [-0.1200, -0.0400], p = 0.0005"),
-                 ("not supported", "recovery = -0.533, 95% CI [-0.9, -0.2]")])
+    set_results(bad, {"A": 0.45, "B": 0.30, "C": 0.22}, (0.30, 0.25, 0.35, 0.0001, 88),
+                [(0.15, 0.10, 0.20, 0.0001, 61), (-0.08, -0.12, -0.04, 0.9995, 50), (-0.155, -0.2, -0.11, 0.9999, 66), (-0.23, -0.28, -0.18, 0.0001, 70)],
+                ["supported", "not-supported", "not-supported", "not-supported"], (-0.533, -0.9, -0.2, 0))
     with open(os.path.join(HERE, "ledger_failed_hypothesis.json"), "w") as f:
         json.dump(bad, f, indent=1, ensure_ascii=False)
 

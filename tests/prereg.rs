@@ -1,0 +1,125 @@
+//! `hsx verify` holds the analysis to the signed pre-registration: ledgers written by the real recorder
+//! and signed by one key, whose chain and signatures are valid, still fail when a model stage precedes
+//! the pre-registration or compare used other values than the registered ones.
+mod common;
+
+use hsx::config::Analysis;
+use hsx::ledger::verify::VerifyOptions;
+use hsx::ledger::{Determinism, GitState, LedgerWriter, Recorder, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::prereg::AnalysisPlan;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// One stage as the ledger should record it: name, params, metrics.
+type Step = (&'static str, Value, Value);
+
+/// A signed ledger of `steps`, in order, written by the recorder with one key.
+fn ledger(dir: &Path, steps: &[Step]) -> PathBuf {
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join("runs/px")).unwrap();
+    let roots = Roots { run: Some(ws.join("runs/px")), data: None, workspace: Some(ws.clone()) };
+    let path = ws.join("ledger/px.json");
+    let key = SigningKeyFile::load(&common::key(dir, "signer.pem")).unwrap();
+    let mut w = LedgerWriter::open(&path, "px", "runs/px", key).unwrap();
+    let mut rec = Recorder {
+        writer: &mut w,
+        roots,
+        config: json!({"experiment": {"id": "px", "seed": 42}}),
+        master_seed: 42,
+        git: GitState::Repository { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: false, diff_sha256: None },
+        env: Box::new(|| json!({"os": "test"})),
+    };
+    for (stage, params, metrics) in steps {
+        let metrics = metrics.clone();
+        rec.record::<std::io::Error>(
+            StageSpec { stage: (*stage).into(), params: params.clone(), inputs: vec![], determinism: Determinism::Bitwise },
+            move |_| Ok(StageOutcome { outputs: vec![], metrics }),
+        )
+        .unwrap()
+        .unwrap();
+    }
+    drop(rec);
+    drop(w);
+    path
+}
+
+fn plan(a: &Analysis) -> Value {
+    serde_json::to_value(AnalysisPlan::new(a, &["em", "f1", "rougeL"], &"ab".repeat(32))).unwrap()
+}
+
+fn preregister(a: &Analysis) -> Step {
+    ("preregister", json!({"analysis": a}), json!({"plan": plan(a)}))
+}
+
+fn model(stage: &'static str) -> Step {
+    (stage, json!({}), json!({"ok": true}))
+}
+
+/// compare declaring `declared` settings and using the plan made from `used`.
+fn compare(declared: &Analysis, used: &Analysis) -> Step {
+    ("compare", json!({"eval": {}, "analysis": declared}), json!({"plan": plan(used)}))
+}
+
+fn verify(path: &Path) -> hsx::ledger::verify::VerifyReport {
+    let ws = path.parent().unwrap().parent().unwrap();
+    hsx::audit::verify(path, ws, None, &VerifyOptions::default()).unwrap()
+}
+
+#[test]
+fn a_run_that_follows_its_pre_registration_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Analysis::default();
+    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    assert!(r.ok, "{:?}", r.first_failure);
+}
+
+#[test]
+fn a_pre_registration_after_an_evaluate_entry_fails_verify_naming_the_entry() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Analysis::default();
+    // Chain and signatures are intact: the same key signed every entry in this order.
+    let steps = [model("prepare"), model("train-A"), model("evaluate-A"), preregister(&a), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    assert!(!r.ok);
+    let f = r.first_failure.unwrap();
+    assert_eq!((f.entry, f.stage.as_deref(), f.field.as_str()), (Some(1), Some("train-A"), "seq"), "{f}");
+    assert!(f.message.contains("precedes the pre-registration (entry 3)"), "{f}");
+    assert_eq!(r.entries[1].verdict, "failed");
+
+    // Re-training after the pre-registration is what makes it valid again.
+    let d = tempfile::tempdir().unwrap();
+    let steps = [model("prepare"), model("train-A"), model("evaluate-A"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    assert!(r.ok, "{:?}", r.first_failure);
+}
+
+#[test]
+fn a_compare_entry_whose_alpha_differs_fails_verify_naming_the_field() {
+    let a = Analysis::default();
+    let other = Analysis { alpha: 0.05, ..Analysis::default() };
+    // Declared α differs (the config was edited after the pre-registration).
+    let d = tempfile::tempdir().unwrap();
+    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&other, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    let f = r.first_failure.expect("verify must fail");
+    assert_eq!((f.entry, f.stage.as_deref(), f.field.as_str()), (Some(4), Some("compare"), "params.analysis"), "{f}");
+    assert!(f.message.contains("/alpha: registered 0.025, used 0.05"), "{f}");
+    // The plan compare used differs.
+    let d = tempfile::tempdir().unwrap();
+    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &other)];
+    let r = verify(&ledger(d.path(), &steps));
+    let f = r.first_failure.expect("verify must fail");
+    assert_eq!((f.entry, f.field.as_str()), (Some(4), "metrics.plan"), "{f}");
+    assert!(f.message.contains("alpha: registered 0.025, used 0.05"), "{f}");
+}
+
+#[test]
+fn a_compare_with_a_plan_but_no_pre_registration_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Analysis::default();
+    let steps = [model("prepare"), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    let f = r.first_failure.expect("verify must fail");
+    assert_eq!((f.entry, f.field.as_str()), (Some(3), "metrics.plan"), "{f}");
+}
