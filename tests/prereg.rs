@@ -20,7 +20,7 @@ fn ledger(dir: &Path, steps: &[Step]) -> PathBuf {
     let roots = Roots { run: Some(ws.join("runs/px")), data: None, workspace: Some(ws.clone()) };
     let path = ws.join("ledger/px.json");
     let key = SigningKeyFile::load(&common::key(dir, "signer.pem")).unwrap();
-    let mut w = LedgerWriter::open(&path, "px", "runs/px", key).unwrap();
+    let mut w = LedgerWriter::open(&path, "px", &hsx::ledger::Locations::new(ws.join("runs/px"), &ws), key).unwrap();
     let mut rec = Recorder {
         writer: &mut w,
         roots,
@@ -61,8 +61,7 @@ fn compare(declared: &Analysis, used: &Analysis) -> Step {
 }
 
 fn verify(path: &Path) -> hsx::ledger::verify::VerifyReport {
-    let ws = path.parent().unwrap().parent().unwrap();
-    hsx::audit::verify(path, ws, None, &VerifyOptions::default()).unwrap()
+    hsx::audit::verify(path, None, &VerifyOptions::default()).unwrap()
 }
 
 #[test]

@@ -14,7 +14,6 @@ pub mod porter;
 pub mod rouge;
 pub mod stats;
 pub mod registry;
-pub mod stats;
 pub mod squad;
 
 /// The metrics `hsx score` can compute.
