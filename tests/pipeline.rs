@@ -27,7 +27,7 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
     let ea = run(a.path(), None);
     let eb = run(b.path(), None);
     let stages: Vec<&str> = ea.iter().map(|e| e.stage.as_str()).collect();
-    assert!(stages.starts_with(&["prepare", "base-model"]), "{stages:?}");
+    assert!(stages.starts_with(&["prepare", "preregister", "base-model"]), "{stages:?}");
     for (x, y) in ea.iter().zip(&eb) {
         assert_eq!(x.stage, y.stage);
         if x.stage == "report" {
