@@ -11,8 +11,10 @@ use crate::ledger::LedgerError;
 /// Verifies the ledger at `ledger_path`, including the pre-registration and report checks. `Err` means
 /// the file could not be read as a ledger at all; a report with `ok = false` means a check failed.
 pub fn verify(ledger_path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
-    let (mut report, ledger) = verify_collect(ledger_path, mirror, opts)?;
-    let Some(ledger) = ledger else { return Ok(report) };
+    let (mut report, _) = verify_collect(ledger_path, mirror, opts)?;
+    // The entries themselves (structure, chain, signatures), even when a recorded file failed: the
+    // report check below says which line of a tampered REPORT.md differs.
+    let Ok(ledger) = crate::ledger::store::read(ledger_path) else { return Ok(report) };
     // The analysis must follow the pre-registration in effect for it.
     if let Some(v) = crate::prereg::check_ledger(&ledger.entries) {
         let f = crate::ledger::verify::Failure {

@@ -97,9 +97,9 @@ fn a_pin_the_libraries_cannot_honour_is_refused_by_name() {
     // Explicit mode takes the environment as given; MKL runs its named branches on Intel processors only,
     // so on any other CPU this asks for a path MKL will not run, and hsx must say so instead of recording
     // a setting that is not in effect. On an Intel CPU the run succeeds with MKL's AVX2 branch in effect.
+    // A workspace of its own: a run directory belongs to one ledger.
     let ws = tempfile::tempdir().unwrap();
     let ws = ws.path();
-    stage(ws, "prepare", &[]);
     let out = hsx(ws, &[("HSX_CPU_PINS", "explicit"), ("MKL_CBWR", "AVX2,STRICT")])
         .args(["-q", "run", "--config"])
         .arg(common::repo_path("configs/smoke.toml"))

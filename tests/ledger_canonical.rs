@@ -74,7 +74,11 @@ fn the_documented_number_forms_are_the_written_ones() {
 
 #[test]
 fn the_shipped_version_1_ledger_still_verifies_with_its_trusted_keys_and_an_edit_of_it_does_not() {
-    let ledger = common::repo_path("tests/inputs/exp-42-v1.json");
+    // A copy away from the checkout: a version-1 run directory is found by searching upwards, and the
+    // checkout's runs/exp-42 (if someone re-made exp-42 there) holds another run's artifacts.
+    let d = tempfile::tempdir().unwrap();
+    let ledger = d.path().join("exp-42-v1.json");
+    std::fs::copy(common::repo_path("tests/inputs/exp-42-v1.json"), &ledger).unwrap();
     let tk = TrustedKeys::load(&common::repo_path("tests/inputs/exp-42-v1.trusted_keys")).unwrap();
     let opts = VerifyOptions { trusted: Some(tk.clone()), ..Default::default() };
     let rep = verify_at(&ledger, None, &opts).unwrap();
