@@ -40,7 +40,7 @@ run: build
 reproduce: build
 	@$(HSX) -q keygen --if-missing
 	@if [[ -e $(REPRO_OUT) ]]; then echo "make reproduce: $(REPRO_OUT) exists; remove it or pass REPRO_OUT=<new dir>" >&2; exit 2; fi
-	$(HSX) reproduce --ledger ledger/exp-42.json --out $(REPRO_OUT)
+	$(HSX) reproduce --ledger ledger/exp-42.json --trusted-keys ledger/trusted_keys --out $(REPRO_OUT)
 
 ship: build
 	$(HSX) run --config configs/tiny.toml --ledger ledger/exp-42.json

@@ -155,6 +155,9 @@ pub struct ReproduceArgs {
     /// The ledger to reproduce.
     #[arg(long)]
     pub ledger: PathBuf,
+    /// Refuse the ledger unless its signer is listed here (format of ledger/trusted_keys).
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
     /// Fresh run directory for the re-run (never the original).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -198,6 +201,9 @@ pub struct VerifyArgs {
 pub struct ReportArgs {
     #[arg(long)]
     pub ledger: PathBuf,
+    /// Refuse the ledger unless its signer is listed here (format of ledger/trusted_keys).
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
     #[arg(long)]
     pub template: Option<PathBuf>,
     #[arg(long, default_value = "report/REPORT.md")]

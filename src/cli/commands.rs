@@ -95,7 +95,8 @@ pub fn data(out: Out, d: &DataCommand) -> Result<u8> {
 }
 
 pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
-    let ledger = hsx::ledger::store::read(&a.ledger)?;
+    let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
+    let ledger = hsx::ledger::open_verified(&a.ledger, trusted.as_ref())?;
     let template = match &a.template {
         Some(t) => std::fs::read_to_string(t).with_context(|| format!("cannot read the template {}", t.display()))?,
         None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
@@ -116,7 +117,8 @@ pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
 }
 
 pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
-    let ledger = hsx::ledger::store::read(&a.ledger)?;
+    let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
+    let ledger = hsx::ledger::open_verified(&a.ledger, trusted.as_ref())?;
     // Apply the recording's CPU pins: re-execute with them when this process runs with others.
     if let Some(first) = ledger.entries.first() {
         let pins = hsx::runtime::recorded_pins(&first.env["torch"]).map_err(|e| anyhow!("{}: entry 0: {e}", a.ledger.display()))?;
