@@ -57,7 +57,7 @@ fn reproduce_of_a_ledger_whose_output_climbs_out_of_the_run_directory_is_refused
         let d = tempfile::tempdir().unwrap();
         let (evil, victim) = crafted(d.path(), path);
         let key = common::key(d.path(), "signer.pem");
-        let (code, out) = hsx(&["reproduce", "--from", "transform", "--out", "repro", "--key", key.to_str().unwrap()], &evil, &d.path().join("ws"));
+        let (code, out) = hsx(&["reproduce", "--from", "prepare", "--out", "repro", "--key", key.to_str().unwrap()], &evil, &d.path().join("ws"));
         assert_eq!(code, Some(2), "{path}: {out}");
         assert!(out.contains("does not verify") && out.contains("entry 0") && out.contains("outputs[0].path"), "{path}: {out}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{path}: victim changed");
