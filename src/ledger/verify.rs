@@ -321,6 +321,12 @@ struct Checker<'o> {
     last_output: HashMap<(Root, String), (usize, String)>,
     last_data_dir: Option<String>,
     last_report_dir: Option<String>,
+    /// The root the latest REPORT.md was recorded under (the workspace, or the run directory of a
+    /// self-contained run); `None` when no entry recorded one.
+    last_report_root: Option<Root>,
+    /// Entries that reproduce another ledger's (params `reproduces`): their report re-renders that
+    /// ledger and cites its head, not this one's.
+    reproduction: bool,
     keep: Option<Vec<Entry>>,
     ledger_failures: Vec<Failure>,
 }
@@ -364,6 +370,8 @@ impl<'o> Checker<'o> {
             last_output: HashMap::new(),
             last_data_dir: None,
             last_report_dir: None,
+            last_report_root: None,
+            reproduction: false,
             keep: keep.then(Vec::new),
             ledger_failures: Vec::new(),
         }
@@ -471,6 +479,12 @@ impl<'o> Checker<'o> {
                 }
                 if let Some(d) = e.config.pointer("/experiment/report_dir").and_then(Value::as_str) {
                     self.last_report_dir = Some(d.to_owned());
+                }
+                if e.params.get("reproduces").is_some() {
+                    self.reproduction = true;
+                }
+                if let Some(r) = e.outputs.iter().find(|r| r.path.ends_with("/REPORT.md") || r.path == "REPORT.md") {
+                    self.last_report_root = Some(r.root);
                 }
                 self.prev_finished = parse_time(&e.finished);
                 if let Some(k) = &mut self.keep {
@@ -707,7 +721,11 @@ impl<'o> Checker<'o> {
     /// A rendered report in the recorded report directory that cites a head (see
     /// [`super::head::citation`]) must cite an entry this ledger has.
     fn check_cited_head(&mut self, roots: &Roots) {
-        let (Some(ws), Some(dir)) = (roots.workspace.as_ref(), self.last_report_dir.clone()) else { return };
+        if self.reproduction {
+            return;
+        }
+        let base = roots.get(self.last_report_root.unwrap_or(Root::Workspace)).map(|p| p.to_path_buf());
+        let (Some(ws), Some(dir)) = (base.as_ref(), self.last_report_dir.clone()) else { return };
         if check_relative(&dir).is_err() {
             return;
         }
