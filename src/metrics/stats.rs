@@ -98,16 +98,9 @@ pub struct Resampling {
     pub seed: u64,
 }
 
-/// The q-quantile (0..=1) of sorted values, linear interpolation.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+/// The q-quantile of sorted values with numpy's linear interpolation: one implementation for every
+/// interval in hsx.
+pub use super::bootstrap::percentile;
 
 pub fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
