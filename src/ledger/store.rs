@@ -259,17 +259,14 @@ fn lock_file(target: &Path, lock_path: &Path, what: &Path) -> Result<std::fs::Fi
     // opened the old file just before that removal would lock a file no longer at `lock_path`: after
     // locking, check that the path still names the locked file, and start over when it does not.
     let mut attempts = 0;
-    let mut f = loop {
+    let (mut f, locked) = loop {
         let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(lock_path).map_err(io)?;
         match FileExt::try_lock_exclusive(&f) {
-            Ok(true) if attempts < 100 && !same_file(&f, lock_path) => {
-                attempts += 1;
-                continue;
-            }
-            _ => break f,
+            Ok(true) if attempts < 100 && !same_file(&f, lock_path) => attempts += 1,
+            locked => break (f, locked),
         }
     };
-    match FileExt::try_lock_exclusive(&f) {
+    match locked {
         Ok(true) => {}
         Ok(false) => {
             let mut holder = String::new();
