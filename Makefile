@@ -30,7 +30,11 @@ bootstrap:
 build: bootstrap
 	cargo build --release --locked
 
+# The tests run under the CPU settings hsx pins for itself (src/runtime.rs PORTABLE_PINS), so that tests
+# comparing two trainings bit for bit do not depend on MKL/OpenMP adapting their thread teams to load.
 test: build
+	ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE,STRICT MKL_DYNAMIC=FALSE OMP_DYNAMIC=FALSE \
+	ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_DEFAULT_FPMATH_MODE=STRICT TOKENIZERS_PARALLELISM=false \
 	cargo test --release --locked
 
 run: build

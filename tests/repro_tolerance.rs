@@ -43,7 +43,7 @@ fn fewer_threads_move_the_bytes_and_the_metrics_decide_the_verdict() {
     let first = rep["first_difference"].as_str().unwrap_or_else(|| {
         panic!("one thread instead of two left every byte identical, so this test shows nothing about tolerance: {rep}")
     });
-    assert!(first.contains("the re-run produced different bytes") && first.contains("max-abs difference"), "{first}");
+    assert!(first.contains("first differing tensor") && first.contains("max-abs difference"), "{first}");
     assert!(rep["env_differences"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().starts_with("torch.intra_op_threads: recorded 2, now 1")));
 
     // Every stage with statistics judged them, and the overall verdict follows from them.
