@@ -257,6 +257,29 @@ pub struct Pretrain {
     pub max_input_tokens: usize,
     #[serde(default)]
     pub warmup_steps: usize,
+    /// When set, warmup is this share of the optimiser steps and replaces `warmup_steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_share: Option<f64>,
+    /// What the span-corruption pretraining reads from the train split (see [`PretrainCorpus`]).
+    #[serde(default, skip_serializing_if = "PretrainCorpus::is_default")]
+    pub corpus: PretrainCorpus,
+}
+
+/// The pretraining corpus, all from the train split (never validation or test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PretrainCorpus {
+    /// Each distinct context once, then each example's question with its (correct) answer.
+    #[default]
+    ContextsQa,
+    /// Each distinct context once, then each example's question with all four answer options.
+    ContextsQuestionsOptions,
+}
+
+impl PretrainCorpus {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_noise_density() -> f64 {
@@ -303,6 +326,10 @@ pub struct Train {
     pub lr: f64,
     pub weight_decay: f64,
     pub warmup_steps: usize,
+    /// When set, warmup is this share of the optimiser steps and replaces `warmup_steps` (the seed's
+    /// 100 steps are about 5% of its ~1,875).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_share: Option<f64>,
     pub max_grad_norm: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -322,6 +349,7 @@ impl Default for Train {
             lr: 3e-4,
             weight_decay: 0.01,
             warmup_steps: 100,
+            warmup_share: None,
             max_grad_norm: 1.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,

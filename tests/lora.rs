@@ -25,6 +25,7 @@ fn recipe_of(exp: &Value) -> Recipe {
         lr: r["lr"].as_f64().unwrap(),
         weight_decay: r["weight_decay"].as_f64().unwrap(),
         warmup_steps: r["warmup"].as_u64().unwrap() as usize,
+        warmup_share: None,
         max_grad_norm: r["clip"].as_f64().unwrap(),
         adam_beta1: r["betas"][0].as_f64().unwrap(),
         adam_beta2: r["betas"][1].as_f64().unwrap(),

@@ -103,6 +103,9 @@ impl Config {
                 if !(pretrain.mean_noise_span_length >= 1.0) {
                     return err("model.pretrain.mean_noise_span_length", "must be at least 1");
                 }
+                if let Some(w) = pretrain.warmup_share {
+                    unit("model.pretrain.warmup_share", w, false, true)?;
+                }
                 if pretrain.max_input_tokens < 8 {
                     return err("model.pretrain.max_input_tokens", "must be at least 8");
                 }
@@ -131,6 +134,9 @@ impl Config {
             return err("train.weight_decay", "must be zero or positive");
         }
         positive_f("train.max_grad_norm", tr.max_grad_norm)?;
+        if let Some(w) = tr.warmup_share {
+            unit("train.warmup_share", w, false, true)?;
+        }
         unit("train.adam_beta1", tr.adam_beta1, false, true)?;
         unit("train.adam_beta2", tr.adam_beta2, false, true)?;
         positive_f("train.adam_eps", tr.adam_eps)?;

@@ -265,6 +265,7 @@ pub fn build_base_model(
         lr: pre.lr,
         weight_decay: 0.01,
         warmup_steps: pre.warmup_steps,
+        warmup_share: pre.warmup_share,
         max_grad_norm: 1.0,
         adam_beta1: 0.9,
         adam_beta2: 0.999,

@@ -32,6 +32,9 @@ pub struct Recipe {
     pub lr: f64,
     pub weight_decay: f64,
     pub warmup_steps: usize,
+    /// When set, the warmup is this share of the optimiser steps (rounded) instead of `warmup_steps`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_share: Option<f64>,
     pub max_grad_norm: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -50,6 +53,7 @@ impl Recipe {
             lr: t.lr,
             weight_decay: t.weight_decay,
             warmup_steps: t.warmup_steps,
+            warmup_share: t.warmup_share,
             max_grad_norm: t.max_grad_norm,
             adam_beta1: t.adam_beta1,
             adam_beta2: t.adam_beta2,
@@ -148,7 +152,10 @@ pub struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    pub fn new(model: &'a T5, trainable: &nn::VarStore, recipe: Recipe, total_steps: usize) -> Result<Self, ModelError> {
+    pub fn new(model: &'a T5, trainable: &nn::VarStore, mut recipe: Recipe, total_steps: usize) -> Result<Self, ModelError> {
+        if let Some(share) = recipe.warmup_share {
+            recipe.warmup_steps = (share * total_steps as f64).round() as usize;
+        }
         let mut opt = nn::AdamW {
             beta1: recipe.adam_beta1,
             beta2: recipe.adam_beta2,
@@ -326,7 +333,7 @@ pub fn train(
         trainable_parameters,
         total_parameters,
         trainable_share: trainable_parameters as f64 / total_parameters.max(1) as f64,
-        recipe: recipe.clone(),
+        recipe: trainer.recipe.clone(),
     })
 }
 

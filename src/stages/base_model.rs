@@ -38,11 +38,18 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         }
         ModelSpec::Scratch { arch, tokenizer, pretrain } => {
             let train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
-            // The tokenizer learns from all train-split text; pretraining reads contexts only (once each).
+            // The tokenizer and the span-corruption pretraining read the same train-split text: each
+            // distinct context once, then per example its question with its answer (`contexts-qa`) or with
+            // all four answer options (`contexts-questions-options`).
             let mut seen = std::collections::HashSet::new();
             let contexts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
             let mut tok_texts = contexts.clone();
-            tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer)));
+            match pretrain.corpus {
+                crate::config::PretrainCorpus::ContextsQa => tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer))),
+                crate::config::PretrainCorpus::ContextsQuestionsOptions => {
+                    tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.choices.join(" "))))
+                }
+            }
             let out = ctx.out_dir()?.join("model");
             let progress = ctx.trainer();
             let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, ctx.seed, device, &out, progress.as_ref())?;

@@ -23,7 +23,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let human: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
     let pairs = crate::synth::generator_pairs(&human, ctx.cfg.generator.max_pairs_per_task, ctx.seed);
     data::write_jsonl(&ctx.out_dir()?.join("generator_train.jsonl"), &pairs)?;
-    let mut metrics = super::train::train_adapter(ctx, &pairs, &[], ctx.cfg.generator.epochs)?;
+    let (mut metrics, _) = super::train::train_adapter(ctx, &pairs, &[], ctx.cfg.generator.epochs)?;
     let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pairs {
         *per_task.entry(p.task.clone()).or_default() += 1;

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::ctx::{write_json, Arm, QaLike, Stage, StageCtx};
 use crate::config::Config;
-use crate::data;
+use crate::data::{self, DataError};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::model::adapter::{load_t5_lora, save_adapter};
@@ -51,9 +51,76 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
         write_json(&dir.join("train_metrics.json"), &v)?;
         return Ok(StageOutcome { outputs, metrics: v });
     }
-    let mut metrics = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
+    let (mut metrics, m) = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
     metrics["trained"] = json!(true);
+    let human_train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
+    let human_val: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_val.jsonl"))?;
+    let check = validation_check(ctx, &m, &human_train, &human_val)?;
+    // In the file too: it is a deterministic function of the adapter, and the tiny-profile study reads it.
+    let path = ctx.run_path(&format!("{out}/train_metrics.json"));
+    let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+    let mut file: Value = serde_json::from_slice(&bytes).map_err(|e| DataError::File { path: path.clone(), message: e.to_string() })?;
+    file["trained"] = json!(true);
+    file["validation"] = check.clone();
+    write_json(&path, &file)?;
+    metrics["validation"] = check;
     Ok(StageOutcome { outputs, metrics })
+}
+
+/// Greedy answers to the human validation split by the trained model, scored by token F1 against the
+/// trivial baselines on the same questions (baselines built from the human train split): the model's
+/// mean F1, each baseline's, and the paired difference model − best baseline with a 95% cluster-bootstrap
+/// interval (clusters: contexts). This is the selection-side power check the tiny-profile study uses;
+/// the pre-registered power check on the test split stays in `compare`.
+pub fn validation_check(ctx: &StageCtx, m: &LoadedT5, train: &[data::QaExample], val: &[data::QaExample]) -> Result<Value, PipelineError> {
+    use crate::metrics::baselines::{predictions, Baseline};
+    use crate::metrics::stats::{cluster_mean_ci, mean, Clusters, Resampling};
+    let cfg = ctx.cfg;
+    let prompts: Vec<String> = val.iter().map(|e| synth::answer_prompt(&e.context, &e.question)).collect();
+    let opts = crate::model::generate::GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, ..Default::default() };
+    let preds = crate::model::generate::generate_texts(m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, None)?;
+    let f1 = |ps: &[String]| -> Vec<f64> { ps.iter().zip(val).map(|(p, e)| crate::metrics::squad::f1(p, &e.answer)).collect() };
+    let model_f1 = f1(&preds);
+    let clusters = Clusters::from_keys(&val.iter().map(|e| e.context.as_str()).collect::<Vec<_>>());
+    let r = Resampling { resamples: cfg.eval.bootstrap_resamples, seed: ctx.seed };
+    let mut baselines = serde_json::Map::new();
+    let mut best: Option<(Baseline, Vec<f64>, f64)> = None;
+    for b in Baseline::ALL {
+        let v = f1(&predictions(b, train, val));
+        let mu = mean(&v);
+        baselines.insert(b.key().into(), json!(round6(mu)));
+        if best.as_ref().is_none_or(|(_, _, m)| mu > *m) {
+            best = Some((b, v, mu));
+        }
+    }
+    let mut out = json!({
+        "split": "val",
+        "n": val.len(),
+        "metric": "token F1 (SQuAD normalisation), greedy decoding",
+        "f1": round6(mean(&model_f1)),
+        "f1_ci95": ci(cluster_mean_ci(&model_f1, &clusters, 0.95, r)),
+        "baselines_f1": baselines,
+        "empty_predictions": preds.iter().filter(|p| p.trim().is_empty()).count(),
+        "distinct_predictions": preds.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        "examples": preds.iter().zip(val).take(3).map(|(p, e)| json!({"question": e.question, "reference": e.answer, "prediction": p})).collect::<Vec<_>>(),
+    });
+    if let Some((b, v, _)) = best {
+        let d: Vec<f64> = model_f1.iter().zip(&v).map(|(x, y)| x - y).collect();
+        let iv = cluster_mean_ci(&d, &clusters, 0.95, r);
+        out["best_baseline"] = json!(b.key());
+        out["gap_to_best_baseline"] = json!(round6(mean(&d)));
+        out["gap_ci95"] = ci(iv);
+        out["beats_best_baseline"] = json!(iv.lo > 0.0);
+    }
+    Ok(out)
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn ci(i: crate::metrics::stats::Interval) -> Value {
+    json!([round6(i.lo), round6(i.hi)])
 }
 
 /// `[lora]` as the model code's LoRA settings.
@@ -92,7 +159,7 @@ fn pairs_to_examples(m: &LoadedT5, pairs: &[Pair], cfg: &Config) -> Result<Vec<E
 /// Trains a LoRA adapter with the seed's recipe into `<stage>/adapter` (peft format) and writes
 /// `<stage>/train_metrics.json` (without wall time, which goes to the entry so the file reproduces bit
 /// for bit). Returns the metrics with the wall time.
-pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], epochs: usize) -> Result<Value, PipelineError> {
+pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], epochs: usize) -> Result<(Value, LoadedT5), PipelineError> {
     let cfg = ctx.cfg;
     let device = ctx.device()?;
     let lora = lora_of(cfg);
@@ -114,7 +181,7 @@ pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], e
     v["val_examples"] = json!(val_pairs.len());
     write_json(&dir.join("train_metrics.json"), &v)?;
     v["wall_seconds"] = wall.unwrap_or(Value::Null);
-    Ok(v)
+    Ok((v, m))
 }
 
 #[cfg(test)]
