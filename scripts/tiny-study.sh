@@ -31,7 +31,8 @@ spec=$(printf '%s\n' "${rows[@]}" | awk -F'|' -v r="$row" '$1 == r')
 IFS='|' read -r _ group overrides <<<"$spec"
 dir=runs/study/$group
 mkdir -p "$dir"
-cfg=$dir/config-$row.toml
+mkdir -p runs/study/configs
+cfg=runs/study/configs/$row.toml
 # Apply section.key=value overrides to a copy of configs/tiny.toml (a key is replaced inside its
 # section, or added at the section's end).
 python3 - configs/tiny.toml "$cfg" $overrides <<'PY'
