@@ -92,6 +92,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             "empty_outputs": rows.iter().filter(|r| r.answer.is_empty()).count(),
             "retried": attempts.iter().filter(|&&a| a > 1).count(),
             "temperature": c.temperature,
+            // The seed's §4.2: the contaminated answers against the human ones, and the vocabularies.
+            "vs_human": crate::data::stats::compare_answers(&human.iter().zip(&rows).map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
+            "answer_vocabulary": crate::data::stats::vocabulary_size(rows.iter().map(|r| r.answer.as_str())),
+            "human_answer_vocabulary": crate::data::stats::vocabulary_size(human.iter().map(|h| h.answer.as_str())),
         }),
     })
 }
