@@ -256,7 +256,7 @@ fn register_font() {
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn bar_chart(path: &Path, title: &str, groups: &[String], series: &[(String, Vec<(f64, f64, f64)>)], y_label: &str) -> DrawResult {
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1300, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let lo = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.1)).fold(0.0f64, f64::min).min(0.0);
     let hi = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.2)).fold(0.0f64, f64::max).max(0.05) * 1.15;
@@ -341,17 +341,17 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
     let mut vals: Vec<(f64, f64, f64)> = Arm::ALL.iter().map(|&m| cell(m, pm)).collect();
     if let Some(bt) = c["baseline_table"].as_object() {
         for (b, row) in bt {
-            groups.push(format!("baseline: {b}"));
+            groups.push(format!("{b}*"));
             vals.push(triple(&row[pm]));
         }
     }
     let p = dir.join(format!("comparison_{pm}.png"));
-    bar_chart(&p, &format!("{pm_label} on the human test split, models and trivial baselines ({pct}% cluster-bootstrap CI by {unit})"), &groups,
+    bar_chart(&p, &format!("{pm_label}: models and *trivial baselines ({pct}% CI, cluster bootstrap by {unit})"), &groups,
               &[(pm_label.to_owned(), vals)], pm_label)
         .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<(String, Vec<(f64, f64, f64)>)> = Arm::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(&p, &format!("All metrics by model ({pct}% cluster-bootstrap CI by {unit})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
+    bar_chart(&p, &format!("All metrics by model ({pct}% CI, cluster bootstrap by {unit})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
         .map_err(|e| io(&p, e))?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
     let empty = vec![];
@@ -365,7 +365,7 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
             (x["estimate"].as_f64().unwrap_or(0.0), x["ci"]["lo"].as_f64().unwrap_or(0.0), x["ci"]["hi"].as_f64().unwrap_or(0.0))
         })
         .collect();
-    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4, paired ({pct}% cluster-bootstrap CI by {unit})"), &labels,
+    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, cluster bootstrap by {unit})"), &labels,
               &[(format!("{pm_label} difference"), gaps)], &format!("{pm_label} difference"))
         .map_err(|e| io(&p, e))?;
     for (m, v) in losses {
