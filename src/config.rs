@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::canonical;
 
 mod validate;
+pub mod seed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +55,10 @@ pub struct Config {
     /// The analysis plan, signed by the `preregister` stage before any model is trained.
     #[serde(default)]
     pub analysis: Analysis,
+    /// Why each setting that departs from the seed's specification does (dotted key → reason); the
+    /// report lists every deviation with its reason (see `config::seed`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deviations: std::collections::BTreeMap<String, String>,
 }
 
 /// Metrics an analysis plan may name as primary.

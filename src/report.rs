@@ -88,6 +88,8 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "signer": ledger.header.signer.key_id,
         "config_sha256": last.config_sha256,
         "config": last.config,
+        // Every setting departing from the seed's specification, with the config's reason (config::seed).
+        "deviations": crate::config::seed::deviations(&last.config),
         "git": last.git,
         "date": last.finished.get(..10).unwrap_or(&last.finished),
         "env": env,

@@ -49,6 +49,10 @@ impl Config {
             return err("experiment.id", "must be 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')");
         }
         relative_path("experiment.runs_dir", &e.runs_dir)?;
+        let as_json = serde_json::to_value(self).expect("a config serialises");
+        if let Some(k) = seed::stale_reasons(&as_json).first() {
+            return err(&format!("deviations.\"{k}\""), format!("{k} does not depart from the seed's specification (or is not one of its settings); remove this reason"));
+        }
         relative_path("experiment.report_dir", &e.report_dir)?;
         positive("runtime.threads", self.runtime.threads)?;
 

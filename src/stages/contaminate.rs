@@ -94,6 +94,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             "temperature": c.temperature,
             // The seed's §4.2: the contaminated answers against the human ones, and the vocabularies.
             "vs_human": crate::data::stats::compare_answers(&human.iter().zip(&rows).map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
+            // Per kind: the base model's own answers, and its paraphrases against the originals they rewrite.
+            "vs_human_by_kind": {
+                "ai": crate::data::stats::compare_answers(&human.iter().zip(&rows).filter(|(_, r)| r.kind == "ai").map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
+                "paraphrase": crate::data::stats::compare_answers(&human.iter().zip(&rows).filter(|(_, r)| r.kind == "paraphrase").map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
+            },
             "answer_vocabulary": crate::data::stats::vocabulary_size(rows.iter().map(|r| r.answer.as_str())),
             "human_answer_vocabulary": crate::data::stats::vocabulary_size(human.iter().map(|h| h.answer.as_str())),
         }),
