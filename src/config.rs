@@ -392,11 +392,19 @@ pub struct GeneratorCfg {
     pub epochs: usize,
     /// Most training pairs per task drawn from the seed (0 = all).
     pub max_pairs_per_task: usize,
+    /// Share of the train split's contexts held out of the generator's training as its validation
+    /// slice (best epoch by loss on it); 0 = no validation, the last epoch is kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub val_share: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for GeneratorCfg {
     fn default() -> Self {
-        Self { epochs: 3, max_pairs_per_task: 0 }
+        Self { epochs: 3, max_pairs_per_task: 0, val_share: 0.0 }
     }
 }
 

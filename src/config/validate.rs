@@ -138,6 +138,7 @@ impl Config {
             return err("train.weight_decay", "must be zero or positive");
         }
         positive_f("train.max_grad_norm", tr.max_grad_norm)?;
+        unit("generator.val_share", self.generator.val_share, false, true)?;
         if let Some(w) = tr.warmup_share {
             unit("train.warmup_share", w, false, true)?;
         }
