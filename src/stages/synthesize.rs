@@ -317,3 +317,23 @@ pub fn max_cosine(a: &tch::Tensor, b: &tch::Tensor, chunk: i64) -> Vec<f64> {
     Vec::<f32>::try_from(best).expect("floats").into_iter().map(|x| x as f64).collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::allocate;
+
+    #[test]
+    fn a_round_asks_for_exactly_what_it_wants_and_never_for_nothing() {
+        let shares = [0.4, 0.3, 0.3];
+        // Rounding each share alone asked for 0 + 0 + 0 at want = 1 (a round that never ends) and
+        // 1 + 1 + 1 at want = 2.
+        assert_eq!(allocate(1, &shares), [1, 0, 0]);
+        assert_eq!(allocate(2, &shares), [1, 1, 0]);
+        assert_eq!(allocate(10, &shares), [4, 3, 3]);
+        assert_eq!(allocate(7, &shares), [3, 2, 2]);
+        assert_eq!(allocate(5, &[0.0, 0.5, 0.5]), [0, 3, 2]);
+        for want in 1..200 {
+            assert_eq!(allocate(want, &shares).iter().sum::<usize>(), want);
+        }
+    }
+}
