@@ -30,7 +30,8 @@ fn median(mut times: Vec<f64>) -> f64 {
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Filters 1, 2, 4 and 5 over candidates against a seed set (`{"seeds": [..], "candidates": [..]}`).
+/// Filters 1, 2, 4 and 5 over candidates against a seed set (`{"seeds": [..], "candidates": [..]}`), each
+/// string read as a whole example (`scope = "full"`).
 pub fn filters(data: &Path) -> Result<Value, BenchError> {
     #[derive(serde::Deserialize)]
     struct D {
@@ -40,15 +41,21 @@ pub fn filters(data: &Path) -> Result<Value, BenchError> {
     let d: D = read_json(data)?;
     let cfg = crate::config::Filters::default();
     let t = std::time::Instant::now();
-    let mut state = crate::synth::filters::FilterState::new(&cfg, &d.seeds, 42);
+    use crate::synth::filters::{FilterState, Scope};
+    fn whole(t: &str) -> (&str, &str, &str) {
+        ("", t, "")
+    }
+    let strategy = crate::synth::Strategy::QuestionVariants;
+    let seeds: Vec<(&str, &str, &str)> = d.seeds.iter().map(|t| whole(t)).collect();
+    let mut state = FilterState::new(&cfg, Scope::Full, &seeds, 42);
     let index_secs = t.elapsed().as_secs_f64();
     let mut accepted = 0usize;
     let mut rejected: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in &d.candidates {
-        let checked = state.check(c, 0.0);
+        let checked = state.check(strategy, whole(c), &[]);
         match checked.failures(&cfg).first() {
             None => {
-                state.accept(c);
+                state.accept(strategy, whole(c));
                 accepted += 1;
             }
             Some((f, _)) => *rejected.entry(f.name()).or_default() += 1,

@@ -62,6 +62,9 @@ pub struct Config {
 }
 
 /// Metrics an analysis plan may name as primary.
+/// The values `[filters] scope` accepts: the fields each strategy generated, or the whole example.
+pub const FILTER_SCOPES: [&str; 2] = ["generated", "full"];
+
 pub const PRIMARY_METRICS: [&str; 4] = ["f1", "em", "rougeL", "mc_accuracy"];
 
 /// The pre-registered analysis: what `compare` tests and how (see `crate::prereg` and
@@ -457,6 +460,10 @@ pub struct Filters {
     pub minhash_jaccard: f64,
     pub min_words: usize,
     pub max_words: usize,
+    /// What the similarity filters judge: `generated` (default) compares only the fields each strategy
+    /// generated with the matching seed fields (see `synth::filters`); `full` compares the whole example
+    /// (context + question + answer) with whole seed examples.
+    pub scope: String,
 }
 
 impl Default for Filters {
@@ -473,6 +480,7 @@ impl Default for Filters {
             minhash_jaccard: 0.5,
             min_words: 10,
             max_words: 200,
+            scope: "generated".into(),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::ledger::verify::Failure;
 use crate::ledger::{Entry, Ledger};
 use crate::metrics::registry;
 use crate::stages::registry::{Arm, Stage};
-use crate::synth::filters;
+use crate::synth::{filters, Strategy};
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
 
@@ -100,6 +100,7 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "metrics": metrics,
         "metric_titles": registry::METRICS.iter().map(|m| (m.key.to_string(), json!(m.title))).collect::<serde_json::Map<_, _>>(),
         "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,
+        "strategies": Strategy::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
         "ledger_head": entries.last().map(|e| crate::ledger::head::citation(&crate::ledger::Head { seq: e.seq, hash: e.hash.clone() })),
@@ -109,7 +110,8 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
 }
 
 /// One row per rejection reason the synthesize entry lists (`filter_order`): its name, its threshold
-/// text from the filter registry rendered with the recorded thresholds, and its counts.
+/// text from the filter registry rendered with the recorded thresholds, its counts, and per strategy (in
+/// `Strategy::ALL` order) its first-failing and would-fail counts (`n/a` where the entry has none).
 fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
     let env = environment();
     let ctx = MjValue::from_serialize(sy);
@@ -123,8 +125,15 @@ fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
             let threshold = env
                 .render_str(text, &ctx)
                 .map_err(|e| ReportError::Template { name: format!("threshold of filter {name}"), message: format!("{e:#}") })?;
+            let by_strategy: Vec<Value> = Strategy::ALL
+                .iter()
+                .map(|s| {
+                    let c = |table: &str| sy.pointer(&format!("/per_strategy/{}/{table}/{name}", s.name())).cloned().unwrap_or(json!("n/a"));
+                    json!({"strategy": s.name(), "first_failing": c("first_failing"), "would_fail": c("would_fail")})
+                })
+                .collect();
             Ok(json!({"name": name, "threshold": threshold, "first_failing": count("rejections_first_failing", name),
-                      "would_fail": count("rejections_would_fail", name)}))
+                      "would_fail": count("rejections_would_fail", name), "by_strategy": by_strategy}))
         })
         .collect()
 }

@@ -69,6 +69,7 @@ fn validation_errors_name_file_and_key() {
         ("path = \"models/flan-t5-base\"", "path = \"/abs/flan\"", "model.path"),
         ("targets = [\"q\", \"v\"]", "targets = [\"q\", \"q\"]", "lora.targets"),
         ("bootstrap_resamples = 1000", "bootstrap_resamples = 10", "eval.bootstrap_resamples"),
+        ("scope = \"generated\"", "scope = \"whole\"", "filters.scope"),
     ];
     for (from, to, key) in cases {
         assert!(base.contains(from), "{from}");

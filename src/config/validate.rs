@@ -198,6 +198,9 @@ impl Config {
         if f.max_words < f.min_words {
             return err("filters.max_words", format!("must be at least min_words ({})", f.min_words));
         }
+        if !super::FILTER_SCOPES.contains(&f.scope.as_str()) {
+            return err("filters.scope", format!("must be one of {:?}, got {:?}", super::FILTER_SCOPES, f.scope));
+        }
 
         let ev = &self.eval;
         positive("eval.batch_size", ev.batch_size)?;

@@ -15,7 +15,7 @@ use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::model::adapter::load_with_adapter;
 use crate::model::{generate_texts, GenerateOptions};
-use crate::synth::filters::{self, FilterState};
+use crate::synth::filters::{self, Fields, FilterState, Part, Scope};
 use crate::synth::{self, Strategy, SyntheticRow};
 
 pub fn spec(cfg: &Config) -> StageSpec {
@@ -37,21 +37,30 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let (m, _lora) = load_with_adapter(&ctx.base_model(), &ctx.run_path("generator/adapter"), device)?;
     let s = &cfg.synth;
     let f = &cfg.filters;
+    let scope = Scope::parse(&f.scope).ok_or_else(|| PipelineError::Stage {
+        stage: "synthesize",
+        message: format!("config key filters.scope: must be one of {:?}, got {:?}", crate::config::FILTER_SCOPES, f.scope),
+    })?;
     let target = (human.len() as f64 * s.multiplier).round() as usize;
     let cap = (target as f64 * s.max_attempts_factor).ceil() as usize;
     let shares = [s.share_question_variants, s.share_context_augmentation, s.share_answer_expansion];
-    let seed_texts: Vec<String> = human.iter().map(|e| format!("{} {} {}", e.context, e.question, e.answer)).collect();
-    let mut state = FilterState::new(f, &seed_texts, seed);
+    let seed_fields: Vec<Fields> = human.iter().map(|e| (e.context.as_str(), e.question.as_str(), e.answer.as_str())).collect();
+    let mut state = FilterState::new(f, scope, &seed_fields, seed);
     let bert = crate::model::bert::load_minilm(None, device)?;
-    let seed_emb = bert.embed(&seed_texts, f.embed_batch_size, 256)?; // [n_seed, 384]
+    // The seed's embeddings, once per part judged (and the whole example, for the full-text sensitivity
+    // figure): [distinct texts, 384] each.
+    let mut seed_emb: BTreeMap<Part, tch::Tensor> = BTreeMap::new();
+    for part in scope.parts().into_iter().chain([Part::Full]) {
+        if !seed_emb.contains_key(&part) {
+            seed_emb.insert(part, bert.embed(&filters::distinct_texts(part, &seed_fields), f.embed_batch_size, 256)?);
+        }
+    }
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut accepted: Vec<SyntheticRow> = Vec::new();
     let mut rejected: Vec<Value> = Vec::new();
     let mut attempts = 0usize;
-    let mut first_fail: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut would_fail: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut per_strategy: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
     let mut round_no = 0u64;
     let gen = |prompts: &[String], salt: u64, max_new: usize| {
         let o = GenerateOptions { max_new_tokens: max_new, min_new_tokens: 0, temperature: s.temperature, top_p: s.top_p, seed: seed ^ salt };
@@ -64,8 +73,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         let want = (target - accepted.len()).min(cap - attempts).min(s.batch_size * 4).max(1);
         let mut cands: Vec<SyntheticRow> = Vec::new();
         let mut malformed: Vec<(Strategy, String, String)> = Vec::new();
-        for (k, strat) in Strategy::ALL.iter().enumerate() {
-            let n = ((want as f64) * shares[k]).round() as usize;
+        for (k, (strat, n)) in Strategy::ALL.iter().zip(allocate(want, &shares)).enumerate() {
             if n == 0 {
                 continue;
             }
@@ -97,44 +105,59 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             }
         }
         for (strat, sid, text) in malformed {
+            if attempts >= cap {
+                break;
+            }
             attempts += 1;
-            per_strategy.entry(strat.name()).or_default().0 += 1;
-            *first_fail.entry(filters::MALFORMED.0).or_default() += 1;
-            *would_fail.entry(filters::MALFORMED.0).or_default() += 1;
+            let c = counts.entry(strat).or_default();
+            c.attempts += 1;
+            c.malformed += 1;
             rejected.push(json!({"strategy": strat, "seed_id": sid, "output": text, "filter": filters::MALFORMED.0, "value": Value::Null}));
         }
         if cands.is_empty() {
             continue;
         }
-        let texts: Vec<String> = cands.iter().map(SyntheticRow::full_text).collect();
-        let emb = bert.embed(&texts, f.embed_batch_size, 256)?;
-        let cos: Vec<f64> = max_cosine(&emb, &seed_emb, 4096);
+        // Filter 3: per judged part, one batched embedding call over this round's candidates.
+        let mut cosines: Vec<Vec<(Part, f64)>> = vec![Vec::new(); cands.len()];
+        for (part, emb) in &seed_emb {
+            let idx: Vec<usize> = (0..cands.len()).filter(|&i| filters::judged_parts(cands[i].strategy, scope).contains(part)).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let texts: Vec<String> = idx.iter().map(|&i| part.text(cands[i].fields())).collect();
+            let cos = max_cosine(&bert.embed(&texts, f.embed_batch_size, 256)?, emb, 4096);
+            for (i, v) in idx.into_iter().zip(cos) {
+                cosines[i].push((*part, v));
+            }
+        }
         for (i, mut c) in cands.into_iter().enumerate() {
             if accepted.len() >= target || attempts >= cap {
                 break;
             }
             attempts += 1;
-            per_strategy.entry(c.strategy.name()).or_default().0 += 1;
-            let checked = state.check(&texts[i], cos[i]);
+            let checked = state.check(c.strategy, c.fields(), &cosines[i]);
             let fails = checked.failures(f);
+            let n = counts.entry(c.strategy).or_default();
+            n.attempts += 1;
             for (flt, _) in &fails {
-                *would_fail.entry(flt.name()).or_default() += 1;
+                *n.would_fail.entry(flt.name()).or_default() += 1;
             }
             match fails.first() {
                 None => {
-                    state.accept(&texts[i]);
-                    per_strategy.entry(c.strategy.name()).or_default().1 += 1;
+                    state.accept(c.strategy, c.fields());
+                    n.passed += 1;
                     c.id = format!("syn-{}", accepted.len());
                     accepted.push(c);
                 }
                 Some((flt, value)) => {
-                    *first_fail.entry(flt.name()).or_default() += 1;
+                    *n.first_failing.entry(flt.name()).or_default() += 1;
                     rejected.push(json!({"strategy": c.strategy, "seed_id": c.seed_id, "context": c.context, "question": c.question,
-                                         "answer": c.answer, "filter": flt.name(), "value": value}));
+                                         "answer": c.answer, "filter": flt.name(), "part": checked.part(*flt), "value": value}));
                 }
             }
         }
     }
+    let sensitivity = full_text_sensitivity(f, &seed_fields, &accepted, &seed_emb[&Part::Full], &bert, seed)?;
     let dir = ctx.out_dir()?;
     data::write_jsonl(&dir.join("synthetic.jsonl"), &accepted)?;
     data::write_jsonl(&dir.join("rejected.jsonl"), &rejected)?;
@@ -142,31 +165,137 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     for a in &accepted {
         *dist.entry(a.strategy.name()).or_default() += 1;
     }
-    let pass_rate: BTreeMap<&str, Value> = per_strategy
-        .iter()
-        .map(|(k, (att, ok))| (*k, json!({"attempts": att, "passed": ok, "pass_rate": round6(*ok as f64 / (*att).max(1) as f64)})))
-        .collect();
-    let filters_order: Vec<&str> = filters::rejection_reasons().map(|(name, _)| name).collect();
+    let reasons: Vec<&str> = filters::rejection_reasons().map(|(name, _)| name).collect();
+    // Totals over the strategies; `malformed` is its own reason, first in the order.
+    let mut first_fail: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut would_fail: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in counts.values() {
+        for (k, v) in c.first_failing_with_malformed() {
+            *first_fail.entry(k).or_default() += v;
+        }
+        for (k, v) in c.would_fail_with_malformed() {
+            *would_fail.entry(k).or_default() += v;
+        }
+    }
+    first_fail.retain(|_, v| *v > 0);
+    would_fail.retain(|_, v| *v > 0);
+    let per_strategy: BTreeMap<&str, Value> = counts.iter().map(|(k, c)| (k.name(), c.to_json(&reasons))).collect();
     let rejected_total: usize = first_fail.values().sum();
     Ok(StageOutcome {
         outputs: vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())],
         metrics: json!({
             "seed_examples": human.len(),
+            "multiplier": s.multiplier,
             "target": target,
+            "max_attempts_factor": s.max_attempts_factor,
             "attempt_cap": cap,
+            "attempt_cap_hit": attempts >= cap,
             "attempts": attempts,
             "passed": accepted.len(),
             "shortfall": target.saturating_sub(accepted.len()),
             "rejected": rejected_total,
             "rejections_first_failing": first_fail,
             "rejections_would_fail": would_fail,
-            "filter_order": filters_order,
-            "per_strategy": pass_rate,
+            "filter_order": reasons,
+            "scope": scope.name(),
+            "judged_parts": Strategy::ALL.iter().map(|s| (s.name(), filters::judged_parts(*s, scope).iter().map(|p| p.name()).collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
+            "per_strategy": per_strategy,
             "final_strategy_distribution": dist,
+            "full_text_sensitivity": sensitivity,
             "thresholds": filters::thresholds_json(f),
             "embedding_model": "all-MiniLM-L6-v2",
         }),
     })
+}
+
+/// One strategy's candidates: attempts, malformed outputs, first failing and would-fail counts per
+/// filter, and passes.
+#[derive(Default)]
+struct Counts {
+    attempts: usize,
+    malformed: usize,
+    first_failing: BTreeMap<&'static str, usize>,
+    would_fail: BTreeMap<&'static str, usize>,
+    passed: usize,
+}
+
+impl Counts {
+    fn first_failing_with_malformed(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = self.first_failing.clone();
+        m.insert(filters::MALFORMED.0, self.malformed);
+        m
+    }
+    fn would_fail_with_malformed(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = self.would_fail.clone();
+        m.insert(filters::MALFORMED.0, self.malformed);
+        m
+    }
+    /// Every reason in `reasons` gets a count (0 when none), so the report reads a full table.
+    fn to_json(&self, reasons: &[&str]) -> Value {
+        let (first, would) = (self.first_failing_with_malformed(), self.would_fail_with_malformed());
+        let full = |m: &BTreeMap<&str, usize>| reasons.iter().map(|r| (r.to_string(), json!(m.get(r).copied().unwrap_or(0)))).collect::<serde_json::Map<_, _>>();
+        let share = |x: usize| if self.attempts == 0 { Value::Null } else { json!(round6(x as f64 / self.attempts as f64)) };
+        json!({
+            "attempts": self.attempts, "malformed": self.malformed, "malformed_share": share(self.malformed),
+            "first_failing": full(&first), "would_fail": full(&would),
+            "passed": self.passed, "pass_rate": share(self.passed),
+        })
+    }
+}
+
+/// Splits `want` candidates over the strategies by their shares (largest remainder, ties to the earlier
+/// strategy), so a round asks for exactly `want` and never for none.
+fn allocate(want: usize, shares: &[f64; 3]) -> [usize; 3] {
+    let exact: Vec<f64> = shares.iter().map(|s| want as f64 * s).collect();
+    let mut n = [0usize; 3];
+    for (k, e) in exact.iter().enumerate() {
+        n[k] = e.floor() as usize;
+    }
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    let mut left = want.saturating_sub(n.iter().sum());
+    for k in order.into_iter().cycle().take(3 * want.max(1)) {
+        if left == 0 {
+            break;
+        }
+        if shares[k] > 0.0 {
+            n[k] += 1;
+            left -= 1;
+        }
+    }
+    n
+}
+
+/// The sensitivity figure: how many of the accepted examples would also pass every filter under
+/// `scope = "full"` (whole example against whole seed examples, and against the accepted examples before
+/// it), with the would-fail count per filter.
+fn full_text_sensitivity(
+    f: &crate::config::Filters,
+    seed_fields: &[Fields],
+    accepted: &[SyntheticRow],
+    seed_full: &tch::Tensor,
+    bert: &crate::model::bert::Bert,
+    seed: u64,
+) -> Result<Value, PipelineError> {
+    let mut state = FilterState::new(f, Scope::Full, seed_fields, seed);
+    let cos = if accepted.is_empty() {
+        Vec::new()
+    } else {
+        let texts: Vec<String> = accepted.iter().map(SyntheticRow::full_text).collect();
+        max_cosine(&bert.embed(&texts, f.embed_batch_size, 256)?, seed_full, 4096)
+    };
+    let mut pass = 0usize;
+    let mut would_fail: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, c) in accepted.iter().zip(cos) {
+        let fails = state.check(a.strategy, a.fields(), &[(Part::Full, c)]).failures(f);
+        for (flt, _) in &fails {
+            *would_fail.entry(flt.name()).or_default() += 1;
+        }
+        pass += usize::from(fails.is_empty());
+        state.accept(a.strategy, a.fields());
+    }
+    let rate = if accepted.is_empty() { Value::Null } else { json!(round6(pass as f64 / accepted.len() as f64)) };
+    Ok(json!({"accepted": accepted.len(), "would_pass": pass, "pass_rate": rate, "would_fail": would_fail}))
 }
 
 /// For each row of `a` [n, d] (normalised), its largest dot product with any row of `b` [m, d], in
@@ -188,3 +317,23 @@ pub fn max_cosine(a: &tch::Tensor, b: &tch::Tensor, chunk: i64) -> Vec<f64> {
     Vec::<f32>::try_from(best).expect("floats").into_iter().map(|x| x as f64).collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::allocate;
+
+    #[test]
+    fn a_round_asks_for_exactly_what_it_wants_and_never_for_nothing() {
+        let shares = [0.4, 0.3, 0.3];
+        // Rounding each share alone asked for 0 + 0 + 0 at want = 1 (a round that never ends) and
+        // 1 + 1 + 1 at want = 2.
+        assert_eq!(allocate(1, &shares), [1, 0, 0]);
+        assert_eq!(allocate(2, &shares), [1, 1, 0]);
+        assert_eq!(allocate(10, &shares), [4, 3, 3]);
+        assert_eq!(allocate(7, &shares), [3, 2, 2]);
+        assert_eq!(allocate(5, &[0.0, 0.5, 0.5]), [0, 3, 2]);
+        for want in 1..200 {
+            assert_eq!(allocate(want, &shares).iter().sum::<usize>(), want);
+        }
+    }
+}

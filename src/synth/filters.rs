@@ -1,18 +1,29 @@
-//! The five filters a synthetic candidate must pass, in this order, on its full text
-//! (context + question + answer):
+//! The five filters a synthetic candidate must pass, in this order:
 //!
-//! 1. **exact duplicate** — SHA-256 of the normalised text (lowercase, whitespace collapsed) already seen
-//!    among the seed examples or the candidates so far;
-//! 2. **8-gram overlap** — the share of the candidate's word 8-grams found in any *single* seed example
-//!    must stay below the threshold (0.30): an inverted index from 8-gram hash to the seed examples
-//!    holding it, so each candidate costs its own 8-grams, not a scan of the seed;
-//! 3. **semantic similarity** — the cosine of MiniLM sentence embeddings to every seed example must stay
-//!    below 0.85 (normalised embeddings, chunked matrix products; seed embeddings computed once);
-//! 4. **MinHash-LSH near duplicate** — against the seed and the accepted candidates: word 3-gram shingles,
-//!    128 min-hash permutations (h(x) = (a·x + b) mod (2⁶¹ − 1), seeded), 32 bands × 4 rows, so pairs
-//!    collide in some band with probability 1 − (1 − J⁴)³², i.e. ½ at J ≈ (1/32)^(1/4) ≈ 0.42; every LSH
-//!    hit is then checked by exact Jaccard, and a candidate is a near duplicate at J ≥ 0.5;
-//! 5. **length** — 10 to 200 words.
+//! 1. **exact duplicate** — SHA-256 of the whole example (context, question, answer; each field
+//!    normalised: lowercase, whitespace collapsed) already seen among the seed examples or the candidates
+//!    so far;
+//! 2. **8-gram overlap** — the share of a judged part's word 8-grams found in the same part of any
+//!    *single* seed example must stay below the threshold (0.30): an inverted index from 8-gram hash to the
+//!    seed examples holding it, so each candidate costs its own 8-grams, not a scan of the seed;
+//! 3. **semantic similarity** — the cosine of MiniLM sentence embeddings of a judged part to the same part
+//!    of every seed example must stay below 0.85 (normalised embeddings, chunked matrix products; seed
+//!    embeddings computed once);
+//! 4. **MinHash-LSH near duplicate** — a judged part against the same part of the seed and of the accepted
+//!    candidates: word 3-gram shingles, 128 min-hash permutations (h(x) = (a·x + b) mod (2⁶¹ − 1),
+//!    seeded), 32 bands × 4 rows, so pairs collide in some band with probability 1 − (1 − J⁴)³², i.e. ½
+//!    at J ≈ (1/32)^(1/4) ≈ 0.42; every LSH hit is then checked by exact Jaccard, and a candidate is a near
+//!    duplicate at J ≥ 0.5;
+//! 5. **length** — 10 to 200 words of the whole example.
+//!
+//! **What is judged** (`[filters] scope`, [`judged_parts`]): the filters exist to stop the generator
+//! copying the private human seed, so under `scope = "generated"` (the default) filters 2–4 read only what
+//! each strategy generated — a question variant's new question and its answer, a context augmentation's
+//! new context, an answer expansion's question–answer pair — each against that field of *every* seed
+//! example; the field a strategy reuses from its seed example by construction is exempt. Filters 1 and 5
+//! always read the whole example. `scope = "full"` judges context + question + answer against whole seed
+//! examples (the seed's wording read literally), under which a question variant or answer expansion fails
+//! the 8-gram filter by construction because it carries its seed example's context.
 //!
 //! The thresholds come from `[filters]` in the config. Boundary convention: a candidate is rejected when
 //! its value is *at or beyond* a threshold (overlap ≥ 0.30, cosine ≥ 0.85, Jaccard ≥ 0.5) and kept when
@@ -20,15 +31,12 @@
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
+use super::Strategy;
 use crate::config::Filters as FilterCfg;
 
 /// Lowercase, whitespace collapsed.
 pub fn normalise(text: &str) -> String {
     text.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-pub fn text_hash(text: &str) -> [u8; 32] {
-    Sha256::digest(normalise(text).as_bytes()).into()
 }
 
 pub fn words(text: &str) -> Vec<String> {
@@ -253,7 +261,7 @@ pub const FILTERS: [FilterDef; 5] = [
     FilterDef {
         filter: Filter::ExactDuplicate,
         name: "exact_duplicate",
-        threshold: "sha256 of normalised text",
+        threshold: "sha256 of the normalised (context, question, answer)",
         rejects: |c, _| c.exact_duplicate.then_some(1.0),
     },
     FilterDef {
@@ -322,14 +330,119 @@ impl Filter {
     }
 }
 
+/// A part of an example that the 8-gram, semantic and MinHash filters read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Question,
+    Answer,
+    Context,
+    /// The question and its answer, as `question answer`.
+    QuestionAnswer,
+    /// The whole example, as `context question answer`.
+    Full,
+}
+
+/// An example's fields: (context, question, answer).
+pub type Fields<'a> = (&'a str, &'a str, &'a str);
+
+impl Part {
+    pub const ALL: [Part; 5] = [Part::Question, Part::Answer, Part::Context, Part::QuestionAnswer, Part::Full];
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Question => "question",
+            Part::Answer => "answer",
+            Part::Context => "context",
+            Part::QuestionAnswer => "question_answer",
+            Part::Full => "full",
+        }
+    }
+    /// This part's text in an example.
+    pub fn text(self, (context, question, answer): Fields) -> String {
+        match self {
+            Part::Question => question.to_owned(),
+            Part::Answer => answer.to_owned(),
+            Part::Context => context.to_owned(),
+            Part::QuestionAnswer => format!("{question} {answer}"),
+            Part::Full => format!("{context} {question} {answer}"),
+        }
+    }
+}
+
+/// `[filters] scope`: what the similarity filters judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// What each strategy generated, against the matching fields of every seed example.
+    Generated,
+    /// The whole example against whole seed examples.
+    Full,
+}
+
+impl Scope {
+    /// The config's spelling (`config::FILTER_SCOPES`); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "generated" => Some(Scope::Generated),
+            "full" => Some(Scope::Full),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Generated => "generated",
+            Scope::Full => "full",
+        }
+    }
+    /// The parts any strategy is judged on, hence the seed parts to index and embed.
+    pub fn parts(self) -> Vec<Part> {
+        let mut v: Vec<Part> = Strategy::ALL.iter().flat_map(|s| judged_parts(*s, self).iter().copied()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// The parts the 8-gram, semantic and MinHash filters judge for a strategy's candidate, each against the
+/// same part of every seed example; a candidate fails a filter when any of its parts does.
+///
+/// Under [`Scope::Generated`] a field the strategy copied from its seed example by construction is not
+/// judged (it is the seed's text, not the generator's): question variants keep the seed context, so their
+/// new question is judged against seed questions and their answer against seed answers; context
+/// augmentation keeps the seed question and answer, so its new context is judged against seed contexts;
+/// answer expansion keeps the seed context, so its new question–answer pair is judged against seed
+/// question–answer pairs.
+pub fn judged_parts(strategy: Strategy, scope: Scope) -> &'static [Part] {
+    match (scope, strategy) {
+        (Scope::Full, _) => &[Part::Full],
+        (Scope::Generated, Strategy::QuestionVariants) => &[Part::Question, Part::Answer],
+        (Scope::Generated, Strategy::ContextAugmentation) => &[Part::Context],
+        (Scope::Generated, Strategy::AnswerExpansion) => &[Part::QuestionAnswer],
+    }
+}
+
+/// The parts of an accepted candidate added to the MinHash indexes, so that later candidates are
+/// compared with what earlier ones generated: its generated fields (a question variant's or an answer
+/// expansion's question, answer and pair; a context augmentation's context), or the whole example.
+fn indexed_parts(strategy: Strategy, scope: Scope) -> &'static [Part] {
+    match (scope, strategy) {
+        (Scope::Full, _) => &[Part::Full],
+        (Scope::Generated, Strategy::ContextAugmentation) => &[Part::Context],
+        (Scope::Generated, _) => &[Part::Question, Part::Answer, Part::QuestionAnswer],
+    }
+}
+
 /// The outcome of checking one candidate against every filter (for first-failing and would-fail counts).
-#[derive(Debug, Clone, PartialEq)]
+/// Each similarity value is the largest over the candidate's judged parts; `*_part` names that part.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checked {
     pub exact_duplicate: bool,
     pub ngram_overlap: f64,
     pub cosine: f64,
     pub jaccard: f64,
     pub words: usize,
+    pub ngram_part: Option<Part>,
+    pub cosine_part: Option<Part>,
+    pub jaccard_part: Option<Part>,
 }
 
 impl Checked {
@@ -337,48 +450,98 @@ impl Checked {
     pub fn failures(&self, cfg: &FilterCfg) -> Vec<(Filter, f64)> {
         FILTERS.iter().filter_map(|d| (d.rejects)(self, cfg).map(|v| (d.filter, v))).collect()
     }
+
+    /// The part a filter's value was measured on (`None` for the whole-example filters).
+    pub fn part(&self, filter: Filter) -> Option<Part> {
+        match filter {
+            Filter::NgramOverlap => self.ngram_part,
+            Filter::Semantic => self.cosine_part,
+            Filter::NearDuplicate => self.jaccard_part,
+            Filter::ExactDuplicate | Filter::Length => None,
+        }
+    }
 }
 
-/// State shared by the filters over a whole synthesis run: the seed's hashes, n-gram index and MinHash
-/// index, plus every candidate hash seen and every accepted candidate.
+/// Hash of a whole example: its normalised fields, each delimited, so (context, question, answer) is
+/// compared field by field.
+fn example_hash((c, q, a): Fields) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in [c, q, a] {
+        h.update(normalise(f).as_bytes());
+        h.update([0x1f]);
+    }
+    h.finalize().into()
+}
+
+/// State shared by the filters over a whole synthesis run: the seed's example hashes, and per judged part
+/// the seed's n-gram index and a MinHash index of the seed and the accepted candidates; plus every
+/// candidate hash seen.
 pub struct FilterState {
     pub cfg: FilterCfg,
+    pub scope: Scope,
     seen: HashSet<[u8; 32]>,
-    ngrams: NgramIndex,
-    pub lsh: MinHashLsh,
+    ngrams: HashMap<Part, NgramIndex>,
+    lsh: HashMap<Part, MinHashLsh>,
 }
 
 impl FilterState {
-    pub fn new(cfg: &FilterCfg, seed_texts: &[String], seed: u64) -> Self {
-        let mut lsh = MinHashLsh::new(cfg, seed);
-        for t in seed_texts {
-            lsh.insert(t);
+    /// Indexes the seed's parts that `scope` judges (each part's distinct texts).
+    pub fn new(cfg: &FilterCfg, scope: Scope, seed: &[Fields], rng_seed: u64) -> Self {
+        let mut ngrams = HashMap::new();
+        let mut lsh = HashMap::new();
+        for part in scope.parts() {
+            let texts = distinct_texts(part, seed);
+            let mut l = MinHashLsh::new(cfg, rng_seed);
+            for t in &texts {
+                l.insert(t);
+            }
+            ngrams.insert(part, NgramIndex::new(&texts, cfg.ngram_n));
+            lsh.insert(part, l);
         }
-        Self {
-            cfg: cfg.clone(),
-            seen: seed_texts.iter().map(|t| text_hash(t)).collect(),
-            ngrams: NgramIndex::new(seed_texts, cfg.ngram_n),
-            lsh,
-        }
+        Self { cfg: cfg.clone(), scope, seen: seed.iter().map(|f| example_hash(*f)).collect(), ngrams, lsh }
     }
 
-    /// Measures a candidate against filters 1, 2, 4 and 5 (`cosine` is the caller's filter-3 value) and
-    /// records its hash as seen.
-    pub fn check(&mut self, text: &str, cosine: f64) -> Checked {
-        let dup = !self.seen.insert(text_hash(text));
-        Checked {
-            exact_duplicate: dup,
-            ngram_overlap: self.ngrams.max_overlap(text).0,
-            cosine,
-            jaccard: self.lsh.query(text),
-            words: text.split_whitespace().count(),
+    /// Measures a candidate against filters 1, 2, 4 and 5 and records its hash as seen. `cosines` holds
+    /// the caller's filter-3 value (largest cosine to the same part of any seed example) for each part
+    /// the candidate is judged on ([`judged_parts`]); a part without a value counts as cosine 0.
+    pub fn check(&mut self, strategy: Strategy, ex: Fields, cosines: &[(Part, f64)]) -> Checked {
+        let mut c = Checked {
+            exact_duplicate: !self.seen.insert(example_hash(ex)),
+            words: Part::Full.text(ex).split_whitespace().count(),
+            ..Checked::default()
+        };
+        for &part in judged_parts(strategy, self.scope) {
+            let text = part.text(ex);
+            let overlap = self.ngrams.get(&part).map_or(0.0, |i| i.max_overlap(&text).0);
+            if c.ngram_part.is_none() || overlap > c.ngram_overlap {
+                (c.ngram_overlap, c.ngram_part) = (overlap, Some(part));
+            }
+            let cos = cosines.iter().filter(|(p, _)| *p == part).map(|(_, v)| *v).fold(0.0, f64::max);
+            if c.cosine_part.is_none() || cos > c.cosine {
+                (c.cosine, c.cosine_part) = (cos, Some(part));
+            }
+            let j = self.lsh.get(&part).map_or(0.0, |l| l.query(&text));
+            if c.jaccard_part.is_none() || j > c.jaccard {
+                (c.jaccard, c.jaccard_part) = (j, Some(part));
+            }
         }
+        c
     }
 
-    /// Adds an accepted candidate to the near-duplicate index.
-    pub fn accept(&mut self, text: &str) {
-        self.lsh.insert(text);
+    /// Adds an accepted candidate's generated parts to the near-duplicate indexes.
+    pub fn accept(&mut self, strategy: Strategy, ex: Fields) {
+        for &part in indexed_parts(strategy, self.scope) {
+            if let Some(l) = self.lsh.get_mut(&part) {
+                l.insert(&part.text(ex));
+            }
+        }
     }
+}
+
+/// A part's distinct texts over the seed (several questions share one context).
+pub fn distinct_texts(part: Part, seed: &[Fields]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    seed.iter().map(|f| part.text(*f)).filter(|t| seen.insert(t.clone())).collect()
 }
 
 #[cfg(test)]
@@ -395,10 +558,15 @@ mod tests {
 
     #[test]
     fn exact_duplicates_ignore_case_and_spacing() {
-        let mut s = FilterState::new(&cfg(), &["The cat  sat on the mat today with friends".into()], 1);
-        assert!(s.check("the cat sat on the MAT today   with friends", 0.0).exact_duplicate);
-        assert!(!s.check("a different sentence entirely here with words", 0.0).exact_duplicate);
-        assert!(s.check("a different sentence entirely here with words", 0.0).exact_duplicate, "repeat of a candidate");
+        let seed = [("The cat  sat on the mat", "Where did it sit?", "On the mat today.")];
+        let mut s = FilterState::new(&cfg(), Scope::Generated, &seed, 1);
+        let qv = Strategy::QuestionVariants;
+        assert!(s.check(qv, ("the cat sat on the MAT", "where did it   sit?", "on the mat today."), &[]).exact_duplicate);
+        let other = ("The cat sat on the mat", "What did the cat do?", "It sat.");
+        assert!(!s.check(qv, other, &[]).exact_duplicate);
+        assert!(s.check(qv, other, &[]).exact_duplicate, "repeat of a candidate");
+        // Fields are compared field by field: moving a word across a field boundary is another example.
+        assert!(!s.check(qv, ("The cat sat on the", "mat Where did it sit?", "On the mat today."), &[]).exact_duplicate);
     }
 
     #[test]
@@ -416,7 +584,7 @@ mod tests {
         assert_eq!(idx.max_overlap(&cand(2)).0, 0.2);
         assert_eq!(idx.max_overlap(&cand(4)).0, 0.4);
         let c = cfg();
-        let at = Checked { exact_duplicate: false, ngram_overlap: 0.3, cosine: 0.0, jaccard: 0.0, words: 17 };
+        let at = Checked { ngram_overlap: 0.3, words: 17, ..Checked::default() };
         assert_eq!(at.failures(&c), vec![(Filter::NgramOverlap, 0.3)]);
         let below = Checked { ngram_overlap: 0.29, ..at.clone() };
         assert!(below.failures(&c).is_empty());
@@ -436,7 +604,7 @@ mod tests {
     #[test]
     fn cosine_and_length_boundaries() {
         let c = cfg();
-        let base = Checked { exact_duplicate: false, ngram_overlap: 0.0, cosine: 0.85, jaccard: 0.0, words: 10 };
+        let base = Checked { cosine: 0.85, words: 10, ..Checked::default() };
         assert_eq!(base.failures(&c), vec![(Filter::Semantic, 0.85)]);
         assert!(Checked { cosine: 0.8499, ..base.clone() }.failures(&c).is_empty());
         let ok = Checked { cosine: 0.0, ..base.clone() };
@@ -494,5 +662,155 @@ mod tests {
             }
         }
         assert_eq!(found, 50);
+    }
+
+    // What each strategy is judged on. A toy embedding (bag of words) stands in for MiniLM: the semantic
+    // filter is a threshold on the cosine the caller measures per judged part.
+    fn seed_examples() -> Vec<(String, String, String)> {
+        (0..4).map(|i| (w(60, &format!("c{i}_")), w(10, &format!("q{i}_")), w(6, &format!("a{i}_")))).collect()
+    }
+
+    fn fields(e: &(String, String, String)) -> Fields<'_> {
+        (&e.0, &e.1, &e.2)
+    }
+
+    fn bag_cosine(a: &str, b: &str) -> f64 {
+        let count = |t: &str| {
+            let mut m: HashMap<String, f64> = HashMap::new();
+            for x in words(t) {
+                *m.entry(x).or_default() += 1.0;
+            }
+            m
+        };
+        let (x, y) = (count(a), count(b));
+        let dot: f64 = x.iter().map(|(k, v)| v * y.get(k).unwrap_or(&0.0)).sum();
+        let norm = |m: &HashMap<String, f64>| m.values().map(|v| v * v).sum::<f64>().sqrt();
+        dot / (norm(&x) * norm(&y)).max(1e-12)
+    }
+
+    /// Checks a candidate the way the synthesize stage does: per judged part, the largest cosine to the
+    /// same part of any seed example.
+    fn judge(state: &mut FilterState, seed: &[(String, String, String)], strategy: Strategy, ex: Fields) -> Vec<(Filter, f64)> {
+        let cosines: Vec<(Part, f64)> = judged_parts(strategy, state.scope)
+            .iter()
+            .map(|&p| (p, seed.iter().map(|s| bag_cosine(&p.text(ex), &p.text(fields(s)))).fold(0.0, f64::max)))
+            .collect();
+        let c = state.check(strategy, ex, &cosines);
+        let fails = c.failures(&state.cfg);
+        if fails.is_empty() {
+            state.accept(strategy, ex);
+        }
+        fails
+    }
+
+    fn state(seed: &[(String, String, String)], scope: Scope) -> FilterState {
+        let f: Vec<Fields> = seed.iter().map(fields).collect();
+        FilterState::new(&cfg(), scope, &f, 3)
+    }
+
+    fn filters_of(fails: &[(Filter, f64)]) -> Vec<Filter> {
+        fails.iter().map(|(f, _)| *f).collect()
+    }
+
+    #[test]
+    fn a_question_variant_is_judged_on_its_question_and_answer_against_every_seed_example() {
+        let seed = seed_examples();
+        let mut s = state(&seed, Scope::Generated);
+        let qv = Strategy::QuestionVariants;
+        // Seed example 0's context with a new question and answer: accepted, although the whole text
+        // shares 60 of its words with seed example 0.
+        let (new_q, new_a) = (w(10, "nq"), w(6, "na"));
+        assert_eq!(judge(&mut s, &seed, qv, (&seed[0].0, &new_q, &new_a)), vec![]);
+        // The question of another seed example (on seed example 0's context): rejected on the question.
+        let fails = judge(&mut s, &seed, qv, (&seed[0].0, &seed[2].1, &w(6, "nb")));
+        assert_eq!(filters_of(&fails), [Filter::NgramOverlap, Filter::Semantic, Filter::NearDuplicate]);
+        let c = s.check(qv, (&seed[0].0, &seed[2].1, &w(6, "nc")), &[]);
+        assert_eq!((c.ngram_overlap, c.ngram_part), (1.0, Some(Part::Question)));
+        // A seed answer copied with a new question: rejected on the answer.
+        let c = s.check(qv, (&seed[1].0, &w(10, "nd"), &seed[3].2), &[]);
+        assert_eq!((c.jaccard, c.jaccard_part), (1.0, Some(Part::Answer)));
+    }
+
+    #[test]
+    fn full_scope_rejects_the_question_variant_that_carries_its_seed_context() {
+        let seed = seed_examples();
+        let mut s = state(&seed, Scope::Full);
+        let (new_q, new_a) = (w(10, "nq"), w(6, "na"));
+        let fails = judge(&mut s, &seed, Strategy::QuestionVariants, (&seed[0].0, &new_q, &new_a));
+        // 53 of its 69 8-grams lie in seed example 0's context.
+        assert_eq!(fails.first().map(|f| f.0), Some(Filter::NgramOverlap));
+        assert!((fails[0].1 - 53.0 / 69.0).abs() < 1e-12, "{fails:?}");
+        assert_eq!(s.check(Strategy::QuestionVariants, (&seed[0].0, &new_q, &new_a), &[]).ngram_part, Some(Part::Full));
+    }
+
+    #[test]
+    fn a_context_augmentation_is_judged_on_its_context() {
+        let seed = seed_examples();
+        let mut s = state(&seed, Scope::Generated);
+        let ca = Strategy::ContextAugmentation;
+        // A new context for seed example 0's question and answer: accepted.
+        let ctx = w(60, "nc");
+        assert_eq!(judge(&mut s, &seed, ca, (&ctx, &seed[0].1, &seed[0].2)), vec![]);
+        // Seed example 1's context under seed example 0's question and answer: rejected on the context.
+        let fails = judge(&mut s, &seed, ca, (&seed[1].0, &seed[0].1, &seed[0].2));
+        assert_eq!(filters_of(&fails), [Filter::NgramOverlap, Filter::Semantic, Filter::NearDuplicate]);
+        assert_eq!(s.check(ca, (&seed[1].0, &seed[0].1, &seed[0].2), &[]).ngram_part, Some(Part::Context));
+        // Under the full scope the same new context fails: the reused question and answer are seed text.
+        let mut full = state(&seed, Scope::Full);
+        let c = full.check(ca, (&w(20, "nc"), &seed[0].1, &seed[0].2), &[]);
+        assert!(c.ngram_overlap >= 0.3, "{c:?}");
+    }
+
+    #[test]
+    fn an_answer_expansion_is_judged_on_its_question_answer_pair() {
+        let seed = seed_examples();
+        let mut s = state(&seed, Scope::Generated);
+        let ae = Strategy::AnswerExpansion;
+        assert_eq!(judge(&mut s, &seed, ae, (&seed[0].0, &w(10, "nq"), &w(6, "na"))), vec![]);
+        // Seed example 3's question and answer, asked of seed example 0's context: rejected on the pair.
+        let fails = judge(&mut s, &seed, ae, (&seed[0].0, &seed[3].1, &seed[3].2));
+        assert_eq!(filters_of(&fails), [Filter::NgramOverlap, Filter::Semantic, Filter::NearDuplicate]);
+        assert_eq!(s.check(ae, (&seed[0].0, &seed[3].1, &seed[3].2), &[]).ngram_part, Some(Part::QuestionAnswer));
+        // The seed's own example is an exact duplicate first.
+        assert_eq!(judge(&mut s, &seed, ae, fields(&seed[2])).first().map(|f| f.0), Some(Filter::ExactDuplicate));
+    }
+
+    #[test]
+    fn near_duplicates_among_accepted_synthetic_examples_are_caught() {
+        let seed = seed_examples();
+        let near = |base: &str, at: &[usize]| {
+            let mut v: Vec<String> = base.split(' ').map(str::to_owned).collect();
+            for &i in at {
+                v[i] = format!("z{i}");
+            }
+            v.join(" ")
+        };
+        let ctx = w(60, "nc");
+        let ctx2 = near(&ctx, &[15, 45]);
+        let ca = Strategy::ContextAugmentation;
+        // Without the first, the second passes.
+        let mut alone = state(&seed, Scope::Generated);
+        assert_eq!(judge(&mut alone, &seed, ca, (&ctx2, &seed[1].1, &seed[1].2)), vec![]);
+        // After the first is accepted, the second (another seed question, a near-identical new context)
+        // is a near duplicate of it, judged on the context.
+        let mut s = state(&seed, Scope::Generated);
+        assert_eq!(judge(&mut s, &seed, ca, (&ctx, &seed[0].1, &seed[0].2)), vec![]);
+        let fails = judge(&mut s, &seed, ca, (&ctx2, &seed[1].1, &seed[1].2));
+        assert_eq!(filters_of(&fails), [Filter::NearDuplicate]);
+        // The same among question variants: a near copy of an accepted new question, on another context.
+        let q = w(20, "nq");
+        assert_eq!(judge(&mut s, &seed, Strategy::QuestionVariants, (&seed[0].0, &q, &w(6, "na"))), vec![]);
+        let c = s.check(Strategy::QuestionVariants, (&seed[1].0, &near(&q, &[10]), &w(6, "nb")), &[]);
+        assert_eq!((c.failures(&s.cfg).iter().map(|f| f.0).collect::<Vec<_>>(), c.jaccard_part), (vec![Filter::NearDuplicate], Some(Part::Question)));
+    }
+
+    #[test]
+    fn scopes_parse_as_the_config_spells_them() {
+        for name in crate::config::FILTER_SCOPES {
+            assert_eq!(Scope::parse(name).map(Scope::name), Some(name));
+        }
+        assert_eq!(Scope::parse("whole"), None);
+        assert_eq!(Scope::Generated.parts(), [Part::Question, Part::Answer, Part::Context, Part::QuestionAnswer]);
+        assert_eq!(Scope::Full.parts(), [Part::Full]);
     }
 }

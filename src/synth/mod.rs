@@ -114,6 +114,11 @@ impl SyntheticRow {
     pub fn full_text(&self) -> String {
         format!("{} {} {}", self.context, self.question, self.answer)
     }
+
+    /// (context, question, answer), as the filters read an example.
+    pub fn fields(&self) -> filters::Fields<'_> {
+        (&self.context, &self.question, &self.answer)
+    }
 }
 
 /// The generator's training pairs, from the human train split only: question variants (pairs of

