@@ -84,12 +84,22 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                     let qs = gen(&picks.iter().map(|e| synth::question_variant_prompt(&e.context, &e.question)).collect::<Vec<_>>(), salt, 48)?;
                     let ans = gen(&picks.iter().zip(&qs).map(|(e, q)| synth::answer_prompt(&e.context, q)).collect::<Vec<_>>(), salt + 8, 32)?;
                     for ((e, q), a) in picks.iter().zip(qs).zip(ans) {
+                        // A generated field that is empty or degenerate (no letter or digit, one word
+                        // repeated) is a malformed output, not a candidate.
+                        if degenerate(&q) || degenerate(&a) {
+                            malformed.push((*strat, e.id.clone(), format!("Question: {q} Answer: {a}")));
+                            continue;
+                        }
                         cands.push(SyntheticRow { id: String::new(), context: e.context.clone(), question: q, answer: a, strategy: *strat, seed_id: e.id.clone() });
                     }
                 }
                 Strategy::ContextAugmentation => {
                     let ctxs = gen(&picks.iter().map(|e| synth::context_prompt(&e.question, &e.answer)).collect::<Vec<_>>(), salt, s.max_new_tokens)?;
                     for (e, c) in picks.iter().zip(ctxs) {
+                        if degenerate(&c) {
+                            malformed.push((*strat, e.id.clone(), c));
+                            continue;
+                        }
                         cands.push(SyntheticRow { id: String::new(), context: c, question: e.question.clone(), answer: e.answer.clone(), strategy: *strat, seed_id: e.id.clone() });
                     }
                 }
@@ -97,6 +107,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                     let outs = gen(&picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(), salt, 64)?;
                     for (e, o) in picks.iter().zip(outs) {
                         match synth::parse_expansion(&o) {
+                            Some((q, a)) if degenerate(&q) || degenerate(&a) => malformed.push((*strat, e.id.clone(), o)),
                             Some((q, a)) => cands.push(SyntheticRow { id: String::new(), context: e.context.clone(), question: q, answer: a, strategy: *strat, seed_id: e.id.clone() }),
                             None => malformed.push((*strat, e.id.clone(), o)),
                         }
@@ -336,4 +347,9 @@ mod tests {
             assert_eq!(allocate(want, &shares).iter().sum::<usize>(), want);
         }
     }
+}
+
+/// Whether a generated field is unusable: empty, no letter or digit, or one word repeated.
+fn degenerate(field: &str) -> bool {
+    field.trim().is_empty() || crate::data::stats::is_degenerate(field)
 }
