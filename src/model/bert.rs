@@ -223,15 +223,16 @@ impl Bert {
             key_mask[r * s as usize..r * s as usize + row.len()].fill(0.0);
         }
         let ext = Tensor::from_slice(&key_mask).to_device(dev).view([b, 1, 1, s]);
-        let scale = (dh as f64).sqrt();
+        let scale = 1.0 / (dh as f64).sqrt();
         let n = if layers == 0 { self.layers.len() } else { layers.min(self.layers.len()) };
         for l in &self.layers[..n] {
             let qkv = l.qkv.forward(&x); // [tokens, 3·hidden]
             let padded = Tensor::zeros([b * s, 3 * h], (x.kind(), dev)).index_copy(0, &slots, &qkv);
             let per_head = padded.view([b, s, 3, heads, dh]).permute([2, 0, 3, 1, 4]); // [3, b, heads, s, dh]
             let (q, k, v) = (per_head.get(0), per_head.get(1), per_head.get(2));
-            let scores = q.matmul(&k.transpose(-1, -2)) / scale + &ext;
-            let ctx = scores.softmax(-1, Kind::Float).matmul(&v).permute([0, 2, 1, 3]).reshape([b * s, h]).index_select(0, &slots);
+            // softmax(q·kᵀ/√dh + mask)·v in one fused kernel (no [b, heads, s, s] score tensor per step).
+            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&ext), 0.0, false, Some(scale), false);
+            let ctx = ctx.permute([0, 2, 1, 3]).reshape([b * s, h]).index_select(0, &slots);
             let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx) + &x));
             let inter = l.inter.forward(&a).gelu("none");
             x = l.out_norm.forward(&(l.out.forward(&inter) + &a));
