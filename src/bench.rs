@@ -66,16 +66,32 @@ pub fn filters(data: &Path) -> Result<Value, BenchError> {
               "index_seconds": index_secs, "accepted": accepted, "rejected": rejected}))
 }
 
-/// MiniLM sentence embeddings of a list of sentences.
-pub fn embed(data: &Path, threads: usize, batch: usize) -> Result<Value, BenchError> {
+/// MiniLM sentence embeddings of a list of sentences (`benches/embed.py` runs sentence-transformers on
+/// the same list). Reports the CPU pin variables as this process has them, so the peer can run under the
+/// same ones; `out` receives the embeddings (n × hidden little-endian f32, input order) for parity checks.
+pub fn embed(data: &Path, threads: usize, batch: usize, reps: usize, out: Option<&Path>) -> Result<Value, BenchError> {
     crate::runtime::set_threads(threads);
     let v: Vec<String> = read_json(data)?;
     let bert = crate::model::bert::load_minilm(None, tch::Device::Cpu)?;
-    let _ = bert.embed(&v[..v.len().min(32)], batch, 256);
-    let t = std::time::Instant::now();
-    let e = bert.embed(&v, batch, 256)?;
-    let secs = t.elapsed().as_secs_f64();
-    Ok(json!({"impl": "hsx", "sentences": e.size()[0], "seconds": secs, "sentences_per_s": v.len() as f64 / secs}))
+    let _ = bert.embed(&v[..v.len().min(32)], batch, 256)?;
+    let mut times = Vec::new();
+    let mut e = None;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        e = Some(bert.embed(&v, batch, 256)?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let e = e.ok_or_else(|| ModelError::Config("no repetition ran".into()))?;
+    if let Some(path) = out {
+        let flat: Vec<f32> = Vec::<f32>::try_from(e.flatten(0, -1)).map_err(|err| ModelError::Config(format!("embeddings: {err}")))?;
+        let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(path, bytes).map_err(|source| BenchError::Io { path: path.to_owned(), source })?;
+    }
+    let pins: serde_json::Map<String, Value> =
+        crate::runtime::PORTABLE_PINS.iter().map(|(k, _)| (k.to_string(), std::env::var(k).map(Value::from).unwrap_or(Value::Null))).collect();
+    let secs = median(times.clone());
+    Ok(json!({"impl": "hsx", "sentences": e.size()[0], "hidden": e.size().get(1).copied().unwrap_or(0), "batch": batch,
+              "threads": threads, "seconds": secs, "seconds_each": times, "sentences_per_s": v.len() as f64 / secs, "pins": pins}))
 }
 
 /// EM + F1 + ROUGE-1/2/L (stemmed) over `[prediction, reference]` pairs.

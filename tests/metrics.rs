@@ -70,6 +70,48 @@ fn minilm_sentence_embeddings_match_sentence_transformers() {
     }
 }
 
+/// The batched path (tokenized once, length-sorted batches, each padded to its own longest row, packed
+/// linears) gives each sentence the vector it gets embedded alone, in input order: cosine ≥ 0.99999 and
+/// max-abs ≤ 1e-5 per sentence (float32 sums in another order move the last bits only).
+#[test]
+fn minilm_batched_embeddings_equal_one_at_a_time_in_input_order() {
+    let bert = minilm();
+    let long = "The committee met again on Tuesday to discuss the budget, and nobody agreed. ".repeat(40);
+    let sentences: Vec<String> = [
+        "Why did she leave?",
+        "I walked to the store this morning because the car would not start , and on the way I met an old friend from school who told me about her new job at the hospital .",
+        "",
+        "Yes .",
+        long.as_str(),
+        "They were tired after the long drive home .",
+        "None of the above choices .",
+        "He fixed the roof before the storm came , so the house stayed dry .",
+        "Why did she leave?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let lens: Vec<usize> = sentences.iter().map(|s| bert.encode_ids(s, 256).unwrap().len()).collect();
+    assert!(lens.windows(2).any(|w| w[0] < w[1]) && lens.windows(2).any(|w| w[0] > w[1]), "lengths must be unsorted: {lens:?}");
+    assert_eq!(lens[4], 256, "the long text is truncated to max_len");
+    let cos = |a: &tch::Tensor, b: &tch::Tensor| a.dot(b).double_value(&[]) / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
+    for batch in [1, 3, 4, 64] {
+        let got = bert.embed(&sentences, batch, 256).unwrap();
+        assert_eq!(got.size(), vec![sentences.len() as i64, bert.cfg.hidden_size as i64]);
+        for (i, s) in sentences.iter().enumerate() {
+            let alone = bert.embed(std::slice::from_ref(s), 1, 256).unwrap().get(0);
+            let g = got.get(i as i64);
+            let (c, max_abs) = (cos(&g, &alone), (&g - &alone).abs().max().double_value(&[]));
+            assert!(c >= 0.99999 && max_abs <= 1e-5, "batch {batch}, sentence {i}: cosine {c}, max-abs {max_abs}");
+            assert!((g.norm().double_value(&[]) - 1.0).abs() < 1e-5, "batch {batch}, sentence {i}: not unit length");
+        }
+        // A mix-up of rows would show: distinct sentences are far apart, repeated ones coincide.
+        assert!(cos(&got.get(0), &got.get(1)) < 0.99);
+        assert!(cos(&got.get(0), &got.get(8)) >= 0.99999);
+    }
+    assert_eq!(bert.embed(&[], 4, 256).unwrap().size(), vec![0, bert.cfg.hidden_size as i64]);
+}
+
 #[test]
 fn bertscore_matches_the_bert_score_package() {
     let fx = fixture("minilm.json");

@@ -100,6 +100,12 @@ pub enum BenchCommand {
         threads: usize,
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Timed repetitions (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 1)]
+        reps: usize,
+        /// Also write the embeddings here: n × hidden little-endian f32, rows in input order.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// EM + F1 + ROUGE-1/2/L (stemmed) over prediction/reference pairs; pairs per second.
     Metrics {

@@ -387,7 +387,7 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
             return hsx::ledger::bench::cli(dir.as_deref(), sizes, child.as_deref()).map_err(|e| anyhow!(e));
         }
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
-        BenchCommand::Embed { data, threads, batch } => hsx::bench::embed(data, *threads, *batch)?,
+        BenchCommand::Embed { data, threads, batch, reps, out } => hsx::bench::embed(data, *threads, *batch, *reps, out.as_deref())?,
         BenchCommand::Metrics { pairs, reps } => hsx::bench::metrics(pairs, *reps)?,
         BenchCommand::Train { model, data, batch, threads } => hsx::bench::train(model, data, *batch, *threads)?,
         BenchCommand::Generate { model, ids, new_tokens, threads, reps } => hsx::bench::generate(model, ids, *new_tokens, *threads, *reps)?,

@@ -52,7 +52,14 @@ impl Linear {
         Self { w: p.var("weight", &[o as i64, i as i64], nn::Init::Const(0.0)), b: p.var("bias", &[o as i64], nn::Init::Const(0.0)) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.matmul(&self.w.tr()) + &self.b
+        x.linear(&self.w, Some(&self.b))
+    }
+
+    /// One linear layer from several with the same input: their output features side by side.
+    fn concat(parts: &[Linear]) -> Self {
+        let w: Vec<&Tensor> = parts.iter().map(|l| &l.w).collect();
+        let b: Vec<&Tensor> = parts.iter().map(|l| &l.b).collect();
+        Self { w: Tensor::cat(&w, 0), b: Tensor::cat(&b, 0) }
     }
 }
 
@@ -73,9 +80,8 @@ impl LayerNorm {
 }
 
 struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Query, key and value in one [3·hidden, hidden] weight (one matrix multiply instead of three).
+    qkv: Linear,
     attn_out: Linear,
     attn_norm: LayerNorm,
     inter: Linear,
@@ -129,14 +135,20 @@ impl Bert {
         let position = e.sub("position_embeddings").var("weight", &[cfg.max_position_embeddings as i64, h as i64], nn::Init::Const(0.0));
         let token_type = e.sub("token_type_embeddings").var("weight", &[cfg.type_vocab_size as i64, h as i64], nn::Init::Const(0.0));
         let emb_norm = LayerNorm::new(e.sub("LayerNorm"), h, eps);
-        let layers = (0..cfg.num_hidden_layers)
+        // Query, key and value are registered under their checkpoint names (so the weights load into
+        // them) and fused into one matrix after loading.
+        let mut qkv_parts = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut layers: Vec<Layer> = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = root.sub("encoder").sub("layer").sub(i);
                 let a = l.sub("attention");
+                qkv_parts.push([
+                    Linear::new(a.sub("self").sub("query"), h, h),
+                    Linear::new(a.sub("self").sub("key"), h, h),
+                    Linear::new(a.sub("self").sub("value"), h, h),
+                ]);
                 Layer {
-                    q: Linear::new(a.sub("self").sub("query"), h, h),
-                    k: Linear::new(a.sub("self").sub("key"), h, h),
-                    v: Linear::new(a.sub("self").sub("value"), h, h),
+                    qkv: Linear { w: Tensor::zeros([0], (Kind::Float, device)), b: Tensor::zeros([0], (Kind::Float, device)) },
                     attn_out: Linear::new(a.sub("output").sub("dense"), h, h),
                     attn_norm: LayerNorm::new(a.sub("output").sub("LayerNorm"), h, eps),
                     inter: Linear::new(l.sub("intermediate").sub("dense"), h, cfg.intermediate_size),
@@ -148,6 +160,11 @@ impl Bert {
         let files = weight_files(dir)?;
         load_weights(&vs, &files, dir, &["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"])?;
         vs.freeze();
+        tch::no_grad(|| {
+            for (layer, parts) in layers.iter_mut().zip(&qkv_parts) {
+                layer.qkv = Linear::concat(parts);
+            }
+        });
         Ok(Self { cfg, word, position, token_type, emb_norm, layers, tokenizer, dir: dir.to_owned(), _vs: vs })
     }
 
@@ -168,63 +185,112 @@ impl Bert {
         Ok(ids)
     }
 
-    /// Hidden states after `layers` encoder layers (0 = all): [b, s, hidden], padding with id 0.
-    pub fn forward(&self, rows: &[Vec<i64>], layers: usize) -> (Tensor, Tensor) {
-        let (ids, mask) = super::tokenizer::pad_batch(rows, 0, self.device());
-        let s = ids.size()[1];
-        let pos = Tensor::arange(s, (Kind::Int64, self.device())).unsqueeze(0);
-        let x = Tensor::embedding(&self.word, &ids, -1, false, false)
-            + Tensor::embedding(&self.position, &pos, -1, false, false)
-            + Tensor::embedding(&self.token_type, &ids.zeros_like(), -1, false, false);
+    /// Hidden states after `layers` encoder layers (0 = all) of the real tokens only, packed: every
+    /// linear layer, layer norm and activation runs on the batch's real tokens and never on padding;
+    /// only attention sees the batch padded (to its own longest row), with padded keys masked out.
+    fn forward_packed(&self, rows: &[Vec<i64>], layers: usize) -> Packed {
+        let dev = self.device();
+        let b = rows.len();
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let total: usize = rows.iter().map(Vec::len).sum();
+        let (mut tokens, mut positions, mut slots, mut row_of) =
+            (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+        for (r, row) in rows.iter().enumerate() {
+            for (p, &id) in row.iter().enumerate() {
+                tokens.push(id);
+                positions.push(p as i64);
+                slots.push((r * s + p) as i64);
+                row_of.push(r as i64);
+            }
+        }
+        let h = self.cfg.hidden_size as i64;
+        let lens: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
+        let to_dev = |v: &[i64]| Tensor::from_slice(v).to_device(dev);
+        let (tokens, positions, slots, row_of) = (to_dev(&tokens), to_dev(&positions), to_dev(&slots), to_dev(&row_of));
+        if total == 0 {
+            return Packed { x: Tensor::zeros([0, h], (Kind::Float, dev)), slots, row_of, lens, b: b as i64, s: s as i64 };
+        }
+        let x = Tensor::embedding(&self.word, &tokens, -1, false, false)
+            + Tensor::embedding(&self.position, &positions, -1, false, false)
+            + Tensor::embedding(&self.token_type, &tokens.zeros_like(), -1, false, false);
         let mut x = self.emb_norm.forward(&x);
+        let (b, s) = (b as i64, s as i64);
         let heads = self.cfg.num_attention_heads as i64;
-        let dh = (self.cfg.hidden_size as i64) / heads;
-        let ext = (mask.to_kind(Kind::Float).ones_like() - mask.to_kind(Kind::Float)).unsqueeze(1).unsqueeze(1) * f32::MIN as f64;
+        let dh = h / heads;
+        // 0 for a real key, the most negative float for padding (as transformers' extended mask).
+        let mut key_mask = vec![f32::MIN; (b * s) as usize];
+        for (r, row) in rows.iter().enumerate() {
+            key_mask[r * s as usize..r * s as usize + row.len()].fill(0.0);
+        }
+        let ext = Tensor::from_slice(&key_mask).to_device(dev).view([b, 1, 1, s]);
+        let scale = 1.0 / (dh as f64).sqrt();
         let n = if layers == 0 { self.layers.len() } else { layers.min(self.layers.len()) };
-        let b = ids.size()[0];
         for l in &self.layers[..n] {
-            let split = |t: Tensor| t.view([b, s, heads, dh]).transpose(1, 2);
-            let q = split(l.q.forward(&x));
-            let k = split(l.k.forward(&x));
-            let v = split(l.v.forward(&x));
-            let scores = q.matmul(&k.transpose(-1, -2)) / (dh as f64).sqrt() + &ext;
-            let ctx = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).contiguous().view([b, s, heads * dh]);
+            let qkv = l.qkv.forward(&x); // [tokens, 3·hidden]
+            let padded = Tensor::zeros([b * s, 3 * h], (x.kind(), dev)).index_copy(0, &slots, &qkv);
+            let per_head = padded.view([b, s, 3, heads, dh]).permute([2, 0, 3, 1, 4]); // [3, b, heads, s, dh]
+            let (q, k, v) = (per_head.get(0), per_head.get(1), per_head.get(2));
+            // softmax(q·kᵀ/√dh + mask)·v in one fused kernel (no [b, heads, s, s] score tensor per step).
+            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&ext), 0.0, false, Some(scale), false);
+            let ctx = ctx.permute([0, 2, 1, 3]).reshape([b * s, h]).index_select(0, &slots);
             let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx) + &x));
             let inter = l.inter.forward(&a).gelu("none");
             x = l.out_norm.forward(&(l.out.forward(&inter) + &a));
         }
-        (x, mask)
+        Packed { x, slots, row_of, lens, b, s }
+    }
+
+    /// Hidden states after `layers` encoder layers (0 = all): [b, s, hidden] with s the batch's longest
+    /// row (zeros at padded positions), and the [b, s] 0/1 mask.
+    pub fn forward(&self, rows: &[Vec<i64>], layers: usize) -> (Tensor, Tensor) {
+        let p = self.forward_packed(rows, layers);
+        let dev = self.device();
+        let (b, s) = (p.b, p.s.max(1));
+        let h = self.cfg.hidden_size as i64;
+        let hidden = Tensor::zeros([b * s, h], (Kind::Float, dev)).index_copy(0, &p.slots, &p.x).view([b, s, h]);
+        let (_, mask) = super::tokenizer::pad_batch(rows, 0, dev);
+        (hidden, mask)
     }
 
     /// Sentence embeddings as sentence-transformers computes them for all-MiniLM-L6-v2: truncation to
-    /// `max_len` tokens (its `max_seq_length`, 256), mean pooling over the mask, L2 normalisation.
-    /// Batched in length-sorted order; rows come back in input order. [n, hidden] on the CPU.
+    /// `max_len` tokens (its `max_seq_length`, 256), mean pooling over the real tokens, L2 normalisation.
+    /// Texts are tokenized once, sorted by token count (longest first) into batches of at most `batch`,
+    /// each padded only to its own longest row (and only inside attention, see `forward_packed`); rows
+    /// come back in input order. [n, hidden] on the CPU.
     pub fn embed(&self, texts: &[String], batch: usize, max_len: usize) -> Result<Tensor, ModelError> {
         let ids: Vec<Vec<i64>> = texts.iter().map(|t| self.encode_ids(t, max_len)).collect::<Result<_, _>>()?;
         let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
         let batches = super::batching::length_sorted_batches(&lens, batch, super::batching::LengthOrder::LongestFirst);
-        let mut out: Vec<Option<Tensor>> = (0..ids.len()).map(|_| None).collect();
+        let h = self.cfg.hidden_size as i64;
+        let mut out = Tensor::zeros([ids.len() as i64, h], (Kind::Float, Device::Cpu));
         tch::no_grad(|| {
             for chunk in &batches {
                 let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-                let (h, mask) = self.forward(&rows, 0);
-                let m = mask.to_kind(Kind::Float).unsqueeze(-1);
-                let summed = (&h * &m).sum_dim_intlist(1, false, Kind::Float);
-                let counts = m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9);
+                let p = self.forward_packed(&rows, 0);
+                let dev = p.x.device();
+                let summed = Tensor::zeros([p.b, h], (Kind::Float, dev)).index_add(0, &p.row_of, &p.x);
+                let counts: Vec<f32> = p.lens.iter().map(|&n| n as f32).collect();
+                let counts = Tensor::from_slice(&counts).to_device(dev).unsqueeze(1).clamp_min(1e-9);
                 let mean = summed / counts;
                 let norm = mean.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
                 let e = (mean / norm).to_device(Device::Cpu);
-                for (j, &i) in chunk.iter().enumerate() {
-                    out[i] = Some(e.get(j as i64));
-                }
+                let at: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                let _ = out.index_copy_(0, &Tensor::from_slice(&at), &e);
             }
         });
-        let rows: Vec<Tensor> = out.into_iter().map(|t| t.expect("every row embedded")).collect();
-        if rows.is_empty() {
-            return Ok(Tensor::zeros([0, self.cfg.hidden_size as i64], (Kind::Float, Device::Cpu)));
-        }
-        Ok(Tensor::stack(&rows, 0))
+        Ok(out)
     }
+}
+
+/// One batch's hidden states of its real tokens, row after row ([tokens, hidden]), with where each
+/// token sits in the padded [b, s] grid (`slots`, row-major) and which row it belongs to (`row_of`).
+struct Packed {
+    x: Tensor,
+    slots: Tensor,
+    row_of: Tensor,
+    lens: Vec<i64>,
+    b: i64,
+    s: i64,
 }
 
 /// The bootstrap's all-MiniLM-L6-v2 directory: `$HSX_MINILM`, else `<cache>/hsx/models/all-MiniLM-L6-v2`.
