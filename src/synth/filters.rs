@@ -294,7 +294,7 @@ pub const FILTERS: [FilterDef; 5] = [
 
 /// Candidates rejected before the filters: an answer-expansion output that does not parse. Counted
 /// with the filters (first in order) and listed with them in the report.
-pub const MALFORMED: (&str, &str) = ("malformed", "unparseable `Question: … Answer: …`");
+pub const MALFORMED: (&str, &str) = ("malformed", "a generated field empty or degenerate (no letter or digit, one word repeated), or answer expansion not `Question: … Answer: …`");
 
 /// Name and threshold text of every rejection reason, in order: `malformed`, then [`FILTERS`].
 pub fn rejection_reasons() -> impl Iterator<Item = (&'static str, &'static str)> {
