@@ -79,7 +79,10 @@ fn fewer_threads_move_the_bytes_and_the_metrics_decide_the_verdict() {
     // The text output says the same.
     let text = ok(hsx(ws).args(["reproduce", "--ledger", "ledger/smoke.json", "--out", "runs/t1-text", "--from", "train-A", "--threads", "1"]));
     assert!(text.contains("largest deviation of each metric"), "{text}");
-    assert!(text.lines().last().unwrap().starts_with(if verdict == "diverged" { "first difference at" } else { "reproduced within tolerance" }), "{text}");
+    // The verdict line, followed by where the reproduction ledger is and how to verify it.
+    let verdict_line = if verdict == "diverged" { "first difference at" } else { "reproduced within tolerance" };
+    assert!(text.lines().any(|l| l.starts_with(verdict_line)), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("verify with:"), "{text}");
 }
 
 #[test]
