@@ -35,6 +35,10 @@ def latest(ledger):
         # A run made with `--out` elsewhere records the path back to where it was started; no machine's
         # paths in the repository.
         header["workspace"] = "."
+    if header.get("run_dir", "").startswith("../"):
+        # A ledger written outside the workspace records its run directory relative to itself, through
+        # the machine's directories; keep only the run directory's own name.
+        header["run_dir"] = "../runs/" + header["run_dir"].rstrip("/").split("/")[-1]
     return {"header": header, "entries": entries}
 
 
