@@ -73,6 +73,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
 /// interval (clusters: contexts). This is the selection-side power check the tiny-profile study uses;
 /// the pre-registered power check on the test split stays in `compare`.
 pub fn validation_check(ctx: &StageCtx, m: &LoadedT5, train: &[data::QaExample], val: &[data::QaExample]) -> Result<Value, PipelineError> {
+    use crate::data::stats::round6;
     use crate::metrics::baselines::{predictions, Baseline};
     use crate::metrics::stats::{cluster_mean_ci, mean, Clusters, Resampling};
     let cfg = ctx.cfg;
@@ -115,11 +116,8 @@ pub fn validation_check(ctx: &StageCtx, m: &LoadedT5, train: &[data::QaExample],
     Ok(out)
 }
 
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
-}
-
 fn ci(i: crate::metrics::stats::Interval) -> Value {
+    use crate::data::stats::round6;
     json!([round6(i.lo), round6(i.hi)])
 }
 
