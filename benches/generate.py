@@ -6,6 +6,7 @@ threads, KV cache on in both, exactly N new tokens per row (EOS suppressed until
 The random models are written once to $HSX_CACHE/bench/ (never to the repository).
 
   make build && ~/.cache/hsx/venv/bin/python benches/generate.py [--sizes base,tiny] [--threads 2]
+  On a GPU (scripts/gpu-check.sh): --device cuda --bf16 (both sides under bf16 autocast).
 """
 import argparse
 import json
@@ -53,9 +54,14 @@ def main():
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    ap.add_argument("--hsx", default=os.path.join(ROOT, "target/release/hsx"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    hsx = os.path.join(ROOT, "target/release/hsx")
+    hsx = a.hsx
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     results = []
     for size in a.sizes.split(","):
         d = model_dir(size)
@@ -65,25 +71,30 @@ def main():
         ids_path = os.path.join(CACHE, "bench", f"ids-{size}.json")
         with open(ids_path, "w") as f:
             json.dump(ids.tolist(), f)
-        model = T5ForConditionalGeneration.from_pretrained(d).eval()
+        model = T5ForConditionalGeneration.from_pretrained(d).eval().to(dev)
+        ids = ids.to(dev)
         mask = torch.ones_like(ids)
         kw = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False, num_beams=1,
                   use_cache=True, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             model.generate(input_ids=ids, attention_mask=mask, **kw)
             times = []
             for _ in range(a.reps):
+                sync()
                 t = time.perf_counter()
                 out = model.generate(input_ids=ids, attention_mask=mask, **kw)
+                sync()
                 times.append(time.perf_counter() - t)
         assert out.shape[1] == a.new_tokens + 1
         py = a.batch * a.new_tokens / statistics.median(times)
         r = subprocess.run([hsx, "bench", "generate", "--model", d, "--ids", ids_path, "--new-tokens", str(a.new_tokens),
-                            "--threads", str(a.threads), "--reps", str(a.reps)], capture_output=True, text=True, check=True)
+                            "--threads", str(a.threads), "--reps", str(a.reps), "--device", a.device]
+                           + (["--bf16"] if a.bf16 else []), capture_output=True, text=True, check=True)
         rs = json.loads(r.stdout)["tokens_per_s"]
         results.append((size, py, rs))
         print(f"{size}: transformers {py:.1f} tok/s, hsx {rs:.1f} tok/s, ratio hsx/transformers {rs / py:.2f}"
-              f" (batch {a.batch}, input {a.input_len}, {a.new_tokens} new tokens, {a.threads} threads)", flush=True)
+              f" (batch {a.batch}, input {a.input_len}, {a.new_tokens} new tokens, {a.threads} threads,"
+              f" {a.device}{', bf16' if a.bf16 else ''})", flush=True)
 
 
 if __name__ == "__main__":

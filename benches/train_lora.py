@@ -9,6 +9,7 @@ The peer batches in random order and pads each batch to its longest row (a Train
 group_by_length=False); hsx buckets by length. Reported: real (non-padding) tokens per second.
 
   make build && ~/.cache/hsx/venv/bin/python benches/train_lora.py [--sizes tiny,base] [--examples 256]
+  On a GPU (scripts/gpu-check.sh): --device cuda --bf16 (both sides under bf16 autocast).
 """
 import argparse
 import json
@@ -30,7 +31,12 @@ def main():
     ap.add_argument("--examples", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    ap.add_argument("--hsx", default=os.path.join(ROOT, "target/release/hsx"))
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     rng = random.Random(3)
     for size in a.sizes.split(","):
@@ -45,7 +51,7 @@ def main():
 
         torch.manual_seed(0)
         model = get_peft_model(T5ForConditionalGeneration.from_pretrained(d),
-                               LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"))
+                               LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM")).to(dev)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.01)
@@ -53,6 +59,7 @@ def main():
         sched = get_linear_schedule_with_warmup(opt, 100, steps)
         order = list(range(n))
         random.Random(0).shuffle(order)
+        sync()
         t = time.perf_counter()
         for s in range(steps):
             idx = order[s * a.batch:(s + 1) * a.batch]
@@ -61,16 +68,19 @@ def main():
             ids = torch.tensor([inputs[i] + [0] * (li - len(inputs[i])) for i in idx])
             mask = (torch.arange(li)[None, :] < torch.tensor([len(inputs[i]) for i in idx])[:, None]).long()
             lab = torch.tensor([labels[i] + [-100] * (lt - len(labels[i])) for i in idx])
-            loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+                loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=lab.to(dev)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
+        sync()
         py_secs = time.perf_counter() - t
         py = real / py_secs
-        r = subprocess.run([os.path.join(ROOT, "target/release/hsx"), "bench", "train", "--model", d, "--data", path,
-                            "--batch", str(a.batch), "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+        r = subprocess.run([a.hsx, "bench", "train", "--model", d, "--data", path, "--batch", str(a.batch),
+                            "--threads", str(a.threads), "--device", a.device] + (["--bf16"] if a.bf16 else []),
+                           capture_output=True, text=True, check=True)
         h = json.loads(r.stdout)
         print(f"{size}: {n} examples, {steps} steps; transformers+peft {py:.0f} real tok/s ({py_secs:.1f} s), "
               f"hsx {h['real_tokens_per_s']:.0f} real tok/s ({h['seconds']:.1f} s, padding share {h['padding_share']:.3f}); "

@@ -111,7 +111,7 @@ pub fn metrics(pairs: &Path, reps: usize) -> Result<Value, BenchError> {
 }
 
 /// One epoch of LoRA training (r 16, q and v) over fixed token ids (`{"inputs": [[..]], "labels": [[..]]}`).
-pub fn train(model: &Path, data: &Path, batch: usize, threads: usize) -> Result<Value, BenchError> {
+pub fn train(model: &Path, data: &Path, batch: usize, threads: usize, device: tch::Device, bf16: bool) -> Result<Value, BenchError> {
     use crate::model::train::{parameter_count, train, Example, NoProgress, Recipe};
     crate::runtime::set_threads(threads);
     #[derive(serde::Deserialize)]
@@ -122,10 +122,10 @@ pub fn train(model: &Path, data: &Path, batch: usize, threads: usize) -> Result<
     let d: D = read_json(data)?;
     let lora = crate::model::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
     tch::manual_seed(0);
-    let (m, lora_vs) = crate::model::adapter::load_t5_lora(model, tch::Device::Cpu, &lora, None)?;
+    let (m, lora_vs) = crate::model::adapter::load_t5_lora(model, device, &lora, None)?;
     let ex: Vec<Example> = d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
     let real: usize = ex.iter().map(|e| e.input_ids.len() + e.labels.len()).sum();
-    let mut recipe = Recipe::from_config(&crate::config::Train::default(), 0, false);
+    let mut recipe = Recipe::from_config(&crate::config::Train::default(), 0, bf16);
     recipe.epochs = 1;
     recipe.batch_size = batch;
     recipe.grad_accum = 1;
@@ -134,18 +134,18 @@ pub fn train(model: &Path, data: &Path, batch: usize, threads: usize) -> Result<
     let rep = train(&m.model, &lora_vs, total, &ex, &[], &recipe, 0, &NoProgress)?;
     let secs = t.elapsed().as_secs_f64();
     Ok(json!({"impl": "hsx", "examples": ex.len(), "steps": rep.optimizer_steps, "seconds": secs,
-              "real_tokens_per_s": real as f64 / secs, "padding_share": rep.padding_share,
+              "real_tokens_per_s": real as f64 / secs, "device": format!("{device:?}"), "bf16": bf16, "padding_share": rep.padding_share,
               "trainable_parameters": rep.trainable_parameters, "total_parameters": rep.total_parameters}))
 }
 
 /// Greedy generation of exactly `new_tokens` per row over one batch of token ids.
-pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, reps: usize) -> Result<Value, BenchError> {
+pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, reps: usize, device: tch::Device, bf16: bool) -> Result<Value, BenchError> {
     use crate::model::{generate, load_t5, GenerateOptions};
     crate::runtime::set_threads(threads);
-    let m = load_t5(model, tch::Device::Cpu)?;
+    let m = load_t5(model, device)?;
     let rows: Vec<Vec<i64>> = read_json(ids)?;
     // Exactly `new_tokens` per row, as the Python peer does with min_new_tokens = max_new_tokens.
-    let opts = GenerateOptions { max_new_tokens: new_tokens, min_new_tokens: new_tokens, ..Default::default() };
+    let opts = GenerateOptions { max_new_tokens: new_tokens, min_new_tokens: new_tokens, bf16, ..Default::default() };
     let _ = generate(&m.model, &rows, &opts);
     let mut times = Vec::new();
     for _ in 0..reps.max(1) {
@@ -157,6 +157,6 @@ pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, rep
     let tokens = rows.len() * new_tokens;
     times.sort_by(f64::total_cmp);
     let med = median(times.clone());
-    Ok(json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads,
+    Ok(json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads, "device": format!("{device:?}"), "bf16": bf16,
               "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}))
 }

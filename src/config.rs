@@ -133,11 +133,24 @@ pub enum Device {
     Auto,
 }
 
+impl Device {
+    /// The name `crate::model::parse_device` reads (and the config file holds).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
     Fp32,
-    /// bf16 autocast on CUDA (replaces the seed's fp16, which is unstable for T5); fp32 on CPU.
+    /// bf16 autocast (replaces the seed's fp16, which overflows in T5): matrix products in bf16,
+    /// weights, norms and losses in fp32, on CUDA and on CPU alike (on CPU it needs the processor's
+    /// native bf16 kernels: run with `HSX_CPU_PINS=native`, see `crate::runtime`).
     Bf16,
 }
 
@@ -149,6 +162,13 @@ pub struct Runtime {
     /// libtorch intra-op threads; recorded in every entry (results depend on it).
     pub threads: usize,
     pub deterministic: bool,
+}
+
+impl Runtime {
+    /// Whether training, generation and scoring run under bf16 autocast (every stage asks this).
+    pub fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
 }
 
 impl Default for Runtime {
@@ -208,6 +228,16 @@ pub enum ModelSpec {
     HfDir { path: String },
     /// A small T5 of the flan-t5 architecture, built and pretrained by the pipeline itself.
     Scratch { arch: T5Arch, tokenizer: TokenizerSpec, pretrain: Pretrain },
+    /// The base profile's rehearsal: a T5 of the given shapes with random weights (initialised as
+    /// transformers initialises T5), written by `base-model` in the HF directory layout and loaded back
+    /// through the same code as an `hf-dir` model; its tokenizer is learnt from the train split and
+    /// filled with never-matching placeholder pieces up to `tokenizer.vocab_size`.
+    Random {
+        arch: T5Arch,
+        /// The config's `vocab_size` (the embedding and head rows; flan-t5-base: 32,128).
+        vocab_size: usize,
+        tokenizer: TokenizerSpec,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -118,6 +118,10 @@ impl Setup {
     pub fn new(cfg: Config, workspace: &Path, data_mirror: Option<&Path>, run_dir: PathBuf) -> Result<Setup, PipelineError> {
         crate::runtime::set_threads(cfg.runtime.threads);
         crate::runtime::set_deterministic(cfg.runtime.deterministic).map_err(PipelineError::Runtime)?;
+        let device = crate::model::parse_device(cfg.runtime.device.name())?;
+        if cfg.runtime.bf16() && !device.is_cuda() {
+            crate::runtime::check_cpu_bf16().map_err(PipelineError::Runtime)?;
+        }
         Setup::place(cfg, workspace, data_mirror, run_dir)
     }
 
@@ -157,10 +161,45 @@ impl Setup {
         let entry = recorder.record(spec, |rc| {
             let mut ctx = StageCtx::new(stage, &self.cfg, &self.roots, rc.seed, source_ledger, progress)?;
             ctx.self_contained = self.self_contained;
-            finish(stages::run(&ctx)?)
+            let meter = Meter::start();
+            let mut outcome = stages::run(&ctx)?;
+            if let Some(m) = outcome.metrics.as_object_mut() {
+                m.insert("resources".into(), meter.finish());
+            }
+            finish(outcome)
         })??;
         progress.stage_finished(stage.name(), &entry);
         Ok(entry)
+    }
+}
+
+/// What one stage cost, recorded in its entry as `metrics.resources`: wall time, the process's peak
+/// resident memory during the stage (Linux: the high-water mark is reset when the stage starts), and the
+/// token positions it pushed through the models ([`crate::model::usage`]). Measurements of this machine,
+/// never compared by `reproduce`.
+struct Meter {
+    start: std::time::Instant,
+    hwm_reset: bool,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        crate::model::usage::reset();
+        // Writing 5 to clear_refs resets the peak resident set size (VmHWM) to the current one.
+        let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        Meter { start: std::time::Instant::now(), hwm_reset }
+    }
+
+    fn finish(self) -> Value {
+        let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        serde_json::json!({
+            "wall_seconds": (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "peak_rss_bytes": peak.map(|kb| kb * 1024),
+            "peak_rss_scope": if self.hwm_reset { "this stage" } else { "the process so far (the high-water mark could not be reset)" },
+            "tokens": crate::model::usage::now(),
+        })
     }
 }
 

@@ -46,7 +46,7 @@ fn adapter_tensors(dir: &std::path::Path) -> Vec<(String, Tensor)> {
 fn training_steps_match_peft() {
     let (base, lora, exp) = paths();
     let cfg = read_adapter_config(&lora.join("init")).unwrap();
-    let (m, lora_vs) = load_t5_lora(&base, Device::Cpu, &cfg, Some(&lora.join("init"))).unwrap();
+    let (m, lora_vs) = load_t5_lora(&base, common::test_device(), &cfg, Some(&lora.join("init"))).unwrap();
     let recipe = recipe_of(&exp);
     let steps = exp["recipe"]["steps"].as_u64().unwrap() as usize;
     let mut tr = Trainer::new(&m.model, &lora_vs, recipe.clone(), steps).unwrap();
@@ -63,7 +63,7 @@ fn training_steps_match_peft() {
     let micro: Vec<Vec<&Example>> = pairs.chunks(2).map(|c| c.iter().collect()).collect();
     for step in 0..steps {
         let group: Vec<_> = (0..recipe.grad_accum)
-            .map(|k| collate(&micro[(step * recipe.grad_accum + k) % micro.len()], 0, Device::Cpu))
+            .map(|k| collate(&micro[(step * recipe.grad_accum + k) % micro.len()], 0, common::test_device()))
             .collect();
         let loss = tr.step(&group, false);
         let want = exp["losses"][step].as_f64().unwrap();
@@ -87,7 +87,7 @@ fn training_steps_match_peft() {
 #[test]
 fn peft_saved_adapter_gives_peft_greedy_outputs() {
     let (base, lora, exp) = paths();
-    let (m, _lora_vs) = load_with_adapter(&base, &lora.join("final"), Device::Cpu).unwrap();
+    let (m, _lora_vs) = load_with_adapter(&base, &lora.join("final"), common::test_device()).unwrap();
     let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
     for (i, t) in exp["greedy_texts"].as_array().unwrap().iter().enumerate() {
         let ids = m.tokenizer.encode(t.as_str().unwrap(), None).unwrap();
@@ -112,10 +112,10 @@ fn peft_saved_adapter_gives_peft_greedy_outputs() {
 #[test]
 fn merged_model_equals_model_with_adapter() {
     let (base, lora, exp) = paths();
-    let (m, _v) = load_with_adapter(&base, &lora.join("final"), Device::Cpu).unwrap();
+    let (m, _v) = load_with_adapter(&base, &lora.join("final"), common::test_device()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     merge_and_save(&base, &m, tmp.path()).unwrap();
-    let merged = load_t5(tmp.path(), Device::Cpu).unwrap();
+    let merged = load_t5(tmp.path(), common::test_device()).unwrap();
     let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
     let texts: Vec<Vec<i64>> =
         exp["greedy_texts"].as_array().unwrap().iter().map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap()).collect();
@@ -127,7 +127,7 @@ fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::tr
     let (base, _, exp) = paths();
     let cfg = hsx::model::lora::LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
     tch::manual_seed(seed as i64);
-    let (m, lora_vs) = load_t5_lora(&base, Device::Cpu, &cfg, None).unwrap();
+    let (m, lora_vs) = load_t5_lora(&base, common::test_device(), &cfg, None).unwrap();
     let pairs: Vec<Example> = exp["pairs"]
         .as_array()
         .unwrap()

@@ -25,13 +25,13 @@ fn tensor_of(v: &Value) -> Tensor {
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
+    (a.to_device(Device::Cpu) - b.to_device(Device::Cpu)).abs().max().double_value(&[])
 }
 
 #[test]
 fn tokenizer_matches_transformers() {
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
+    let m = load_t5(&dir, common::test_device()).unwrap();
     let want = ids_of(&exp["input_ids"]);
     let mask = ids_of(&exp["attention_mask"]);
     for (i, t) in exp["texts"].as_array().unwrap().iter().enumerate() {
@@ -44,15 +44,15 @@ fn tokenizer_matches_transformers() {
 #[test]
 fn encoder_hidden_states_and_first_logits_within_1e_4() {
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
-    let ids = Tensor::from_slice2(&ids_of(&exp["input_ids"]));
-    let mask = Tensor::from_slice2(&ids_of(&exp["attention_mask"]));
+    let m = load_t5(&dir, common::test_device()).unwrap();
+    let ids = Tensor::from_slice2(&ids_of(&exp["input_ids"])).to_device(common::test_device());
+    let mask = Tensor::from_slice2(&ids_of(&exp["attention_mask"])).to_device(common::test_device());
     tch::no_grad(|| {
         let h = m.model.encode(&ids, &mask, false);
         let d = max_abs(&h, &tensor_of(&exp["encoder_hidden"]));
         eprintln!("encoder hidden max-abs diff vs transformers: {d:e}");
         assert!(d <= 1e-4, "encoder hidden max-abs diff {d}");
-        let start = Tensor::zeros([ids.size()[0], 1], (Kind::Int64, Device::Cpu));
+        let start = Tensor::zeros([ids.size()[0], 1], (Kind::Int64, ids.device()));
         let logits = m.model.decode(&start, &h, &mask, None, false).squeeze_dim(1);
         let d = max_abs(&logits, &tensor_of(&exp["first_logits"]));
         eprintln!("first-step logits max-abs diff vs transformers: {d:e}");
@@ -63,7 +63,7 @@ fn encoder_hidden_states_and_first_logits_within_1e_4() {
 #[test]
 fn losses_within_1e_5_single_and_batched() {
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
+    let m = load_t5(&dir, common::test_device()).unwrap();
     let texts: Vec<&str> = exp["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let targets: Vec<&str> = exp["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     tch::no_grad(|| {
@@ -72,8 +72,8 @@ fn losses_within_1e_5_single_and_batched() {
         for (i, (x, y)) in texts.iter().zip(&targets).enumerate() {
             let xi = m.tokenizer.encode(x, None).unwrap();
             let yi = m.tokenizer.encode(y, None).unwrap();
-            let (ids, mask) = pad_batch(std::slice::from_ref(&xi), 0, Device::Cpu);
-            let labels = Tensor::from_slice(&yi).unsqueeze(0);
+            let (ids, mask) = pad_batch(std::slice::from_ref(&xi), 0, common::test_device());
+            let labels = Tensor::from_slice(&yi).unsqueeze(0).to_device(common::test_device());
             let loss = m.model.loss(&ids, &mask, &labels, false).double_value(&[]);
             let want = exp["losses"][i].as_f64().unwrap();
             eprintln!("pair {i}: loss diff {:e}", (loss - want).abs());
@@ -81,8 +81,8 @@ fn losses_within_1e_5_single_and_batched() {
             all_in.push(xi);
             all_lab.push(yi);
         }
-        let (ids, mask) = pad_batch(&all_in, 0, Device::Cpu);
-        let (labels, lmask) = pad_batch(&all_lab, 0, Device::Cpu);
+        let (ids, mask) = pad_batch(&all_in, 0, common::test_device());
+        let (labels, lmask) = pad_batch(&all_lab, 0, common::test_device());
         let labels = labels.masked_fill(&lmask.eq(0), -100);
         let loss = m.model.loss(&ids, &mask, &labels, false).double_value(&[]);
         let want = exp["batch_loss"].as_f64().unwrap();
@@ -93,7 +93,7 @@ fn losses_within_1e_5_single_and_batched() {
 #[test]
 fn greedy_ids_identical_batched_and_unbatched() {
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
+    let m = load_t5(&dir, common::test_device()).unwrap();
     let want = ids_of(&exp["greedy"]);
     let opts = GenerateOptions { max_new_tokens: exp["greedy_max_new_tokens"].as_u64().unwrap() as usize, ..Default::default() };
     let inputs: Vec<Vec<i64>> =
@@ -107,14 +107,14 @@ fn greedy_ids_identical_batched_and_unbatched() {
 #[test]
 fn cached_decoding_equals_full_recompute() {
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
-    let ids = Tensor::from_slice2(&ids_of(&exp["input_ids"]));
-    let mask = Tensor::from_slice2(&ids_of(&exp["attention_mask"]));
+    let m = load_t5(&dir, common::test_device()).unwrap();
+    let ids = Tensor::from_slice2(&ids_of(&exp["input_ids"])).to_device(common::test_device());
+    let mask = Tensor::from_slice2(&ids_of(&exp["attention_mask"])).to_device(common::test_device());
     let greedy = ids_of(&exp["greedy"]);
     tch::no_grad(|| {
         let enc = m.model.encode(&ids, &mask, false);
         let dec: Vec<Vec<i64>> = greedy.iter().map(|g| [vec![0], g[..5].to_vec()].concat()).collect();
-        let dec = Tensor::from_slice2(&dec);
+        let dec = Tensor::from_slice2(&dec).to_device(ids.device());
         let full = m.model.decode(&dec, &enc, &mask, None, false);
         let mut cache = hsx::model::t5::DecoderCache::default();
         let steps: Vec<Tensor> = (0..dec.size()[1])
@@ -154,7 +154,7 @@ fn malformed_model_directories_are_clear_errors() {
         }
         d
     };
-    let err = |d: &std::path::Path| load_t5(d, Device::Cpu).err().expect("loaded a broken model").to_string();
+    let err = |d: &std::path::Path| load_t5(d, common::test_device()).err().expect("loaded a broken model").to_string();
 
     let d = copy("no-weights");
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
@@ -196,7 +196,7 @@ fn option_log_likelihoods_equal_transformers_losses_batched_and_alone() {
     // Rank classification scores an option by its mean token log-likelihood: for each fixture pair that is
     // minus transformers' loss on (text, target).
     let (dir, exp) = fixture();
-    let m = load_t5(&dir, Device::Cpu).unwrap();
+    let m = load_t5(&dir, common::test_device()).unwrap();
     let texts: Vec<&str> = exp["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let targets: Vec<&str> = exp["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let prompts: Vec<Vec<i64>> = texts.iter().map(|x| m.tokenizer.encode(x, None).unwrap()).collect();

@@ -83,6 +83,12 @@ pub enum BenchCommand {
         /// Timed repetitions (after one warm-up).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// cpu, cuda, or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Under bf16 autocast (the base profile's precision).
+        #[arg(long)]
+        bf16: bool,
     },
     /// Filters 1, 2, 4 and 5 (exact duplicate, 8-gram overlap, MinHash-LSH, length) over candidates
     /// against a seed set; candidates per second.
@@ -127,6 +133,12 @@ pub enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// cpu, cuda, or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Under bf16 autocast (the base profile's precision).
+        #[arg(long)]
+        bf16: bool,
     },
 }
 
@@ -276,6 +288,9 @@ pub struct GenerateArgs {
     pub top_p: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Run under bf16 autocast (matrix products in bf16, as the base profile does), on CPU or CUDA.
+    #[arg(long)]
+    pub bf16: bool,
     /// cpu, cuda, or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -366,6 +366,7 @@ pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
             temperature: a.temperature,
             top_p: a.top_p,
             seed: a.seed.wrapping_add(k as u64),
+            bf16: a.bf16,
         };
         let outs = generate(&m.model, chunk, &opts);
         for (j, o) in outs.iter().enumerate() {
@@ -389,8 +390,12 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
         BenchCommand::Embed { data, threads, batch, reps, out } => hsx::bench::embed(data, *threads, *batch, *reps, out.as_deref())?,
         BenchCommand::Metrics { pairs, reps } => hsx::bench::metrics(pairs, *reps)?,
-        BenchCommand::Train { model, data, batch, threads } => hsx::bench::train(model, data, *batch, *threads)?,
-        BenchCommand::Generate { model, ids, new_tokens, threads, reps } => hsx::bench::generate(model, ids, *new_tokens, *threads, *reps)?,
+        BenchCommand::Train { model, data, batch, threads, device, bf16 } => {
+            hsx::bench::train(model, data, *batch, *threads, hsx::model::parse_device(device)?, *bf16)?
+        }
+        BenchCommand::Generate { model, ids, new_tokens, threads, reps, device, bf16 } => {
+            hsx::bench::generate(model, ids, *new_tokens, *threads, *reps, hsx::model::parse_device(device)?, *bf16)?
+        }
     };
     print_json(&record);
     Ok(0)

@@ -32,6 +32,25 @@ impl Config {
                 err(key, format!("must be a positive number, got {v}"))
             }
         }
+        fn check_arch(arch: &T5Arch) -> Result<(), (String, String)> {
+            positive("model.arch.d_model", arch.d_model)?;
+            positive("model.arch.d_ff", arch.d_ff)?;
+            positive("model.arch.d_kv", arch.d_kv)?;
+            positive("model.arch.num_heads", arch.num_heads)?;
+            positive("model.arch.num_layers", arch.num_layers)?;
+            positive("model.arch.num_decoder_layers", arch.num_decoder_layers)?;
+            positive("model.arch.relative_attention_num_buckets", arch.relative_attention_num_buckets)?;
+            if arch.relative_attention_max_distance < arch.relative_attention_num_buckets {
+                return err("model.arch.relative_attention_max_distance", "must be at least relative_attention_num_buckets");
+            }
+            unit("model.arch.dropout_rate", arch.dropout_rate, false, true)
+        }
+        fn check_tokenizer(tokenizer: &TokenizerSpec) -> Result<(), (String, String)> {
+            if tokenizer.vocab_size < tokenizer.extra_ids + 259 {
+                return err("model.tokenizer.vocab_size", format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259));
+            }
+            Ok(())
+        }
         fn relative_path(key: &str, p: &str) -> Result<(), (String, String)> {
             let path = Path::new(p);
             if p.is_empty() || path.is_absolute() {
@@ -79,27 +98,16 @@ impl Config {
 
         match &self.model {
             ModelSpec::HfDir { path } => relative_path("model.path", path)?,
+            ModelSpec::Random { arch, vocab_size, tokenizer } => {
+                check_arch(arch)?;
+                check_tokenizer(tokenizer)?;
+                if tokenizer.vocab_size > *vocab_size {
+                    return err("model.tokenizer.vocab_size", format!("must be at most model.vocab_size = {vocab_size}"));
+                }
+            }
             ModelSpec::Scratch { arch, tokenizer, pretrain } => {
-                positive("model.arch.d_model", arch.d_model)?;
-                positive("model.arch.d_ff", arch.d_ff)?;
-                positive("model.arch.d_kv", arch.d_kv)?;
-                positive("model.arch.num_heads", arch.num_heads)?;
-                positive("model.arch.num_layers", arch.num_layers)?;
-                positive("model.arch.num_decoder_layers", arch.num_decoder_layers)?;
-                positive("model.arch.relative_attention_num_buckets", arch.relative_attention_num_buckets)?;
-                if arch.relative_attention_max_distance < arch.relative_attention_num_buckets {
-                    return err(
-                        "model.arch.relative_attention_max_distance",
-                        "must be at least relative_attention_num_buckets",
-                    );
-                }
-                unit("model.arch.dropout_rate", arch.dropout_rate, false, true)?;
-                if tokenizer.vocab_size < tokenizer.extra_ids + 259 {
-                    return err(
-                        "model.tokenizer.vocab_size",
-                        format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259),
-                    );
-                }
+                check_arch(arch)?;
+                check_tokenizer(tokenizer)?;
                 positive("model.pretrain.steps", pretrain.steps)?;
                 positive("model.pretrain.batch_size", pretrain.batch_size)?;
                 positive_f("model.pretrain.lr", pretrain.lr)?;

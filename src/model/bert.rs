@@ -193,6 +193,7 @@ impl Bert {
         let b = rows.len();
         let s = rows.iter().map(Vec::len).max().unwrap_or(0);
         let total: usize = rows.iter().map(Vec::len).sum();
+        super::usage::bert(total);
         let (mut tokens, mut positions, mut slots, mut row_of) =
             (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
         for (r, row) in rows.iter().enumerate() {

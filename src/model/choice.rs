@@ -35,7 +35,7 @@ pub fn score_options(model: &T5, prompts: &[Vec<i64>], options: &[Vec<Vec<i64>>]
         for chunk in pairs.chunks(batch.max(1)) {
             let ins: Vec<Vec<i64>> = chunk.iter().map(|&(i, _)| prompts[i].clone()).collect();
             let labs: Vec<Vec<i64>> = chunk.iter().map(|&(i, j)| options[i][j].clone()).collect();
-            let scores = crate::runtime::with_bf16_autocast(bf16, || batch_loglik(model, &ins, &labs, pad, device));
+            let scores = crate::runtime::with_bf16_autocast(bf16, device, || batch_loglik(model, &ins, &labs, pad, device));
             for (&(i, j), s) in chunk.iter().zip(scores) {
                 out[i][j] = s;
             }

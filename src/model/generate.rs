@@ -22,11 +22,13 @@ pub struct GenerateOptions {
     /// Nucleus sampling: keep the most probable tokens whose probabilities sum to at least `top_p`.
     pub top_p: f64,
     pub seed: u64,
+    /// Run the encoder and every decoder step under bf16 autocast ([`crate::runtime::with_bf16_autocast`]).
+    pub bf16: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 64, min_new_tokens: 0, temperature: 0.0, top_p: 1.0, seed: 42 }
+        Self { max_new_tokens: 64, min_new_tokens: 0, temperature: 0.0, top_p: 1.0, seed: 42, bf16: false }
     }
 }
 
@@ -40,7 +42,7 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
     tch::no_grad(|| {
         let device = model.device();
         let (ids, mask) = pad_batch(inputs, model.cfg.pad_token_id as i64, device);
-        let enc = model.encode(&ids, &mask, false);
+        let enc = crate::runtime::with_bf16_autocast(opts.bf16, device, || model.encode(&ids, &mask, false));
         let b = inputs.len();
         let eos = model.cfg.eos_token_id as i64;
         let pad = model.cfg.pad_token_id as i64;
@@ -50,7 +52,7 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
         let mut next: Vec<i64> = vec![model.cfg.decoder_start_token_id as i64; b];
         for step_no in 0..opts.max_new_tokens {
             let step = Tensor::from_slice(&next).view([b as i64, 1]).to_device(device);
-            let logits = model.decode(&step, &enc, &mask, Some(&mut cache), false); // [b, 1, V]
+            let logits = crate::runtime::with_bf16_autocast(opts.bf16, device, || model.decode(&step, &enc, &mask, Some(&mut cache), false)); // [b, 1, V]
             let logits = logits.squeeze_dim(1).to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
             let v = logits.size()[1] as usize;
             let mut flat: Vec<f32> = Vec::<f32>::try_from(logits.view([-1])).expect("float logits");

@@ -17,6 +17,7 @@ pub mod pretrain;
 pub mod train;
 pub mod t5;
 pub mod tokenizer;
+pub mod usage;
 
 pub use generate::{generate, generate_texts, GenerateOptions};
 pub use t5::{T5Config, T5};
@@ -138,21 +139,35 @@ pub fn load_t5(dir: &Path, device: Device) -> Result<LoadedT5, ModelError> {
     Ok(LoadedT5 { vs, model, tokenizer })
 }
 
-/// `auto` → CUDA when available; `cpu`; `cuda` / `cuda:N`.
+/// `auto` → CUDA when available; `cpu`; `cuda` / `cuda:N`. Asking for CUDA loads libtorch's CUDA
+/// library first ([`crate::runtime::load_cuda`]).
 pub fn parse_device(s: &str) -> Result<Device, ModelError> {
+    let cuda = || -> Result<bool, ModelError> {
+        match crate::runtime::load_cuda() {
+            Ok(true) => Ok(tch::Cuda::is_available()),
+            Ok(false) => Ok(false),
+            Err(e) if s == "auto" => {
+                eprintln!("hsx: {e}; using the CPU");
+                Ok(false)
+            }
+            Err(e) => Err(ModelError::Config(format!("--device {s}: {e}"))),
+        }
+    };
     match s {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" => Ok(if cuda()? { Device::Cuda(0) } else { Device::Cpu }),
         "cuda" => {
-            if tch::Cuda::is_available() {
+            if cuda()? {
                 Ok(Device::Cuda(0))
             } else {
-                Err(ModelError::Config("--device cuda: no CUDA device is available".into()))
+                Err(ModelError::Config(
+                    "--device cuda: no CUDA device is available (libtorch without its CUDA library, or no GPU visible)".into(),
+                ))
             }
         }
         s if s.starts_with("cuda:") => {
             let n: usize = s[5..].parse().map_err(|_| ModelError::Config(format!("bad device {s:?}")))?;
-            if (n as i64) < tch::Cuda::device_count() {
+            if cuda()? && (n as i64) < tch::Cuda::device_count() {
                 Ok(Device::Cuda(n))
             } else {
                 Err(ModelError::Config(format!("--device {s}: no such CUDA device")))

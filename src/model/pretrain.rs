@@ -31,6 +31,20 @@ use super::{file_err, ModelError, T5Config, T5};
 /// learned pieces are re-sorted by (score rounded to 1e-3, piece): the trainer gives the characters it
 /// must keep near-equal scores (steps of 1e-4) in hash-map order, which differs run to run.
 pub fn train_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize) -> Result<tokenizers::Tokenizer, ModelError> {
+    build_tokenizer(texts, vocab_size, extra_ids, false)
+}
+
+/// [`train_tokenizer`], then filled up to exactly `vocab_size` entries with placeholder pieces that no
+/// text can match (a private-use character and a number, at the lowest score), so that the embedding and
+/// head have the real model's row count when a corpus is too small to learn that many pieces.
+pub fn train_tokenizer_filled(texts: &[String], vocab_size: usize, extra_ids: usize) -> Result<tokenizers::Tokenizer, ModelError> {
+    build_tokenizer(texts, vocab_size, extra_ids, true)
+}
+
+/// The first character of every placeholder piece of [`train_tokenizer_filled`] (Unicode private use).
+pub const PLACEHOLDER_MARK: char = '\u{E000}';
+
+fn build_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize, fill: bool) -> Result<tokenizers::Tokenizer, ModelError> {
     let err = |m: String| ModelError::Config(format!("tokenizer training: {m}"));
     tokenizers::utils::parallelism::set_parallelism(false);
     let specials = ["<pad>", "</s>", "<unk>"];
@@ -64,6 +78,15 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize) ->
         .map(|(p, s)| (p, (s * 1e3).round() / 1e3))
         .collect();
     pieces.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.0.cmp(&b.0)));
+    if fill {
+        let want = vocab_size.saturating_sub(extra_ids + specials.len());
+        let floor = pieces.iter().map(|p| p.1).fold(0.0f64, f64::min) - 10.0;
+        let mut k = 0usize;
+        while pieces.len() < want {
+            pieces.push((format!("{PLACEHOLDER_MARK}{k}"), floor));
+            k += 1;
+        }
+    }
     let mut vocab: Vec<(String, f64)> = specials.iter().map(|s| (s.to_string(), 0.0)).collect();
     vocab.extend(pieces);
     let sentinels: Vec<String> = (0..extra_ids).rev().map(|i| format!("<extra_id_{i}>")).collect();
@@ -143,6 +166,64 @@ pub fn init_like_transformers(vs: &nn::VarStore, cfg: &T5Config) {
     });
 }
 
+/// Writes `config.json` in the layout transformers writes for flan-t5 (`T5ForConditionalGeneration`,
+/// gated-GELU, untied head), which [`super::read_t5_config`] reads back.
+pub fn write_hf_config(cfg: &T5Config, out: &Path) -> Result<(), ModelError> {
+    let mut cfg_text = serde_json::to_string_pretty(&json!({
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff,
+        "num_layers": cfg.num_layers, "num_decoder_layers": cfg.num_decoder_layers, "num_heads": cfg.num_heads,
+        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+        "relative_attention_max_distance": cfg.relative_attention_max_distance,
+        "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "feed_forward_proj": cfg.feed_forward_proj, "dense_act_fn": "gelu_new", "is_gated_act": true,
+        "tie_word_embeddings": false, "scale_decoder_outputs": false, "is_encoder_decoder": true,
+        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+    }))
+    .expect("json");
+    cfg_text.push('\n');
+    std::fs::write(out.join("config.json"), cfg_text).map_err(|e| file_err(out, e.to_string()))
+}
+
+/// What [`build_random_model`] wrote.
+pub struct RandomModel {
+    pub tokenizer_pieces_learnt: usize,
+    pub tokenizer_size: usize,
+}
+
+/// Writes a T5 of `arch` with random weights as an HF directory in `out`: `config.json` (vocabulary
+/// `vocab_size`), `tokenizer.json` (learnt from `texts`, filled to `tok_spec.vocab_size`) and
+/// `model.safetensors` (every tensor under transformers' names, initialised as transformers does, from
+/// `seed`). The rehearsal's base model: it is loaded back through [`super::load_t5`] like flan-t5-base.
+pub fn build_random_model(
+    texts: &[String],
+    arch: &crate::config::T5Arch,
+    vocab_size: usize,
+    tok_spec: &crate::config::TokenizerSpec,
+    seed: u64,
+    out: &Path,
+) -> Result<RandomModel, ModelError> {
+    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+    let tok = train_tokenizer_filled(texts, tok_spec.vocab_size, tok_spec.extra_ids)?;
+    let tokenizer_size = tok.get_vocab_size(true);
+    let tokenizer_pieces_learnt = tok.get_vocab(true).keys().filter(|p| !p.starts_with(PLACEHOLDER_MARK)).count();
+    if tokenizer_size > vocab_size {
+        return Err(ModelError::Config(format!("the tokenizer has {tokenizer_size} entries, more than model.vocab_size = {vocab_size}")));
+    }
+    tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
+    let cfg = scratch_config(arch, vocab_size);
+    write_hf_config(&cfg, out)?;
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = T5::new(&vs.root(), &cfg, None)?;
+    init_like_transformers(&vs, &cfg);
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
+    Ok(RandomModel { tokenizer_pieces_learnt, tokenizer_size })
+}
+
 /// T5's random span corruption of `tokens` (no `</s>`): (inputs, targets), both ending in `</s>`.
 pub fn span_corrupt(tokens: &[i64], density: f64, mean_span: f64, sentinel0: i64, eos: i64, rng: &mut ChaCha8Rng) -> (Vec<i64>, Vec<i64>) {
     let n = tokens.len();
@@ -199,6 +280,7 @@ pub fn build_base_model(
     pre: &crate::config::Pretrain,
     seed: u64,
     device: Device,
+    bf16: bool,
     out: &Path,
     progress: &dyn TrainProgress,
 ) -> Result<PretrainResult, ModelError> {
@@ -207,21 +289,7 @@ pub fn build_base_model(
     let vocab_size = tok.get_vocab_size(true);
     tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
     let cfg = scratch_config(arch, vocab_size);
-    let mut cfg_text = serde_json::to_string_pretty(&json!({
-        "architectures": ["T5ForConditionalGeneration"],
-        "model_type": "t5",
-        "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff,
-        "num_layers": cfg.num_layers, "num_decoder_layers": cfg.num_decoder_layers, "num_heads": cfg.num_heads,
-        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
-        "relative_attention_max_distance": cfg.relative_attention_max_distance,
-        "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "feed_forward_proj": cfg.feed_forward_proj, "dense_act_fn": "gelu_new", "is_gated_act": true,
-        "tie_word_embeddings": false, "scale_decoder_outputs": false, "is_encoder_decoder": true,
-        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
-    }))
-    .expect("json");
-    cfg_text.push('\n');
-    std::fs::write(out.join("config.json"), cfg_text).map_err(|e| file_err(out, e.to_string()))?;
+    write_hf_config(&cfg, out)?;
 
     // Span-corrupted examples: passes over the contexts, each with fresh masks, until steps × batch.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -272,7 +340,7 @@ pub fn build_base_model(
         adam_eps: 1e-8,
         log_every: (pre.steps / 20).max(1),
         seed,
-        bf16: device.is_cuda(),
+        bf16,
     };
     let probe: Vec<_> = examples[..pre.batch_size.min(examples.len())].iter().collect();
     let probe = super::train::collate(&probe, 0, device);

@@ -545,6 +545,7 @@ impl T5 {
 
     /// `ids`, `mask`: [b, s] → encoder output [b, s, d_model].
     pub fn encode(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        super::usage::t5_encoder(&ids.size(), train);
         let s = self.encoder.blocks[0].self_attn.compute_bias(ids.size()[1], ids.size()[1], ids.device());
         let bias = s.to_kind(self.kind()) + extended_mask(mask, self.kind()); // [b, heads, s, s]
         let mut h = Tensor::embedding(&self.shared, ids, -1, false, false).dropout(self.encoder.dropout, train);
@@ -564,6 +565,7 @@ impl T5 {
         cache: Option<&mut DecoderCache>,
         train: bool,
     ) -> Tensor {
+        super::usage::t5_decoder(&dec_ids.size(), train);
         let t = dec_ids.size()[1];
         let kind = self.kind();
         let device = dec_ids.device();

@@ -149,6 +149,9 @@ pub struct Trainer<'a> {
     pub total_steps: usize,
     pub step_no: usize,
     trainable: Vec<Tensor>,
+    /// Whether the forward passes ran under bf16 autocast, as libtorch reported inside them (not as
+    /// the recipe asked): the evidence that a bf16 profile did not silently train in fp32.
+    pub bf16_autocast_seen: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -165,7 +168,7 @@ impl<'a> Trainer<'a> {
         }
         .build(trainable, recipe.lr)?;
         opt.set_lr(recipe.lr * linear_schedule(0, recipe.warmup_steps, total_steps));
-        Ok(Self { model, opt, recipe, total_steps, step_no: 0, trainable: trainable.trainable_variables() })
+        Ok(Self { model, opt, recipe, total_steps, step_no: 0, trainable: trainable.trainable_variables(), bf16_autocast_seen: false })
     }
 
     /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss.
@@ -175,7 +178,13 @@ impl<'a> Trainer<'a> {
         let mut total = 0.0;
         let n = micro.len().max(1) as f64;
         for mb in micro {
-            let loss = crate::runtime::with_bf16_autocast(self.recipe.bf16, || self.model.loss(&mb.ids, &mb.mask, &mb.labels, train));
+            let device = mb.ids.device();
+            let mut active = false;
+            let loss = crate::runtime::with_bf16_autocast(self.recipe.bf16, device, || {
+                active = crate::runtime::bf16_autocast_active(device);
+                self.model.loss(&mb.ids, &mb.mask, &mb.labels, train)
+            });
+            self.bf16_autocast_seen |= active;
             (&loss / n).backward();
             total += loss.double_value(&[]);
         }
@@ -198,7 +207,7 @@ pub fn evaluate_loss(model: &T5, batches: &[MicroBatch], bf16: bool) -> f64 {
         let mut sum = 0.0;
         let mut tokens = 0usize;
         for mb in batches {
-            let l = crate::runtime::with_bf16_autocast(bf16, || model.loss(&mb.ids, &mb.mask, &mb.labels, false)).double_value(&[]);
+            let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || model.loss(&mb.ids, &mb.mask, &mb.labels, false)).double_value(&[]);
             sum += l * mb.target_tokens as f64;
             tokens += mb.target_tokens;
         }
@@ -220,6 +229,8 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub final_train_loss: f64,
     pub wall_seconds: f64,
+    /// "bf16 autocast" when libtorch reported autocast on inside the training forward passes, else "fp32".
+    pub compute_precision: &'static str,
     pub tokens_seen: usize,
     pub padding_share: f64,
     pub trainable_parameters: i64,
@@ -328,6 +339,7 @@ pub fn train(
         best_epoch,
         final_train_loss: last_loss,
         wall_seconds: start.elapsed().as_secs_f64(),
+        compute_precision: if trainer.bf16_autocast_seen { "bf16 autocast" } else { "fp32" },
         tokens_seen: tokens,
         padding_share: if padded == 0 { 0.0 } else { 1.0 - real as f64 / padded as f64 },
         trainable_parameters,

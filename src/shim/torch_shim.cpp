@@ -6,7 +6,9 @@
 #include <gnu/libc-version.h>
 #include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
+#include <cstdio>
 #include <cstring>
+#include <unistd.h>
 #include <string>
 
 extern "C" {
@@ -36,14 +38,64 @@ int hsx_set_benchmark_cudnn(int on) {
   }
 }
 
-// Makes CUDA autocast compute in bf16 (libtorch's default is fp16, which overflows in T5).
-int hsx_set_cuda_autocast_bf16() {
+// bf16 autocast regions on CPU (cuda = 0) or CUDA (cuda = 1); libtorch's default autocast dtype on
+// CUDA is fp16, which overflows in T5, so the dtype is set to bf16 on entry. Enter returns the previous
+// enabled state (0/1) to hand back to exit, or -1 on failure.
+int hsx_autocast_enter(int cuda) {
   try {
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    const auto dt = cuda ? at::kCUDA : at::kCPU;
+    const bool prev = at::autocast::is_autocast_enabled(dt);
+    at::autocast::set_autocast_dtype(dt, at::kBFloat16);
+    at::autocast::set_autocast_enabled(dt, true);
+    at::autocast::increment_nesting();
+    return prev ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+int hsx_autocast_exit(int cuda, int prev) {
+  try {
+    const auto dt = cuda ? at::kCUDA : at::kCPU;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(dt, prev == 1);
     return 0;
   } catch (...) {
     return -1;
   }
+}
+
+// Whether autocast is on for the device type (0 = CPU, 1 = CUDA) and computes in bf16.
+int hsx_autocast_bf16_active(int cuda) {
+  try {
+    const auto dt = cuda ? at::kCUDA : at::kCPU;
+    return at::autocast::is_autocast_enabled(dt) && at::autocast::get_autocast_dtype(dt) == at::kBFloat16 ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Loads libtorch_cuda.so from the directory libtorch_cpu.so was loaded from, so that its static
+// initialisers register libtorch's CUDA hooks (the linker drops the library from the binary's needs,
+// since no symbol of it is referenced). Returns 1 when loaded (or already), 0 when that libtorch has no
+// CUDA library (a CPU-only build), -1 on failure with dlerror's message in err.
+int hsx_load_torch_cuda(char* err, size_t len) {
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<void*>(&at::globalContext), &info) || !info.dli_fname) {
+    std::snprintf(err, len, "cannot find the directory of libtorch_cpu.so");
+    return -1;
+  }
+  std::string dir(info.dli_fname);
+  const auto slash = dir.rfind('/');
+  dir = slash == std::string::npos ? std::string(".") : dir.substr(0, slash);
+  const std::string path = dir + "/libtorch_cuda.so";
+  if (access(path.c_str(), F_OK) != 0) return 0;
+  if (!dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+    const char* e = dlerror();
+    std::snprintf(err, len, "%s", e ? e : "dlopen failed");
+    return -1;
+  }
+  return 1;
 }
 
 // Writes ATen's CPU capability ("AVX512", "AVX2", "DEFAULT", ...) into buf; returns its length or -1.

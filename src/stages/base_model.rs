@@ -1,5 +1,7 @@
 //! `base-model`: the tiny/smoke profiles' own tokenizer and span-corruption pretraining on the train
-//! split, or (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture.
+//! split, or (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture, or
+//! (the base profile's rehearsal) a randomly initialised T5 of flan-t5-base's shapes written as an HF
+//! directory and loaded back through the hf-dir path.
 use serde_json::{json, Value};
 
 use super::ctx::{write_json, StageCtx};
@@ -14,7 +16,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
         params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
         inputs: match &cfg.model {
             ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
-            ModelSpec::Scratch { .. } => vec![super::ctx::human("train")],
+            ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => vec![super::ctx::human("train")],
         },
         determinism: Determinism::Bitwise,
     }
@@ -36,23 +38,29 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let params = crate::model::train::parameter_count(&m.vs);
             Ok(StageOutcome { outputs: vec![], metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }) })
         }
+        ModelSpec::Random { arch, vocab_size, tokenizer } => {
+            let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
+            let out = ctx.out_dir()?.join("model");
+            let r = crate::model::pretrain::build_random_model(&texts, arch, *vocab_size, tokenizer, ctx.seed, &out)?;
+            // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
+            let m = crate::model::load_t5(&out, device)?;
+            let params = crate::model::train::parameter_count(&m.vs);
+            Ok(StageOutcome {
+                outputs: vec![(Root::Run, "base-model/model".into())],
+                metrics: json!({
+                    "source": "random",
+                    "parameters": params,
+                    "config": m.model.cfg,
+                    "tokenizer": {"entries": r.tokenizer_size, "learnt_pieces": r.tokenizer_pieces_learnt},
+                }),
+            })
+        }
         ModelSpec::Scratch { arch, tokenizer, pretrain } => {
-            let train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
-            // The tokenizer and the span-corruption pretraining read the same train-split text: each
-            // distinct context once, then per example its question with its answer (`contexts-qa`) or with
-            // all four answer options (`contexts-questions-options`).
-            let mut seen = std::collections::HashSet::new();
-            let contexts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
-            let mut tok_texts = contexts.clone();
-            match pretrain.corpus {
-                crate::config::PretrainCorpus::ContextsQa => tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer))),
-                crate::config::PretrainCorpus::ContextsQuestionsOptions => {
-                    tok_texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.choices.join(" "))))
-                }
-            }
+            let tok_texts = train_texts(ctx, pretrain.corpus)?;
             let out = ctx.out_dir()?.join("model");
             let progress = ctx.trainer();
-            let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, ctx.seed, device, &out, progress.as_ref())?;
+            let bf16 = ctx.cfg.runtime.bf16();
+            let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, ctx.seed, device, bf16, &out, progress.as_ref())?;
             let mut metrics = json!({
                 "source": "scratch",
                 "vocab_size": r.vocab_size,
@@ -70,4 +78,20 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             })
         }
     }
+}
+
+/// The train-split text the tokenizer and the span-corruption pretraining read: each distinct context
+/// once, then per example its question with its answer (`contexts-qa`) or with all four answer options
+/// (`contexts-questions-options`).
+fn train_texts(ctx: &StageCtx, corpus: crate::config::PretrainCorpus) -> Result<Vec<String>, PipelineError> {
+    let train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut texts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
+    match corpus {
+        crate::config::PretrainCorpus::ContextsQa => texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer))),
+        crate::config::PretrainCorpus::ContextsQuestionsOptions => {
+            texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.choices.join(" "))))
+        }
+    }
+    Ok(texts)
 }

@@ -57,19 +57,14 @@ impl<'a> StageCtx<'a> {
 
     /// The device from `[runtime]`.
     pub fn device(&self) -> Result<tch::Device, PipelineError> {
-        let name = match self.cfg.runtime.device {
-            crate::config::Device::Cpu => "cpu",
-            crate::config::Device::Cuda => "cuda",
-            crate::config::Device::Auto => "auto",
-        };
-        Ok(crate::model::parse_device(name)?)
+        Ok(crate::model::parse_device(self.cfg.runtime.device.name())?)
     }
 
     /// Where the base model lives: the HF directory, or the one `base-model` wrote.
     pub fn base_model(&self) -> PathBuf {
         match &self.cfg.model {
             ModelSpec::HfDir { path } => self.workspace.join(path),
-            ModelSpec::Scratch { .. } => self.run_dir.join("base-model/model"),
+            ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => self.run_dir.join("base-model/model"),
         }
     }
 
@@ -95,7 +90,7 @@ impl<'a> StageCtx<'a> {
 pub fn base_input(cfg: &Config) -> (Root, String) {
     match &cfg.model {
         ModelSpec::HfDir { path } => (Root::Workspace, path.clone()),
-        ModelSpec::Scratch { .. } => (Root::Run, "base-model/model".into()),
+        ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => (Root::Run, "base-model/model".into()),
     }
 }
 

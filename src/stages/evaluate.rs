@@ -38,7 +38,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     let adapter = ctx.run_path(&format!("{}/adapter", Stage::Train(arm).name()));
     let (m, _l) = load_with_adapter(&ctx.base_model(), &adapter, device)?;
     let prompts: Vec<String> = test.iter().map(|e| crate::synth::answer_prompt(&e.context, &e.question)).collect();
-    let opts = GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, ..Default::default() };
+    let opts = GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
     let progress = ctx.trainer();
     let preds = generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
@@ -56,8 +56,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
         .iter()
         .map(|e| e.choices.iter().map(|c| m.tokenizer.encode(c, Some(cfg.train.max_target_tokens))).collect::<Result<Vec<_>, _>>())
         .collect::<Result<_, _>>()?;
-    let bf16 = device.is_cuda() && cfg.runtime.precision == crate::config::Precision::Bf16;
-    let option_scores = crate::model::choice::score_options(&m.model, &prompt_ids, &options, cfg.eval.batch_size, m.tokenizer.pad_id, bf16);
+    let option_scores = crate::model::choice::score_options(&m.model, &prompt_ids, &options, cfg.eval.batch_size, m.tokenizer.pad_id, cfg.runtime.bf16());
     let labels: Vec<usize> = test.iter().map(|e| e.label as usize).collect();
     per.mc_accuracy = crate::model::choice::correct(&option_scores, &labels);
     let dir = ctx.out_dir()?;

@@ -63,7 +63,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
     let mut round_no = 0u64;
     let gen = |prompts: &[String], salt: u64, max_new: usize| {
-        let o = GenerateOptions { max_new_tokens: max_new, min_new_tokens: 0, temperature: s.temperature, top_p: s.top_p, seed: seed ^ salt };
+        let o = GenerateOptions { max_new_tokens: max_new, min_new_tokens: 0, temperature: s.temperature, top_p: s.top_p, seed: seed ^ salt, bf16: ctx.cfg.runtime.bf16() };
         generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens, None)
     };
     while accepted.len() < target && attempts < cap {

@@ -78,7 +78,7 @@ pub fn validation_check(ctx: &StageCtx, m: &LoadedT5, train: &[data::QaExample],
     use crate::metrics::stats::{cluster_mean_ci, mean, Clusters, Resampling};
     let cfg = ctx.cfg;
     let prompts: Vec<String> = val.iter().map(|e| synth::answer_prompt(&e.context, &e.question)).collect();
-    let opts = crate::model::generate::GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, ..Default::default() };
+    let opts = crate::model::generate::GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
     let preds = crate::model::generate::generate_texts(m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, None)?;
     let f1 = |ps: &[String]| -> Vec<f64> { ps.iter().zip(val).map(|(p, e)| crate::metrics::squad::f1(p, &e.answer)).collect() };
     let model_f1 = f1(&preds);
@@ -165,8 +165,7 @@ pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], e
     let (m, lora_vs) = load_t5_lora(&ctx.base_model(), device, &lora, None)?;
     let train_ex = pairs_to_examples(&m, train_pairs, cfg)?;
     let val_ex = pairs_to_examples(&m, val_pairs, cfg)?;
-    let bf16 = device.is_cuda() && cfg.runtime.precision == crate::config::Precision::Bf16;
-    let mut recipe = Recipe::from_config(&cfg.train, ctx.seed, bf16);
+    let mut recipe = Recipe::from_config(&cfg.train, ctx.seed, cfg.runtime.bf16());
     recipe.epochs = epochs;
     let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
     let progress = ctx.trainer();

@@ -21,12 +21,26 @@ pub fn mirror() -> PathBuf {
     p.canonicalize().unwrap()
 }
 
+/// The hsx binary under test: `HSX_TEST_BIN` when set (see [`repo_path`]), else the one cargo built.
 pub fn hsx_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hsx")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("HSX_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hsx").to_owned()))
 }
 
+/// A path in the repository: under `HSX_TEST_REPO` when set (a test binary built elsewhere and run in
+/// another checkout, as scripts/gpu-check.sh can), else where the tests were compiled.
 pub fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    match std::env::var_os("HSX_TEST_REPO") {
+        Some(root) => PathBuf::from(root).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(rel),
+    }
+}
+
+/// The device the model tests run on: `HSX_TEST_DEVICE` (cpu by default; scripts/gpu-check.sh sets
+/// cuda to run the parity tests on a GPU).
+pub fn test_device() -> tch::Device {
+    let name = std::env::var("HSX_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    hsx::model::parse_device(&name).unwrap_or_else(|e| panic!("HSX_TEST_DEVICE={name}: {e}"))
 }
 
 pub fn key(dir: &Path, name: &str) -> PathBuf {
