@@ -205,6 +205,62 @@ pub fn analyse(
     Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
 }
 
+/// A descriptive paired difference between two models (e.g. A − 0) on each metric of the plan. Not a
+/// hypothesis: no test, no verdict; the pre-registration does not list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    /// `"A−0"`: the two models' labels.
+    pub label: String,
+    pub minuend: String,
+    pub subtrahend: String,
+    /// By metric key: the mean of the per-item differences with a clustered percentile interval.
+    pub metrics: BTreeMap<String, DifferenceEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DifferenceEstimate {
+    pub estimate: f64,
+    /// At the plan's interval level, resampling the plan's clusters.
+    pub ci: Interval,
+    /// Items whose paired difference is not zero.
+    pub k: usize,
+}
+
+/// The paired differences `pairs` (`[minuend, subtrahend]`, model labels) on every metric of the plan.
+/// Each interval has its own seed (`difference/<label>/<metric>`), so adding one never shifts another's
+/// stream, nor those of [`analyse`].
+pub fn differences(
+    plan: &AnalysisPlan,
+    models: &BTreeMap<String, Scores>,
+    pairs: &[[&str; 2]],
+    clusters: &Clusters,
+    seed: u64,
+) -> Result<Vec<Difference>, AnalysisError> {
+    let n = clusters.items();
+    let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
+    let get = |system: &str, metric: &str| -> Result<&Vec<f64>, AnalysisError> {
+        let v = models.get(system).and_then(|s| s.get(metric)).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        if v.len() != n {
+            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
+        }
+        Ok(v)
+    };
+    pairs
+        .iter()
+        .map(|[x, y]| {
+            let label = format!("{x}−{y}");
+            let mut metrics = BTreeMap::new();
+            for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
+                let d: Vec<f64> = get(x, m)?.iter().zip(get(y, m)?).map(|(a, b)| a - b).collect();
+                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("difference/{label}/{m}")) };
+                let ci = cluster_mean_ci(&d, clusters, level, r);
+                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&d), ci, k: d.iter().filter(|v| **v != 0.0).count() });
+            }
+            Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +345,55 @@ mod tests {
         let baselines = BTreeMap::from([("constant".into(), scores(vec![0.0; 4]))]);
         let e = analyse(&plan(), &models, &baselines, &Clusters::singletons(4), 1).unwrap_err();
         assert_eq!(e, AnalysisError::Length { system: "A".into(), metric: "f1".into(), got: 3, expected: 4 });
+    }
+
+    /// The models of `run`'s full-recovery case, with model 0 (the base model) below all three.
+    fn four_models(n: usize) -> BTreeMap<String, Scores> {
+        let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
+        let b: Vec<f64> = (0..n).map(|i| 0.3 + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect();
+        let zero: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 0.2 }).collect();
+        BTreeMap::from([("0".into(), scores(zero)), ("A".into(), scores(a.clone())), ("B".into(), scores(b)), ("C".into(), scores(a))])
+    }
+
+    #[test]
+    fn model_0_gets_a_mean_and_changes_nothing_of_the_pre_registered_analysis() {
+        let n = 200;
+        let with0 = four_models(n);
+        let mut without0 = with0.clone();
+        without0.remove("0");
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
+        let (r0, r) = (analyse(&plan(), &with0, &baselines, &cl, 42).unwrap(), analyse(&plan(), &without0, &baselines, &cl, 42).unwrap());
+        assert_eq!((&r0.power, &r0.hypotheses), (&r.power, &r.hypotheses));
+        let others: Vec<&MeanSummary> = r0.means.iter().filter(|m| m.system != "0").collect();
+        assert_eq!(others, r.means.iter().collect::<Vec<_>>());
+        let m0 = r0.means.iter().find(|m| m.system == "0").expect("model 0 has a mean");
+        assert_eq!(m0.mean, mean(&with0["0"]["f1"]));
+        assert!(m0.ci.lo <= m0.mean && m0.mean <= m0.ci.hi && m0.ci.lo < m0.ci.hi, "{:?}", m0.ci);
+    }
+
+    #[test]
+    fn differences_with_model_0_are_paired_means_with_intervals() {
+        let n = 200;
+        let models = four_models(n);
+        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
+        let d = differences(&plan(), &models, &[["A", "0"], ["B", "0"]], &cl, 42).unwrap();
+        assert_eq!(d.iter().map(|x| x.label.as_str()).collect::<Vec<_>>(), ["A−0", "B−0"]);
+        for x in &d {
+            assert_eq!(x.subtrahend, "0");
+            let (a, z) = (&models[&x.minuend]["f1"], &models["0"]["f1"]);
+            let diffs: Vec<f64> = a.iter().zip(z).map(|(a, z)| a - z).collect();
+            let e = &x.metrics["f1"];
+            assert!((e.estimate - (mean(a) - mean(z))).abs() < 1e-12);
+            assert_eq!(e.k, diffs.iter().filter(|v| **v != 0.0).count());
+            assert!(e.ci.lo <= e.estimate && e.estimate <= e.ci.hi && e.ci.lo < e.ci.hi, "{x:?}");
+            assert_eq!(e.ci.level, plan().interval_level);
+        }
+        // The same seed gives the same intervals; a pair's interval does not depend on the others listed.
+        let alone = differences(&plan(), &models, &[["B", "0"]], &cl, 42).unwrap();
+        assert_eq!(alone[0], d[1]);
+        let e = differences(&plan(), &models, &[["D", "0"]], &cl, 42).unwrap_err();
+        assert_eq!(e, AnalysisError::Missing { system: "D".into(), metric: "f1".into() });
     }
 }
 

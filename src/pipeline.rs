@@ -25,7 +25,7 @@ pub use crate::error::PipelineError;
 pub use crate::progress::{Progress, Quiet};
 
 /// Every stage of the experiment, in order, with its name.
-pub const STAGES: [(&str, Stage); 14] = crate::stages::registry::table();
+pub const STAGES: [(&str, Stage); Stage::ALL.len()] = crate::stages::registry::table();
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

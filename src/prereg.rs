@@ -9,7 +9,8 @@
 //! metrics; [`check_ledger`] (run by `hsx verify`) fails a ledger where
 //!
 //! * a train or evaluate entry that a compare entry rests on precedes the pre-registration in effect for
-//!   that compare (the plan was written, or rewritten, after models existed), or
+//!   that compare (the plan was written, or rewritten, after models existed) — `evaluate-0`, the base
+//!   model scored zero-shot, included: no model's test score may exist before the plan — or
 //! * a compare entry's recorded plan (`metrics.plan`) differs from the pre-registered one (α, margin,
 //!   anything), or its declared settings (`params.analysis`) differ from the plan's.
 use serde::{Deserialize, Serialize};
@@ -135,8 +136,11 @@ impl AnalysisPlan {
 pub const PREREGISTER: &str = "preregister";
 const COMPARE: &str = "compare";
 
-fn is_model_stage(stage: &str) -> bool {
-    stage.starts_with("train-") || stage.starts_with("evaluate-")
+/// A stage that trains a model or scores one on the test split (every `train-X` and `evaluate-X` of the
+/// registry, model 0's `evaluate-0` included): none may precede the pre-registration.
+pub fn is_model_stage(stage: &str) -> bool {
+    use crate::stages::registry::Stage;
+    matches!(Stage::parse(stage), Ok(Stage::Train(_) | Stage::Evaluate(_)))
 }
 
 /// A violation of the pre-registration: the entry (its position), the field, and why.

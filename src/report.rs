@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::ledger::verify::Failure;
 use crate::ledger::{Entry, Ledger};
 use crate::metrics::registry;
-use crate::stages::registry::{Arm, Stage};
+use crate::stages::registry::{Arm, Model, Stage};
 use crate::synth::{filters, Strategy};
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
@@ -96,7 +96,12 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "master_seed": last.seeds.master,
         "stages": stages,
         "stage_order": reported_stages().map(Stage::template_key).collect::<Vec<_>>(),
+        // The fine-tuned models (training tables) and every evaluated model, model 0 first (results).
         "arms": Arm::ALL.iter().map(|a| json!({"letter": a.letter(), "data": a.data()})).collect::<Vec<_>>(),
+        "models": Model::ALL
+            .iter()
+            .map(|m| json!({"letter": m.label(), "data": m.data(), "stage": Stage::Evaluate(*m).template_key(), "fine_tuned": m.adapter_stage().is_some()}))
+            .collect::<Vec<_>>(),
         "metrics": metrics,
         "metric_titles": registry::METRICS.iter().map(|m| (m.key.to_string(), json!(m.title))).collect::<serde_json::Map<_, _>>(),
         "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,

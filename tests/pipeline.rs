@@ -51,6 +51,26 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
     let all: Vec<&str> = hsx::pipeline::STAGES.iter().map(|(s, _)| *s).collect();
     assert_eq!(stages, all);
 
+    // Model 0: the base model scored with no adapter, after every train stage and before the other
+    // evaluations, on the same test split and metrics as A/B/C; compare has its row and differences.
+    let pos = |name: &str| stages.iter().position(|s| *s == name).unwrap_or_else(|| panic!("no {name} entry"));
+    assert!(pos("train-C") < pos("evaluate-0") && pos("evaluate-0") < pos("evaluate-A"), "{stages:?}");
+    let e0 = &ea[pos("evaluate-0")];
+    let ea_ = &ea[pos("evaluate-A")];
+    assert!(e0.inputs.iter().all(|r| !r.path.starts_with("train-")), "model 0 read an adapter: {:?}", e0.inputs);
+    assert_eq!((e0.metrics["model"].as_str(), e0.metrics["adapter"].is_null()), (Some("0"), true));
+    assert_eq!(ea_.metrics["adapter"].as_str(), Some("train-A/adapter"));
+    assert_eq!((&e0.metrics["n"], &e0.params), (&ea_.metrics["n"], &ea_.params));
+    let keys = |e: &Entry| e.metrics["metrics"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(e0), keys(ea_));
+    let cmp = ea.iter().find(|e| e.stage == "compare").unwrap();
+    assert!(cmp.inputs.iter().any(|r| r.path == "evaluate-0/scores.jsonl"), "{:?}", cmp.inputs);
+    assert_eq!(cmp.metrics["table"]["0"].as_object().map(|t| t.len()), cmp.metrics["table"]["A"].as_object().map(|t| t.len()));
+    let labels: Vec<&str> = cmp.metrics["differences"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["A−0", "B−0", "C−0"]);
+    let report = std::fs::read_to_string(a.path().join("runs/smoke-report/REPORT.md")).unwrap();
+    assert!(report.lines().any(|l| l.starts_with("| model 0 (")), "REPORT.md has no model 0 row");
+
     // No validation or test text reaches the generator's training data.
     let run_dir = a.path().join("runs/smoke");
     let held_out: Vec<hsx::data::QaExample> = ["human_val.jsonl", "human_test.jsonl"]

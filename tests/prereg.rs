@@ -94,6 +94,27 @@ fn a_pre_registration_after_an_evaluate_entry_fails_verify_naming_the_entry() {
 }
 
 #[test]
+fn model_0s_evaluation_before_the_pre_registration_fails_verify_like_any_model_stage() {
+    let a = Analysis::default();
+    // Model 0 (the base model, zero-shot) scored on the test split before the plan was signed.
+    let d = tempfile::tempdir().unwrap();
+    let steps = [model("prepare"), model("evaluate-0"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    let f = r.first_failure.expect("verify must fail");
+    assert_eq!((f.entry, f.stage.as_deref(), f.field.as_str()), (Some(1), Some("evaluate-0"), "seq"), "{f}");
+    assert!(f.message.contains("evaluate-0 (entry 1) precedes the pre-registration (entry 2)"), "{f}");
+    // After it, in the registry's order, the ledger verifies.
+    let d = tempfile::tempdir().unwrap();
+    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-0"), model("evaluate-A"), compare(&a, &a)];
+    let r = verify(&ledger(d.path(), &steps));
+    assert!(r.ok, "{:?}", r.first_failure);
+    for s in hsx::stages::Stage::ALL {
+        let model_stage = matches!(s, hsx::stages::Stage::Train(_) | hsx::stages::Stage::Evaluate(_));
+        assert_eq!(hsx::prereg::is_model_stage(s.name()), model_stage, "{s}");
+    }
+}
+
+#[test]
 fn a_compare_entry_whose_alpha_differs_fails_verify_naming_the_field() {
     let a = Analysis::default();
     let other = Analysis { alpha: 0.05, ..Analysis::default() };

@@ -61,3 +61,81 @@ fn the_template_loops_over_the_registries_instead_of_naming_their_rows() {
         assert!(!DEFAULT_TEMPLATE.contains(&format!("\"{}\"", s.template_key())), "the template lists stage {s}");
     }
 }
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inputs").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn render_value(v: serde_json::Value) -> Result<String, hsx::report::ReportError> {
+    let ledger: Ledger = serde_json::from_value(v).unwrap();
+    render(&ledger, report_entries(&ledger), DEFAULT_TEMPLATE)
+}
+
+fn stage<'a>(v: &'a mut serde_json::Value, name: &str) -> &'a mut serde_json::Value {
+    v["entries"].as_array_mut().unwrap().iter_mut().rev().find(|e| e["stage"] == name).unwrap_or_else(|| panic!("no {name} entry"))
+}
+
+/// `mean [lo, hi]` as the report prints a table cell.
+fn cell(c: &serde_json::Value) -> String {
+    let x = |v: &serde_json::Value| v.as_f64().unwrap();
+    format!("{:.4} [{:.4}, {:.4}]", x(&c["mean"]), x(&c["ci"][0]), x(&c["ci"][1]))
+}
+
+#[test]
+fn model_0_has_a_row_with_intervals_and_its_differences_in_every_report() {
+    for name in ["ledger_complete.json", "ledger_shortfall.json", "ledger_failed_hypothesis.json"] {
+        let mut v = fixture(name);
+        let text = render_value(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cmp = stage(&mut v, "compare")["metrics"].clone();
+        let row = text.lines().find(|l| l.starts_with("| model 0 (")).unwrap_or_else(|| panic!("{name}: no model 0 row"));
+        // Every compared metric's cell of model 0, from the compare entry, in registry order.
+        let cells: Vec<String> = hsx::metrics::registry::compared().filter_map(|m| cmp["table"]["0"].get(m.key)).map(cell).collect();
+        assert!(!cells.is_empty(), "{name}: the compare entry has no model 0 row");
+        assert_eq!(row, format!("| model 0 ({}) | {} |", hsx::stages::Model::Base.data(), cells.join(" | ")), "{name}");
+        // The descriptive differences with model 0, each with an interval; and the entry that scored it.
+        for d in cmp["differences"].as_array().unwrap() {
+            let label = d["label"].as_str().unwrap();
+            let pm = cmp["primary_metric"].as_str().unwrap();
+            let e = &d["metrics"][pm];
+            let iv = format!("{:.4} [{:.4}, {:.4}]", e["estimate"].as_f64().unwrap(), e["ci"]["lo"].as_f64().unwrap(), e["ci"]["hi"].as_f64().unwrap());
+            assert!(text.contains(&format!("| {label} (model ")), "{name}: no {label} row");
+            assert!(text.contains(&format!("{label} = {iv}")), "{name}: the summary lacks {label} = {iv}");
+        }
+        let seq = stage(&mut v, "evaluate-0")["seq"].as_u64().unwrap();
+        assert!(text.contains(&format!("greedily [#{seq} ")), "{name}: model 0's paragraph does not cite evaluate-0");
+        // Not a hypothesis: H1–H4 only, as pre-registered.
+        let ids: Vec<&str> = cmp["hypotheses"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+        assert!(ids.iter().all(|id| ["H1", "H2", "H3", "H4"].contains(id)), "{ids:?}");
+    }
+}
+
+#[test]
+fn a_ledger_without_model_0_is_refused_naming_the_stage() {
+    let mut v = fixture("ledger_complete.json");
+    v["entries"].as_array_mut().unwrap().retain(|e| e["stage"] != "evaluate-0");
+    let e = render_value(v).unwrap_err().to_string();
+    assert!(e.contains("evaluate-0"), "{e}");
+}
+
+#[test]
+fn an_hf_dir_base_model_gets_the_flan_cosmosqa_limitation_with_model_0s_score() {
+    const LIMITATION: &str = "FLAN's instruction-tuning mixture reportedly includes CosmosQA";
+    let scratch = render_value(fixture("ledger_complete.json")).unwrap();
+    assert!(!scratch.contains(LIMITATION), "a scratch base model is not FLAN");
+    // The same ledger as if the base profile had run: `model.source = "hf-dir"` in the recorded config.
+    let mut v = fixture("ledger_complete.json");
+    let path = "models/flan-t5-base";
+    let model = serde_json::json!({"source": "hf-dir", "path": path});
+    for e in v["entries"].as_array_mut().unwrap() {
+        e["config"]["model"] = model.clone();
+    }
+    stage(&mut v, "base-model")["metrics"] = serde_json::json!({"source": "hf-dir", "path": path, "parameters": 1, "config": {}});
+    let cmp = stage(&mut v, "compare")["metrics"].clone();
+    let text = render_value(v).unwrap_or_else(|e| panic!("{e}"));
+    let line = text.lines().find(|l| l.contains(LIMITATION)).expect("the FLAN/CosmosQA limitation");
+    assert!(line.contains(&format!("`{path}`")), "{line}");
+    let pm = cmp["primary_metric"].as_str().unwrap();
+    let f1 = cell(&cmp["table"]["0"][pm]);
+    assert!(line.contains(&f1), "the limitation does not give model 0's {pm} {f1}: {line}");
+}

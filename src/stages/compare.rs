@@ -6,6 +6,11 @@
 //! one-sided sign-flip p-values and k, breakdowns by question type and none-of-the-above, sample
 //! predictions, and the plots.
 //!
+//! Model 0 (the base model, zero-shot: `evaluate-0`) is read with the same [`ScoreRow`] reader and gets
+//! the same means and intervals, a row of the table, the breakdowns and the plots, and the descriptive
+//! paired differences A − 0, B − 0, C − 0 ([`crate::analysis::differences`]). It is in no hypothesis:
+//! H1–H4, the power check and the verdict rule are the pre-registration's and do not change.
+//!
 //! The entry records the config's `[analysis]` in `params.analysis` (its resume key) and the plan it
 //! used in `metrics.plan`; `hsx verify` holds both to the pre-registration ([`crate::prereg::check_ledger`]).
 use plotters::prelude::*;
@@ -13,7 +18,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ctx::{write_json, Arm, Stage, StageCtx};
+use super::ctx::{write_json, Arm, Model, Stage, StageCtx};
 use super::evaluate::Prediction;
 use crate::analysis::{self, AnalysisResult, QuestionType, Scores};
 use crate::config::Config;
@@ -28,9 +33,10 @@ use crate::prereg::AnalysisPlan;
 
 pub fn spec(cfg: &Config) -> StageSpec {
     let mut inputs = vec![super::preregister::plan_input(), super::ctx::human("test"), super::ctx::human("train")];
-    inputs.extend(Arm::ALL.iter().flat_map(|&a| {
-        let (e, t) = (Stage::Evaluate(a).name(), Stage::Train(a).name());
-        [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl")), (Root::Run, format!("{t}/train_metrics.json"))]
+    inputs.extend(Model::ALL.iter().flat_map(|&m| {
+        let e = Stage::Evaluate(m).name();
+        let trained = m.adapter_stage().map(|t| (Root::Run, format!("{}/train_metrics.json", t.name())));
+        [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl"))].into_iter().chain(trained)
     }));
     StageSpec { stage: Stage::Compare.name().into(), params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }), inputs, determinism: Determinism::Bitwise }
 }
@@ -43,16 +49,22 @@ fn stage_error(message: String) -> PipelineError {
     PipelineError::Stage { stage: Stage::Compare.name(), message }
 }
 
-/// One arm's per-example scores: ids and, per compared metric (registry order), values in test order.
-struct ArmScores {
+/// One model's per-example scores: ids and, per compared metric (registry order), values in test order.
+struct ModelScores {
     ids: Vec<String>,
     values: BTreeMap<String, Vec<f64>>,
 }
 
-fn load_scores(ctx: &StageCtx, arm: Arm) -> Result<ArmScores, PipelineError> {
-    let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{}/scores.jsonl", Stage::Evaluate(arm).name())))?;
+fn load_scores(ctx: &StageCtx, model: Model) -> Result<ModelScores, PipelineError> {
+    let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{}/scores.jsonl", Stage::Evaluate(model).name())))?;
     let values = registry::compared().enumerate().map(|(k, m)| (m.key.to_string(), rows.iter().map(|r| r.values[k]).collect())).collect();
-    Ok(ArmScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
+    Ok(ModelScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
+}
+
+/// The descriptive paired differences with model 0: what fine-tuning on each arm's data adds over the
+/// base model as it is (`[minuend, subtrahend]` labels).
+pub fn differences_with_model_0() -> Vec<[&'static str; 2]> {
+    Arm::ALL.iter().map(|&a| [Model::Arm(a).label(), Model::Base.label()]).collect()
 }
 
 /// The plan from the preregister stage's file, checked against this config and test split: compare
@@ -103,17 +115,17 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let plan = read_plan(ctx)?;
     let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
     let train: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
-    let mut scores: BTreeMap<Arm, ArmScores> = BTreeMap::new();
+    let mut scores: BTreeMap<Model, ModelScores> = BTreeMap::new();
     let test_ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
-    for arm in Arm::ALL {
-        let s = load_scores(ctx, arm)?;
+    for model in Model::ALL {
+        let s = load_scores(ctx, model)?;
         if s.ids != test_ids {
-            return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", Stage::Evaluate(arm).name())));
+            return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", Stage::Evaluate(model).name())));
         }
-        scores.insert(arm, s);
+        scores.insert(model, s);
     }
     let ids = test_ids;
-    let v = |arm: Arm, key: &str| -> &Vec<f64> { &scores[&arm].values[key] };
+    let v = |arm: Arm, key: &str| -> &Vec<f64> { &scores[&Model::Arm(arm)].values[key] };
 
     // The resampling unit: a test context (questions on the same passage move together), or the item.
     let cluster_keys: Vec<String> = match plan.cluster_unit.as_str() {
@@ -121,10 +133,13 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         _ => test.iter().map(|e| e.context.clone()).collect(),
     };
     let clusters = Clusters::from_keys(&cluster_keys);
-    let models: BTreeMap<String, Scores> = Arm::ALL.iter().map(|a| (a.letter().to_string(), scores[a].values.clone())).collect();
+    let models: BTreeMap<String, Scores> = Model::ALL.iter().map(|m| (m.label().to_string(), scores[m].values.clone())).collect();
     let (base_scores, base_described) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer);
     let result: AnalysisResult =
         analysis::analyse(&plan, &models, &base_scores, &clusters, seed).map_err(|e| stage_error(format!("analysis: {e}")))?;
+    // Descriptive, not pre-registered: each arm against model 0, on every metric of the plan.
+    let differences = analysis::differences(&plan, &models, &differences_with_model_0(), &clusters, seed)
+        .map_err(|e| stage_error(format!("differences with model 0: {e}")))?;
 
     // The results tables (models; baselines) from the clustered means.
     let level = 1.0 - 2.0 * plan.alpha;
@@ -150,10 +165,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     });
 
     // Samples of the seed's three kinds, deterministic: the first three in test-id order.
-    let preds: BTreeMap<Arm, Vec<Prediction>> = Arm::ALL
+    let preds: BTreeMap<Model, Vec<Prediction>> = Model::ALL
         .iter()
-        .map(|&a| Ok((a, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(a).name())))?)))
+        .map(|&m| Ok((m, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(m).name())))?)))
         .collect::<Result<_, PipelineError>>()?;
+    for (m, p) in &preds {
+        if p.len() != ids.len() || p.iter().zip(&ids).any(|(p, id)| p.id != *id) {
+            return Err(stage_error(format!("{}/predictions.jsonl does not cover the test split's examples in order", Stage::Evaluate(*m).name())));
+        }
+    }
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&x, &y| ids[x].cmp(&ids[y]));
     let em = |a: Arm, i: usize| v(a, "em")[i];
@@ -165,10 +185,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             .filter(|&i| f(i))
             .take(3)
             .map(|i| {
-                let mut s = json!({"id": ids[i], "reference": preds[&Arm::A][i].reference, "f1": {}});
-                for a in Arm::ALL {
-                    s[a.letter()] = json!(preds[&a][i].prediction);
-                    s["f1"][a.letter()] = json!(round6(f1(a, i)));
+                let mut s = json!({"id": ids[i], "reference": preds[&Model::Base][i].reference, "f1": {}});
+                // Model 0's answer is shown beside the arms'; the selection rules read A, B and C only.
+                for m in Model::ALL {
+                    s[m.label()] = json!(preds[&m][i].prediction);
+                    s["f1"][m.label()] = json!(round6(scores[&m].values["f1"][i]));
                 }
                 s
             })
@@ -197,6 +218,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         "baseline_table": baseline_table,
         "power": result.power,
         "hypotheses": result.hypotheses,
+        "differences": differences,
         "breakdowns": breakdowns,
         "samples": samples,
     }));
@@ -330,15 +352,15 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
 fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), PipelineError> {
     register_font();
     let triple = |v: &Value| (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0));
-    let cell = |m: Arm, k: &str| triple(&c["table"][m.letter()][k]);
-    let names = |m: Arm| format!("{} ({})", m.letter(), m.data());
+    let cell = |m: Model, k: &str| triple(&c["table"][m.label()][k]);
+    let names = |m: Model| format!("{} ({})", m.label(), m.data());
     let pct = (100.0 * c["interval_level"].as_f64().unwrap_or(0.95)).round();
     let unit = c["resample_unit"].as_str().unwrap_or("item");
     let pm = c["primary_metric"].as_str().unwrap_or("f1");
     let pm_label = registry::by_key(pm).map(|d| d.label).unwrap_or(pm);
     // The primary metric for the models and the trivial baselines.
-    let mut groups: Vec<String> = Arm::ALL.iter().map(|&m| names(m)).collect();
-    let mut vals: Vec<(f64, f64, f64)> = Arm::ALL.iter().map(|&m| cell(m, pm)).collect();
+    let mut groups: Vec<String> = Model::ALL.iter().map(|&m| names(m)).collect();
+    let mut vals: Vec<(f64, f64, f64)> = Model::ALL.iter().map(|&m| cell(m, pm)).collect();
     if let Some(bt) = c["baseline_table"].as_object() {
         for (b, row) in bt {
             groups.push(format!("{b}*"));
@@ -350,7 +372,8 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
               &[(pm_label.to_owned(), vals)], pm_label)
         .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
-    let series: Vec<(String, Vec<(f64, f64, f64)>)> = Arm::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
+    let series: Vec<(String, Vec<(f64, f64, f64)>)> =
+        Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
     bar_chart(&p, &format!("All metrics by model ({pct}% CI, cluster bootstrap by {unit})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
         .map_err(|e| io(&p, e))?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
@@ -374,7 +397,7 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
         let steps = v["optimizer_steps"].as_f64().unwrap_or(0.0);
         let epochs = v["epochs"].as_f64().unwrap_or(1.0).max(1.0);
         let p = dir.join(format!("training_loss_{m}.png"));
-        loss_chart(&p, &format!("Model {} training loss", names(*m)), &curve, &val, steps / epochs).map_err(|e| io(&p, e))?;
+        loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs).map_err(|e| io(&p, e))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::ledger::{Root, Roots};
 use crate::model::train::TrainProgress;
 use crate::progress::Progress;
 
-pub use super::registry::{Arm, Stage};
+pub use super::registry::{Arm, Model, Stage};
 
 /// What a stage receives: the config, where things are, its seed, and where to report progress.
 /// Stages take nothing else and reach nowhere else.

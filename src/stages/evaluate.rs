@@ -1,10 +1,12 @@
-//! `evaluate-A/B/C`: greedy predictions of an arm's model on the human test split; every compared
-//! metric of the registry (multiple-choice accuracy by rank classification included) ([`crate::metrics::registry`]) per example (`scores.jsonl`, typed
-//! [`ScoreRow`]s) and as a mean with a bootstrap 95% interval.
+//! `evaluate-0` and `evaluate-A/B/C`: greedy predictions of one [`Model`] on the human test split —
+//! model 0 is the base model with no adapter (zero-shot), A/B/C the base model with its arm's LoRA
+//! adapter; every compared metric of the registry ([`crate::metrics::registry`], multiple-choice
+//! accuracy by rank classification included) per example (`scores.jsonl`, typed [`ScoreRow`]s) and as a
+//! mean with a bootstrap 95% interval. The one body below scores every model: only the loading differs.
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::ctx::{Arm, Stage, StageCtx};
+use super::ctx::{Model, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
@@ -22,21 +24,36 @@ pub struct Prediction {
     pub reference: String,
 }
 
-pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
+/// The model's LoRA adapter under the run directory (`train-X/adapter`), or `None` for model 0.
+pub fn adapter_dir(model: Model) -> Option<String> {
+    model.adapter_stage().map(|train| format!("{}/adapter", train.name()))
+}
+
+pub fn spec(cfg: &Config, model: Model) -> StageSpec {
+    let mut inputs = vec![super::ctx::human("test")];
+    inputs.extend(adapter_dir(model).map(|a| (Root::Run, a)));
+    inputs.push(super::ctx::base_input(cfg));
     StageSpec {
-        stage: Stage::Evaluate(arm).name().into(),
+        stage: Stage::Evaluate(model).name().into(),
         params: json!({ "eval": cfg.eval, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::ctx::human("test"), (Root::Run, format!("{}/adapter", Stage::Train(arm).name())), super::ctx::base_input(cfg)],
+        inputs,
         determinism: Determinism::Bitwise,
     }
 }
 
-pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
+pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> {
     let cfg = ctx.cfg;
     let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
     let device = ctx.device()?;
-    let adapter = ctx.run_path(&format!("{}/adapter", Stage::Train(arm).name()));
-    let (m, _l) = load_with_adapter(&ctx.base_model(), &adapter, device)?;
+    let adapter = adapter_dir(model);
+    // The LoRA variables stay alive (`_lora`) as long as the model that uses them.
+    let (m, _lora) = match &adapter {
+        Some(rel) => {
+            let (m, lora) = load_with_adapter(&ctx.base_model(), &ctx.run_path(rel), device)?;
+            (m, Some(lora))
+        }
+        None => (crate::model::load_t5(&ctx.base_model(), device)?, None),
+    };
     let prompts: Vec<String> = test.iter().map(|e| crate::synth::answer_prompt(&e.context, &e.question)).collect();
     let opts = GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
     let progress = ctx.trainer();
@@ -69,11 +86,13 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
         let e = crate::metrics::estimate((def.values)(&per), cfg.eval.bootstrap_resamples, ctx.seed.wrapping_add(k as u64));
         means.insert(def.key.into(), json!({"mean": round6(e.mean), "ci95": [round6(e.ci95.0), round6(e.ci95.1)]}));
     }
-    let name = Stage::Evaluate(arm).name();
+    let name = Stage::Evaluate(model).name();
     Ok(StageOutcome {
         outputs: vec![(Root::Run, format!("{name}/predictions.jsonl")), (Root::Run, format!("{name}/scores.jsonl"))],
         metrics: json!({
-            "model": arm.letter(),
+            "model": model.label(),
+            // The LoRA adapter the base model was loaded with; null for model 0 (zero-shot).
+            "adapter": adapter,
             "n": test.len(),
             "metrics": means,
             "bertscore_model": bs.model,
@@ -83,4 +102,36 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
             "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::registry::Arm;
+
+    fn smoke() -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+        Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn model_0_reads_the_test_split_and_the_base_model_and_no_adapter() {
+        let cfg = smoke();
+        let s = spec(&cfg, Model::Base);
+        assert_eq!(s.stage, "evaluate-0");
+        assert_eq!(s.inputs, vec![super::super::ctx::human("test"), super::super::ctx::base_input(&cfg)]);
+        assert!(s.inputs.iter().all(|(_, p)| !p.starts_with("train-")), "{:?}", s.inputs);
+        // Everything else as for the fine-tuned models: the same parameters (the resume key) and class.
+        for a in Arm::ALL {
+            let t = spec(&cfg, Model::Arm(a));
+            assert_eq!(t.stage, format!("evaluate-{}", a.letter()));
+            assert_eq!(t.params, s.params);
+            assert_eq!(t.determinism, s.determinism);
+            let adapter = format!("train-{}/adapter", a.letter());
+            assert_eq!(adapter_dir(Model::Arm(a)).as_deref(), Some(adapter.as_str()));
+            assert!(t.inputs.contains(&(Root::Run, adapter)), "{:?}", t.inputs);
+            assert_eq!(t.inputs.len(), s.inputs.len() + 1);
+        }
+        assert_eq!(adapter_dir(Model::Base), None);
+    }
 }

@@ -11,8 +11,9 @@
 //! | `generator` | [`generator`] | human train, base model | `generator/adapter` |
 //! | `synthesize` | [`synthesize`] | human train, base model, generator | `synthesize/synthetic.jsonl` |
 //! | `train-A/B/C` | [`train`] | the arm's data, human val, base model, the plan | `train-X/adapter` |
-//! | `evaluate-A/B/C` | [`evaluate`] | human test, `train-X/adapter` | `evaluate-X/{predictions,scores}.jsonl` |
-//! | `compare` | [`compare`] | the plan, human train/test, every `evaluate-X`, `train-X/train_metrics.json` | `compare/…` |
+//! | `evaluate-0` | [`evaluate`] | human test, base model (no adapter: model 0, zero-shot) | `evaluate-0/{predictions,scores}.jsonl` |
+//! | `evaluate-A/B/C` | [`evaluate`] | human test, base model, `train-X/adapter` | `evaluate-X/{predictions,scores}.jsonl` |
+//! | `compare` | [`compare`] | the plan, human train/test, every `evaluate-X` (0 included), `train-X/train_metrics.json` | `compare/…` |
 //! | `report` | [`report`] | the ledger, `compare/` | `report/REPORT.md` (workspace) |
 //!
 //! Seeds: every stage's seed is [`crate::ledger::stage_seed`]`(master seed, stage name)`; a stage never
@@ -35,7 +36,7 @@ pub mod synthesize;
 pub mod train;
 
 pub use ctx::{base_input, human, QaLike, StageCtx};
-pub use registry::{Arm, Stage};
+pub use registry::{Arm, Model, Stage};
 
 /// The stage's spec: what it reads, its slice of the config (its resume key) and its determinism class.
 pub fn spec(stage: Stage, cfg: &Config) -> StageSpec {
@@ -47,7 +48,7 @@ pub fn spec(stage: Stage, cfg: &Config) -> StageSpec {
         Stage::Generator => generator::spec(cfg),
         Stage::Synthesize => synthesize::spec(cfg),
         Stage::Train(arm) => train::spec(cfg, arm),
-        Stage::Evaluate(arm) => evaluate::spec(cfg, arm),
+        Stage::Evaluate(model) => evaluate::spec(cfg, model),
         Stage::Compare => compare::spec(cfg),
         Stage::Report => report::spec(cfg),
     }
@@ -64,7 +65,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         Stage::Generator => generator::run(ctx),
         Stage::Synthesize => synthesize::run(ctx),
         Stage::Train(arm) => train::run(ctx, arm),
-        Stage::Evaluate(arm) => evaluate::run(ctx, arm),
+        Stage::Evaluate(model) => evaluate::run(ctx, model),
         Stage::Compare => compare::run(ctx),
         Stage::Report => report::run(ctx),
     }

@@ -3,9 +3,13 @@
 //!
 //! Adding a stage: one variant here (and its place in [`Stage::ALL`]), one file in `src/stages/`, and
 //! one arm in each `match` the compiler then points at (`stages::spec` and `stages::run`).
+//!
+//! Two lists of models: [`Arm`], the three fine-tuned models (one per training set, each a `train-X`
+//! stage), and [`Model`], every model scored on the test split — the arms and model 0, the base model
+//! itself, zero-shot, with no adapter (the model that wrote the contaminated set's AI answers).
 use std::fmt;
 
-/// The three models of the experiment, one per training set.
+/// The three fine-tuned models of the experiment, one per training set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Arm {
     /// Human CosmosQA answers.
@@ -48,6 +52,62 @@ impl fmt::Display for Arm {
     }
 }
 
+/// A model scored on the human test split (an `evaluate-X` stage): the base model as it is, or one of
+/// the fine-tuned arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Model {
+    /// Model 0: the base model, zero-shot, no LoRA adapter. It wrote the contaminated set's AI answers,
+    /// and with a pretrained base (flan-t5-base) its score shows what the base already knows.
+    Base,
+    /// A LoRA fine-tune of the base model (A, B or C).
+    Arm(Arm),
+}
+
+impl Model {
+    /// Every evaluated model, in the order the report lists them (model 0 first).
+    pub const ALL: [Model; 4] = [Model::Base, Model::Arm(Arm::A), Model::Arm(Arm::B), Model::Arm(Arm::C)];
+
+    /// The model's label, as stage names, ledger metrics and the report write it: `0`, `A`, `B`, `C`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Model::Base => "0",
+            Model::Arm(a) => a.letter(),
+        }
+    }
+
+    /// What the model was trained on beyond the base, for tables and plot legends.
+    pub const fn data(self) -> &'static str {
+        match self {
+            Model::Base => "base model, zero-shot",
+            Model::Arm(a) => a.data(),
+        }
+    }
+
+    /// The stage whose adapter the model loads (`train-X`), or `None` for the base model.
+    pub const fn adapter_stage(self) -> Option<Stage> {
+        match self {
+            Model::Base => None,
+            Model::Arm(a) => Some(Stage::Train(a)),
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|m| m.label() == s)
+    }
+}
+
+impl From<Arm> for Model {
+    fn from(a: Arm) -> Self {
+        Model::Arm(a)
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// One stage of the experiment. Each is one file in `src/stages/` and one signed ledger entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
@@ -58,14 +118,16 @@ pub enum Stage {
     Generator,
     Synthesize,
     Train(Arm),
-    Evaluate(Arm),
+    Evaluate(Model),
     Compare,
     Report,
 }
 
 impl Stage {
-    /// Every stage in execution order (each reads only what earlier ones wrote).
-    pub const ALL: [Stage; 14] = [
+    /// Every stage in execution order (each reads only what earlier ones wrote). `evaluate-0` needs only
+    /// the base model, but runs with the other evaluations, after every model is trained: the test split
+    /// is read by no model before all training is done, and `--from evaluate-0` re-scores every model.
+    pub const ALL: [Stage; 15] = [
         Stage::Prepare,
         Stage::Preregister,
         Stage::BaseModel,
@@ -75,9 +137,10 @@ impl Stage {
         Stage::Train(Arm::A),
         Stage::Train(Arm::B),
         Stage::Train(Arm::C),
-        Stage::Evaluate(Arm::A),
-        Stage::Evaluate(Arm::B),
-        Stage::Evaluate(Arm::C),
+        Stage::Evaluate(Model::Base),
+        Stage::Evaluate(Model::Arm(Arm::A)),
+        Stage::Evaluate(Model::Arm(Arm::B)),
+        Stage::Evaluate(Model::Arm(Arm::C)),
         Stage::Compare,
         Stage::Report,
     ];
@@ -94,9 +157,10 @@ impl Stage {
             Stage::Train(Arm::A) => "train-A",
             Stage::Train(Arm::B) => "train-B",
             Stage::Train(Arm::C) => "train-C",
-            Stage::Evaluate(Arm::A) => "evaluate-A",
-            Stage::Evaluate(Arm::B) => "evaluate-B",
-            Stage::Evaluate(Arm::C) => "evaluate-C",
+            Stage::Evaluate(Model::Base) => "evaluate-0",
+            Stage::Evaluate(Model::Arm(Arm::A)) => "evaluate-A",
+            Stage::Evaluate(Model::Arm(Arm::B)) => "evaluate-B",
+            Stage::Evaluate(Model::Arm(Arm::C)) => "evaluate-C",
             Stage::Compare => "compare",
             Stage::Report => "report",
         }
@@ -137,10 +201,10 @@ impl std::str::FromStr for Stage {
 pub struct UnknownStage(pub String);
 
 /// `(name, stage)` for every stage, in order.
-pub const fn table() -> [(&'static str, Stage); 14] {
-    let mut out = [("", Stage::Prepare); 14];
+pub const fn table() -> [(&'static str, Stage); Stage::ALL.len()] {
+    let mut out = [("", Stage::Prepare); Stage::ALL.len()];
     let mut i = 0;
-    while i < 14 {
+    while i < Stage::ALL.len() {
         out[i] = (Stage::ALL[i].name(), Stage::ALL[i]);
         i += 1;
     }
@@ -168,9 +232,35 @@ mod tests {
     #[test]
     fn every_arm_has_a_train_and_an_evaluate_stage() {
         for a in Arm::ALL {
-            assert!(Stage::ALL.contains(&Stage::Train(a)) && Stage::ALL.contains(&Stage::Evaluate(a)));
-            assert!(Stage::Train(a).index() < Stage::Evaluate(a).index());
+            let e = Stage::Evaluate(Model::Arm(a));
+            assert!(Stage::ALL.contains(&Stage::Train(a)) && Stage::ALL.contains(&e));
+            assert!(Stage::Train(a).index() < e.index());
             assert_eq!(Arm::from_letter(a.letter()), Some(a));
+            assert_eq!(Model::from(a).adapter_stage(), Some(Stage::Train(a)));
+            assert_eq!(Model::from(a).label(), a.letter());
         }
+    }
+
+    #[test]
+    fn model_0_is_the_base_model_evaluated_with_no_adapter_after_every_model_is_trained() {
+        let e = Stage::Evaluate(Model::Base);
+        assert_eq!(e.name(), "evaluate-0");
+        assert_eq!(Stage::parse("evaluate-0"), Ok(e));
+        assert_eq!(e.template_key(), "evaluate_0");
+        assert_eq!(Model::Base.adapter_stage(), None);
+        assert_eq!(Model::from_label("0"), Some(Model::Base));
+        // After the base model and the pre-registration, and after every training stage: no model
+        // reads the test split before all training is done.
+        assert!(Stage::BaseModel.index() < e.index() && Stage::Preregister.index() < e.index());
+        assert!(Arm::ALL.iter().all(|&a| Stage::Train(a).index() < e.index()));
+        // First of the evaluations, all of which precede compare.
+        let evals: Vec<Stage> = Stage::ALL.into_iter().filter(|s| matches!(s, Stage::Evaluate(_))).collect();
+        assert_eq!(evals, Model::ALL.map(Stage::Evaluate));
+        assert!(evals.iter().all(|s| s.index() < Stage::Compare.index()));
+        // Every evaluated model has exactly one evaluate stage, and the labels are distinct.
+        let mut labels: Vec<&str> = Model::ALL.iter().map(|m| m.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), Model::ALL.len());
     }
 }

@@ -18,7 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ["prepare", "preregister", "base-model", "contaminate", "generator", "synthesize", "train-A", "train-B", "train-C",
-          "evaluate-A", "evaluate-B", "evaluate-C", "compare"]
+          "evaluate-0", "evaluate-A", "evaluate-B", "evaluate-C", "compare"]
 
 
 def latest(ledger):
@@ -51,15 +51,21 @@ def interval(lo, hi, level):
 
 
 def set_results(l, means, power, contrasts, verdicts, ratio):
-    """Hand-set figures: model means on every metric (baselines stay as measured), the power check
-    (estimate, lo, hi, p, k), the primary metric's contrasts of H1-H4 ((estimate, lo, hi, p, k) each),
-    their verdicts, and H3's ratio (estimate, lo, hi, undefined) or None."""
+    """Hand-set figures: model means on every metric (model 0, the base model zero-shot, included;
+    baselines stay as measured), the descriptive differences with model 0 that follow from them, the
+    power check (estimate, lo, hi, p, k), the primary metric's contrasts of H1-H4 ((estimate, lo, hi, p,
+    k) each), their verdicts, and H3's ratio (estimate, lo, hi, undefined) or None."""
     cmp_ = stage(l, "compare")["metrics"]
     level = cmp_["interval_level"]
     for m, v in means.items():
         for k in cmp_["table"][m]:
             base = v if k != "bertscore_f1" else 0.8 + v / 10
             cmp_["table"][m][k] = {"mean": base, "ci": [round(base - 0.04, 6), round(base + 0.04, 6)]}
+    for d in cmp_["differences"]:
+        for k, e in d["metrics"].items():
+            est = round(cmp_["table"][d["minuend"]][k]["mean"] - cmp_["table"][d["subtrahend"]][k]["mean"], 6)
+            e["estimate"] = est
+            e["ci"] = interval(round(est - 0.03, 6), round(est + 0.03, 6), level)
     pw = cmp_["power"]
     pw["contrast"]["estimate"] = power[0]
     pw["contrast"]["ci"] = interval(power[1], power[2], level)
@@ -83,8 +89,8 @@ def set_results(l, means, power, contrasts, verdicts, ratio):
         if h["id"] == "H3" and ratio is not None:
             h["ratio"] = {"estimate": ratio[0], "ci": interval(ratio[1], ratio[2], level), "undefined_resamples": ratio[3],
                           "resamples": cmp_["bootstrap_resamples"]}
-    cmp_["samples"]["all_correct"] = [{"id": "x1", "reference": "To buy milk.", "A": "To buy milk.", "B": "To buy milk.",
-                                       "C": "To buy milk.", "f1": {"A": 1.0, "B": 1.0, "C": 1.0}}]
+    cmp_["samples"]["all_correct"] = [{"id": "x1", "reference": "To buy milk.", "0": "Milk.", "A": "To buy milk.", "B": "To buy milk.",
+                                       "C": "To buy milk.", "f1": {"0": 0.666667, "A": 1.0, "B": 1.0, "C": 1.0}}]
 
 
 def complete_synthesis(l):
@@ -116,14 +122,14 @@ def main():
         json.dump(base, f, indent=1, ensure_ascii=False)
     good = copy.deepcopy(base)
     complete_synthesis(good)
-    set_results(good, {"A": 0.45, "B": 0.30, "C": 0.40}, (0.30, 0.25, 0.35, 0.0001, 88),
+    set_results(good, {"0": 0.25, "A": 0.45, "B": 0.30, "C": 0.40}, (0.30, 0.25, 0.35, 0.0001, 88),
                 [(0.15, 0.10, 0.20, 0.0001, 61), (0.10, 0.05, 0.15, 0.0003, 57), (0.025, -0.01, 0.06, 0.09, 63), (-0.05, -0.09, -0.01, 0.004, 40)],
                 ["supported", "supported", "inconclusive", "not-supported"], (0.667, 0.4, 0.9, 3))
     with open(os.path.join(HERE, "ledger_complete.json"), "w") as f:
         json.dump(good, f, indent=1, ensure_ascii=False)
     bad = copy.deepcopy(base)
     complete_synthesis(bad)
-    set_results(bad, {"A": 0.45, "B": 0.30, "C": 0.22}, (0.30, 0.25, 0.35, 0.0001, 88),
+    set_results(bad, {"0": 0.25, "A": 0.45, "B": 0.30, "C": 0.22}, (0.30, 0.25, 0.35, 0.0001, 88),
                 [(0.15, 0.10, 0.20, 0.0001, 61), (-0.08, -0.12, -0.04, 0.9995, 50), (-0.155, -0.2, -0.11, 0.9999, 66), (-0.23, -0.28, -0.18, 0.0001, 70)],
                 ["supported", "not-supported", "not-supported", "not-supported"], (-0.533, -0.9, -0.2, 0))
     with open(os.path.join(HERE, "ledger_failed_hypothesis.json"), "w") as f:
