@@ -4,6 +4,8 @@
 #                   again to resume
 #   make test       bootstrap, build, run the test suite
 #   make reproduce  re-run the shipped ledger/exp-42.json, compare every stage, sign a reproduction ledger
+#   make rehearse   the base profile's rehearsal on this CPU (configs/base-rehearsal.toml: flan-t5-base
+#                   shapes, random weights, bf16; docs/base-profile.md), then verify its ledger
 #   make ship       maintainers: (re)make the shipped exp-42 (ledger/exp-42.json, report/), signed by the
 #                   key listed in ledger/trusted_keys
 SHELL := bash
@@ -21,9 +23,10 @@ export HSX_DATA_MIRROR ?= $(HSX_CACHE)/data
 CONFIG ?= configs/tiny.toml
 OUT ?= runs/local/exp-42
 REPRO_OUT ?= runs/local/exp-42-reproduce
+REHEARSAL_OUT ?= runs/local/base-rehearsal
 HSX := target/release/hsx
 
-.PHONY: bootstrap build test run reproduce ship smoke
+.PHONY: bootstrap build test run reproduce ship smoke rehearse gpu-check
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -52,3 +55,13 @@ ship: build
 smoke: build
 	@$(HSX) -q keygen --if-missing
 	$(HSX) run --config configs/smoke.toml --out runs/local/smoke
+
+# bf16 on the CPU needs the processor's own bf16 kernels, so the rehearsal runs unpinned (recorded).
+rehearse: build
+	@$(HSX) -q keygen --if-missing
+	HSX_CPU_PINS=native $(HSX) run --config configs/base-rehearsal.toml --out $(REHEARSAL_OUT)
+	$(HSX) verify --ledger $(REHEARSAL_OUT)/ledger.json --require-artifacts --data-mirror $(HSX_DATA_MIRROR)
+
+# On a machine with a CUDA GPU: scripts/gpu-check.sh (parity, bf16, determinism, throughput, rehearsal).
+gpu-check: build
+	scripts/gpu-check.sh

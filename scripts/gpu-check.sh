@@ -185,7 +185,7 @@ for e in entries:
     m = e.get("metrics") or {}
     r = m.get("resources") or {}
     toks = sum(v for v in (r.get("tokens") or {}).values() if isinstance(v, int))
-    prec = (m.get("train") or {}).get("compute_precision")
+    prec = m.get("compute_precision") if isinstance(m.get("compute_precision"), str) else None
     parts.append("%s %.1f s, %d tok%s" % (e["stage"], r.get("wall_seconds") or 0, toks, ", " + prec if prec else ""))
 print("; ".join(parts))
 ' "$1" 2>>"$LOG"
@@ -195,7 +195,6 @@ REH="$OUT/rehearsal"
 if want rehearsal; then
     rm -rf "$REH" "$OUT/base-rehearsal-cuda.toml"
     sed -e 's/^device = "cpu"/device = "cuda"/' configs/base-rehearsal.toml >"$OUT/base-rehearsal-cuda.toml"
-    [[ -n "$MINILM" ]] && sed -i "s|^bertscore_model = \"\"|bertscore_model = \"$MINILM\"|" "$OUT/base-rehearsal-cuda.toml"
     "$HSX" -q keygen --if-missing >>"$LOG" 2>&1
     t0=$SECONDS
     if "$HSX" run --config "$OUT/base-rehearsal-cuda.toml" --out "$REH" >>"$LOG" 2>&1 &&

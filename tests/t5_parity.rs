@@ -121,7 +121,9 @@ fn cached_decoding_equals_full_recompute() {
             .map(|t| m.model.decode(&dec.narrow(1, t, 1), &enc, &mask, Some(&mut cache), false))
             .collect();
         let inc = Tensor::cat(&steps, 1);
-        assert!(max_abs(&full, &inc) <= 1e-5, "cache drifts: {}", max_abs(&full, &inc));
+        // 1e-4, the tolerance against transformers: on CUDA the one-token and full-length kernels differ
+        // in the last bits (1.05e-5 on an H200), on the CPU they agree to about 1e-6.
+        assert!(max_abs(&full, &inc) <= 1e-4, "cache drifts: {}", max_abs(&full, &inc));
     });
 }
 
