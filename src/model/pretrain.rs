@@ -358,6 +358,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_filled_tokenizer_has_exactly_the_asked_size_and_never_emits_a_placeholder() {
+        let texts: Vec<String> = (0..40).map(|i| format!("the river town number {i} saw an early light on the road")).collect();
+        let tok = train_tokenizer_filled(&texts, 2000, 100).unwrap();
+        assert_eq!(tok.get_vocab_size(true), 2000);
+        assert_eq!(tok.token_to_id("<pad>"), Some(0));
+        assert_eq!(tok.token_to_id("</s>"), Some(1));
+        assert_eq!(tok.token_to_id("<extra_id_0>"), Some(1999));
+        let placeholders = tok.get_vocab(true).keys().filter(|p| p.starts_with(PLACEHOLDER_MARK)).count();
+        assert!(placeholders > 0, "the small corpus should need placeholders");
+        for t in &texts {
+            let ids = tok.encode(t.as_str(), true).unwrap();
+            for id in ids.get_ids() {
+                let piece = tok.id_to_token(*id).unwrap();
+                assert!(!piece.starts_with(PLACEHOLDER_MARK), "{t:?} was tokenised with placeholder {piece:?}");
+            }
+        }
+        // Unfilled, the same corpus gives fewer entries.
+        assert!(train_tokenizer(&texts, 2000, 100).unwrap().get_vocab_size(true) < 2000);
+    }
+
+    #[test]
     fn span_corruption_hides_the_right_share_and_reconstructs() {
         let tokens: Vec<i64> = (10..110).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
