@@ -76,8 +76,11 @@ fn num(v: &Value) -> Option<f64> {
     v.as_f64().filter(|x| x.is_finite())
 }
 
+/// A recorded interval in any of the forms the stages write: `ci95: [lo, hi]` (evaluate), `ci: [lo, hi]`
+/// (compare's table) or `ci: {lo, hi, level}` (compare's hypothesis contrasts).
 fn interval(v: &Value) -> Option<(f64, f64)> {
-    Some((num(&v["ci95"][0])?, num(&v["ci95"][1])?))
+    let pair = |a: &Value| Some((num(&a[0])?, num(&a[1])?));
+    pair(&v["ci95"]).or_else(|| pair(&v["ci"])).or_else(|| Some((num(&v["ci"]["lo"])?, num(&v["ci"]["hi"])?)))
 }
 
 const LABELS: [(&str, &str); 6] =
@@ -154,7 +157,8 @@ pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
 }
 
 /// The compare stage's statistics: `recorded`/`now` are comparison objects (`compare/comparison.json`:
-/// table, gaps, hypotheses).
+/// the table of means, each hypothesis's contrast estimate and verdict; `gaps` in ledgers made before the
+/// pre-registered hypotheses). A re-run mean or estimate must lie in its recorded interval.
 pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
     let stage = "compare";
     let mut out = StageStats::default();
@@ -172,6 +176,16 @@ pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
                 check_mean(stage, format!("{words} {}", label(k)), k, &g[key], &ng[key], &mut out);
             }
         }
+    }
+    for h in recorded["hypotheses"].as_array().into_iter().flatten() {
+        let (Some(id), Some(metric)) = (h["id"].as_str(), h["metric"].as_str()) else { continue };
+        if h["contrast"].is_null() {
+            continue;
+        }
+        let now_h = now["hypotheses"].as_array().into_iter().flatten().find(|x| x["id"].as_str() == Some(id));
+        let contrast = h["contrast_label"].as_str().unwrap_or("contrast");
+        let now_c = now_h.map(|x| &x["contrast"]).unwrap_or(&Value::Null);
+        check_mean(stage, format!("{id} {contrast} in {}", label(metric)), metric, &h["contrast"], now_c, &mut out);
     }
     let verdicts = |v: &Value| -> BTreeMap<String, String> {
         v["hypotheses"]
@@ -386,6 +400,27 @@ mod tests {
         let s = comparison_stats(&r, &flipped);
         assert!(s.moved.iter().any(|m| m == "hypothesis H1: supported recorded, inconclusive now"), "{:?}", s.moved);
         assert!(s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")), "{:?}", s.moved);
+    }
+
+    /// The forms compare writes today: `ci` arrays in the table, `{estimate, ci: {lo, hi}}` contrasts.
+    fn comparison_now(f1_a: f64, h1: f64, verdict: &str) -> Value {
+        json!({
+            "table": {"A": {"f1": {"mean": f1_a, "ci": [0.08, 0.11]}}},
+            "hypotheses": [{"id": "H1", "metric": "f1", "contrast_label": "A − B", "verdict": verdict,
+                            "contrast": {"estimate": h1, "ci": {"lo": 0.02, "hi": 0.05, "level": 0.95}}}],
+        })
+    }
+
+    #[test]
+    fn comparison_checks_table_means_and_contrasts_in_todays_format() {
+        let r = comparison_now(0.097, 0.03, "supported");
+        let s = comparison_stats(&r, &comparison_now(0.10, 0.04, "supported"));
+        assert!(s.within_tolerance(), "{:?}", s.moved);
+        assert_eq!(s.deviations.len(), 2, "{:?}", s.deviations);
+        assert!(s.deviations.iter().all(|d| d.interval.is_some()), "every quantity is checked against its interval");
+        let s = comparison_stats(&r, &comparison_now(0.12, 0.06, "supported"));
+        assert!(s.moved.iter().any(|m| m.starts_with("mean F1 of model A (compare)")), "{:?}", s.moved);
+        assert!(s.moved.iter().any(|m| m.starts_with("H1 A − B in F1 (compare)")), "{:?}", s.moved);
     }
 
     #[test]
