@@ -186,6 +186,14 @@ pub fn write_hf_config(cfg: &T5Config, out: &Path) -> Result<(), ModelError> {
     std::fs::write(out.join("config.json"), cfg_text).map_err(|e| file_err(out, e.to_string()))
 }
 
+/// Writes every variable of `vs` to `out/model.safetensors` under its (transformers) name, in name order.
+fn write_weights(vs: &nn::VarStore, out: &Path) -> Result<(), ModelError> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
+    Ok(())
+}
+
 /// What [`build_random_model`] wrote.
 pub struct RandomModel {
     pub tokenizer_pieces_learnt: usize,
@@ -218,9 +226,7 @@ pub fn build_random_model(
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = T5::new(&vs.root(), &cfg, None)?;
     init_like_transformers(&vs, &cfg);
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
+    write_weights(&vs, out)?;
     Ok(RandomModel { tokenizer_pieces_learnt, tokenizer_size })
 }
 
@@ -347,9 +353,7 @@ pub fn build_base_model(
     let initial_loss = super::train::evaluate_loss(&model, std::slice::from_ref(&probe), false);
     let total = super::train::parameter_count(&vs);
     let report = train(&model, &vs, total, &examples, &[], &recipe, 0, progress)?;
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
+    write_weights(&vs, out)?;
     Ok(PretrainResult { report, initial_loss, vocab_size, examples: examples.len() })
 }
 
