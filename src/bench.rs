@@ -126,9 +126,9 @@ pub fn train(model: &Path, data: &Path, batch: usize, threads: usize, device: tc
     let ex: Vec<Example> = d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
     let real: usize = ex.iter().map(|e| e.input_ids.len() + e.labels.len()).sum();
     let mut recipe = Recipe::from_config(&crate::config::Train::default(), 0, bf16);
-    recipe.epochs = 1;
-    recipe.batch_size = batch;
-    recipe.grad_accum = 1;
+    recipe.hyper.epochs = 1;
+    recipe.hyper.batch_size = batch;
+    recipe.hyper.grad_accum = 1;
     let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
     let t = std::time::Instant::now();
     let rep = train(&m.model, &lora_vs, total, &ex, &[], &recipe, 0, &NoProgress)?;

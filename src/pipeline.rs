@@ -3,10 +3,11 @@
 //! `crate::stages`, one file each; this file only decides what runs and records it.
 //!
 //! Resuming: a stage is skipped when its latest entry has the same parameters (its own slice of the
-//! config, see each stage's `spec`), master seed, input hashes and code identity (hsx version, git
-//! commit and diff), and its outputs still verify on disk; the report, which renders the ledger, also
-//! re-runs when any entry was recorded after it. The whole config's hash is not part of the key: a
-//! setting re-runs the stages whose parameters hold it, and the stages whose inputs then change.
+//! config, see each stage's `spec`), master seed, input hashes and code identity (the hash of the source
+//! files that stage may run, [`stages::code`]; not the git commit, so a template edit re-renders the
+//! report and retrains nothing), and its outputs still verify on disk; the report, which renders the
+//! ledger, also re-runs when any entry was recorded after it. The whole config's hash is not part of the
+//! key: a setting re-runs the stages whose parameters hold it, and the stages whose inputs then change.
 //!
 //! ```text
 //! hsx run --config configs/smoke.toml --ledger ledger/smoke.json
@@ -103,6 +104,18 @@ pub fn environment_now() -> Value {
     crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))
 }
 
+/// The environment a stage's entry records: [`environment_now`] and the stage's code identity
+/// ([`stages::code`]), which the resume key compares.
+pub fn stage_environment(stage: Stage) -> Value {
+    let mut env = environment_now();
+    let code = stages::code::identity(stage);
+    if let Some(m) = env.as_object_mut() {
+        m.insert("stage_code_sha256".into(), Value::String(code.sha256));
+        m.insert("stage_code_files".into(), Value::from(code.files));
+    }
+    env
+}
+
 /// What every execution of stages needs, set up once: by `run` and by `reproduce`.
 pub struct Setup {
     pub cfg: Config,
@@ -156,7 +169,7 @@ impl Setup {
             config: self.config_value.clone(),
             master_seed: self.cfg.experiment.seed,
             git: self.git.clone(),
-            env: Box::new(environment_now),
+            env: Box::new(move || stage_environment(stage)),
         };
         let entry = recorder.record(spec, |rc| {
             let mut ctx = StageCtx::new(stage, &self.cfg, &self.roots, rc.seed, source_ledger, progress)?;
@@ -263,14 +276,15 @@ pub fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), Pi
 }
 
 /// The latest entry of `stage`, if re-running it would change nothing: same parameters, master seed,
-/// code identity and input hashes, outputs intact on disk (and, for the report, no entry after it).
+/// code identity and input hashes, outputs intact on disk (and, for the report, no entry after it). An
+/// entry without a recorded code identity (written before hsx recorded one) never resumes.
 pub fn resumable<'a>(entries: &'a [Entry], stage: Stage, spec: &StageSpec, setup: &Setup) -> Option<&'a Entry> {
     let pos = entries.iter().rposition(|e| e.stage == spec.stage)?;
     let e = &entries[pos];
-    if e.params != spec.params || e.seeds.master != setup.cfg.experiment.seed || e.git != setup.git {
+    if e.params != spec.params || e.seeds.master != setup.cfg.experiment.seed {
         return None;
     }
-    if e.env.get("hsx_version").and_then(Value::as_str) != Some(env!("CARGO_PKG_VERSION")) {
+    if e.env.get("stage_code_sha256").and_then(Value::as_str) != Some(stages::code::identity(stage).sha256.as_str()) {
         return None;
     }
     // The report renders the ledger itself: any entry recorded after it makes it stale.

@@ -53,6 +53,11 @@ pub struct StageVerdict {
     pub detail: Option<String>,
     /// The largest deviation a tolerance check accepted.
     pub max_deviation: Option<f64>,
+    /// Set when the re-run stage's code identity (`crate::stages::code`) is not the recorded one: the
+    /// recorded and current hashes, or that the entry recorded none. A cause to look at first when the
+    /// stage diverges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_changed: Option<String>,
     /// The statistics of an evaluate/compare stage whose bytes differ (crate::repro_stats).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::repro_stats::StageStats>,
@@ -189,6 +194,12 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
             Ok(outcome)
         })?;
         let mut v = verdict.expect("the stage body ran");
+        let now_code = crate::stages::code::identity(*stage).sha256;
+        v.code_changed = match e.env.get("stage_code_sha256").and_then(Value::as_str) {
+            Some(rec) if rec == now_code => None,
+            Some(rec) => Some(format!("the stage's code differs from the recorded run's (code identity {} recorded, {} now)", rec.chars().take(12).collect::<String>(), &now_code[..12])),
+            None => Some("the recorded entry has no code identity (recorded by an older hsx)".into()),
+        };
         v.time = Some(crate::repro_stats::time_vs_recorded(
             crate::repro_stats::seconds_between(&e.started, &e.finished),
             crate::repro_stats::seconds_between(&entry.started, &entry.finished),
@@ -256,6 +267,7 @@ fn not_compared(e: &Entry, why: String) -> StageVerdict {
         differing: vec![],
         detail: Some(why),
         max_deviation: None,
+        code_changed: None,
         stats: None,
         time: None,
     }
@@ -339,6 +351,7 @@ pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Place
         }).collect(),
         detail,
         max_deviation,
+        code_changed: None,
         stats: None,
         time: None,
     })

@@ -172,9 +172,9 @@ fn precision_trained_under(config: &str) -> String {
         .collect();
     // The same call the train stage makes: Recipe::from_config(&cfg.train, seed, cfg.runtime.bf16()).
     let mut recipe = Recipe::from_config(&cfg.train, 0, cfg.runtime.bf16());
-    recipe.epochs = 1;
-    recipe.batch_size = ex.len();
-    recipe.grad_accum = 1;
+    recipe.hyper.epochs = 1;
+    recipe.hyper.batch_size = ex.len();
+    recipe.hyper.grad_accum = 1;
     let total = hsx::model::train::parameter_count(&m.vs) + hsx::model::train::parameter_count(&lora_vs);
     let rep = train(&m.model, &lora_vs, total, &ex, &[], &recipe, 0, &NoProgress).unwrap();
     assert_eq!(rep.optimizer_steps, 1);

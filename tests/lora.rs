@@ -7,7 +7,7 @@ use hsx::model::train::{collate, train, Example, NoProgress, Recipe, Trainer};
 use hsx::model::{generate, load_t5, GenerateOptions};
 use serde_json::Value;
 use std::path::PathBuf;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 fn paths() -> (PathBuf, PathBuf, Value) {
     let base = common::repo_path("tests/fixtures/t5/model");
@@ -18,7 +18,7 @@ fn paths() -> (PathBuf, PathBuf, Value) {
 
 fn recipe_of(exp: &Value) -> Recipe {
     let r = &exp["recipe"];
-    Recipe {
+    let hyper = hsx::config::Train {
         epochs: 1,
         batch_size: 2,
         grad_accum: r["accum"].as_u64().unwrap() as usize,
@@ -31,9 +31,9 @@ fn recipe_of(exp: &Value) -> Recipe {
         adam_beta2: r["betas"][1].as_f64().unwrap(),
         adam_eps: r["eps"].as_f64().unwrap(),
         log_every: 1,
-        seed: 0,
-        bf16: false,
-    }
+        ..hsx::config::Train::default()
+    };
+    Recipe { hyper, seed: 0, bf16: false }
 }
 
 fn adapter_tensors(dir: &std::path::Path) -> Vec<(String, Tensor)> {
@@ -62,8 +62,8 @@ fn training_steps_match_peft() {
         .collect();
     let micro: Vec<Vec<&Example>> = pairs.chunks(2).map(|c| c.iter().collect()).collect();
     for step in 0..steps {
-        let group: Vec<_> = (0..recipe.grad_accum)
-            .map(|k| collate(&micro[(step * recipe.grad_accum + k) % micro.len()], 0, common::test_device()))
+        let group: Vec<_> = (0..recipe.hyper.grad_accum)
+            .map(|k| collate(&micro[(step * recipe.hyper.grad_accum + k) % micro.len()], 0, common::test_device()))
             .collect();
         let loss = tr.step(&group, false);
         let want = exp["losses"][step].as_f64().unwrap();
@@ -139,7 +139,9 @@ fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::tr
             labels: m.tokenizer.encode(p[1].as_str().unwrap(), None).unwrap(),
         })
         .collect();
-    let recipe = Recipe { epochs: 2, batch_size: 4, grad_accum: 2, warmup_steps: 2, seed, log_every: 1, ..recipe_of(&exp) };
+    let base = recipe_of(&exp);
+    let hyper = hsx::config::Train { epochs: 2, batch_size: 4, grad_accum: 2, warmup_steps: 2, log_every: 1, ..base.hyper };
+    let recipe = Recipe { hyper, seed, ..base };
     let total = hsx::model::train::parameter_count(&m.vs) + hsx::model::train::parameter_count(&lora_vs);
     let rep = train(&m.model, &lora_vs, total, &pairs, &pairs[..6], &recipe, 0, &NoProgress).unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -243,4 +243,17 @@ fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
     // ... while its own parameters and the master seed do.
     assert_eq!(resumes(&|c| c.split.test += 1), (false, true));
     assert_eq!(resumes(&|c| c.experiment.seed += 1), (false, true));
+
+    // The code part of the key is the stage's own code identity, recorded in its entry: an entry made by
+    // other code (here: another recorded identity, or none) re-runs.
+    let stage = hsx::stages::Stage::Prepare;
+    assert_eq!(entries[0].env["stage_code_sha256"], hsx::stages::code::identity(stage).sha256.as_str());
+    let setup = pipeline::Setup::place(base.clone(), ws.path(), Some(&common::mirror()), ws.path().join(pipeline::run_dir_rel(&base))).unwrap();
+    let spec = hsx::stages::spec(stage, &setup.cfg);
+    let mut other = entries.clone();
+    other[0].env["stage_code_sha256"] = "0".repeat(64).into();
+    assert!(pipeline::resumable(&other, stage, &spec, &setup).is_none());
+    other[0].env.as_object_mut().unwrap().remove("stage_code_sha256");
+    assert!(pipeline::resumable(&other, stage, &spec, &setup).is_none());
+    assert!(pipeline::resumable(&entries, stage, &spec, &setup).is_some());
 }

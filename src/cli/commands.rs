@@ -193,10 +193,10 @@ pub fn train(out: Out, a: &TrainArgs) -> Result<u8> {
     let (train_ex, val_ex) = (tok(&train_rows)?, tok(&val_rows)?);
     let mut recipe = Recipe::from_config(&hsx::config::Train::default(), a.seed, device.is_cuda());
     if let Some(e) = a.epochs {
-        recipe.epochs = e;
+        recipe.hyper.epochs = e;
     }
     if let Some(lr) = a.lr {
-        recipe.lr = lr;
+        recipe.hyper.lr = lr;
     }
     let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
     let progress = BarProgress::new(out, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}");

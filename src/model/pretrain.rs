@@ -332,19 +332,25 @@ pub fn build_base_model(
     let vs = nn::VarStore::new(device);
     let model = T5::new(&vs.root(), &cfg, None)?;
     init_like_transformers(&vs, &cfg);
+    let longest_target = examples.iter().map(|e| e.labels.len()).max().unwrap_or(0);
     let recipe = Recipe {
-        epochs: 1,
-        batch_size: pre.batch_size,
-        grad_accum: 1,
-        lr: pre.lr,
-        weight_decay: 0.01,
-        warmup_steps: pre.warmup_steps,
-        warmup_share: pre.warmup_share,
-        max_grad_norm: 1.0,
-        adam_beta1: 0.9,
-        adam_beta2: 0.999,
-        adam_eps: 1e-8,
-        log_every: (pre.steps / 20).max(1),
+        hyper: crate::config::Train {
+            epochs: 1,
+            batch_size: pre.batch_size,
+            grad_accum: 1,
+            lr: pre.lr,
+            weight_decay: 0.01,
+            warmup_steps: pre.warmup_steps,
+            warmup_share: pre.warmup_share,
+            max_grad_norm: 1.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            // The span-corrupted chunks' lengths: inputs are cut to fit, targets are what corruption leaves.
+            max_input_tokens: pre.max_input_tokens,
+            max_target_tokens: longest_target,
+            log_every: (pre.steps / 20).max(1),
+        },
         seed,
         bf16,
     };

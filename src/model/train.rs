@@ -23,45 +23,20 @@ use super::t5::T5;
 use super::tokenizer::pad_batch;
 use super::ModelError;
 
-/// The optimisation recipe (the seed's values come from the config's `[train]`).
+/// The optimisation recipe: the config's `[train]` hyper-parameters as they are (one type, not a copy),
+/// with the stage's seed and whether the forward passes run under bf16 autocast. The token limits in
+/// `hyper` are applied when the caller tokenizes the examples; the loop reads the optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recipe {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    /// When set, the warmup is this share of the optimiser steps (rounded) instead of `warmup_steps`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warmup_share: Option<f64>,
-    pub max_grad_norm: f64,
-    pub adam_beta1: f64,
-    pub adam_beta2: f64,
-    pub adam_eps: f64,
-    pub log_every: usize,
+    #[serde(flatten)]
+    pub hyper: crate::config::Train,
     pub seed: u64,
     pub bf16: bool,
 }
 
 impl Recipe {
     pub fn from_config(t: &crate::config::Train, seed: u64, bf16: bool) -> Self {
-        Self {
-            epochs: t.epochs,
-            batch_size: t.batch_size,
-            grad_accum: t.grad_accum,
-            lr: t.lr,
-            weight_decay: t.weight_decay,
-            warmup_steps: t.warmup_steps,
-            warmup_share: t.warmup_share,
-            max_grad_norm: t.max_grad_norm,
-            adam_beta1: t.adam_beta1,
-            adam_beta2: t.adam_beta2,
-            adam_eps: t.adam_eps,
-            log_every: t.log_every,
-            seed,
-            bf16,
-        }
+        Self { hyper: t.clone(), seed, bf16 }
     }
 }
 
@@ -156,24 +131,24 @@ pub struct Trainer<'a> {
 
 impl<'a> Trainer<'a> {
     pub fn new(model: &'a T5, trainable: &nn::VarStore, mut recipe: Recipe, total_steps: usize) -> Result<Self, ModelError> {
-        if let Some(share) = recipe.warmup_share {
-            recipe.warmup_steps = (share * total_steps as f64).round() as usize;
+        if let Some(share) = recipe.hyper.warmup_share {
+            recipe.hyper.warmup_steps = (share * total_steps as f64).round() as usize;
         }
         let mut opt = nn::AdamW {
-            beta1: recipe.adam_beta1,
-            beta2: recipe.adam_beta2,
-            wd: recipe.weight_decay,
-            eps: recipe.adam_eps,
+            beta1: recipe.hyper.adam_beta1,
+            beta2: recipe.hyper.adam_beta2,
+            wd: recipe.hyper.weight_decay,
+            eps: recipe.hyper.adam_eps,
             amsgrad: false,
         }
-        .build(trainable, recipe.lr)?;
-        opt.set_lr(recipe.lr * linear_schedule(0, recipe.warmup_steps, total_steps));
+        .build(trainable, recipe.hyper.lr)?;
+        opt.set_lr(recipe.hyper.lr * linear_schedule(0, recipe.hyper.warmup_steps, total_steps));
         Ok(Self { model, opt, recipe, total_steps, step_no: 0, trainable: trainable.trainable_variables(), bf16_autocast_seen: false })
     }
 
     /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss.
     pub fn step(&mut self, micro: &[MicroBatch], train: bool) -> f64 {
-        self.opt.set_lr(self.recipe.lr * linear_schedule(self.step_no, self.recipe.warmup_steps, self.total_steps));
+        self.opt.set_lr(self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps));
         self.opt.zero_grad();
         let mut total = 0.0;
         let n = micro.len().max(1) as f64;
@@ -188,8 +163,8 @@ impl<'a> Trainer<'a> {
             (&loss / n).backward();
             total += loss.double_value(&[]);
         }
-        if self.recipe.max_grad_norm > 0.0 {
-            self.opt.clip_grad_norm(self.recipe.max_grad_norm);
+        if self.recipe.hyper.max_grad_norm > 0.0 {
+            self.opt.clip_grad_norm(self.recipe.hyper.max_grad_norm);
         }
         self.opt.step();
         self.step_no += 1;
@@ -271,15 +246,15 @@ pub fn train(
     let start = std::time::Instant::now();
     let device = model.device();
     tch::manual_seed(recipe.seed as i64);
-    let micro_per_epoch = train_set.len().div_ceil(recipe.batch_size);
-    let steps_per_epoch = micro_per_epoch.div_ceil(recipe.grad_accum);
-    let total_steps = steps_per_epoch * recipe.epochs;
+    let micro_per_epoch = train_set.len().div_ceil(recipe.hyper.batch_size);
+    let steps_per_epoch = micro_per_epoch.div_ceil(recipe.hyper.grad_accum);
+    let total_steps = steps_per_epoch * recipe.hyper.epochs;
     let mut trainer = Trainer::new(model, trainable, recipe.clone(), total_steps)?;
     progress.start(total_steps);
     let val_batches: Vec<MicroBatch> = {
         let mut idx: Vec<usize> = (0..val_set.len()).collect();
         idx.sort_by_key(|&i| val_set[i].input_ids.len());
-        idx.chunks(recipe.batch_size * 2)
+        idx.chunks(recipe.hyper.batch_size * 2)
             .map(|c| collate(&c.iter().map(|&i| &val_set[i]).collect::<Vec<_>>(), pad, device))
             .collect()
     };
@@ -289,9 +264,9 @@ pub fn train(
     let mut best: Option<(usize, f64, HashMap<String, Tensor>)> = None;
     let (mut tokens, mut real, mut padded) = (0usize, 0usize, 0usize);
     let mut last_loss = f64::NAN;
-    for epoch in 0..recipe.epochs {
-        let batches = bucketed_batches(train_set, recipe.batch_size, recipe.seed, epoch);
-        for group in batches.chunks(recipe.grad_accum) {
+    for epoch in 0..recipe.hyper.epochs {
+        let batches = bucketed_batches(train_set, recipe.hyper.batch_size, recipe.seed, epoch);
+        for group in batches.chunks(recipe.hyper.grad_accum) {
             let t0 = std::time::Instant::now();
             let micro: Vec<MicroBatch> = group
                 .iter()
@@ -308,7 +283,7 @@ pub fn train(
             last_loss = loss;
             window.0 += loss;
             window.1 += 1;
-            if trainer.step_no % recipe.log_every == 0 || trainer.step_no == total_steps {
+            if trainer.step_no % recipe.hyper.log_every == 0 || trainer.step_no == total_steps {
                 curve.push((trainer.step_no, crate::data::stats::round6(window.0 / window.1 as f64)));
                 window = (0.0, 0);
             }
@@ -328,12 +303,12 @@ pub fn train(
             restore(trainable, &snap);
             e
         }
-        None => recipe.epochs,
+        None => recipe.hyper.epochs,
     };
     let trainable_parameters = trainer.trainable_count();
     Ok(TrainReport {
         optimizer_steps: trainer.step_no,
-        epochs: recipe.epochs,
+        epochs: recipe.hyper.epochs,
         loss_curve: curve,
         val_loss_per_epoch: val_losses,
         best_epoch,

@@ -25,6 +25,7 @@ use crate::ledger::{StageOutcome, StageSpec};
 pub mod base_model;
 pub mod compare;
 pub mod contaminate;
+pub mod code;
 pub mod ctx;
 pub mod evaluate;
 pub mod generator;

@@ -166,7 +166,7 @@ pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], e
     let train_ex = pairs_to_examples(&m, train_pairs, cfg)?;
     let val_ex = pairs_to_examples(&m, val_pairs, cfg)?;
     let mut recipe = Recipe::from_config(&cfg.train, ctx.seed, cfg.runtime.bf16());
-    recipe.epochs = epochs;
+    recipe.hyper.epochs = epochs;
     let total = parameter_count(&m.vs) + parameter_count(&lora_vs);
     let progress = ctx.trainer();
     let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, progress.as_ref())?;
