@@ -301,6 +301,11 @@ pub struct Pretrain {
     /// What the span-corruption pretraining reads from the train split (see [`PretrainCorpus`]).
     #[serde(default, skip_serializing_if = "PretrainCorpus::is_default")]
     pub corpus: PretrainCorpus,
+    /// The share of the corpus's documents (each distinct context, each question text) held out of
+    /// tokenizer training and pretraining, chosen by the stage seed: the base-model stage reports the
+    /// span-corruption loss on them before and after pretraining. 0 holds nothing out (no held-out figures).
+    #[serde(default = "default_heldout_share")]
+    pub heldout_share: f64,
 }
 
 /// The pretraining corpus, all from the train split (never validation or test).
@@ -325,6 +330,9 @@ fn default_noise_density() -> f64 {
 }
 fn default_mean_span() -> f64 {
     3.0
+}
+fn default_heldout_share() -> f64 {
+    0.05
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]

@@ -139,3 +139,33 @@ fn an_hf_dir_base_model_gets_the_flan_cosmosqa_limitation_with_model_0s_score() 
     let f1 = cell(&cmp["table"]["0"][pm]);
     assert!(line.contains(&f1), "the limitation does not give model 0's {pm} {f1}: {line}");
 }
+
+#[test]
+fn entries_older_than_the_heldout_quotes_and_baseline_scores_still_render_and_say_so() {
+    let mut v = fixture("ledger_shortfall.json");
+    let new = render_value(v.clone()).unwrap();
+    let bm = &stage(&mut v, "base-model")["metrics"];
+    let (start, end) = (bm["heldout"]["loss_start"].as_f64().unwrap(), bm["heldout"]["loss_end"].as_f64().unwrap());
+    assert!(new.contains(&format!("{start:.3} before the first optimizer step and {end:.3} after the last")), "held-out losses not printed");
+    assert!(new.contains("none accepted in this run."));
+    assert!(!new.contains("not scored"), "a baseline cell is unscored");
+    // As older entries were: no held-out figures, no quoted examples, baselines on the lexical metrics only.
+    let bm = stage(&mut v, "base-model")["metrics"].as_object_mut().unwrap();
+    bm.remove("heldout");
+    bm.remove("train_loss_last_window");
+    let initial = bm["initial_loss"].as_f64().unwrap();
+    stage(&mut v, "synthesize")["metrics"].as_object_mut().unwrap().remove("quoted_examples");
+    let cmp = stage(&mut v, "compare")["metrics"].as_object_mut().unwrap();
+    cmp.remove("baseline_scoring");
+    for row in cmp["baseline_table"].as_object_mut().unwrap().values_mut() {
+        let row = row.as_object_mut().unwrap();
+        row.retain(|k, _| ["em", "f1", "rouge1", "rouge2", "rougeL"].contains(&k.as_str()));
+    }
+    let old = render_value(v.clone()).unwrap();
+    assert!(old.contains(&format!("no held-out slice in this run (`model.pretrain.heldout_share` = 0, or an entry older than the held-out figures); {initial:.3} on the first training batch")));
+    assert!(!old.contains("Accepted examples, quoted verbatim"));
+    assert!(old.contains("not scored") && old.contains("baselines are scored on the lexical metrics only"));
+    // A held-out share of 0 records null: the same sentence.
+    stage(&mut v, "base-model")["metrics"]["heldout"] = serde_json::Value::Null;
+    assert!(render_value(v).unwrap().contains("no held-out slice in this run"));
+}

@@ -121,6 +121,9 @@ impl Config {
                 if pretrain.max_input_tokens < 8 {
                     return err("model.pretrain.max_input_tokens", "must be at least 8");
                 }
+                if !(pretrain.heldout_share.is_finite() && (0.0..=0.5).contains(&pretrain.heldout_share)) {
+                    return err("model.pretrain.heldout_share", format!("must be in [0, 0.5], got {}", pretrain.heldout_share));
+                }
             }
         }
 

@@ -105,6 +105,26 @@ pub fn predictions(baseline: Baseline, train: &[QaExample], test: &[QaExample]) 
     }
 }
 
+/// How a baseline, which has no model to rank options with, answers the multiple-choice question.
+pub const MC_RULE: &str = "the answer option with the highest SQuAD token F1 against the baseline's answer (ties to the first option)";
+
+/// The option [`MC_RULE`] picks for `answer` among `choices` (0 when there are none).
+pub fn choose_option(answer: &str, choices: &[String]) -> usize {
+    let mut best = (0usize, f64::NEG_INFINITY);
+    for (k, c) in choices.iter().enumerate() {
+        let f1 = super::squad::em_f1(answer, c).1;
+        if f1 > best.1 {
+            best = (k, f1);
+        }
+    }
+    best.0
+}
+
+/// Per test example, 1 where [`choose_option`] on the baseline's answer picks the labelled option, else 0.
+pub fn mc_correct(predictions: &[String], test: &[QaExample]) -> Vec<f64> {
+    predictions.iter().zip(test).map(|(p, e)| f64::from(u8::from(choose_option(p, &e.choices) == e.label as usize))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +163,27 @@ mod tests {
         assert_eq!(best_context_sentence(c, "Why did the dog chase the ball?"), "The dog chased a red ball.");
         // No shared word: the first sentence.
         assert_eq!(best_context_sentence(c, "xyz?"), "We walked to the park.");
+    }
+
+    #[test]
+    fn the_mc_rule_picks_the_option_closest_to_the_answer_and_ties_to_the_first() {
+        let choices: Vec<String> = ["They went to the park.", "She bought some milk.", "None of the above choices .", "He bought milk and bread."]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(choose_option("buy milk", &choices), 1); // F1 1/3 against 2/7 for option 4, 0 for the others
+        assert_eq!(choose_option("None of the above choices.", &choices), 2);
+        // No shared word: every F1 is 0, so the first option.
+        assert_eq!(choose_option("xyz", &choices), 0);
+        // Equal F1 for options 1 and 2: the first of them.
+        let tied: Vec<String> = ["a dog ran", "park visit", "visit park", "park"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(choose_option("park visit today", &tied), 1);
+        assert_eq!(choose_option("park", &tied), 3);
+        let mut e = ex("x");
+        e.choices = choices.clone();
+        e.label = 1;
+        let mut f = e.clone();
+        f.label = 3;
+        assert_eq!(mc_correct(&["buy milk".into(), "buy milk".into()], &[e, f]), vec![1.0, 0.0]);
     }
 }

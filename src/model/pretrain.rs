@@ -275,9 +275,79 @@ pub struct PretrainResult {
     pub initial_loss: f64,
     pub vocab_size: usize,
     pub examples: usize,
+    /// The held-out slice's span-corruption loss before and after pretraining; None when
+    /// `heldout_share` is 0 (or the corpus has a single document).
+    pub heldout: Option<HeldOut>,
 }
 
-/// Builds, pretrains and saves a scratch base model as an HF directory in `out`.
+/// The held-out slice of the pretraining corpus and its eval-mode span-corruption loss (token
+/// cross-entropy, mean over every target token: sentinels, hidden tokens and `</s>`), measured with the
+/// same corruption masks on the initialised model and on the model after the last optimiser step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeldOut {
+    /// `model.pretrain.heldout_share`: the share of the corpus's documents held out.
+    pub share: f64,
+    /// Documents (distinct contexts, question texts) held out of tokenizer training and pretraining.
+    pub documents: usize,
+    /// Their chunks of at most the pretraining chunk length (a chunk equal to a training chunk is dropped).
+    pub chunks: usize,
+    /// Target tokens the losses average over.
+    pub target_tokens: usize,
+    /// Before the first optimiser step (the initialised weights).
+    pub loss_start: f64,
+    /// After the last optimiser step.
+    pub loss_end: f64,
+}
+
+/// The documents held out of pretraining: round(share · n) of the `n` documents (at least one when
+/// `share` > 0, never all of them), chosen by a ChaCha8 shuffle seeded with `seed`; sorted.
+pub fn heldout_documents(n: usize, share: f64, seed: u64) -> Vec<usize> {
+    if n < 2 || !(share > 0.0) {
+        return Vec::new();
+    }
+    let k = ((n as f64 * share).round() as usize).clamp(1, n - 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut held: Vec<usize> = order.into_iter().take(k).collect();
+    held.sort_unstable();
+    held
+}
+
+/// The held-out slice's own random streams (selection and corruption masks), apart from training's.
+const HELDOUT_SELECT: u64 = 0x6865_6c64_2d6f_7574; // "held-out"
+const HELDOUT_MASKS: u64 = 0x6d61_736b_732d_686f; // "masks-ho"
+
+/// Each text's token ids (no `</s>`) cut into chunks of `raw_len` (a last chunk under 4 tokens dropped).
+fn chunk_texts(tok: &tokenizers::Tokenizer, texts: &[&String], raw_len: usize) -> Result<Vec<Vec<i64>>, ModelError> {
+    let mut out = Vec::new();
+    for t in texts {
+        let enc = tok.encode(t.as_str(), false).map_err(|e| ModelError::Config(e.to_string()))?;
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
+        for chunk in ids.chunks(raw_len.max(4)) {
+            if chunk.len() >= 4 {
+                out.push(chunk.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The corpus split into training and held-out documents (see [`heldout_documents`]).
+pub fn split_corpus(texts: &[String], share: f64, seed: u64) -> (Vec<&String>, Vec<&String>) {
+    let held = heldout_documents(texts.len(), share, seed ^ HELDOUT_SELECT);
+    let mut is_held = vec![false; texts.len()];
+    for &i in &held {
+        is_held[i] = true;
+    }
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for (t, h) in texts.iter().zip(is_held) {
+        if h { heldout.push(t) } else { train.push(t) }
+    }
+    (train, heldout)
+}
+
+/// Builds, pretrains and saves a scratch base model as an HF directory in `out`. The documents
+/// [`split_corpus`] holds out are seen neither by the tokenizer trainer nor by pretraining.
 #[allow(clippy::too_many_arguments)]
 pub fn build_base_model(
     texts: &[String],
@@ -291,7 +361,9 @@ pub fn build_base_model(
     progress: &dyn TrainProgress,
 ) -> Result<PretrainResult, ModelError> {
     std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
-    let tok = train_tokenizer(texts, tok_spec.vocab_size, tok_spec.extra_ids)?;
+    let (train_docs, held_docs) = split_corpus(texts, pre.heldout_share, seed);
+    let train_owned: Vec<String> = train_docs.iter().map(|t| (*t).clone()).collect();
+    let tok = train_tokenizer(&train_owned, tok_spec.vocab_size, tok_spec.extra_ids)?;
     let vocab_size = tok.get_vocab_size(true);
     tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
     let cfg = scratch_config(arch, vocab_size);
@@ -301,19 +373,22 @@ pub fn build_base_model(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sentinel0 = vocab_size as i64 - 1; // <extra_id_0>
     let raw_len = ((pre.max_input_tokens as f64 - 1.0) / (1.0 - pre.noise_density + pre.noise_density / pre.mean_noise_span_length)).floor() as usize;
-    let mut encoded: Vec<Vec<i64>> = Vec::new();
-    for t in texts {
-        let enc = tok.encode(t.as_str(), false).map_err(|e| ModelError::Config(e.to_string()))?;
-        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
-        for chunk in ids.chunks(raw_len.max(4)) {
-            if chunk.len() >= 4 {
-                encoded.push(chunk.to_vec());
-            }
-        }
-    }
+    let encoded = chunk_texts(&tok, &train_docs, raw_len)?;
     if encoded.is_empty() {
         return Err(ModelError::Config("no text to pretrain on".into()));
     }
+    // The held-out chunks, corrupted once with their own stream: the same masks before and after.
+    let train_chunks: std::collections::HashSet<&Vec<i64>> = encoded.iter().collect();
+    let held_chunks: Vec<Vec<i64>> = chunk_texts(&tok, &held_docs, raw_len)?.into_iter().filter(|c| !train_chunks.contains(c)).collect();
+    let mut mask_rng = ChaCha8Rng::seed_from_u64(seed ^ HELDOUT_MASKS);
+    let held_examples: Vec<Example> = held_chunks
+        .iter()
+        .map(|c| {
+            let (input_ids, labels) = span_corrupt(c, pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut mask_rng);
+            Example { input_ids, labels }
+        })
+        .collect();
+    let held_batches: Vec<_> = held_examples.chunks(pre.batch_size).map(|b| super::train::collate(&b.iter().collect::<Vec<_>>(), 0, device)).collect();
     let want = pre.steps * pre.batch_size;
     let mut examples = Vec::with_capacity(want);
     let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -357,10 +432,20 @@ pub fn build_base_model(
     let probe: Vec<_> = examples[..pre.batch_size.min(examples.len())].iter().collect();
     let probe = super::train::collate(&probe, 0, device);
     let initial_loss = super::train::evaluate_loss(&model, std::slice::from_ref(&probe), false);
+    let heldout_start = (!held_batches.is_empty()).then(|| super::train::evaluate_loss(&model, &held_batches, bf16));
     let total = super::train::parameter_count(&vs);
     let report = train(&model, &vs, total, &examples, &[], &recipe, 0, progress)?;
+    // No validation set: `train` leaves the weights of the last step in place.
+    let heldout = heldout_start.map(|start| HeldOut {
+        share: pre.heldout_share,
+        documents: held_docs.len(),
+        chunks: held_examples.len(),
+        target_tokens: held_examples.iter().map(|e| e.labels.len()).sum(),
+        loss_start: crate::data::stats::round6(start),
+        loss_end: crate::data::stats::round6(super::train::evaluate_loss(&model, &held_batches, bf16)),
+    });
     write_weights(&vs, out)?;
-    Ok(PretrainResult { report, initial_loss, vocab_size, examples: examples.len() })
+    Ok(PretrainResult { report, initial_loss, vocab_size, examples: examples.len(), heldout })
 }
 
 #[cfg(test)]
@@ -409,5 +494,56 @@ mod tests {
         }
         let rebuilt: Vec<i64> = inp[..inp.len() - 1].iter().flat_map(|&t| if t > 900 { spans[&t].clone() } else { vec![t] }).collect();
         assert_eq!(rebuilt, tokens);
+    }
+
+    #[test]
+    fn the_heldout_documents_are_a_seeded_share_never_in_training() {
+        let texts: Vec<String> = (0..200).map(|i| format!("document {i} about the river town")).collect();
+        let (train, held) = split_corpus(&texts, 0.05, 42);
+        assert_eq!(held.len(), 10);
+        assert_eq!(train.len() + held.len(), texts.len());
+        let train_set: std::collections::HashSet<&String> = train.iter().copied().collect();
+        assert!(held.iter().all(|h| !train_set.contains(h)), "a held-out document is also a training document");
+        // The same seed picks the same slice; another seed another one; share 0 holds nothing out.
+        assert_eq!(split_corpus(&texts, 0.05, 42).1, held);
+        assert_ne!(split_corpus(&texts, 0.05, 43).1, held);
+        assert!(split_corpus(&texts, 0.0, 42).1.is_empty());
+        // At least one document when the share rounds to none, never every document.
+        assert_eq!(heldout_documents(10, 0.01, 1).len(), 1);
+        assert_eq!(heldout_documents(2, 0.5, 1).len(), 1);
+        assert!(heldout_documents(1, 0.5, 1).is_empty());
+    }
+
+    #[test]
+    fn pretraining_lowers_the_loss_on_the_heldout_slice_it_never_saw() {
+        let words = ["river", "town", "early", "light", "road", "quiet", "market", "bridge", "morning", "stone"];
+        // Distinct documents from one small vocabulary, in word pairs, so the held-out slice shares the
+        // training documents' statistics but none of their chunks.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let texts: Vec<String> = (0..120)
+            .map(|_| (0..12).map(|_| { let w = rand::Rng::gen_range(&mut rng, 0..words.len() / 2) * 2; format!("{} {}", words[w], words[w + 1]) }).collect::<Vec<_>>().join(" "))
+            .collect();
+        let arch = crate::config::T5Arch {
+            d_model: 32, d_ff: 64, d_kv: 8, num_heads: 4, num_layers: 1, num_decoder_layers: 1,
+            relative_attention_num_buckets: 8, relative_attention_max_distance: 32, dropout_rate: 0.0,
+        };
+        let tok = crate::config::TokenizerSpec { vocab_size: 120, extra_ids: 10 };
+        let pre = crate::config::Pretrain {
+            steps: 40, batch_size: 8, lr: 1e-2, noise_density: 0.15, mean_noise_span_length: 3.0, max_input_tokens: 32,
+            warmup_steps: 2, warmup_share: None, corpus: Default::default(), heldout_share: 0.1,
+        };
+        let dir = std::env::temp_dir().join(format!("hsx-heldout-{}", std::process::id()));
+        let r = build_base_model(&texts, &arch, &tok, &pre, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = r.heldout.expect("a held-out slice");
+        assert_eq!(h.documents, 12);
+        assert!(h.chunks >= h.documents && h.target_tokens > h.chunks, "{h:?}");
+        assert!(h.loss_start.is_finite() && h.loss_end.is_finite());
+        assert!(h.loss_end < h.loss_start, "held-out loss did not fall: {} -> {}", h.loss_start, h.loss_end);
+        // Without a share there are no held-out figures.
+        let none = crate::config::Pretrain { heldout_share: 0.0, steps: 2, ..pre };
+        let r = build_base_model(&texts, &arch, &tok, &none, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(r.heldout.is_none());
     }
 }

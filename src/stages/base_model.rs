@@ -65,7 +65,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 "source": "scratch",
                 "vocab_size": r.vocab_size,
                 "examples": r.examples,
+                // On the first training batch, before training (kept for older readers; the report prints
+                // the held-out figures).
                 "initial_loss": r.initial_loss,
+                "heldout": r.heldout,
+                "train_loss_last_window": last_window(&r.report.loss_curve),
                 "pretrain": r.report,
             });
             // The file holds what a re-run reproduces bit for bit; the wall time lives in the entry.
@@ -76,6 +80,18 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 outputs: vec![(Root::Run, "base-model/model".into()), (Root::Run, "base-model/pretrain_metrics.json".into())],
                 metrics,
             })
+        }
+    }
+}
+
+/// The last logged window of a loss curve: the mean training loss (the mean over its optimiser steps of
+/// each step's batch loss) over steps `first_step` to `last_step`; null for an empty curve.
+pub fn last_window(curve: &[(usize, f64)]) -> Value {
+    match curve {
+        [] => Value::Null,
+        [.., (last, loss)] => {
+            let first = if curve.len() > 1 { curve[curve.len() - 2].0 + 1 } else { 1 };
+            json!({"first_step": first, "last_step": last, "mean_loss": loss})
         }
     }
 }
@@ -94,4 +110,17 @@ fn train_texts(ctx: &StageCtx, corpus: crate::config::PretrainCorpus) -> Result<
         }
     }
     Ok(texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_window;
+    use serde_json::json;
+
+    #[test]
+    fn the_last_window_runs_from_the_step_after_the_previous_point() {
+        assert_eq!(last_window(&[]), serde_json::Value::Null);
+        assert_eq!(last_window(&[(10, 4.0)]), json!({"first_step": 1, "last_step": 10, "mean_loss": 4.0}));
+        assert_eq!(last_window(&[(10, 4.0), (20, 3.5), (25, 3.25)]), json!({"first_step": 21, "last_step": 25, "mean_loss": 3.25}));
+    }
 }

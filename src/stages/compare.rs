@@ -83,21 +83,36 @@ fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
     Ok(plan)
 }
 
-/// Per-item scores of each trivial baseline on every lexical metric of the registry.
-fn baseline_scores(train: &[QaExample], test: &[QaExample], stem: bool) -> (BTreeMap<String, Scores>, BTreeMap<String, Value>) {
+/// Per-item scores of each trivial baseline on every compared metric of the registry: the lexical
+/// metrics, BERTScore with the encoder and options the models are scored with (`bert`, `bopts`), and
+/// multiple-choice accuracy by [`baselines::MC_RULE`] (a baseline has no model to rank the options).
+fn baseline_scores(
+    train: &[QaExample],
+    test: &[QaExample],
+    stem: bool,
+    bert: &crate::model::bert::Bert,
+    bopts: &crate::metrics::bertscore::BertScoreOptions,
+) -> Result<(BTreeMap<String, Scores>, BTreeMap<String, Value>, Value), PipelineError> {
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     let mut scores = BTreeMap::new();
     let mut described = BTreeMap::new();
+    let mut encoder = Value::Null;
     for b in Baseline::ALL {
         let preds = baselines::predictions(b, train, test);
-        let per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], stem);
+        let mut per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], stem);
+        let bs = crate::metrics::bertscore::bertscore(bert, &preds, &refs, bopts)?;
+        encoder = json!({"bertscore_model": bs.model, "bertscore_layer": bs.layer});
+        per.bertscore_precision = bs.precision;
+        per.bertscore_recall = bs.recall;
+        per.bertscore_f1 = bs.f1;
+        per.mc_accuracy = baselines::mc_correct(&preds, test);
         let s: Scores =
             registry::compared().filter(|m| (m.values)(&per).len() == test.len()).map(|m| (m.key.to_string(), (m.values)(&per).to_vec())).collect();
         scores.insert(b.key().to_string(), s);
         let example = if b == Baseline::Constant { preds.first().cloned() } else { None };
         described.insert(b.key().to_string(), json!({"label": b.label(), "answer": example}));
     }
-    (scores, described)
+    Ok((scores, described, encoder))
 }
 
 /// Rounds every float in a JSON value to 6 decimals (the ledger's figures).
@@ -134,7 +149,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     };
     let clusters = Clusters::from_keys(&cluster_keys);
     let models: BTreeMap<String, Scores> = Model::ALL.iter().map(|m| (m.label().to_string(), scores[m].values.clone())).collect();
-    let (base_scores, base_described) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer);
+    let (bert, bopts) = super::evaluate::bertscore_setup(ctx, ctx.device()?)?;
+    let (base_scores, base_described, encoder) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer, &bert, &bopts)?;
+    // How the baselines were scored beyond the lexical metrics (what the report states).
+    let mut baseline_scoring = json!({"mc_rule": baselines::MC_RULE, "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0)});
+    baseline_scoring["bertscore_model"] = encoder["bertscore_model"].clone();
+    baseline_scoring["bertscore_layer"] = encoder["bertscore_layer"].clone();
     let result: AnalysisResult =
         analysis::analyse(&plan, &models, &base_scores, &clusters, seed).map_err(|e| stage_error(format!("analysis: {e}")))?;
     // Descriptive, not pre-registered: each arm against model 0, on every metric of the plan.
@@ -216,6 +236,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         "table": table,
         "baselines": base_described,
         "baseline_table": baseline_table,
+        "baseline_scoring": baseline_scoring,
         "power": result.power,
         "hypotheses": result.hypotheses,
         "differences": differences,
@@ -420,5 +441,60 @@ mod tests {
         let b = csv.lines().nth(2).unwrap();
         assert!(b.starts_with("baseline:constant,0.100000,0.050000,0.150000,,,"), "{b}");
         assert_eq!(b.split(',').count(), header.len());
+    }
+
+    fn qa(id: &str, context: &str, question: &str, answer: &str, choices: [&str; 4], label: u8) -> QaExample {
+        QaExample {
+            id: id.into(),
+            context: context.into(),
+            question: question.into(),
+            answer: answer.into(),
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+            label,
+        }
+    }
+
+    #[test]
+    fn a_baselines_scores_are_its_predictions_scored_directly_on_every_compared_metric() {
+        let bert = crate::model::bert::load_minilm(None, tch::Device::Cpu).unwrap_or_else(|e| {
+            panic!("{e}\n(this test needs the bootstrap's MiniLM: run `make bootstrap`, or set HSX_MINILM)")
+        });
+        let bopts = crate::metrics::bertscore::BertScoreOptions::default();
+        let train = vec![
+            qa("t1", "We went out.", "Why?", "None of the above choices .", ["a", "b", "c", "None of the above choices ."], 3),
+            qa("t2", "We went out.", "Why?", "None of the above choices .", ["a", "b", "c", "None of the above choices ."], 3),
+            qa("t3", "We went out.", "Why?", "To buy milk.", ["To buy milk.", "b", "c", "d"], 0),
+        ];
+        let test = vec![
+            qa("x1", "The dog ran to the park. It was sunny.", "Where did the dog run?", "To the park.",
+               ["To the park.", "To the shop.", "Home.", "None of the above choices ."], 0),
+            qa("x2", "She was tired so she went to sleep. It was late.", "Why did she sleep?", "She was tired.",
+               ["She was hungry.", "She was tired.", "It was late.", "None of the above choices ."], 1),
+            qa("x3", "Rain fell all day. We stayed in.", "What did we do?", "None of the above choices .",
+               ["We went out.", "We swam.", "We ran.", "None of the above choices ."], 3),
+        ];
+        let (scores, described, encoder) = baseline_scores(&train, &test, true, &bert, &bopts).unwrap();
+        assert_eq!(encoder["bertscore_model"], "all-MiniLM-L6-v2");
+        let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
+        for b in Baseline::ALL {
+            let s = &scores[b.key()];
+            // Every compared metric of the registry has a baseline row now.
+            for m in registry::compared() {
+                assert_eq!(s.get(m.key).map(Vec::len), Some(test.len()), "{} has no {}", b.key(), m.key);
+            }
+            let preds = baselines::predictions(b, &train, &test);
+            let direct = crate::metrics::bertscore::bertscore(&bert, &preds, &refs, &bopts).unwrap();
+            assert_eq!(s["bertscore_f1"], direct.f1, "{}", b.key());
+            assert_eq!(s["mc_accuracy"], baselines::mc_correct(&preds, &test), "{}", b.key());
+            assert_eq!(s["f1"], crate::metrics::lexical(&preds, &refs, &[Metric::F1], true).f1, "{}", b.key());
+            assert!(s["bertscore_f1"].iter().all(|x| x.is_finite() && x.abs() <= 1.0 + 1e-5), "{:?}", s["bertscore_f1"]);
+        }
+        // The rule, by hand: the constant answer "None of the above choices ." picks option 4 (right on
+        // x3 only); the context sentence of x2 ("She was tired so she went to sleep.") picks option 2 (right).
+        assert_eq!(described["constant"]["answer"], "None of the above choices .");
+        assert_eq!(scores["constant"]["mc_accuracy"], vec![0.0, 0.0, 1.0]);
+        assert_eq!(scores["context-sentence"]["mc_accuracy"][1], 1.0);
+        // An answer identical to its reference has BERTScore F1 1 (x3's constant answer).
+        assert!((scores["constant"]["bertscore_f1"][2] - 1.0).abs() < 1e-5, "{:?}", scores["constant"]["bertscore_f1"]);
     }
 }

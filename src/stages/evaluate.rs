@@ -29,6 +29,16 @@ pub fn adapter_dir(model: Model) -> Option<String> {
     model.adapter_stage().map(|train| format!("{}/adapter", train.name()))
 }
 
+/// The BERTScore encoder (`eval.bertscore_model` under the workspace, or MiniLM from the bootstrap
+/// cache / `HSX_MINILM`) and options (`eval.bertscore_layer`) every model is scored with; `compare`
+/// scores the trivial baselines with the same.
+pub fn bertscore_setup(ctx: &StageCtx, device: tch::Device) -> Result<(crate::model::bert::Bert, crate::metrics::bertscore::BertScoreOptions), PipelineError> {
+    let cfg = ctx.cfg;
+    let bert_dir = (!cfg.eval.bertscore_model.is_empty()).then(|| ctx.workspace.join(&cfg.eval.bertscore_model));
+    let bert = crate::model::bert::load_minilm(bert_dir.as_deref(), device)?;
+    Ok((bert, crate::metrics::bertscore::BertScoreOptions { layer: cfg.eval.bertscore_layer, ..Default::default() }))
+}
+
 pub fn spec(cfg: &Config, model: Model) -> StageSpec {
     let mut inputs = vec![super::ctx::human("test")];
     inputs.extend(adapter_dir(model).map(|a| (Root::Run, a)));
@@ -60,9 +70,7 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
     let preds = generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     let mut per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], cfg.eval.rouge_stemmer);
-    let bert_dir = (!cfg.eval.bertscore_model.is_empty()).then(|| ctx.workspace.join(&cfg.eval.bertscore_model));
-    let bert = crate::model::bert::load_minilm(bert_dir.as_deref(), device)?;
-    let bopts = crate::metrics::bertscore::BertScoreOptions { layer: cfg.eval.bertscore_layer, ..Default::default() };
+    let (bert, bopts) = bertscore_setup(ctx, device)?;
     let bs = crate::metrics::bertscore::bertscore(&bert, &preds, &refs, &bopts)?;
     per.bertscore_precision = bs.precision.clone();
     per.bertscore_recall = bs.recall.clone();

@@ -190,7 +190,16 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     }
     first_fail.retain(|_, v| *v > 0);
     would_fail.retain(|_, v| *v > 0);
-    let per_strategy: BTreeMap<&str, Value> = counts.iter().map(|(k, c)| (k.name(), c.to_json(&reasons))).collect();
+    // Up to QUOTED_PER_STRATEGY accepted examples of each strategy, the first in generation order.
+    let mut quotes = synth::quoted_examples(&accepted, synth::QUOTED_PER_STRATEGY, synth::QUOTED_CONTEXT_CHARS);
+    let per_strategy: BTreeMap<&str, Value> = counts
+        .iter()
+        .map(|(k, c)| {
+            let mut v = c.to_json(&reasons);
+            v["examples"] = json!(quotes.remove(k.name()).unwrap_or_default());
+            (k.name(), v)
+        })
+        .collect();
     let rejected_total: usize = first_fail.values().sum();
     Ok(StageOutcome {
         outputs: vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())],
@@ -211,6 +220,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             "scope": scope.name(),
             "judged_parts": Strategy::ALL.iter().map(|s| (s.name(), filters::judged_parts(*s, scope).iter().map(|p| p.name()).collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
             "per_strategy": per_strategy,
+            "quoted_examples": {"per_strategy": synth::QUOTED_PER_STRATEGY, "context_chars": synth::QUOTED_CONTEXT_CHARS,
+                                "rule": "the first accepted examples of each strategy in generation order (synthetic.jsonl's order)"},
             "final_strategy_distribution": dist,
             "full_text_sensitivity": sensitivity,
             "thresholds": filters::thresholds_json(f),

@@ -121,6 +121,39 @@ impl SyntheticRow {
     }
 }
 
+/// How many accepted examples the synthesize stage quotes per strategy, and how many characters of each
+/// quoted context it keeps.
+pub const QUOTED_PER_STRATEGY: usize = 3;
+pub const QUOTED_CONTEXT_CHARS: usize = 200;
+
+/// One accepted example as the synthesize entry quotes it: id, seed example, question and answer
+/// verbatim, the context verbatim up to `context_chars` characters (then cut at that character, with
+/// "…" appended), and the context's full length in characters.
+pub fn quote(row: &SyntheticRow, context_chars: usize) -> serde_json::Value {
+    let length = row.context.chars().count();
+    let context = if length > context_chars {
+        let mut cut: String = row.context.chars().take(context_chars).collect();
+        cut.push('…');
+        cut
+    } else {
+        row.context.clone()
+    };
+    serde_json::json!({
+        "id": row.id, "seed_id": row.seed_id, "context": context, "context_chars": length,
+        "context_truncated": length > context_chars, "question": row.question, "answer": row.answer,
+    })
+}
+
+/// Per strategy (every one of [`Strategy::ALL`], empty when it accepted none), the first `per` of the
+/// accepted examples in the order they were generated and accepted (`accepted`'s order, which is
+/// `synthetic.jsonl`'s), quoted by [`quote`].
+pub fn quoted_examples(accepted: &[SyntheticRow], per: usize, context_chars: usize) -> std::collections::BTreeMap<&'static str, Vec<serde_json::Value>> {
+    Strategy::ALL
+        .iter()
+        .map(|s| (s.name(), accepted.iter().filter(|r| r.strategy == *s).take(per).map(|r| quote(r, context_chars)).collect()))
+        .collect()
+}
+
 /// The generator's training pairs, from the human train split only: question variants (pairs of
 /// questions on one context), context augmentation, answer expansion, and the answer task. At most
 /// `max_per_task` per task (0 = all), chosen with a seeded shuffle.
@@ -171,5 +204,49 @@ mod tests {
         assert_eq!(parse_expansion(&t), Some(("Why did he go?".into(), "To buy milk.".into())));
         assert_eq!(parse_expansion("Question: only"), None);
         assert_eq!(parse_expansion("nonsense"), None);
+    }
+
+    #[test]
+    fn the_quoted_examples_are_the_first_accepted_lines_of_each_strategy() {
+        let long = "Ünïcode context, ".repeat(20); // 340 characters, more bytes
+        let rows: Vec<SyntheticRow> = (0..7)
+            .map(|k| SyntheticRow {
+                id: format!("syn-{k}"),
+                context: if k % 2 == 0 { long.clone() } else { format!("short context {k}") },
+                question: format!("question {k}?"),
+                answer: format!("answer {k}"),
+                strategy: if k < 5 { Strategy::ContextAugmentation } else { Strategy::AnswerExpansion },
+                seed_id: format!("seed-{k}"),
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("hsx-quotes-{}.jsonl", std::process::id()));
+        crate::data::write_jsonl(&path, &rows).unwrap();
+        let lines: Vec<SyntheticRow> = crate::data::read_jsonl_as(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let q = quoted_examples(&lines, QUOTED_PER_STRATEGY, QUOTED_CONTEXT_CHARS);
+        assert_eq!(q.len(), Strategy::ALL.len());
+        assert!(q["question_variants"].is_empty());
+        for (strategy, want) in [("context_augmentation", vec![0, 1, 2]), ("answer_expansion", vec![5, 6])] {
+            let got = &q[strategy];
+            assert_eq!(got.len(), want.len(), "{strategy}");
+            for (g, &k) in got.iter().zip(&want) {
+                let line = &lines[k];
+                assert_eq!(g["id"], line.id.as_str());
+                assert_eq!(g["seed_id"], line.seed_id.as_str());
+                assert_eq!(g["question"], line.question.as_str());
+                assert_eq!(g["answer"], line.answer.as_str());
+                let c = g["context"].as_str().unwrap();
+                assert_eq!(g["context_chars"], line.context.chars().count());
+                if line.context.chars().count() > QUOTED_CONTEXT_CHARS {
+                    let kept = c.strip_suffix('…').expect("a cut context ends in an ellipsis");
+                    assert_eq!(kept.chars().count(), QUOTED_CONTEXT_CHARS);
+                    assert!(line.context.starts_with(kept));
+                    assert_eq!(g["context_truncated"], true);
+                } else {
+                    assert_eq!(c, line.context);
+                    assert_eq!(g["context_truncated"], false);
+                }
+            }
+        }
     }
 }
