@@ -7,7 +7,7 @@
 //! refused with that name rather than silently recorded without it.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::LedgerError;
@@ -318,4 +318,35 @@ mod tests {
         assert_eq!(paths, ["m/a.txt", "m/b.txt", "m/sub/c.txt"]);
         assert_eq!(recs[0].sha256, crate::canonical::sha256_hex(b"a"));
     }
+}
+
+/// Writes `bytes` atomically to `path` (temp file, fsync, rename, fsync directory). The temp file is
+/// removed on every error path, and an existing file's permission bits are kept.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| LedgerError::Io { path: path.to_owned(), source };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ledger".into());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if let Some(m) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(m))?;
+        }
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    let d = std::fs::File::open(&dir).map_err(io)?;
+    d.sync_all().map_err(io)?;
+    Ok(())
 }

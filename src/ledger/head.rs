@@ -166,7 +166,7 @@ impl SignedHead {
     pub fn write(&self, path: &Path) -> Result<(), LedgerError> {
         let mut text = serde_json::to_string_pretty(self).expect("head serialises");
         text.push('\n');
-        super::store::write_bytes_atomic(path, text.as_bytes())
+        super::files::write_bytes_atomic(path, text.as_bytes())
     }
 }
 

@@ -88,6 +88,7 @@ pub mod store;
 pub mod verify;
 pub mod bench;
 pub mod head;
+pub mod location;
 
 pub use files::{FileRecord, Root, Roots};
 pub use keys::{KeyError, SigningKeyFile, TrustedKeys};

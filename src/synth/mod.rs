@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod filters;
+pub mod similarity;
 
 pub fn answer_prompt(context: &str, question: &str) -> String {
     format!("Answer the question given the context.\n\nContext: {context}\n\nQuestion: {question}")
