@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
+pub mod adamw;
 pub mod adapter;
 pub mod batching;
 pub mod generate;

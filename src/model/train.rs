@@ -17,7 +17,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use tch::{nn, nn::OptimizerConfig, Device, Tensor};
+use tch::{nn, Device, Tensor};
+
+use super::adamw::{AdamW, AdamWConfig};
 
 use super::t5::T5;
 use super::tokenizer::pad_batch;
@@ -119,7 +121,7 @@ impl TrainProgress for NoProgress {}
 /// model when pretraining).
 pub struct Trainer<'a> {
     pub model: &'a T5,
-    opt: nn::Optimizer,
+    opt: AdamW,
     pub recipe: Recipe,
     pub total_steps: usize,
     pub step_no: usize,
@@ -134,14 +136,18 @@ impl<'a> Trainer<'a> {
         if let Some(share) = recipe.hyper.warmup_share {
             recipe.hyper.warmup_steps = (share * total_steps as f64).round() as usize;
         }
-        let mut opt = nn::AdamW {
-            beta1: recipe.hyper.adam_beta1,
-            beta2: recipe.hyper.adam_beta2,
-            wd: recipe.hyper.weight_decay,
-            eps: recipe.hyper.adam_eps,
-            amsgrad: false,
-        }
-        .build(trainable, recipe.hyper.lr)?;
+        // hsx's AdamW: torch's update with a correctly rounded square root, the same on every CPU
+        // (see model::adamw).
+        let mut opt = AdamW::new(
+            trainable.trainable_variables(),
+            AdamWConfig {
+                lr: recipe.hyper.lr,
+                beta1: recipe.hyper.adam_beta1,
+                beta2: recipe.hyper.adam_beta2,
+                eps: recipe.hyper.adam_eps,
+                weight_decay: recipe.hyper.weight_decay,
+            },
+        );
         opt.set_lr(recipe.hyper.lr * linear_schedule(0, recipe.hyper.warmup_steps, total_steps));
         Ok(Self { model, opt, recipe, total_steps, step_no: 0, trainable: trainable.trainable_variables(), bf16_autocast_seen: false })
     }
