@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::canonical;
 
 mod validate;
+pub mod slurm;
 pub mod seed;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub struct Config {
     /// report lists every deviation with its reason (see `config::seed`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub deviations: std::collections::BTreeMap<String, String>,
+    /// What `hsx run --executor slurm` asks Slurm for; see [`slurm::SlurmCfg`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<slurm::SlurmCfg>,
 }
 
 /// Metrics an analysis plan may name as primary.
@@ -111,6 +115,9 @@ pub struct Experiment {
     /// Where the `report` stage writes REPORT.md, metrics_table.csv and plots/ (relative).
     #[serde(default = "default_report_dir")]
     pub report_dir: String,
+    /// Training seeds, one replicate of each fine-tuned model per seed (see [`slurm`] for the names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates: Option<Vec<u64>>,
 }
 
 fn default_report_dir() -> String {

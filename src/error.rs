@@ -33,6 +33,9 @@ pub enum PipelineError {
         #[source]
         source: serde_json::Error,
     },
+    /// The Slurm executor: a job that failed (with its log), or Slurm that cannot be reached.
+    #[error("slurm: {0}")]
+    Slurm(String),
     /// A request that cannot be carried out as given (a non-empty output directory, a missing stage).
     #[error("{0}")]
     Usage(String),

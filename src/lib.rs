@@ -20,6 +20,7 @@ pub mod error;
 pub mod progress;
 pub mod stages;
 pub mod pipeline;
+pub mod slurm;
 pub mod report;
 pub mod reproduce;
 pub mod audit;

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::data::DataError;
 use crate::ledger::files::{hash_file, record_path};
-use crate::ledger::{Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
-use crate::stages::{self, Stage, StageCtx};
+use crate::ledger::{Append, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use crate::stages::{self, Instance, Stage, StageCtx};
 
 pub use crate::error::PipelineError;
 pub use crate::progress::{Progress, Quiet};
@@ -44,6 +44,20 @@ pub struct RunOptions {
     /// ledger's header records its run directory as `.` (the ledger's own directory). `None`: the
     /// workspace layout of the shipped exp-42 (`<runs_dir>/<id>` and `report_dir` under the workspace).
     pub out: Option<PathBuf>,
+    /// Where the stages run: in this process, one after another, or as Slurm jobs.
+    pub executor: Executor,
+}
+
+/// Where `hsx run` runs the stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// In this process, one stage instance after another, in the plan's order.
+    #[default]
+    Local,
+    /// Each stage instance as a Slurm job (`sbatch`), with `afterok` dependencies from the stage graph;
+    /// see [`crate::slurm`].
+    Slurm,
 }
 
 /// What happened to a stage in one `hsx run`.
@@ -112,6 +126,9 @@ pub fn stage_environment(stage: Stage) -> Value {
     if let Some(m) = env.as_object_mut() {
         m.insert("stage_code_sha256".into(), Value::String(code.sha256));
         m.insert("stage_code_files".into(), Value::from(code.files));
+        if let Some(job) = crate::slurm::job_facts() {
+            m.insert("slurm".into(), job);
+        }
     }
     env
 }
@@ -150,19 +167,22 @@ impl Setup {
         Ok(Setup { git: crate::provenance::git_state(workspace), cfg, roots, config_value, self_contained: false })
     }
 
-    /// Runs `stage` as a signed entry of `writer`'s ledger. `finish` sees the outcome before it is
-    /// recorded (reproduce compares it there); `source_ledger` is the ledger the report renders.
+    /// Runs `instance` as a signed entry of `writer` (the ledger, or a Slurm job's fragment). `finish`
+    /// sees the outcome before it is recorded (reproduce compares it there); `source_ledger` is the
+    /// ledger the report renders.
     pub fn execute(
         &self,
-        stage: Stage,
+        instance: impl Into<Instance>,
         spec: StageSpec,
-        writer: &mut LedgerWriter,
+        writer: &mut dyn Append,
         source_ledger: &Path,
         progress: &dyn Progress,
         finish: impl FnOnce(StageOutcome) -> Result<StageOutcome, PipelineError>,
     ) -> Result<Entry, PipelineError> {
+        let instance: Instance = instance.into();
+        let stage = instance.stage;
         preflight(&spec, &self.roots, &self.cfg)?;
-        progress.stage_started(stage.name());
+        progress.stage_started(&instance.name());
         let mut recorder = Recorder {
             writer,
             roots: self.roots.clone(),
@@ -172,7 +192,7 @@ impl Setup {
             env: Box::new(move || stage_environment(stage)),
         };
         let entry = recorder.record(spec, |rc| {
-            let mut ctx = StageCtx::new(stage, &self.cfg, &self.roots, rc.seed, source_ledger, progress)?;
+            let mut ctx = StageCtx::new(instance, &self.cfg, &self.roots, rc.seed, source_ledger, progress)?;
             ctx.self_contained = self.self_contained;
             let meter = Meter::start();
             let mut outcome = stages::run(&ctx)?;
@@ -181,7 +201,7 @@ impl Setup {
             }
             finish(outcome)
         })??;
-        progress.stage_finished(stage.name(), &entry);
+        progress.stage_finished(&instance.name(), &entry);
         Ok(entry)
     }
 }
@@ -216,17 +236,44 @@ impl Meter {
     }
 }
 
+/// The run directory of `opts`: `--out`, or the config's `<runs_dir>/<id>` under the workspace.
+pub fn run_dir_of(opts: &RunOptions, cfg: &Config) -> PathBuf {
+    match &opts.out {
+        Some(out) => opts.workspace.join(out),
+        None => opts.workspace.join(run_dir_rel(cfg)),
+    }
+}
+
+/// The instances `hsx run` would run, in the plan's order, with `--only` / `--from` applied: `Some(true)`
+/// forced (named by `--only`, or at or after `--from`), `Some(false)` run unless it resumes.
+pub fn selected(cfg: &Config, only: Option<&str>, from: Option<&str>) -> Result<Vec<(Instance, bool)>, PipelineError> {
+    let only = only.map(Instance::parse).transpose()?;
+    let from = from.map(Instance::parse).transpose()?;
+    let plan = Instance::plan(cfg.experiment.seed, &cfg.experiment.replicate_seeds());
+    for named in only.iter().chain(from.iter()) {
+        if !plan.contains(named) {
+            return Err(PipelineError::Usage(format!("stage {named} is not in this experiment's plan (experiment.replicates lists its training seeds)")));
+        }
+    }
+    let from_pos = from.map(|f| plan.iter().position(|i| *i == f).expect("checked above"));
+    Ok(plan
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| only.is_none_or(|o| o == **i))
+        .map(|(k, i)| (*i, only == Some(*i) || from_pos.is_some_and(|f| k >= f)))
+        .collect())
+}
+
 /// Runs the pipeline, resuming from the ledger.
 pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, PipelineError> {
+    if opts.executor == Executor::Slurm {
+        return crate::slurm::run(opts, progress);
+    }
     let _one_at_a_time = PROCESS_RUN.lock().unwrap_or_else(|p| p.into_inner());
     let cfg = Config::load(&opts.config_path)?;
-    let only = opts.only.as_deref().map(Stage::parse).transpose()?;
-    let from = opts.from.as_deref().map(Stage::parse).transpose()?;
+    let selected = selected(&cfg, opts.only.as_deref(), opts.from.as_deref())?;
     let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
-    let run_dir = match &opts.out {
-        Some(out) => opts.workspace.join(out),
-        None => opts.workspace.join(run_dir_rel(&cfg)),
-    };
+    let run_dir = run_dir_of(opts, &cfg);
     // The writer refuses a ledger whose recorded run directory is not this one (resume it the way it
     // was started: with the same --out, or with --ledger and the config's runs_dir).
     let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace), key)?;
@@ -234,21 +281,17 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     setup.self_contained = opts.out.is_some();
     let mut summary = RunSummary { ledger: opts.ledger_path.display().to_string(), run_dir: run_dir.display().to_string(), stages: Vec::new() };
 
-    for stage in Stage::ALL {
-        if only.is_some_and(|o| o != stage) {
-            continue;
-        }
-        let spec = stages::spec(stage, &setup.cfg);
-        let forced = from.is_some_and(|f| stage.index() >= f.index()) || only == Some(stage);
+    for (instance, forced) in selected {
+        let spec = stages::spec(instance, &setup.cfg);
         if !forced {
-            if let Some(e) = resumable(writer.ledger().entries.as_slice(), stage, &spec, &setup) {
-                progress.stage_skipped(stage.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
-                summary.stages.push(StageResult { stage: stage.name().into(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+            if let Some(e) = resumable(writer.ledger().entries.as_slice(), instance.stage, &spec, &setup) {
+                progress.stage_skipped(&instance.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
+                summary.stages.push(StageResult { stage: instance.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
                 continue;
             }
         }
-        let entry = setup.execute(stage, spec, &mut writer, &opts.ledger_path, progress, Ok)?;
-        summary.stages.push(StageResult { stage: stage.name().into(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
+        let entry = setup.execute(instance, spec, &mut writer, &opts.ledger_path, progress, Ok)?;
+        summary.stages.push(StageResult { stage: instance.name(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
     }
     Ok(summary)
 }

@@ -109,6 +109,10 @@ pub struct AnalysisPlan {
     /// primary metric (one-sided, at α), else every hypothesis is *not testable*.
     pub power_check: String,
     pub test_split_sha256: String,
+    /// The training seeds (`experiment.replicates`) when the experiment has replicates: compare's verdicts
+    /// then use the across-replicate results. Absent: one training seed, the master seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates: Option<Vec<u64>>,
 }
 
 impl AnalysisPlan {
@@ -128,6 +132,7 @@ impl AnalysisPlan {
             cluster_unit: a.cluster.clone(),
             power_check: "model A beats the best trivial baseline on the primary metric".into(),
             test_split_sha256: test_split_sha256.into(),
+            replicates: None,
         }
     }
 }
@@ -140,7 +145,8 @@ const COMPARE: &str = "compare";
 /// registry, model 0's `evaluate-0` included): none may precede the pre-registration.
 pub fn is_model_stage(stage: &str) -> bool {
     use crate::stages::registry::Stage;
-    matches!(Stage::parse(stage), Ok(Stage::Train(_) | Stage::Evaluate(_)))
+    use crate::stages::registry::Instance;
+    matches!(Instance::parse(stage).map(|i| i.stage), Ok(Stage::Train(_) | Stage::Evaluate(_)))
 }
 
 /// A violation of the pre-registration: the entry (its position), the field, and why.

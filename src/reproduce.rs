@@ -20,7 +20,7 @@ use crate::error::PipelineError;
 use crate::ledger::files::{record_path, FileRecord};
 use crate::ledger::{Determinism, Entry, LedgerWriter, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
 use crate::pipeline::{self, Progress, Setup};
-use crate::stages::{self, Stage};
+use crate::stages::{self, Instance, Stage};
 
 pub mod diff;
 pub use diff::{OutputDiff, Verdict};
@@ -115,7 +115,12 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     let ledger = crate::ledger::store::read(&opts.ledger)?;
     // The latest entry of each stage, in pipeline order.
     let latest = crate::report::latest_by_stage(&ledger.entries);
-    let recorded: Vec<(Stage, &Entry)> = Stage::ALL.iter().filter_map(|s| latest.get(s.name()).map(|e| (*s, *e))).collect();
+    let first_any = ledger.entries.first();
+    let plan = match first_any.and_then(|e| serde_json::from_value::<Config>(e.config.clone()).ok()) {
+        Some(c) => Instance::plan(c.experiment.seed, &c.experiment.replicate_seeds()),
+        None => Stage::ALL.iter().map(|s| Instance::from(*s)).collect(),
+    };
+    let recorded: Vec<(Instance, &Entry)> = plan.iter().filter_map(|s| latest.get(&s.name()).map(|e| (*s, *e))).collect();
     let (_, first) = recorded.first().ok_or_else(|| PipelineError::Usage(format!("{} has no entries to reproduce", opts.ledger.display())))?;
     let mut cfg: Config = serde_json::from_value(first.config.clone())
         .map_err(|source| PipelineError::RecordedConfig { ledger: opts.ledger.clone(), source })?;
@@ -162,7 +167,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
             copy_recorded_outputs(e, &original_run, &out)?;
             continue;
         }
-        if *stage == Stage::Report {
+        if stage.stage == Stage::Report {
             if let Some(d) = &first_div {
                 // The report renders the recorded entries; with an upstream divergence it cannot match.
                 verdicts.push(not_compared(e, format!("not re-run: it depends on {d}")));
@@ -194,7 +199,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
             Ok(outcome)
         })?;
         let mut v = verdict.expect("the stage body ran");
-        let now_code = crate::stages::code::identity(*stage).sha256;
+        let now_code = crate::stages::code::identity(stage.stage).sha256;
         v.code_changed = match e.env.get("stage_code_sha256").and_then(Value::as_str) {
             Some(rec) if rec == now_code => None,
             Some(rec) => Some(format!("the stage's code differs from the recorded run's (code identity {} recorded, {} now)", rec.chars().take(12).collect::<String>(), &now_code[..12])),

@@ -2,9 +2,9 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-/// `--from` / `--only` accept the stage registry's names.
-fn stage_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(hsx::stages::Stage::ALL.map(|s| s.name()))
+/// `--from` / `--only` / `--instance` accept the stage registry's names, and a replicate's `NAME@SEED`.
+fn stage_names(s: &str) -> Result<String, String> {
+    hsx::stages::Instance::parse(s).map(|i| i.name()).map_err(|e| e.to_string())
 }
 
 /// hsx — does synthetic data from a clean human seed recover the quality lost to AI-contaminated
@@ -30,6 +30,9 @@ pub enum Command {
     /// Run the experiment stage by stage, recording each stage as a signed ledger entry. Re-running on
     /// an existing ledger resumes: stages whose inputs, parameters and code are unchanged are skipped.
     Run(RunArgs),
+    /// Run one stage instance into its ledger fragment: what each job of `hsx run --executor slurm` runs.
+    #[command(hide = true)]
+    Stage(StageArgs),
     /// Re-run every recorded stage from a ledger into a fresh directory and compare the outputs.
     Reproduce(ReproduceArgs),
     /// Audit a ledger: format, hash chain, signatures, trusted signers, config hashes, recorded files.
@@ -160,12 +163,42 @@ pub struct RunArgs {
     /// Directory holding cosmosqa/valid.csv etc., read in place (an offline mirror).
     #[arg(long, env = "HSX_DATA_MIRROR")]
     pub data_mirror: Option<PathBuf>,
-    /// Force re-running from this stage on.
-    #[arg(long, value_parser = stage_names())]
+    /// Force re-running from this stage on (a replicate: NAME@SEED, e.g. train-A@43).
+    #[arg(long, value_parser = stage_names)]
     pub from: Option<String>,
-    /// Run only this stage.
-    #[arg(long, value_parser = stage_names())]
+    /// Run only this stage (a replicate: NAME@SEED).
+    #[arg(long, value_parser = stage_names)]
     pub only: Option<String>,
+    /// Where the stages run: `local` (this process, one after another) or `slurm` (each stage instance a
+    /// Slurm job, independent ones at the same time; docs/slurm.md).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
+}
+
+/// What one Slurm job of `hsx run --executor slurm` runs; the driver writes this command line.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The stage instance (e.g. train-A, train-A@43).
+    #[arg(long, value_parser = stage_names)]
+    pub instance: String,
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The run's ledger: read to bind the fragment to it, never written.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// The self-contained run directory, when the run has one.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[arg(long, env = "HSX_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +213,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Re-run from this stage on (earlier outputs are copied from the original run).
-    #[arg(long, value_parser = stage_names())]
+    #[arg(long, value_parser = stage_names)]
     pub from: Option<String>,
     /// Signing key for the reproduction ledger (default: $HSX_SIGNING_KEY, else `hsx keygen`'s).
     #[arg(long, env = "HSX_SIGNING_KEY")]

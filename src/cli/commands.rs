@@ -30,6 +30,10 @@ pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
         only: a.only.clone(),
         from: a.from.clone(),
         out: a.out.clone(),
+        executor: match a.executor {
+            ExecutorArg::Local => hsx::pipeline::Executor::Local,
+            ExecutorArg::Slurm => hsx::pipeline::Executor::Slurm,
+        },
     };
     let summary = hsx::pipeline::run(&opts, &CliProgress(out))?;
     print::run_summary(out, &summary);
@@ -37,6 +41,25 @@ pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
         let report_dir = hsx::config::Config::load(&a.config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
         let report = if a.out.is_some() { Path::new(&summary.run_dir).join(&report_dir) } else { PathBuf::from(&report_dir) };
         print::run_locations(&ledger_path, &report);
+    }
+    Ok(0)
+}
+
+pub fn stage(out: Out, a: &StageArgs) -> Result<u8> {
+    let opts = RunOptions {
+        config_path: a.config.clone(),
+        ledger_path: a.ledger.clone(),
+        key_path: a.key.clone().unwrap_or_else(keys::default_key_path),
+        workspace: cwd()?,
+        data_mirror: a.data_mirror.clone(),
+        only: None,
+        from: None,
+        out: a.out.clone(),
+        executor: hsx::pipeline::Executor::Local,
+    };
+    let entry = hsx::slurm::run_job(&opts, &a.instance, &CliProgress(out))?;
+    if out.json {
+        println!("{}", serde_json::json!({"instance": entry.stage, "hash": entry.hash}));
     }
     Ok(0)
 }

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let out = Out { json: cli.json, quiet: cli.quiet };
     match &cli.command {
         Command::Run(a) => commands::run(out, a),
+        Command::Stage(a) => commands::stage(out, a),
         Command::Verify(a) => commands::verify(out, a),
         Command::Keygen(a) => commands::keygen(out, a),
         Command::Data(d) => commands::data(out, d),

@@ -1,6 +1,9 @@
 //! `Config::validate`: ranges and cross-field rules, each failure naming its dotted key.
 use super::*;
 
+/// The most training seeds `experiment.replicates` may list.
+pub const MAX_REPLICATES: usize = 64;
+
 impl Config {
     /// Checks ranges and cross-field rules; on failure returns (dotted key, what is allowed).
     pub fn validate(&self) -> Result<(), (String, String)> {
@@ -68,11 +71,27 @@ impl Config {
             return err("experiment.id", "must be 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')");
         }
         relative_path("experiment.runs_dir", &e.runs_dir)?;
+        if let Some(r) = &e.replicates {
+            if r.is_empty() || r.len() > MAX_REPLICATES {
+                return err("experiment.replicates", format!("must list 1 to {MAX_REPLICATES} training seeds, got {}", r.len()));
+            }
+            if !r.contains(&e.seed) {
+                return err("experiment.replicates", format!("must include the master seed experiment.seed = {} (its replicate keeps the plain stage names)", e.seed));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(d) = r.iter().find(|s| !seen.insert(**s)) {
+                return err("experiment.replicates", format!("lists seed {d} twice; each replicate needs its own seed"));
+            }
+        }
         let as_json = serde_json::to_value(self).expect("a config serialises");
         if let Some(k) = seed::stale_reasons(&as_json).first() {
             return err(&format!("deviations.\"{k}\""), format!("{k} does not depart from the seed's specification (or is not one of its settings); remove this reason"));
         }
         relative_path("experiment.report_dir", &e.report_dir)?;
+        if let Some(s) = &self.slurm {
+            let plan = crate::stages::registry::Instance::plan(e.seed, &e.replicate_seeds());
+            s.validate(&|k| ["train", "evaluate"].contains(&k) || plan.iter().any(|i| i.stage.name() == k || i.name() == k))?;
+        }
         positive("runtime.threads", self.runtime.threads)?;
 
         relative_path("data.dir", &self.data.dir)?;

@@ -89,8 +89,16 @@ pub mod verify;
 pub mod bench;
 pub mod head;
 pub mod location;
+pub mod fragment;
 
 pub use files::{FileRecord, Root, Roots};
+
+/// Where a recorded stage's entry goes: the ledger ([`LedgerWriter`]), or a fragment that a Slurm job
+/// writes and the driver later joins into the ledger ([`fragment::FragmentWriter`]). `append` fills in
+/// the entry's position, hash and signature and returns it as written.
+pub trait Append {
+    fn append(&mut self, entry: Entry) -> Result<Entry, LedgerError>;
+}
 pub use keys::{KeyError, SigningKeyFile, TrustedKeys};
 pub use recorder::{Recorder, StageOutcome, StageSpec};
 pub use head::{Head, SignedHead};
@@ -111,6 +119,8 @@ pub const MAX_LEDGER_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    #[error(transparent)]
+    Fragment(#[from] fragment::FragmentError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("ledger {path} is not a valid hsx ledger: {message}")]
@@ -353,6 +363,16 @@ impl Ledger {
 
 /// Derives a stage's seed from the master seed and the stage name: the first 8 bytes (little endian)
 /// of sha256(master seed as 8 little-endian bytes ‖ UTF-8 stage name).
+/// The seed of the entry named `name`: [`stage_seed`] of the master seed and the name, except for a
+/// replicate (`train-A@43`: stage `train-A` run under training seed 43), whose seed is
+/// `stage_seed(43, "train-A")` — the seed `train-A` has in an experiment whose master seed is 43.
+pub fn instance_seed(master: u64, name: &str) -> u64 {
+    match name.rsplit_once('@').and_then(|(base, s)| s.parse::<u64>().ok().filter(|v| v.to_string() == s).map(|v| (base, v))) {
+        Some((base, seed)) => stage_seed(seed, base),
+        None => stage_seed(master, name),
+    }
+}
+
 pub fn stage_seed(master: u64, stage: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -380,5 +400,9 @@ mod tests {
         assert_ne!(stage_seed(42, "prepare"), stage_seed(42, "train-A"));
         assert_ne!(stage_seed(42, "prepare"), stage_seed(43, "prepare"));
         assert_eq!(stage_seed(42, "prepare"), stage_seed(42, "prepare"));
+        // A replicate runs under its own training seed, as the stage would with that master seed.
+        assert_eq!(instance_seed(42, "train-A@43"), stage_seed(43, "train-A"));
+        assert_eq!(instance_seed(42, "train-A"), stage_seed(42, "train-A"));
+        assert_eq!(instance_seed(42, "train-A@x"), stage_seed(42, "train-A@x"));
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::files::{record_path, FileRecord, Root, Roots};
-use super::{stage_seed, Determinism, Entry, GitState, LedgerError, LedgerWriter, Seeds};
+use super::{instance_seed, Append, Determinism, Entry, GitState, LedgerError, Seeds};
 
 /// What a stage is, before it runs.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub struct StageContext {
 }
 
 pub struct Recorder<'a> {
-    pub writer: &'a mut LedgerWriter,
+    pub writer: &'a mut dyn Append,
     pub roots: Roots,
     pub config: Value,
     pub master_seed: u64,
@@ -56,7 +56,7 @@ impl Recorder<'_> {
         let before = self.hash_all(&spec.inputs)?;
         let ctx = StageContext {
             stage: spec.stage.clone(),
-            seed: stage_seed(self.master_seed, &spec.stage),
+            seed: instance_seed(self.master_seed, &spec.stage),
             master_seed: self.master_seed,
         };
         let started = super::now_utc();

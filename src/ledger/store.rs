@@ -344,7 +344,13 @@ impl LedgerWriter {
 
     /// Fills in `seq`, `experiment`, `header_sha256` and `prev`, hashes and signs the entry, appends it
     /// atomically and writes the signed head. Returns the entry as written.
-    pub fn append(&mut self, mut entry: Entry) -> Result<Entry, LedgerError> {
+    pub fn append(&mut self, entry: Entry) -> Result<Entry, LedgerError> {
+        <Self as super::Append>::append(self, entry)
+    }
+}
+
+impl super::Append for LedgerWriter {
+    fn append(&mut self, mut entry: Entry) -> Result<Entry, LedgerError> {
         entry.seq = self.ledger.entries.len() as u64;
         entry.experiment = self.ledger.header.experiment.clone();
         entry.header_sha256 = self.ledger.header.sha256();

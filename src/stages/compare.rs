@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ctx::{write_json, Arm, Model, Stage, StageCtx};
+use super::ctx::{write_json, Arm, Instance, Model, Stage, StageCtx};
 use super::evaluate::Prediction;
 use crate::analysis::{self, AnalysisResult, QuestionType, Scores};
 use crate::config::Config;
@@ -33,11 +33,17 @@ use crate::prereg::AnalysisPlan;
 
 pub fn spec(cfg: &Config) -> StageSpec {
     let mut inputs = vec![super::preregister::plan_input(), super::ctx::human("test"), super::ctx::human("train")];
-    inputs.extend(Model::ALL.iter().flat_map(|&m| {
-        let e = Stage::Evaluate(m).name();
-        let trained = m.adapter_stage().map(|t| (Root::Run, format!("{}/train_metrics.json", t.name())));
-        [(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl"))].into_iter().chain(trained)
-    }));
+    // Model 0 once; each fine-tuned model once per training seed.
+    let (master, seeds) = (cfg.experiment.seed, cfg.experiment.replicate_seeds());
+    for m in Model::ALL {
+        let stage = Stage::Evaluate(m);
+        let replicates: Vec<Option<u64>> = if stage.replicated() { seeds.iter().map(|&s| Instance::of(stage, s, master).replicate).collect() } else { vec![None] };
+        for replicate in replicates {
+            let e = Instance { stage, replicate }.name();
+            inputs.extend([(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl"))]);
+            inputs.extend(m.adapter_stage().map(|t| (Root::Run, format!("{}/train_metrics.json", Instance { stage: t, replicate }.name()))));
+        }
+    }
     StageSpec { stage: Stage::Compare.name().into(), params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }), inputs, determinism: Determinism::Bitwise }
 }
 

@@ -10,12 +10,14 @@ use crate::ledger::{Root, Roots};
 use crate::model::train::TrainProgress;
 use crate::progress::Progress;
 
-pub use super::registry::{Arm, Model, Stage};
+pub use super::registry::{Arm, Instance, Model, Stage};
 
 /// What a stage receives: the config, where things are, its seed, and where to report progress.
 /// Stages take nothing else and reach nowhere else.
 pub struct StageCtx<'a> {
     pub stage: Stage,
+    /// The stage and its replicate: its name names the stage's folder of the run directory.
+    pub instance: Instance,
     pub cfg: &'a Config,
     pub roots: &'a Roots,
     /// The run directory (`runs/<experiment>` or a reproduction's).
@@ -34,16 +36,17 @@ pub struct StageCtx<'a> {
 
 impl<'a> StageCtx<'a> {
     pub fn new(
-        stage: Stage,
+        instance: Instance,
         cfg: &'a Config,
         roots: &'a Roots,
         seed: u64,
         ledger: &'a Path,
         progress: &'a dyn Progress,
     ) -> Result<Self, PipelineError> {
-        let missing = |root: &str| PipelineError::Usage(format!("stage {stage} needs a {root} directory, and none was given"));
+        let missing = |root: &str| PipelineError::Usage(format!("stage {instance} needs a {root} directory, and none was given"));
         Ok(StageCtx {
-            stage,
+            stage: instance.stage,
+            instance,
             cfg,
             roots,
             run_dir: roots.run.clone().ok_or_else(|| missing("run"))?,
@@ -70,7 +73,7 @@ impl<'a> StageCtx<'a> {
 
     /// Progress of this stage's training or generation loop.
     pub fn trainer(&self) -> Box<dyn TrainProgress + 'a> {
-        self.progress.trainer(self.stage.name())
+        self.progress.trainer(&self.instance.name())
     }
 
     /// A file under the run directory.
@@ -80,7 +83,7 @@ impl<'a> StageCtx<'a> {
 
     /// This stage's own folder of the run directory, created.
     pub fn out_dir(&self) -> Result<PathBuf, PipelineError> {
-        let dir = self.run_dir.join(self.stage.name());
+        let dir = self.run_dir.join(self.instance.name());
         mkdir(&dir)?;
         Ok(dir)
     }

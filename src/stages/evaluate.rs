@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::ctx::{Model, Stage, StageCtx};
+use super::ctx::{Instance, Model, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
@@ -24,9 +24,10 @@ pub struct Prediction {
     pub reference: String,
 }
 
-/// The model's LoRA adapter under the run directory (`train-X/adapter`), or `None` for model 0.
-pub fn adapter_dir(model: Model) -> Option<String> {
-    model.adapter_stage().map(|train| format!("{}/adapter", train.name()))
+/// The model's LoRA adapter under the run directory (`train-X/adapter`, a replicate's
+/// `train-X@seed/adapter`), or `None` for model 0.
+pub fn adapter_dir(model: Model, replicate: Option<u64>) -> Option<String> {
+    model.adapter_stage().map(|train| format!("{}/adapter", Instance { stage: train, replicate }.name()))
 }
 
 /// The BERTScore encoder (`eval.bertscore_model` under the workspace, or MiniLM from the bootstrap
@@ -39,12 +40,14 @@ pub fn bertscore_setup(ctx: &StageCtx, device: tch::Device) -> Result<(crate::mo
     Ok((bert, crate::metrics::bertscore::BertScoreOptions { layer: cfg.eval.bertscore_layer, ..Default::default() }))
 }
 
-pub fn spec(cfg: &Config, model: Model) -> StageSpec {
+/// The spec of `instance` (`evaluate-X` or a replicate `evaluate-X@seed`) of model `model`.
+pub fn spec(cfg: &Config, model: Model, instance: Instance) -> StageSpec {
+    debug_assert_eq!(instance.stage, Stage::Evaluate(model));
     let mut inputs = vec![super::ctx::human("test")];
-    inputs.extend(adapter_dir(model).map(|a| (Root::Run, a)));
+    inputs.extend(adapter_dir(model, instance.replicate).map(|a| (Root::Run, a)));
     inputs.push(super::ctx::base_input(cfg));
     StageSpec {
-        stage: Stage::Evaluate(model).name().into(),
+        stage: instance.name(),
         params: json!({ "eval": cfg.eval, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
         inputs,
         determinism: Determinism::Bitwise,
@@ -55,7 +58,7 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
     let cfg = ctx.cfg;
     let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
     let device = ctx.device()?;
-    let adapter = adapter_dir(model);
+    let adapter = adapter_dir(model, ctx.instance.replicate);
     // The LoRA variables stay alive (`_lora`) as long as the model that uses them.
     let (m, _lora) = match &adapter {
         Some(rel) => {
@@ -94,7 +97,7 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
         let e = crate::metrics::estimate((def.values)(&per), cfg.eval.bootstrap_resamples, ctx.seed.wrapping_add(k as u64));
         means.insert(def.key.into(), json!({"mean": round6(e.mean), "ci95": [round6(e.ci95.0), round6(e.ci95.1)]}));
     }
-    let name = Stage::Evaluate(model).name();
+    let name = ctx.instance.name();
     Ok(StageOutcome {
         outputs: vec![(Root::Run, format!("{name}/predictions.jsonl")), (Root::Run, format!("{name}/scores.jsonl"))],
         metrics: json!({

@@ -37,19 +37,19 @@ pub mod synthesize;
 pub mod train;
 
 pub use ctx::{base_input, human, QaLike, StageCtx};
-pub use registry::{Arm, Model, Stage};
+pub use registry::{Arm, Instance, Model, Stage};
 
 /// The stage's spec: what it reads, its slice of the config (its resume key) and its determinism class.
-pub fn spec(stage: Stage, cfg: &Config) -> StageSpec {
-    match stage {
+pub fn spec(instance: Instance, cfg: &Config) -> StageSpec {
+    match instance.stage {
         Stage::Prepare => prepare::spec(cfg),
         Stage::Preregister => preregister::spec(cfg),
         Stage::BaseModel => base_model::spec(cfg),
         Stage::Contaminate => contaminate::spec(cfg),
         Stage::Generator => generator::spec(cfg),
         Stage::Synthesize => synthesize::spec(cfg),
-        Stage::Train(arm) => train::spec(cfg, arm),
-        Stage::Evaluate(model) => evaluate::spec(cfg, model),
+        Stage::Train(arm) => train::spec(cfg, arm, instance),
+        Stage::Evaluate(model) => evaluate::spec(cfg, model, instance),
         Stage::Compare => compare::spec(cfg),
         Stage::Report => report::spec(cfg),
     }

@@ -29,9 +29,13 @@ pub fn planned_metrics() -> Vec<&'static str> {
 }
 
 pub fn spec(cfg: &Config) -> StageSpec {
+    let mut params = json!({ "analysis": cfg.analysis, "metrics": planned_metrics() });
+    if let Some(r) = &cfg.experiment.replicates {
+        params["replicates"] = json!(r);
+    }
     StageSpec {
         stage: Stage::Preregister.name().into(),
-        params: json!({ "analysis": cfg.analysis, "metrics": planned_metrics() }),
+        params,
         inputs: vec![super::ctx::human("test")],
         determinism: Determinism::Bitwise,
     }
@@ -40,7 +44,9 @@ pub fn spec(cfg: &Config) -> StageSpec {
 /// The plan for this config and the test split at `test_path`.
 pub fn plan_for(cfg: &Config, test_path: &std::path::Path) -> Result<AnalysisPlan, PipelineError> {
     let (_, sha) = hash_file(test_path).map_err(|source| DataError::Io { path: test_path.to_owned(), source })?;
-    Ok(AnalysisPlan::new(&cfg.analysis, &planned_metrics(), &sha))
+    let mut plan = AnalysisPlan::new(&cfg.analysis, &planned_metrics(), &sha);
+    plan.replicates = cfg.experiment.replicates.clone();
+    Ok(plan)
 }
 
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {

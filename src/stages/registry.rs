@@ -171,6 +171,13 @@ impl Stage {
         self.name().replace('-', "_")
     }
 
+    /// Whether the stage runs once per training seed (`experiment.replicates`): the trainings and the
+    /// evaluations of the trained models. Model 0 (the base model, zero-shot) is not trained, so it is
+    /// evaluated once.
+    pub const fn replicated(self) -> bool {
+        matches!(self, Stage::Train(_) | Stage::Evaluate(Model::Arm(_)))
+    }
+
     /// Position in [`Stage::ALL`].
     pub fn index(self) -> usize {
         Stage::ALL.iter().position(|s| *s == self).expect("every stage is listed in Stage::ALL")
@@ -200,6 +207,78 @@ impl std::str::FromStr for Stage {
 #[error("unknown stage {0:?}; stages are: {names}", names = Stage::ALL.map(Stage::name).join(", "))]
 pub struct UnknownStage(pub String);
 
+/// One run of a stage in an experiment: the stage and, for the stages run once per training seed
+/// (`train-X` and `evaluate-A/B/C`, see [`Stage::replicated`]), the replicate's seed when it is not the
+/// master seed. Its [`name`](Instance::name) names its ledger entry, its folder of the run directory and
+/// its Slurm job: `train-A` for the master seed's replicate (the name a one-seed run has always used),
+/// `train-A@43` for seed 43.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Instance {
+    pub stage: Stage,
+    /// `Some(seed)`: a replicate whose training seed is not the master seed.
+    pub replicate: Option<u64>,
+}
+
+impl From<Stage> for Instance {
+    fn from(stage: Stage) -> Self {
+        Instance { stage, replicate: None }
+    }
+}
+
+impl Instance {
+    /// The instance of `stage` for training seed `seed` in an experiment whose master seed is `master`.
+    pub fn of(stage: Stage, seed: u64, master: u64) -> Instance {
+        Instance { stage, replicate: (stage.replicated() && seed != master).then_some(seed) }
+    }
+
+    pub fn name(&self) -> String {
+        match self.replicate {
+            None => self.stage.name().to_owned(),
+            Some(s) => format!("{}@{s}", self.stage.name()),
+        }
+    }
+
+    /// The training seed of this instance: its replicate's, or the master seed.
+    pub fn training_seed(&self, master: u64) -> u64 {
+        self.replicate.unwrap_or(master)
+    }
+
+    /// `train-A`, `train-A@43`: a stage name, and for a replicated stage an optional `@seed`.
+    pub fn parse(name: &str) -> Result<Instance, UnknownStage> {
+        match name.split_once('@') {
+            None => Stage::parse(name).map(Instance::from),
+            Some((base, seed)) => {
+                let stage = Stage::parse(base)?;
+                let seed: u64 = seed.parse().map_err(|_| UnknownStage(name.to_owned()))?;
+                if !stage.replicated() || seed.to_string() != name[base.len() + 1..] {
+                    return Err(UnknownStage(name.to_owned()));
+                }
+                Ok(Instance { stage, replicate: Some(seed) })
+            }
+        }
+    }
+
+    /// Every instance an experiment runs, in the order the local executor runs them and the ledger
+    /// records them: [`Stage::ALL`]'s order, each replicated stage once per seed in `seeds`' order.
+    pub fn plan(master: u64, seeds: &[u64]) -> Vec<Instance> {
+        let mut out = Vec::new();
+        for stage in Stage::ALL {
+            if stage.replicated() {
+                out.extend(seeds.iter().map(|&s| Instance::of(stage, s, master)));
+            } else {
+                out.push(Instance::from(stage));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// `(name, stage)` for every stage, in order.
 pub const fn table() -> [(&'static str, Stage); Stage::ALL.len()] {
     let mut out = [("", Stage::Prepare); Stage::ALL.len()];
@@ -214,6 +293,30 @@ pub const fn table() -> [(&'static str, Stage); Stage::ALL.len()] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_name_their_replicate_and_parse_back() {
+        let plan = Instance::plan(42, &[42, 43]);
+        let names: Vec<String> = plan.iter().map(Instance::name).collect();
+        assert_eq!(names.len(), Stage::ALL.len() + 6);
+        assert!(names.contains(&"train-A".to_owned()) && names.contains(&"train-A@43".to_owned()));
+        assert!(names.contains(&"evaluate-C@43".to_owned()) && !names.iter().any(|n| n.starts_with("evaluate-0@")));
+        for i in &plan {
+            assert_eq!(Instance::parse(&i.name()), Ok(*i));
+        }
+        // One seed, the master's: exactly the stages, with their plain names.
+        assert_eq!(Instance::plan(42, &[42]).iter().map(Instance::name).collect::<Vec<_>>(), Stage::ALL.map(|s| s.name().to_owned()));
+        // Seeds other than the master's only.
+        let other = Instance::plan(42, &[1, 2]);
+        assert!(other.iter().all(|i| i.stage.replicated() == i.replicate.is_some()));
+        for bad in ["prepare@43", "evaluate-0@1", "train-A@", "train-A@x", "train-A@+4", "train-A@04", "train-D@4"] {
+            assert!(Instance::parse(bad).is_err(), "{bad}");
+        }
+        // Every instance comes after the instances of the stages before it.
+        for w in plan.windows(2) {
+            assert!(w[0].stage.index() <= w[1].stage.index());
+        }
+    }
 
     #[test]
     fn names_round_trip_and_are_unique() {

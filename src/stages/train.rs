@@ -3,7 +3,7 @@
 //! training the `generator` stage shares.
 use serde_json::{json, Value};
 
-use super::ctx::{write_json, Arm, QaLike, Stage, StageCtx};
+use super::ctx::{write_json, Arm, Instance, QaLike, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, DataError};
 use crate::error::PipelineError;
@@ -23,9 +23,11 @@ pub fn training_file(arm: Arm) -> &'static str {
     }
 }
 
-pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
+/// The spec of `instance` (`train-X` or a replicate `train-X@seed`) of arm `arm`.
+pub fn spec(cfg: &Config, arm: Arm, instance: Instance) -> StageSpec {
+    debug_assert_eq!(instance.stage, Stage::Train(arm));
     StageSpec {
-        stage: Stage::Train(arm).name().into(),
+        stage: instance.name(),
         params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
         // The plan is an input: a model trained before (or under another) pre-registration is re-trained.
         inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg), super::preregister::plan_input()],
@@ -36,7 +38,7 @@ pub fn spec(cfg: &Config, arm: Arm) -> StageSpec {
 pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     let rows: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path(training_file(arm)))?;
     let val: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path("prepare/human_val.jsonl"))?;
-    let out = Stage::Train(arm).name();
+    let out = ctx.instance.name();
     let outputs = vec![(Root::Run, format!("{out}/adapter")), (Root::Run, format!("{out}/train_metrics.json"))];
     if rows.is_empty() {
         // Nothing passed the filters (a shortfall synthesis reports): the adapter stays at its

@@ -36,6 +36,8 @@ pub(super) struct Checker<'o> {
     pub(super) index: usize,
     prev_hash: String,
     prev_finished: Option<OffsetDateTime>,
+    /// Each entry's finish time, by position (a joined fragment starts after the entries it read from).
+    finished_at: Vec<Option<OffsetDateTime>>,
     hashes: Vec<String>,
     pending: Vec<Pending>,
     /// The last entry that wrote each file, and the SHA-256 it recorded.
@@ -86,6 +88,7 @@ impl<'o> Checker<'o> {
             index: 0,
             prev_hash: ZERO_HASH.to_owned(),
             prev_finished: None,
+            finished_at: Vec::new(),
             hashes: Vec::new(),
             pending: Vec::new(),
             last_output: HashMap::new(),
@@ -180,6 +183,7 @@ impl<'o> Checker<'o> {
         let hash = raw.get("hash").and_then(Value::as_str).unwrap_or("").to_owned();
         self.hashes.push(hash.clone());
         if self.header_failed || self.header.is_none() {
+            self.finished_at.push(None);
             self.report.entries.push(verdict);
             self.prev_hash = hash;
             return;
@@ -191,6 +195,10 @@ impl<'o> Checker<'o> {
                     for (k, r) in list.iter().enumerate() {
                         self.pending.push(Pending { entry: i, field: format!("{kind}[{k}]"), record: r.clone() });
                     }
+                }
+                if let Some(Ok(r)) = super::super::fragment::recorded_fragment(&e.env) {
+                    self.report.recorded_artifacts += 1;
+                    self.pending.push(Pending { entry: i, field: "env.fragment".into(), record: r });
                 }
                 for r in &e.outputs {
                     self.last_output.insert((r.root, r.path.clone()), (i, r.sha256.clone()));
@@ -207,12 +215,16 @@ impl<'o> Checker<'o> {
                 if let Some(r) = e.outputs.iter().find(|r| r.path.ends_with("/REPORT.md") || r.path == "REPORT.md") {
                     self.last_report_root = Some(r.root);
                 }
-                self.prev_finished = parse_time(&e.finished);
+                let finished = parse_time(&e.finished);
+                // A joined fragment ran beside others: the next entry may have started before it ended.
+                self.prev_finished = if super::super::fragment::recorded_fragment(&e.env).is_some() { self.prev_finished.max(finished) } else { finished };
+                self.finished_at.push(finished);
                 if let Some(k) = &mut self.keep {
                     k.push(e);
                 }
             }
             Err(f) => {
+                self.finished_at.push(None);
                 verdict.verdict = "failed".into();
                 verdict.failure = Some(f);
                 self.keep = None;
@@ -244,11 +256,44 @@ impl<'o> Checker<'o> {
         if finished < started {
             return Err(fail(Some(i), st, "finished", format!("{} is before started {}", e.finished, e.started)));
         }
-        let floor = self.prev_finished.or(self.created);
-        if let Some(fl) = floor {
-            if started < fl {
-                let what = if self.prev_finished.is_some() { "the previous entry finished" } else { "the header was created" };
-                return Err(fail(Some(i), st, "started", format!("{} is before {what} ({fl}); times along the chain must not decrease", e.started)));
+        let fragment = match super::super::fragment::recorded_fragment(&e.env) {
+            None => None,
+            Some(Ok(r)) => {
+                if r.root != Root::Run {
+                    return Err(fail(Some(i), st, "env.fragment.root", "a fragment lives under the run directory"));
+                }
+                if let Err(err) = check_relative(&r.path) {
+                    return Err(fail(Some(i), st, "env.fragment.path", err.to_string()));
+                }
+                Some(r)
+            }
+            Some(Err(msg)) => return Err(fail(Some(i), st, "env.fragment", msg)),
+        };
+        if fragment.is_some() {
+            // A stage instance joined from a Slurm job's fragment ran beside the others of its wave: it
+            // must start after the header was created and after every entry whose outputs it read ended.
+            let mut floor = self.created.map(|c| (c, "the header was created".to_owned()));
+            for r in &e.inputs {
+                if let Some((j, _)) = self.last_output.get(&(r.root, r.path.clone())) {
+                    if let Some(Some(t)) = self.finished_at.get(*j) {
+                        if floor.as_ref().is_none_or(|(f, _)| t > f) {
+                            floor = Some((*t, format!("entry {j}, whose output {}:{} it read, finished", r.root, r.path)));
+                        }
+                    }
+                }
+            }
+            if let Some((fl, what)) = floor {
+                if started < fl {
+                    return Err(fail(Some(i), st, "started", format!("{} is before {what} ({fl})", e.started)));
+                }
+            }
+        } else {
+            let floor = self.prev_finished.or(self.created);
+            if let Some(fl) = floor {
+                if started < fl {
+                    let what = if self.prev_finished.is_some() { "the previous entry finished" } else { "the header was created" };
+                    return Err(fail(Some(i), st, "started", format!("{} is before {what} ({fl}); times along the chain must not decrease", e.started)));
+                }
             }
         }
         let canon = |v: &Value| {
