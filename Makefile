@@ -6,6 +6,8 @@
 #   make reproduce  re-run the shipped ledger/exp-42.json, compare every stage, sign a reproduction ledger
 #   make rehearse   the base profile's rehearsal on this CPU (configs/base-rehearsal.toml: flan-t5-base
 #                   shapes, random weights, bf16; docs/base-profile.md), then verify its ledger
+#   make slurm-check  the Slurm executor on a real one-node Slurm cluster on loopback (installs slurm-wlm
+#                   and munge when missing; root): smoke with two replicates as Slurm jobs (docs/slurm.md)
 #   make ship       maintainers: (re)make the shipped exp-42 (ledger/exp-42.json, report/), signed by the
 #                   key listed in ledger/trusted_keys
 SHELL := bash
@@ -26,7 +28,7 @@ REPRO_OUT ?= runs/local/exp-42-reproduce
 REHEARSAL_OUT ?= runs/local/base-rehearsal
 HSX := target/release/hsx
 
-.PHONY: bootstrap build test run reproduce ship smoke rehearse gpu-check
+.PHONY: bootstrap build test run reproduce ship smoke rehearse gpu-check slurm-check
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -65,3 +67,13 @@ rehearse: build
 # On a machine with a CUDA GPU: scripts/gpu-check.sh (parity, bf16, determinism, throughput, rehearsal).
 gpu-check: build
 	scripts/gpu-check.sh
+
+# The Slurm executor's integration test (tests/slurm.rs): installs slurm-wlm and munge when missing,
+# starts a one-node cluster on loopback in a temporary directory, runs the test, stops the daemons.
+slurm-check: build
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || scripts/slurm-local.sh install
+	@dir=$$(mktemp -d); trap 'scripts/slurm-local.sh stop '"$$dir"'; rm -rf '"$$dir" EXIT; \
+	scripts/slurm-local.sh start "$$dir" && \
+	SLURM_CONF="$$dir/slurm.conf" ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE,STRICT MKL_DYNAMIC=FALSE OMP_DYNAMIC=FALSE \
+	ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_DEFAULT_FPMATH_MODE=STRICT TOKENIZERS_PARALLELISM=false \
+	cargo test --release --locked --test slurm -- --ignored --nocapture

@@ -301,9 +301,7 @@ impl Driver<'_> {
 /// Joins the fragments of `done` (any order) into the ledger in the plan's order.
 fn join(writer: &mut LedgerWriter, run_dir: &Path, plan: &[Instance], done: &[Instance], progress: &dyn Progress, summary: &mut RunSummary) -> Result<(), PipelineError> {
     for inst in plan.iter().filter(|i| done.contains(i)) {
-        let header = writer.ledger().header.clone();
-        let checked = read_checked(run_dir, &inst.name(), &header).map_err(LedgerError::from)?;
-        let entry = writer.append(fragment::joined_entry(checked))?;
+        let entry = fragment::join_into(writer, run_dir, &inst.name())?;
         progress.stage_finished(&inst.name(), &entry);
         summary.stages.push(StageResult { stage: inst.name(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
     }

@@ -178,6 +178,13 @@ pub fn joined_entry(c: CheckedFragment) -> Entry {
     e
 }
 
+/// Checks the fragment of `instance` under `run_dir` against `writer`'s ledger and appends it.
+pub fn join_into(writer: &mut super::LedgerWriter, run_dir: &Path, instance: &str) -> Result<Entry, LedgerError> {
+    let header = writer.ledger().header.clone();
+    let checked = read_checked(run_dir, instance, &header)?;
+    writer.append(joined_entry(checked))
+}
+
 /// The fragment file an entry records (`env.fragment`), if it was joined from one.
 pub fn recorded_fragment(env: &Value) -> Option<Result<FileRecord, String>> {
     env.get("fragment").map(|v| serde_json::from_value::<FileRecord>(v.clone()).map_err(|e| e.to_string()))

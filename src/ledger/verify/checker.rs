@@ -490,7 +490,11 @@ impl<'o> Checker<'o> {
         if self.reproduction {
             return;
         }
-        let base = roots.get(self.last_report_root.unwrap_or(Root::Workspace)).map(|p| p.to_path_buf());
+        // No entry recorded a report yet (a run stopped early, or one truncated before its report): a
+        // self-contained run (the ledger in its run directory) keeps its report there, others in the workspace.
+        let self_contained = self.header.as_ref().is_some_and(|h| h.run_dir == ".");
+        let default_root = if self_contained { Root::Run } else { Root::Workspace };
+        let base = roots.get(self.last_report_root.unwrap_or(default_root)).map(|p| p.to_path_buf());
         let (Some(ws), Some(dir)) = (base.as_ref(), self.last_report_dir.clone()) else { return };
         if check_relative(&dir).is_err() {
             return;
