@@ -44,20 +44,6 @@ pub struct RunOptions {
     /// ledger's header records its run directory as `.` (the ledger's own directory). `None`: the
     /// workspace layout of the shipped exp-42 (`<runs_dir>/<id>` and `report_dir` under the workspace).
     pub out: Option<PathBuf>,
-    /// Where the stages run: in this process, one after another, or as Slurm jobs.
-    pub executor: Executor,
-}
-
-/// Where `hsx run` runs the stages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Executor {
-    /// In this process, one stage instance after another, in the plan's order.
-    #[default]
-    Local,
-    /// Each stage instance as a Slurm job (`sbatch`), with `afterok` dependencies from the stage graph;
-    /// see [`crate::slurm`].
-    Slurm,
 }
 
 /// What happened to a stage in one `hsx run`.
@@ -126,7 +112,7 @@ pub fn stage_environment(stage: Stage) -> Value {
     if let Some(m) = env.as_object_mut() {
         m.insert("stage_code_sha256".into(), Value::String(code.sha256));
         m.insert("stage_code_files".into(), Value::from(code.files));
-        if let Some(job) = crate::slurm::job_facts() {
+        if let Some(job) = crate::provenance::slurm_job() {
             m.insert("slurm".into(), job);
         }
     }
@@ -264,11 +250,9 @@ pub fn selected(cfg: &Config, only: Option<&str>, from: Option<&str>) -> Result<
         .collect())
 }
 
-/// Runs the pipeline, resuming from the ledger.
+/// Runs the pipeline in this process, one stage instance after another, resuming from the ledger (the
+/// local executor; `crate::slurm::run` is the Slurm executor, over the same options).
 pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, PipelineError> {
-    if opts.executor == Executor::Slurm {
-        return crate::slurm::run(opts, progress);
-    }
     let _one_at_a_time = PROCESS_RUN.lock().unwrap_or_else(|p| p.into_inner());
     let cfg = Config::load(&opts.config_path)?;
     let selected = selected(&cfg, opts.only.as_deref(), opts.from.as_deref())?;

@@ -69,3 +69,11 @@ pub fn git_state(dir: &Path) -> GitState {
         diff_sha256: dirty.then(|| crate::canonical::sha256_hex(&patch)),
     }
 }
+
+/// What a stage entry records about the Slurm job that ran it (`env.slurm`), when it ran in one.
+pub fn slurm_job() -> Option<Value> {
+    let id = std::env::var("SLURM_JOB_ID").ok()?;
+    let var = |k: &str| std::env::var(k).ok().map(Value::String).unwrap_or(Value::Null);
+    Some(json!({ "job_id": id, "job_name": var("SLURM_JOB_NAME"), "node": var("SLURMD_NODENAME"), "cpus_per_task": var("SLURM_CPUS_PER_TASK") }))
+}
+

@@ -419,13 +419,6 @@ pub fn run_job(opts: &RunOptions, instance: &str, progress: &dyn Progress) -> Re
     setup.execute(inst, spec, &mut writer, &opts.ledger_path, progress, Ok)
 }
 
-/// What a stage entry records about the Slurm job that ran it (`env.slurm`), when it ran in one.
-pub fn job_facts() -> Option<Value> {
-    let id = std::env::var("SLURM_JOB_ID").ok()?;
-    let var = |k: &str| std::env::var(k).ok().map(Value::String).unwrap_or(Value::Null);
-    Some(json!({ "job_id": id, "job_name": var("SLURM_JOB_NAME"), "node": var("SLURMD_NODENAME"), "cpus_per_task": var("SLURM_CPUS_PER_TASK") }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

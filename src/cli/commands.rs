@@ -30,12 +30,11 @@ pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
         only: a.only.clone(),
         from: a.from.clone(),
         out: a.out.clone(),
-        executor: match a.executor {
-            ExecutorArg::Local => hsx::pipeline::Executor::Local,
-            ExecutorArg::Slurm => hsx::pipeline::Executor::Slurm,
-        },
     };
-    let summary = hsx::pipeline::run(&opts, &CliProgress(out))?;
+    let summary = match a.executor {
+        ExecutorArg::Local => hsx::pipeline::run(&opts, &CliProgress(out))?,
+        ExecutorArg::Slurm => hsx::slurm::run(&opts, &CliProgress(out))?,
+    };
     print::run_summary(out, &summary);
     if !out.json && !out.quiet {
         let report_dir = hsx::config::Config::load(&a.config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
@@ -55,7 +54,6 @@ pub fn stage(out: Out, a: &StageArgs) -> Result<u8> {
         only: None,
         from: None,
         out: a.out.clone(),
-        executor: hsx::pipeline::Executor::Local,
     };
     let entry = hsx::slurm::run_job(&opts, &a.instance, &CliProgress(out))?;
     if out.json {

@@ -129,6 +129,27 @@ impl SlurmCfg {
 mod tests {
     use super::*;
 
+    fn smoke_with(experiment_extra: &str, tail: &str) -> Result<crate::config::Config, String> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml")).unwrap();
+        let text = text.replacen("seed = 42\n", &format!("seed = 42\n{experiment_extra}\n"), 1) + tail;
+        crate::config::Config::from_toml_str(&text, std::path::Path::new("x.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn replicates_are_checked_and_named_by_their_key() {
+        assert_eq!(smoke_with("", "").unwrap().experiment.replicate_seeds(), [42]);
+        assert_eq!(smoke_with("replicates = [42, 7]", "").unwrap().experiment.replicate_seeds(), [42, 7]);
+        for (bad, why) in [("replicates = []", "1 to"), ("replicates = [42, 7, 7]", "twice"), ("replicates = [1, 2]", "master seed")] {
+            let e = smoke_with(bad, "").unwrap_err();
+            assert!(e.contains("experiment.replicates") && e.contains(why), "{bad}: {e}");
+        }
+        let e = smoke_with("", "\n[slurm.stages.trian]\ncpus = 1\n").unwrap_err();
+        assert!(e.contains("slurm.stages.\"trian\""), "{e}");
+        assert!(smoke_with("replicates = [42, 7]", "\n[slurm.stages.\"train-A@7\"]\ngpus = 1\n").is_ok());
+        let e = smoke_with("", "\n[slurm.stages.\"train-A@7\"]\ngpus = 1\n").unwrap_err();
+        assert!(e.contains("train-A@7"), "an instance of a seed the experiment does not have: {e}");
+    }
+
     #[test]
     fn the_most_specific_resources_win_key_by_key() {
         let cfg: SlurmCfg = toml::from_str(
