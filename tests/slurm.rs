@@ -174,4 +174,10 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
         let se = all.iter().find(|e| e["stage"] == le["stage"]).unwrap();
         assert_eq!(outputs(le), outputs(se), "{stage}: the local and the Slurm executor wrote different outputs");
     }
+
+    // 5. `hsx reproduce` accepts the joined ledger: every instance re-run locally, byte-identical.
+    let repro = dir.path().join("repro");
+    let r = hsx(&ws, &key, &["reproduce", "--ledger", ledger.to_str().unwrap(), "--out", repro.to_str().unwrap()]);
+    let said = text(&r);
+    assert!(r.status.success() && said.contains("reproduced 21 stages"), "{said}");
 }

@@ -55,6 +55,8 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/reproduce/", &[]),
     ("src/repro_stats.rs", &[]),
     ("src/bench.rs", &[]),
+    // The Slurm driver and a job's entry point: each job runs its stage through the shared executor.
+    ("src/slurm.rs", &[]),
 ];
 
 /// The stages that run `path`: `None` when every stage does.
