@@ -128,21 +128,21 @@ mod tests {
     #[test]
     fn model_0_reads_the_test_split_and_the_base_model_and_no_adapter() {
         let cfg = smoke();
-        let s = spec(&cfg, Model::Base);
+        let s = spec(&cfg, Model::Base, Instance::from(Stage::Evaluate(Model::Base)));
         assert_eq!(s.stage, "evaluate-0");
         assert_eq!(s.inputs, vec![super::super::ctx::human("test"), super::super::ctx::base_input(&cfg)]);
         assert!(s.inputs.iter().all(|(_, p)| !p.starts_with("train-")), "{:?}", s.inputs);
         // Everything else as for the fine-tuned models: the same parameters (the resume key) and class.
         for a in Arm::ALL {
-            let t = spec(&cfg, Model::Arm(a));
+            let t = spec(&cfg, Model::Arm(a), Instance::from(Stage::Evaluate(Model::Arm(a))));
             assert_eq!(t.stage, format!("evaluate-{}", a.letter()));
             assert_eq!(t.params, s.params);
             assert_eq!(t.determinism, s.determinism);
             let adapter = format!("train-{}/adapter", a.letter());
-            assert_eq!(adapter_dir(Model::Arm(a)).as_deref(), Some(adapter.as_str()));
+            assert_eq!(adapter_dir(Model::Arm(a), None).as_deref(), Some(adapter.as_str()));
             assert!(t.inputs.contains(&(Root::Run, adapter)), "{:?}", t.inputs);
             assert_eq!(t.inputs.len(), s.inputs.len() + 1);
         }
-        assert_eq!(adapter_dir(Model::Base), None);
+        assert_eq!(adapter_dir(Model::Base, None), None);
     }
 }

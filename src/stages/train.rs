@@ -194,7 +194,7 @@ mod tests {
         let files: Vec<&str> = Arm::ALL.iter().map(|&a| training_file(a)).collect();
         assert_eq!(files, ["prepare/human_train.jsonl", "contaminate/ai_contaminated.jsonl", "synthesize/synthetic.jsonl"]);
         for a in Arm::ALL {
-            let s = spec(&cfg, a);
+            let s = spec(&cfg, a, Instance::from(Stage::Train(a)));
             assert_eq!(s.stage, format!("train-{a}"));
             assert_eq!(s.inputs[0], (Root::Run, training_file(a).to_owned()));
         }
