@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::metrics::stats::{
-    cluster_mean_ci, cluster_ratio_ci, contrast, directional_verdict, equivalent, mean, sign_flip_test, Clusters, Contrast, Interval,
-    Resampling, RuleParams, Side, Verdict,
+    cluster_mean_ci, cluster_ratio_ci, contrast, directional_verdict, equivalent, hierarchical_contrast, hierarchical_mean_ci,
+    hierarchical_ratio_ci, mean, replicate_mean, sign_flip_test, Clusters, Contrast, Interval, Resampling, RuleParams, Side, Verdict,
 };
 use crate::prereg::{AnalysisPlan, Claim, ContrastKind};
 
@@ -77,6 +77,8 @@ pub enum AnalysisError {
     Length { system: String, metric: String, got: usize, expected: usize },
     #[error("no trivial baseline was scored")]
     NoBaseline,
+    #[error("{system} has {got} replicates, the others {expected}")]
+    Replicates { system: String, got: usize, expected: usize },
 }
 
 /// A seed per computation, so that adding one never shifts another's random stream.
@@ -203,6 +205,231 @@ pub fn analyse(
         }
     }
     Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
+}
+
+/// Per-item scores of each system by replicate: `Vec` of one [`Scores`] for a system trained once (or
+/// not trained: model 0, the baselines), of one per training seed for a replicated (fine-tuned) model,
+/// in the order of the seeds. Replicate j of every replicated model shares training seed j.
+pub type ReplicatedScores = BTreeMap<String, Vec<Scores>>;
+
+/// What the across-replicate intervals and tests cover, as the compare entry records it.
+pub const ACROSS_INTERVAL_METHOD: &str = "two-stage (hierarchical) percentile bootstrap: each resample draws the training replicates with replacement, then the test clusters with replacement (one cluster draw for all drawn replicates), and takes the mean over the drawn replicates of the mean over the drawn clusters' items; it covers test-set sampling and the variance between training seeds";
+pub const ACROSS_TEST_METHOD: &str = "one-sided sign-flip permutation test on the per-item replicate-mean differences, flipping whole clusters; it covers test-set sampling only (the training seeds are fixed)";
+
+/// The number of replicates of `models`: the most any system has (1 when none is replicated). Every
+/// system must have 1 or that many.
+pub fn replicate_count(models: &ReplicatedScores) -> Result<usize, AnalysisError> {
+    let r = models.values().map(Vec::len).max().unwrap_or(1).max(1);
+    for (system, v) in models {
+        if v.len() != 1 && v.len() != r {
+            return Err(AnalysisError::Replicates { system: system.clone(), got: v.len(), expected: r });
+        }
+    }
+    Ok(r)
+}
+
+/// Replicate `j`'s scores of every system (a system trained once gives its one set to every replicate).
+pub fn replicate(models: &ReplicatedScores, j: usize) -> BTreeMap<String, Scores> {
+    models.iter().map(|(k, v)| (k.clone(), v[j.min(v.len() - 1)].clone())).collect()
+}
+
+/// The pre-registered analysis across training replicates. With one replicate this is exactly
+/// [`analyse`] (the same computations and random streams). With several, on the same plan:
+///
+/// * every replicated model's mean is the mean of its per-item replicate means, with a
+///   [`hierarchical_mean_ci`] interval (seed `replicates/mean/model/<system>/<metric>`); a system
+///   trained once (model 0, the baselines) keeps [`analyse`]'s cluster-bootstrap mean and interval;
+/// * the power check, every hypothesis contrast and the recovery ratio are [`hierarchical_contrast`]s
+///   and [`hierarchical_ratio_ci`] of the per-replicate paired differences (seeds prefixed
+///   `replicates/`); their sign-flip test runs on the replicate-mean differences;
+/// * the verdict rule is [`analyse`]'s, on the hierarchical interval and that test: a verdict needs both.
+pub fn analyse_replicated(
+    plan: &AnalysisPlan,
+    models: &ReplicatedScores,
+    baselines: &BTreeMap<String, Scores>,
+    clusters: &Clusters,
+    seed: u64,
+) -> Result<AnalysisResult, AnalysisError> {
+    let reps = replicate_count(models)?;
+    if reps == 1 {
+        return analyse(plan, &replicate(models, 0), baselines, clusters, seed);
+    }
+    let n = clusters.items();
+    let metrics: Vec<String> = std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
+    for (system, sets) in models {
+        for scores in sets {
+            for (metric, v) in scores {
+                if v.len() != n {
+                    return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
+                }
+            }
+        }
+    }
+    for (system, scores) in baselines {
+        for (metric, v) in scores {
+            if v.len() != n {
+                return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
+            }
+        }
+    }
+    // Replicate j's series of a system on a metric, for j in 0..reps (broadcast when trained once).
+    let series = |system: &str, metric: &str| -> Result<Vec<&[f64]>, AnalysisError> {
+        let sets = models.get(system).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        (0..reps)
+            .map(|j| {
+                sets[j.min(sets.len() - 1)].get(metric).map(Vec::as_slice).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
+            })
+            .collect()
+    };
+    let baseline = |system: &str, metric: &str| -> Result<&[f64], AnalysisError> {
+        baselines.get(system).and_then(|s| s.get(metric)).map(Vec::as_slice).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
+    };
+    let rule = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin };
+    let level = rule.interval_level();
+    let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/{tag}")) };
+    let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: sub_seed(seed, &format!("replicates/{tag}")) };
+    let old_boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
+
+    let mut means = Vec::new();
+    for (system, sets) in models {
+        for m in &metrics {
+            if sets.iter().all(|s| s.contains_key(m)) {
+                if sets.len() == 1 {
+                    let v = &sets[0][m];
+                    let ci = cluster_mean_ci(v, clusters, level, old_boot(&format!("mean/model/{system}/{m}")));
+                    means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
+                } else {
+                    let r: Vec<&[f64]> = sets.iter().map(|s| s[m].as_slice()).collect();
+                    let ci = hierarchical_mean_ci(&r, clusters, level, boot(&format!("mean/model/{system}/{m}")));
+                    means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(&replicate_mean(&r)), ci });
+                }
+            }
+        }
+    }
+    for (system, scores) in baselines {
+        for m in &metrics {
+            if let Some(v) = scores.get(m) {
+                let ci = cluster_mean_ci(v, clusters, level, old_boot(&format!("mean/baseline/{system}/{m}")));
+                means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
+            }
+        }
+    }
+
+    // Power: A (across replicates) against the best baseline (trained once) on the primary metric.
+    let pm = &plan.primary_metric;
+    let mut best: Option<(String, f64)> = None;
+    for system in baselines.keys() {
+        let m = mean(baseline(system, pm)?);
+        if best.as_ref().is_none_or(|(_, bm)| m > *bm) {
+            best = Some((system.clone(), m));
+        }
+    }
+    let (best_baseline, _) = best.ok_or(AnalysisError::NoBaseline)?;
+    let base = baseline(&best_baseline, pm)?;
+    let d: Vec<Vec<f64>> = series("A", pm)?.iter().map(|a| a.iter().zip(base).map(|(x, y)| x - y).collect()).collect();
+    let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
+    let c = hierarchical_contrast(&dr, clusters, Side::Greater, rule, boot("power"), perm("power/test"));
+    let verdict = directional_verdict(c.ci, &c.test, Side::Greater, rule);
+    let power = PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
+
+    let mut hypotheses = Vec::new();
+    for m in &metrics {
+        let (a, b, cc) = (series("A", m)?, series("B", m)?, series("C", m)?);
+        let mut h1_supported = false;
+        for h in &plan.hypotheses {
+            let d: Vec<Vec<f64>> = (0..reps).map(|j| (0..n).map(|i| h.contrast.of(a[j][i], b[j][i], cc[j][i])).collect()).collect();
+            let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
+            let tag = format!("{}/{m}", h.id);
+            let side = match h.claim {
+                Claim::Directional(side) => side,
+                Claim::Equivalence => Side::Less,
+            };
+            let c = hierarchical_contrast(&dr, clusters, side, rule, boot(&tag), perm(&format!("{tag}/test")));
+            let mut verdict = verdict_of(h.claim, &c, rule);
+            if !power.passed {
+                verdict = Verdict::NotTestable;
+            }
+            if h.contrast == ContrastKind::AMinusB {
+                h1_supported = verdict == Verdict::Supported;
+            }
+            let ratio = (h.contrast == ContrastKind::CMinusMidpoint && h1_supported).then(|| {
+                let r = boot(&format!("{tag}/ratio"));
+                let (ci, undefined) = hierarchical_ratio_ci(&a, &b, &cc, clusters, level, r);
+                let (ma, mb, mc) = (mean(&replicate_mean(&a)), mean(&replicate_mean(&b)), mean(&replicate_mean(&cc)));
+                Ratio { estimate: (mc - mb) / (ma - mb), ci, undefined_resamples: undefined, resamples: r.resamples }
+            });
+            hypotheses.push(HypothesisResult {
+                id: h.id.clone(),
+                statement: h.statement.clone(),
+                metric: m.clone(),
+                primary: m == pm,
+                contrast_label: h.contrast.label().into(),
+                contrast: c,
+                verdict,
+                ratio,
+            });
+        }
+    }
+    Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
+}
+
+/// The verdict rule for a hypothesis's claim (before the power check).
+fn verdict_of(claim: Claim, c: &Contrast, rule: RuleParams) -> Verdict {
+    match claim {
+        Claim::Directional(side) => directional_verdict(c.ci, &c.test, side, rule),
+        Claim::Equivalence => {
+            if equivalent(c.ci, rule) {
+                Verdict::Equivalent
+            } else if c.ci.hi < 0.0 && c.test.p <= rule.alpha {
+                Verdict::NotSupported
+            } else {
+                Verdict::Inconclusive
+            }
+        }
+    }
+}
+
+/// [`differences`] across replicates: with one replicate exactly [`differences`]; with several, each
+/// estimate is the mean of the per-item replicate-mean differences, with a [`hierarchical_mean_ci`]
+/// interval (seed `replicates/difference/<label>/<metric>`).
+pub fn differences_replicated(
+    plan: &AnalysisPlan,
+    models: &ReplicatedScores,
+    pairs: &[[&str; 2]],
+    clusters: &Clusters,
+    seed: u64,
+) -> Result<Vec<Difference>, AnalysisError> {
+    let reps = replicate_count(models)?;
+    if reps == 1 {
+        return differences(plan, &replicate(models, 0), pairs, clusters, seed);
+    }
+    let n = clusters.items();
+    let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
+    let get = |system: &str, metric: &str, j: usize| -> Result<&Vec<f64>, AnalysisError> {
+        let sets = models.get(system).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        let v = sets[j.min(sets.len() - 1)].get(metric).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        if v.len() != n {
+            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
+        }
+        Ok(v)
+    };
+    pairs
+        .iter()
+        .map(|[x, y]| {
+            let label = format!("{x}−{y}");
+            let mut metrics = BTreeMap::new();
+            for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
+                let d: Vec<Vec<f64>> =
+                    (0..reps).map(|j| Ok(get(x, m, j)?.iter().zip(get(y, m, j)?).map(|(a, b)| a - b).collect())).collect::<Result<_, AnalysisError>>()?;
+                let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
+                let dm = replicate_mean(&dr);
+                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")) };
+                let ci = hierarchical_mean_ci(&dr, clusters, level, r);
+                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&dm), ci, k: dm.iter().filter(|v| **v != 0.0).count() });
+            }
+            Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
+        })
+        .collect()
 }
 
 /// A descriptive paired difference between two models (e.g. A − 0) on each metric of the plan. Not a
@@ -370,6 +597,90 @@ mod tests {
         let m0 = r0.means.iter().find(|m| m.system == "0").expect("model 0 has a mean");
         assert_eq!(m0.mean, mean(&with0["0"]["f1"]));
         assert!(m0.ci.lo <= m0.mean && m0.mean <= m0.ci.hi && m0.ci.lo < m0.ci.hi, "{:?}", m0.ci);
+    }
+
+    fn replicated(sets: &[BTreeMap<String, Scores>]) -> ReplicatedScores {
+        let mut out = ReplicatedScores::new();
+        for set in sets {
+            for (k, v) in set {
+                // Model 0 is trained once: one set, whatever the replicates.
+                if k == "0" && out.contains_key(k) {
+                    continue;
+                }
+                out.entry(k.clone()).or_default().push(v.clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_replicate_is_exactly_the_old_analysis() {
+        let n = 200;
+        let models = four_models(n);
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
+        let one = replicated(&[models.clone()]);
+        assert_eq!(analyse_replicated(&plan(), &one, &baselines, &cl, 42).unwrap(), analyse(&plan(), &models, &baselines, &cl, 42).unwrap());
+        let pairs = [["A", "0"], ["B", "0"]];
+        assert_eq!(differences_replicated(&plan(), &one, &pairs, &cl, 42).unwrap(), differences(&plan(), &models, &pairs, &cl, 42).unwrap());
+    }
+
+    /// Two training seeds that disagree: A − B is +0.3 under the first and −0.1 under the second.
+    fn disagreeing_replicates(n: usize) -> [BTreeMap<String, Scores>; 2] {
+        let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
+        let b = |centre: f64| -> Vec<f64> { (0..n).map(|i| centre + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect() };
+        let zero: Vec<f64> = vec![0.05; n];
+        let rep = |b: Vec<f64>| BTreeMap::from([("0".into(), scores(zero.clone())), ("A".into(), scores(a.clone())), ("B".into(), scores(b)), ("C".into(), scores(a.clone()))]);
+        [rep(b(0.3)), rep(b(0.7))]
+    }
+
+    #[test]
+    fn seed_variance_turns_a_test_only_supported_h1_inconclusive() {
+        let n = 200;
+        let reps = disagreeing_replicates(n);
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
+        // Each replicate alone: the power check passes; H1 is supported under one seed, not under the other.
+        let (r0, r1) = (analyse(&plan(), &reps[0], &baselines, &cl, 42).unwrap(), analyse(&plan(), &reps[1], &baselines, &cl, 42).unwrap());
+        assert!(r0.power.passed && r1.power.passed);
+        assert_eq!((verdict(&r0, "H1"), verdict(&r1, "H1")), (Verdict::Supported, Verdict::NotSupported));
+        // The replicate-mean scores with a test-only interval would support H1 (estimate 0.1, interval above 0).
+        let averaged: BTreeMap<String, Scores> = reps[0]
+            .keys()
+            .map(|k| (k.clone(), scores((0..n).map(|i| (reps[0][k]["f1"][i] + reps[1][k]["f1"][i]) / 2.0).collect())))
+            .collect();
+        let naive = analyse(&plan(), &averaged, &baselines, &cl, 42).unwrap();
+        assert_eq!(verdict(&naive, "H1"), Verdict::Supported);
+        // Across replicates: the same estimate, but the interval covers the seed variance and includes 0.
+        let across = analyse_replicated(&plan(), &replicated(&reps), &baselines, &cl, 42).unwrap();
+        let h1 = across.hypotheses.iter().find(|h| h.id == "H1" && h.primary).unwrap();
+        let naive_h1 = naive.hypotheses.iter().find(|h| h.id == "H1" && h.primary).unwrap();
+        assert!((h1.contrast.estimate - 0.1).abs() < 0.01 && (naive_h1.contrast.estimate - h1.contrast.estimate).abs() < 1e-12);
+        assert!(naive_h1.contrast.ci.lo > 0.0 && h1.contrast.ci.contains(0.0), "{:?} vs {:?}", h1.contrast.ci, naive_h1.contrast.ci);
+        // The sign-flip test is the test-only one, on the replicate-mean differences: it alone would reject.
+        assert!(h1.contrast.test.p <= plan().alpha, "{:?}", h1.contrast.test);
+        assert_eq!(h1.verdict, Verdict::Inconclusive);
+        // A beats the baseline under both seeds: the power check still passes across replicates.
+        assert!(across.power.passed && across.power.contrast.ci.lo > 0.0);
+        // Model 0 and the baselines were trained once: their means are the one-replicate analysis's.
+        let m0 = |r: &AnalysisResult| r.means.iter().filter(|m| m.system == "0" || m.system == "constant").cloned().collect::<Vec<_>>();
+        assert_eq!(m0(&across), m0(&r0));
+        // A's mean is the replicate mean with a hierarchical interval; B's, between its two replicates.
+        let b = across.means.iter().find(|m| m.system == "B").unwrap();
+        assert!((b.mean - 0.5).abs() < 0.01 && b.ci.lo < 0.35 && b.ci.hi > 0.65, "{b:?}");
+        // Differences with model 0 likewise.
+        let d = differences_replicated(&plan(), &replicated(&reps), &[["B", "0"]], &cl, 42).unwrap();
+        assert!((d[0].metrics["f1"].estimate - 0.45).abs() < 0.01 && d[0].metrics["f1"].ci.hi - d[0].metrics["f1"].ci.lo > 0.3, "{d:?}");
+    }
+
+    #[test]
+    fn replicated_models_must_agree_on_the_count() {
+        let n = 4;
+        let mut models = replicated(&[four_models(n), four_models(n), four_models(n)]);
+        models.get_mut("B").unwrap().pop();
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let e = analyse_replicated(&plan(), &models, &baselines, &Clusters::singletons(n), 1).unwrap_err();
+        assert_eq!(e, AnalysisError::Replicates { system: "B".into(), got: 2, expected: 3 });
     }
 
     #[test]

@@ -169,3 +169,104 @@ fn entries_older_than_the_heldout_quotes_and_baseline_scores_still_render_and_sa
     stage(&mut v, "base-model")["metrics"]["heldout"] = serde_json::Value::Null;
     assert!(render_value(v).unwrap().contains("no held-out slice in this run"));
 }
+
+/// `ledger_complete.json` as if A, B and C had been trained with two seeds (`experiment.replicates =
+/// [42, 43]`): the compare entry's `replicates` in the form compare writes it — the master seed's own
+/// analysis (the fixture's table, power and hypotheses), a second seed's with every mean 0.02 higher and
+/// H1 inconclusive, and the across-replicate description — and the top-level results standing for the
+/// across-replicate ones, their intervals widened.
+fn replicated_fixture() -> serde_json::Value {
+    use serde_json::json;
+    let mut v = fixture("ledger_complete.json");
+    let train: serde_json::Map<String, serde_json::Value> = ["A", "B", "C"]
+        .iter()
+        .map(|a| {
+            let t = stage(&mut v, &format!("train-{a}"))["metrics"].clone();
+            (a.to_string(), json!({"trained": t["trained"], "examples": t["examples"], "optimizer_steps": t["optimizer_steps"], "best_epoch": t["best_epoch"]}))
+        })
+        .collect();
+    let cmp = &mut stage(&mut v, "compare")["metrics"];
+    let table = |shift: f64| -> serde_json::Value {
+        let mut t = serde_json::Map::new();
+        for a in ["A", "B", "C"] {
+            let mut row = cmp["table"][a].clone();
+            for cell in row.as_object_mut().unwrap().values_mut() {
+                for k in ["/mean", "/ci/0", "/ci/1"] {
+                    let x = cell.pointer(k).unwrap().as_f64().unwrap();
+                    *cell.pointer_mut(k).unwrap() = json!(((x + shift) * 1e6).round() / 1e6);
+                }
+            }
+            t.insert(a.into(), row);
+        }
+        serde_json::Value::Object(t)
+    };
+    let replicate = |seed: u64, shift: f64, h1: &str| {
+        let mut hypotheses = cmp["hypotheses"].clone();
+        hypotheses.as_array_mut().unwrap().iter_mut().filter(|h| h["id"] == "H1").for_each(|h| h["verdict"] = json!(h1));
+        let mut train = train.clone();
+        for (a, t) in train.iter_mut() {
+            t["stage"] = json!(if seed == 42 { format!("train-{a}") } else { format!("train-{a}@{seed}") });
+        }
+        let evaluate: serde_json::Map<String, serde_json::Value> =
+            ["A", "B", "C"].iter().map(|a| (a.to_string(), json!(if seed == 42 { format!("evaluate-{a}") } else { format!("evaluate-{a}@{seed}") }))).collect();
+        json!({"seed": seed, "master": seed == 42, "evaluate": evaluate, "train": train, "table": table(shift),
+               "power": cmp["power"], "hypotheses": hypotheses})
+    };
+    let h1_master = cmp["hypotheses"].as_array().unwrap().iter().find(|h| h["id"] == "H1" && h["primary"] == json!(true)).unwrap()["verdict"].clone();
+    let per_replicate = vec![replicate(42, 0.0, h1_master.as_str().unwrap()), replicate(43, 0.02, "inconclusive")];
+    cmp["replicates"] = json!({
+        "seeds": [42, 43], "count": 2, "master_seed": 42, "per_replicate": per_replicate,
+        "across": {
+            "results": "the top-level table, power, hypotheses and differences",
+            "estimate": "mean over the test items of the per-item mean over the replicates",
+            "interval_method": hsx::analysis::ACROSS_INTERVAL_METHOD,
+            "test_method": hsx::analysis::ACROSS_TEST_METHOD,
+            "verdicts": "the verdict rule on the across-replicate interval and that test: a verdict needs both",
+            "trained_once": "model 0 and the trivial baselines keep the one-seed cluster bootstrap",
+        },
+        "derived": hsx::stages::compare::REPLICATED_OUTPUTS,
+    });
+    // The across-replicate means: halfway between the two seeds, with wider intervals.
+    for a in ["A", "B", "C"] {
+        for cell in cmp["table"][a].as_object_mut().unwrap().values_mut() {
+            let (m, lo, hi) = (cell["mean"].as_f64().unwrap(), cell["ci"][0].as_f64().unwrap(), cell["ci"][1].as_f64().unwrap());
+            *cell = json!({"mean": ((m + 0.01) * 1e6).round() / 1e6, "ci": [((lo - 0.01) * 1e6).round() / 1e6, ((hi + 0.03) * 1e6).round() / 1e6]});
+        }
+    }
+    v["entries"].as_array_mut().unwrap().iter_mut().for_each(|e| e["config"]["experiment"]["replicates"] = json!([42, 43]));
+    v
+}
+
+#[test]
+fn a_replicated_report_shows_each_seed_and_the_across_replicate_results_the_verdicts_use() {
+    let one = render_value(fixture("ledger_complete.json")).unwrap();
+    assert!(!one.contains("Training replicates") && !one.contains("two-stage"), "a one-seed report has no replicate section");
+    let mut v = replicated_fixture();
+    let text = render_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let cmp = stage(&mut v, "compare")["metrics"].clone();
+    assert!(text.contains("### Training replicates") && text.contains("training seeds 42, 43"), "no replicate section");
+    assert!(text.contains("**The verdicts use the across-replicate results:**"));
+    assert!(text.contains(hsx::analysis::ACROSS_INTERVAL_METHOD), "the interval method is not named");
+    assert!(text.contains("for the fine-tuned models a two-stage bootstrap: the 2 training seeds with replacement"), "the interval description of the tables");
+    // One row per seed with each fine-tuned model's primary-metric cell, and the across-replicate row.
+    for r in cmp["replicates"]["per_replicate"].as_array().unwrap() {
+        let seed = r["seed"].as_u64().unwrap();
+        let row = text.lines().find(|l| l.starts_with(&format!("| {seed}{} | ", if seed == 42 { " (master)" } else { "" }))).unwrap_or_else(|| panic!("no row for seed {seed}"));
+        for a in ["A", "B", "C"] {
+            assert!(row.contains(&cell(&r["table"][a]["f1"])), "seed {seed}, {a}: {row}");
+        }
+        assert!(text.contains(&format!("| {seed} | A | `{}` |", r["train"]["A"]["stage"].as_str().unwrap())), "no training row of A for seed {seed}");
+    }
+    let across = text.lines().find(|l| l.starts_with("| **across replicates** |")).expect("the across-replicate row");
+    assert!(across.contains(&cell(&cmp["table"]["A"]["f1"])), "{across}");
+    insta::with_settings!({filters => vec![
+        (r"\d{4}-\d{2}-\d{2}", "[date]"),
+        (r"\[#(\d+) [0-9a-f]{8}\]", "[#$1 hash]"),
+        (r"`[0-9a-f]{10,16}`", "`[hash]`"),
+        (r"sha256:[0-9a-f]{16}", "sha256:[key]"),
+        (r"\| \d+\.\d \|", "| [secs] |"),
+        (r"total \d+\.\d s", "total [secs] s"),
+    ]}, {
+        insta::assert_snapshot!("replicated_report", text);
+    });
+}

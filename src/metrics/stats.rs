@@ -178,6 +178,85 @@ pub fn cluster_ratio_ci(a: &[f64], b: &[f64], c: &[f64], clusters: &Clusters, le
     (percentile_interval(stats, level), undefined)
 }
 
+/// The two-stage (hierarchical) bootstrap over training replicates and test clusters: each resample
+/// draws `R` replicates with replacement, then as many clusters as there are with replacement (one
+/// cluster draw for every drawn replicate: the design is paired), and calls `f` with each replicate's
+/// weight (how often it was drawn, over `R`) and the cluster draw. One stream per resample: the
+/// replicate draw, then the cluster draw.
+fn hierarchical_draws(replicates: usize, clusters: &Clusters, r: Resampling, mut f: impl FnMut(&[f64], &[usize])) {
+    let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+    let mut weights = vec![0.0; replicates];
+    for _ in 0..r.resamples {
+        weights.iter_mut().for_each(|w| *w = 0.0);
+        for _ in 0..replicates {
+            weights[rng.gen_range(0..replicates)] += 1.0 / replicates as f64;
+        }
+        let draw = draw(&mut rng, clusters);
+        f(&weights, &draw);
+    }
+}
+
+/// Hierarchical percentile interval of the across-replicate item mean: `reps[j]` is replicate j's
+/// per-item series (aligned with the test items). Each resample's statistic is the mean over the drawn
+/// replicates of the mean over the drawn clusters' items ([`hierarchical_draws`]), so the interval covers
+/// both the test-set sampling and the variance between training seeds. Its point estimate is the mean
+/// of the per-item replicate means, [`replicate_mean`].
+pub fn hierarchical_mean_ci(reps: &[&[f64]], clusters: &Clusters, level: f64, r: Resampling) -> Interval {
+    if reps.is_empty() || reps[0].is_empty() || clusters.is_empty() {
+        return Interval { lo: f64::NAN, hi: f64::NAN, level };
+    }
+    let (sums, sizes) = cluster_sums(reps, clusters);
+    let mut stats = Vec::with_capacity(r.resamples);
+    hierarchical_draws(reps.len(), clusters, r, |w, draw| {
+        let (mut s, mut n) = (0.0, 0.0);
+        for &c in draw {
+            s += w.iter().zip(&sums).map(|(w, sj)| w * sj[c]).sum::<f64>();
+            n += sizes[c];
+        }
+        stats.push(s / n);
+    });
+    percentile_interval(stats, level)
+}
+
+/// The hierarchical bootstrap of the recovery ratio (mean c − mean b) / (mean a − mean b), each mean
+/// over the drawn replicates and clusters (replicate j of a, b and c drawn together), with the count of
+/// undefined resamples (A−B = 0), as [`cluster_ratio_ci`].
+pub fn hierarchical_ratio_ci(a: &[&[f64]], b: &[&[f64]], c: &[&[f64]], clusters: &Clusters, level: f64, r: Resampling) -> (Interval, usize) {
+    let sums: Vec<Vec<Vec<f64>>> = [a, b, c].iter().map(|x| cluster_sums(x, clusters).0).collect();
+    let reps = a.len();
+    let mut stats = Vec::with_capacity(r.resamples);
+    let mut undefined = 0;
+    hierarchical_draws(reps, clusters, r, |w, draw| {
+        let mut s = [0.0; 3];
+        for &k in draw {
+            for (t, series) in s.iter_mut().zip(&sums) {
+                *t += w.iter().zip(series).map(|(w, sj)| w * sj[k]).sum::<f64>();
+            }
+        }
+        if (s[0] - s[1]).abs() < 1e-12 {
+            undefined += 1;
+        } else {
+            stats.push((s[2] - s[1]) / (s[0] - s[1]));
+        }
+    });
+    (percentile_interval(stats, level), undefined)
+}
+
+/// The per-item mean over replicates (`reps[j][i]`: replicate j, item i).
+pub fn replicate_mean(reps: &[&[f64]]) -> Vec<f64> {
+    let n = reps.first().map_or(0, |v| v.len());
+    (0..n).map(|i| reps.iter().map(|v| v[i]).sum::<f64>() / reps.len() as f64).collect()
+}
+
+/// A paired contrast across replicates: `reps[j]` is replicate j's per-item differences. The estimate
+/// is the mean of the per-item replicate means; the interval is [`hierarchical_mean_ci`] (test-set
+/// sampling and seed variance); the sign-flip test is [`sign_flip_test`] on the replicate-mean
+/// differences with `test` (test-set sampling only: a verdict needs both).
+pub fn hierarchical_contrast(reps: &[&[f64]], clusters: &Clusters, side: Side, rule: RuleParams, boot: Resampling, test: Resampling) -> Contrast {
+    let d = replicate_mean(reps);
+    Contrast { estimate: mean(&d), ci: hierarchical_mean_ci(reps, clusters, rule.interval_level(), boot), test: sign_flip_test(&d, clusters, side, test), side }
+}
+
 /// Which side of zero a hypothesis puts mean(d) on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -402,6 +481,48 @@ mod tests {
         assert!(!t.exact && t.p > 0.0 && t.p < 0.001, "{t:?}");
         let t = sign_flip_test(&d, &Clusters::singletons(100), Side::Less, R);
         assert!(t.p > 0.999, "{t:?}");
+    }
+
+    /// 100 clusters of 2 items; replicate j adds `shift[j]` to every item.
+    fn replicated(shifts: &[f64]) -> (Vec<Vec<f64>>, Clusters) {
+        let base: Vec<f64> = (0..200).map(|i| ((i * 7) % 11) as f64 / 10.0).collect();
+        let reps = shifts.iter().map(|s| base.iter().map(|x| x + s).collect()).collect();
+        (reps, Clusters::from_keys(&(0..200).map(|i| i / 2).collect::<Vec<_>>()))
+    }
+
+    #[test]
+    fn hierarchical_interval_widens_with_seed_variance_only() {
+        let width = |iv: Interval| iv.hi - iv.lo;
+        // Agreeing replicates: the same series twice gives the one-replicate interval's width.
+        let (reps, cl) = replicated(&[0.0, 0.0]);
+        let refs: Vec<&[f64]> = reps.iter().map(Vec::as_slice).collect();
+        let one = cluster_mean_ci(&reps[0], &cl, 0.95, R);
+        let agree = hierarchical_mean_ci(&refs, &cl, 0.95, R);
+        let r = width(agree) / width(one);
+        assert!((0.9..1.1).contains(&r), "agreeing replicates: width ratio {r}");
+        // Disagreeing replicates (one 0.2 above the other): much wider, and around the replicate mean.
+        let (reps, cl) = replicated(&[0.0, 0.2]);
+        let refs: Vec<&[f64]> = reps.iter().map(Vec::as_slice).collect();
+        let disagree = hierarchical_mean_ci(&refs, &cl, 0.95, R);
+        assert!(width(disagree) > 2.0 * width(one), "{disagree:?} vs {one:?}");
+        let m = mean(&replicate_mean(&refs));
+        assert!(disagree.contains(m) && (m - mean(&reps[0]) - 0.1).abs() < 1e-12);
+        // Two replicates: a quarter of the resamples draw replicate 0 twice, a quarter replicate 1 twice.
+        assert!(disagree.lo < mean(&reps[0]) && disagree.hi > mean(&reps[1]), "{disagree:?}");
+        assert_eq!(hierarchical_mean_ci(&refs, &cl, 0.95, R), disagree, "not seeded");
+    }
+
+    #[test]
+    fn hierarchical_ratio_is_the_ratio_of_replicate_means() {
+        let (a, cl) = replicated(&[0.5, 0.5]);
+        let (b, _) = replicated(&[0.0, 0.0]);
+        let (c, _) = replicated(&[0.25, 0.25]);
+        fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> {
+            v.iter().map(Vec::as_slice).collect()
+        }
+        let (iv, undefined) = hierarchical_ratio_ci(&refs(&a), &refs(&b), &refs(&c), &cl, 0.95, R);
+        assert_eq!(undefined, 0);
+        assert!((iv.lo - 0.5).abs() < 1e-9 && (iv.hi - 0.5).abs() < 1e-9, "{iv:?}");
     }
 
     #[test]

@@ -61,8 +61,9 @@ struct ModelScores {
     values: BTreeMap<String, Vec<f64>>,
 }
 
-fn load_scores(ctx: &StageCtx, model: Model) -> Result<ModelScores, PipelineError> {
-    let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{}/scores.jsonl", Stage::Evaluate(model).name())))?;
+/// `evaluate` is the evaluate instance's name (`evaluate-A`, `evaluate-A@43`).
+fn load_scores(ctx: &StageCtx, evaluate: &str) -> Result<ModelScores, PipelineError> {
+    let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{evaluate}/scores.jsonl")))?;
     let values = registry::compared().enumerate().map(|(k, m)| (m.key.to_string(), rows.iter().map(|r| r.values[k]).collect())).collect();
     Ok(ModelScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
 }
@@ -131,20 +132,43 @@ fn rounded(v: Value) -> Value {
     }
 }
 
+/// The instances of a stage, one per training seed when it is replicated (in the order of `seeds`),
+/// else the one; the master seed's replicate keeps the plain name.
+fn instances(stage: Stage, seeds: &[u64], master: u64) -> Vec<Instance> {
+    if stage.replicated() {
+        seeds.iter().map(|&s| Instance::of(stage, s, master)).collect()
+    } else {
+        vec![Instance::from(stage)]
+    }
+}
+
+/// What compare's outputs are made of when there are several training replicates (the compare entry
+/// records it in `replicates.derived`).
+pub const REPLICATED_OUTPUTS: &str = "table, metrics_table.csv, the comparison plots, power, hypotheses and differences: across replicates (the verdicts that count); breakdowns: the per-item replicate-mean scores of A, B and C with the cluster bootstrap (test-set sampling only); samples and training-loss plots: the master seed's replicate";
+
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let seed = ctx.seed;
     let plan = read_plan(ctx)?;
     let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
     let train: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
-    let mut scores: BTreeMap<Model, ModelScores> = BTreeMap::new();
+    let (master, seeds) = (ctx.cfg.experiment.seed, ctx.cfg.experiment.replicate_seeds());
+    let master_index = seeds.iter().position(|&s| s == master).ok_or_else(|| stage_error(format!("the replicates {seeds:?} do not include the master seed {master}")))?;
+    let replicated = seeds.len() > 1;
+    // Every model's scores, one set per evaluate instance (per training seed for A, B and C).
+    let mut all_scores: BTreeMap<Model, Vec<ModelScores>> = BTreeMap::new();
     let test_ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
     for model in Model::ALL {
-        let s = load_scores(ctx, model)?;
-        if s.ids != test_ids {
-            return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", Stage::Evaluate(model).name())));
+        for inst in instances(Stage::Evaluate(model), &seeds, master) {
+            let s = load_scores(ctx, &inst.name())?;
+            if s.ids != test_ids {
+                return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", inst.name())));
+            }
+            all_scores.entry(model).or_default().push(s);
         }
-        scores.insert(model, s);
     }
+    // The master seed's replicate (the only one without replicates): samples, training-loss plots.
+    let scores: BTreeMap<Model, &ModelScores> =
+        all_scores.iter().map(|(m, v)| (*m, if v.len() > 1 { &v[master_index] } else { &v[0] })).collect();
     let ids = test_ids;
     let v = |arm: Arm, key: &str| -> &Vec<f64> { &scores[&Model::Arm(arm)].values[key] };
 
@@ -154,17 +178,35 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         _ => test.iter().map(|e| e.context.clone()).collect(),
     };
     let clusters = Clusters::from_keys(&cluster_keys);
-    let models: BTreeMap<String, Scores> = Model::ALL.iter().map(|m| (m.label().to_string(), scores[m].values.clone())).collect();
+    let models_by_replicate: analysis::ReplicatedScores =
+        Model::ALL.iter().map(|m| (m.label().to_string(), all_scores[m].iter().map(|s| s.values.clone()).collect())).collect();
+    // Per-item scores of every model: with replicates, a replicated model's replicate mean (breakdowns).
+    let models: BTreeMap<String, Scores> = if replicated {
+        models_by_replicate
+            .iter()
+            .map(|(k, sets)| {
+                let keys = sets[0].keys();
+                let mean = keys.map(|metric| {
+                    let r: Vec<&[f64]> = sets.iter().map(|s| s[metric].as_slice()).collect();
+                    (metric.clone(), crate::metrics::stats::replicate_mean(&r))
+                });
+                (k.clone(), mean.collect())
+            })
+            .collect()
+    } else {
+        Model::ALL.iter().map(|m| (m.label().to_string(), scores[m].values.clone())).collect()
+    };
     let (bert, bopts) = super::evaluate::bertscore_setup(ctx, ctx.device()?)?;
     let (base_scores, base_described, encoder) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer, &bert, &bopts)?;
     // How the baselines were scored beyond the lexical metrics (what the report states).
     let mut baseline_scoring = json!({"mc_rule": baselines::MC_RULE, "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0)});
     baseline_scoring["bertscore_model"] = encoder["bertscore_model"].clone();
     baseline_scoring["bertscore_layer"] = encoder["bertscore_layer"].clone();
-    let result: AnalysisResult =
-        analysis::analyse(&plan, &models, &base_scores, &clusters, seed).map_err(|e| stage_error(format!("analysis: {e}")))?;
+    // The verdicts that count: across replicates (with one replicate, exactly the one-seed analysis).
+    let result: AnalysisResult = analysis::analyse_replicated(&plan, &models_by_replicate, &base_scores, &clusters, seed)
+        .map_err(|e| stage_error(format!("analysis: {e}")))?;
     // Descriptive, not pre-registered: each arm against model 0, on every metric of the plan.
-    let differences = analysis::differences(&plan, &models, &differences_with_model_0(), &clusters, seed)
+    let differences = analysis::differences_replicated(&plan, &models_by_replicate, &differences_with_model_0(), &clusters, seed)
         .map_err(|e| stage_error(format!("differences with model 0: {e}")))?;
 
     // The results tables (models; baselines) from the clustered means.
@@ -191,6 +233,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     });
 
     // Samples of the seed's three kinds, deterministic: the first three in test-id order.
+    // Every replicate's predictions are checked; the samples show the master seed's.
+    for m in Model::ALL {
+        for inst in instances(Stage::Evaluate(m), &seeds, master).into_iter().filter(|i| i.replicate.is_some()) {
+            let p: Vec<Prediction> = data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", inst.name())))?;
+            if p.len() != ids.len() || p.iter().zip(&ids).any(|(p, id)| p.id != *id) {
+                return Err(stage_error(format!("{}/predictions.jsonl does not cover the test split's examples in order", inst.name())));
+            }
+        }
+    }
     let preds: BTreeMap<Model, Vec<Prediction>> = Model::ALL
         .iter()
         .map(|&m| Ok((m, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(m).name())))?)))
@@ -231,7 +282,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let dir = ctx.out_dir()?;
     std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
     std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table)).map_err(|e| io(&dir, e))?;
-    let mut comparison = rounded(json!({
+    let mut comparison = json!({
         "n": ids.len(),
         "primary_metric": plan.primary_metric,
         "interval_level": level,
@@ -248,7 +299,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         "differences": differences,
         "breakdowns": breakdowns,
         "samples": samples,
-    }));
+    });
+    if replicated {
+        comparison["replicates"] = replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?;
+    }
+    let mut comparison = rounded(comparison);
     // The plan as registered, unrounded: `hsx verify` compares it with the preregister entry's.
     comparison["plan"] = serde_json::to_value(&plan).expect("an analysis plan serialises");
     write_json(&dir.join("comparison.json"), &comparison)?;
@@ -267,6 +322,64 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         (Root::Run, "compare/plots".to_owned()),
     ];
     Ok(StageOutcome { outputs, metrics: comparison })
+}
+
+/// The compare entry's `replicates`: the training seeds, each replicate's own analysis (the one-seed
+/// analysis of A, B and C trained with that seed: means with intervals, power check, hypotheses and
+/// verdicts, which cover test-set sampling only), its training summary, and how the across-replicate
+/// results at the top level were computed.
+fn replicates_section(
+    ctx: &StageCtx,
+    plan: &AnalysisPlan,
+    models: &analysis::ReplicatedScores,
+    baselines: &BTreeMap<String, Scores>,
+    clusters: &Clusters,
+    seeds: &[u64],
+    master: u64,
+) -> Result<Value, PipelineError> {
+    let mut per_replicate = Vec::new();
+    for (j, &s) in seeds.iter().enumerate() {
+        let r = analysis::analyse(plan, &analysis::replicate(models, j), baselines, clusters, ctx.seed)
+            .map_err(|e| stage_error(format!("analysis of the replicate with training seed {s}: {e}")))?;
+        let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        for m in r.means.iter().filter(|m| Arm::ALL.iter().any(|a| Model::Arm(*a).label() == m.system)) {
+            table.entry(m.system.clone()).or_default().insert(m.metric.clone(), json!({"mean": m.mean, "ci": [m.ci.lo, m.ci.hi]}));
+        }
+        let mut stages = BTreeMap::new();
+        let mut train = BTreeMap::new();
+        for a in Arm::ALL {
+            let label = Model::Arm(a).label();
+            stages.insert(label.to_string(), Instance::of(Stage::Evaluate(Model::Arm(a)), s, master).name());
+            let t = Instance::of(Stage::Train(a), s, master).name();
+            let p = ctx.run_path(&format!("{t}/train_metrics.json"));
+            let v: Value = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+            train.insert(label.to_string(), json!({"stage": t, "trained": v.get("trained"), "examples": v.get("examples"), "optimizer_steps": v.get("optimizer_steps"), "best_epoch": v.get("best_epoch")}));
+        }
+        per_replicate.push(json!({
+            "seed": s,
+            "master": s == master,
+            "evaluate": stages,
+            "train": train,
+            "table": table,
+            "power": r.power,
+            "hypotheses": r.hypotheses,
+        }));
+    }
+    Ok(json!({
+        "seeds": seeds,
+        "count": seeds.len(),
+        "master_seed": master,
+        "per_replicate": per_replicate,
+        "across": {
+            "results": "the top-level table, power, hypotheses and differences",
+            "estimate": "mean over the test items of the per-item mean over the replicates",
+            "interval_method": analysis::ACROSS_INTERVAL_METHOD,
+            "test_method": analysis::ACROSS_TEST_METHOD,
+            "verdicts": "the verdict rule on the across-replicate interval and that test: a verdict needs both",
+            "trained_once": "model 0 and the trivial baselines keep the one-seed cluster bootstrap",
+        },
+        "derived": REPLICATED_OUTPUTS,
+    }))
 }
 
 /// `System,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model, then one per baseline (`baseline:<key>`;
@@ -383,6 +496,11 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
     let names = |m: Model| format!("{} ({})", m.label(), m.data());
     let pct = (100.0 * c["interval_level"].as_f64().unwrap_or(0.95)).round();
     let unit = c["resample_unit"].as_str().unwrap_or("item");
+    // The fine-tuned models' intervals: across training seeds when there are replicates.
+    let method = match c["replicates"]["count"].as_u64() {
+        Some(r) => format!("A, B, C: two-stage bootstrap over {r} training seeds and {unit}"),
+        None => format!("cluster bootstrap by {unit}"),
+    };
     let pm = c["primary_metric"].as_str().unwrap_or("f1");
     let pm_label = registry::by_key(pm).map(|d| d.label).unwrap_or(pm);
     // The primary metric for the models and the trivial baselines.
@@ -395,13 +513,13 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
         }
     }
     let p = dir.join(format!("comparison_{pm}.png"));
-    bar_chart(&p, &format!("{pm_label}: models and *trivial baselines ({pct}% CI, cluster bootstrap by {unit})"), &groups,
+    bar_chart(&p, &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"), &groups,
               &[(pm_label.to_owned(), vals)], pm_label)
         .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<(String, Vec<(f64, f64, f64)>)> =
         Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(&p, &format!("All metrics by model ({pct}% CI, cluster bootstrap by {unit})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
+    bar_chart(&p, &format!("All metrics by model ({pct}% CI, {method})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
         .map_err(|e| io(&p, e))?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
     let empty = vec![];
@@ -415,7 +533,7 @@ fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), Pip
             (x["estimate"].as_f64().unwrap_or(0.0), x["ci"]["lo"].as_f64().unwrap_or(0.0), x["ci"]["hi"].as_f64().unwrap_or(0.0))
         })
         .collect();
-    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, cluster bootstrap by {unit})"), &labels,
+    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"), &labels,
               &[(format!("{pm_label} difference"), gaps)], &format!("{pm_label} difference"))
         .map_err(|e| io(&p, e))?;
     for (m, v) in losses {
