@@ -13,6 +13,11 @@ use crate::metrics::stats::{
 };
 use crate::prereg::{AnalysisPlan, Claim, ContrastKind};
 
+mod breakdown;
+mod differences;
+pub use breakdown::*;
+pub use differences::*;
+
 /// Per-item scores of one system (a model or a baseline), by metric key, aligned with the test split.
 pub type Scores = BTreeMap<String, Vec<f64>>;
 
@@ -389,105 +394,6 @@ fn verdict_of(claim: Claim, c: &Contrast, rule: RuleParams) -> Verdict {
     }
 }
 
-/// [`differences`] across replicates: with one replicate exactly [`differences`]; with several, each
-/// estimate is the mean of the per-item replicate-mean differences, with a [`hierarchical_mean_ci`]
-/// interval (seed `replicates/difference/<label>/<metric>`).
-pub fn differences_replicated(
-    plan: &AnalysisPlan,
-    models: &ReplicatedScores,
-    pairs: &[[&str; 2]],
-    clusters: &Clusters,
-    seed: u64,
-) -> Result<Vec<Difference>, AnalysisError> {
-    let reps = replicate_count(models)?;
-    if reps == 1 {
-        return differences(plan, &replicate(models, 0), pairs, clusters, seed);
-    }
-    let n = clusters.items();
-    let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
-    let get = |system: &str, metric: &str, j: usize| -> Result<&Vec<f64>, AnalysisError> {
-        let sets = models.get(system).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        let v = sets[j.min(sets.len() - 1)].get(metric).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        if v.len() != n {
-            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
-        }
-        Ok(v)
-    };
-    pairs
-        .iter()
-        .map(|[x, y]| {
-            let label = format!("{x}−{y}");
-            let mut metrics = BTreeMap::new();
-            for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
-                let d: Vec<Vec<f64>> =
-                    (0..reps).map(|j| Ok(get(x, m, j)?.iter().zip(get(y, m, j)?).map(|(a, b)| a - b).collect())).collect::<Result<_, AnalysisError>>()?;
-                let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
-                let dm = replicate_mean(&dr);
-                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")) };
-                let ci = hierarchical_mean_ci(&dr, clusters, level, r);
-                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&dm), ci, k: dm.iter().filter(|v| **v != 0.0).count() });
-            }
-            Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
-        })
-        .collect()
-}
-
-/// A descriptive paired difference between two models (e.g. A − 0) on each metric of the plan. Not a
-/// hypothesis: no test, no verdict; the pre-registration does not list it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Difference {
-    /// `"A−0"`: the two models' labels.
-    pub label: String,
-    pub minuend: String,
-    pub subtrahend: String,
-    /// By metric key: the mean of the per-item differences with a clustered percentile interval.
-    pub metrics: BTreeMap<String, DifferenceEstimate>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DifferenceEstimate {
-    pub estimate: f64,
-    /// At the plan's interval level, resampling the plan's clusters.
-    pub ci: Interval,
-    /// Items whose paired difference is not zero.
-    pub k: usize,
-}
-
-/// The paired differences `pairs` (`[minuend, subtrahend]`, model labels) on every metric of the plan.
-/// Each interval has its own seed (`difference/<label>/<metric>`), so adding one never shifts another's
-/// stream, nor those of [`analyse`].
-pub fn differences(
-    plan: &AnalysisPlan,
-    models: &BTreeMap<String, Scores>,
-    pairs: &[[&str; 2]],
-    clusters: &Clusters,
-    seed: u64,
-) -> Result<Vec<Difference>, AnalysisError> {
-    let n = clusters.items();
-    let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
-    let get = |system: &str, metric: &str| -> Result<&Vec<f64>, AnalysisError> {
-        let v = models.get(system).and_then(|s| s.get(metric)).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        if v.len() != n {
-            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
-        }
-        Ok(v)
-    };
-    pairs
-        .iter()
-        .map(|[x, y]| {
-            let label = format!("{x}−{y}");
-            let mut metrics = BTreeMap::new();
-            for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
-                let d: Vec<f64> = get(x, m)?.iter().zip(get(y, m)?).map(|(a, b)| a - b).collect();
-                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("difference/{label}/{m}")) };
-                let ci = cluster_mean_ci(&d, clusters, level, r);
-                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&d), ci, k: d.iter().filter(|v| **v != 0.0).count() });
-            }
-            Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,122 +611,5 @@ mod tests {
         assert_eq!(alone[0], d[1]);
         let e = differences(&plan(), &models, &[["D", "0"]], &cl, 42).unwrap_err();
         assert_eq!(e, AnalysisError::Missing { system: "D".into(), metric: "f1".into() });
-    }
-}
-
-/// The question types a reviewer asks about (by the question's first word).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum QuestionType {
-    Why,
-    What,
-    How,
-    Other,
-}
-
-impl QuestionType {
-    pub fn of(question: &str) -> Self {
-        let first = question.split_whitespace().next().unwrap_or("").trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-        match first.as_str() {
-            "why" => QuestionType::Why,
-            "what" | "which" => QuestionType::What,
-            "how" => QuestionType::How,
-            _ => QuestionType::Other,
-        }
-    }
-
-    pub fn key(&self) -> &'static str {
-        match self {
-            QuestionType::Why => "why",
-            QuestionType::What => "what",
-            QuestionType::How => "how",
-            QuestionType::Other => "other",
-        }
-    }
-}
-
-/// Whether a reference answer is CosmosQA's "None of the above choices ." option.
-pub fn is_none_of_the_above(answer: &str) -> bool {
-    crate::metrics::squad::normalize(answer) == crate::metrics::squad::normalize("None of the above choices .")
-}
-
-/// One group's mean of one system on one metric, with its clustered interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GroupMean {
-    pub group: String,
-    pub items: usize,
-    pub system: String,
-    pub metric: String,
-    pub mean: f64,
-    pub ci: Interval,
-}
-
-/// Means per group (`groups[i]` is item i's group), per system, on `metric`, each with a cluster-bootstrap
-/// interval over the group's own items and clusters (`cluster_keys[i]` is item i's cluster).
-pub fn breakdown(
-    groups: &[String],
-    cluster_keys: &[String],
-    systems: &BTreeMap<String, Scores>,
-    metric: &str,
-    level: f64,
-    r: Resampling,
-) -> Vec<GroupMean> {
-    let mut names: Vec<&String> = groups.iter().collect();
-    names.sort();
-    names.dedup();
-    let mut out = Vec::new();
-    for g in names {
-        let idx: Vec<usize> = (0..groups.len()).filter(|&i| &groups[i] == g).collect();
-        let keys: Vec<&String> = idx.iter().map(|&i| &cluster_keys[i]).collect();
-        let clusters = Clusters::from_keys(&keys);
-        for (system, scores) in systems {
-            let Some(v) = scores.get(metric) else { continue };
-            if v.len() != groups.len() {
-                continue;
-            }
-            let sub: Vec<f64> = idx.iter().map(|&i| v[i]).collect();
-            let seed = sub_seed(r.seed, &format!("breakdown/{g}/{system}/{metric}"));
-            out.push(GroupMean {
-                group: g.clone(),
-                items: sub.len(),
-                system: system.clone(),
-                metric: metric.into(),
-                mean: mean(&sub),
-                ci: cluster_mean_ci(&sub, &clusters, level, Resampling { resamples: r.resamples, seed }),
-            });
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod breakdown_tests {
-    use super::*;
-
-    #[test]
-    fn question_types_and_none_of_the_above() {
-        assert_eq!(QuestionType::of("Why did she leave?"), QuestionType::Why);
-        assert_eq!(QuestionType::of("  what may happen next ?"), QuestionType::What);
-        assert_eq!(QuestionType::of("Which is true?"), QuestionType::What);
-        assert_eq!(QuestionType::of("How does he feel?"), QuestionType::How);
-        assert_eq!(QuestionType::of("Where was I?"), QuestionType::Other);
-        assert_eq!(QuestionType::of(""), QuestionType::Other);
-        assert!(is_none_of_the_above("None of the above choices ."));
-        assert!(is_none_of_the_above("none of the above choices"));
-        assert!(!is_none_of_the_above("None of them."));
-    }
-
-    #[test]
-    fn breakdown_means_each_group_on_its_own_items() {
-        let groups: Vec<String> = (0..6).map(|i| if i < 4 { "why".into() } else { "how".into() }).collect();
-        let keys: Vec<String> = (0..6).map(|i| format!("c{}", i / 2)).collect();
-        let systems = BTreeMap::from([("A".to_string(), BTreeMap::from([("f1".to_string(), vec![1.0, 1.0, 0.0, 0.0, 0.5, 0.5])]))]);
-        let b = breakdown(&groups, &keys, &systems, "f1", 0.95, Resampling { resamples: 1000, seed: 1 });
-        assert_eq!(b.len(), 2);
-        let how = b.iter().find(|g| g.group == "how").unwrap();
-        assert_eq!((how.items, how.mean, how.ci.lo, how.ci.hi), (2, 0.5, 0.5, 0.5));
-        let why = b.iter().find(|g| g.group == "why").unwrap();
-        assert_eq!((why.items, why.mean), (4, 0.5));
-        assert!(why.ci.lo >= 0.0 && why.ci.hi <= 1.0 && why.ci.hi > why.ci.lo);
     }
 }

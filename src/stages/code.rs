@@ -44,6 +44,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/model/choice.rs", &EVALUATE_AND_COMPARE),
     ("src/stages/compare.rs", &[Stage::Compare]),
     ("src/analysis.rs", &[Stage::Compare]),
+    ("src/analysis/", &[Stage::Compare]),
     ("src/stages/report.rs", &[Stage::Report]),
     ("src/report.rs", &[Stage::Report]),
     ("templates/", &[Stage::Report]),
