@@ -233,7 +233,7 @@ fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
         let run_dir = ws.path().join(pipeline::run_dir_rel(&cfg));
         let setup = pipeline::Setup::place(cfg, ws.path(), Some(&common::mirror()), run_dir).unwrap();
         let stage = hsx::stages::Stage::Prepare;
-        let spec = hsx::stages::spec(stage, &setup.cfg);
+        let spec = hsx::stages::spec(stage.into(), &setup.cfg);
         (pipeline::resumable(&entries, stage, &spec, &setup).is_some(), setup.cfg.sha256() != base.sha256())
     };
     assert_eq!(resumes(&|_| {}), (true, false));
@@ -249,7 +249,7 @@ fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
     let stage = hsx::stages::Stage::Prepare;
     assert_eq!(entries[0].env["stage_code_sha256"], hsx::stages::code::identity(stage).sha256.as_str());
     let setup = pipeline::Setup::place(base.clone(), ws.path(), Some(&common::mirror()), ws.path().join(pipeline::run_dir_rel(&base))).unwrap();
-    let spec = hsx::stages::spec(stage, &setup.cfg);
+    let spec = hsx::stages::spec(stage.into(), &setup.cfg);
     let mut other = entries.clone();
     other[0].env["stage_code_sha256"] = "0".repeat(64).into();
     assert!(pipeline::resumable(&other, stage, &spec, &setup).is_none());

@@ -123,6 +123,16 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
     assert_eq!(stages.len(), 21, "15 stages, 6 of them a second time for seed 43: {stages:?}");
     assert_eq!(stages.iter().collect::<BTreeSet<_>>().len(), 21);
 
+    // The pre-registration records the training seeds; compare reports each seed and the across-seed
+    // results; the report shows both.
+    let prereg = all.iter().find(|e| e["stage"] == "preregister").unwrap();
+    assert_eq!(prereg["metrics"]["plan"]["replicates"], serde_json::json!([42, 43]));
+    let cmp: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare/comparison.json")).unwrap()).unwrap();
+    assert_eq!(cmp["replicates"]["seeds"], serde_json::json!([42, 43]));
+    assert_eq!(cmp["replicates"]["per_replicate"].as_array().map(Vec::len), Some(2));
+    let report = std::fs::read_to_string(out.join("runs/smoke-report/REPORT.md")).unwrap();
+    assert!(report.contains("Training replicates"), "the report has no replicates section");
+
     // 3. One Slurm job per stage instance, each completed, dependencies respected (jobcomp/filetxt).
     let jobs = jobcomp(&conf);
     let job_of: BTreeMap<&str, &str> = all.iter().map(|e| (e["stage"].as_str().unwrap(), e["env"]["slurm"]["job_id"].as_str().expect("each entry names its job"))).collect();
