@@ -71,7 +71,7 @@ gpu-check: build
 # The Slurm executor's integration test (tests/slurm.rs): installs slurm-wlm and munge when missing,
 # starts a one-node cluster on loopback in a temporary directory, runs the test, stops the daemons.
 slurm-check: build
-	@command -v slurmctld >/dev/null && command -v munged >/dev/null || scripts/slurm-local.sh install
+	@scripts/slurm-local.sh ensure
 	@dir=$$(mktemp -d); trap 'scripts/slurm-local.sh stop '"$$dir"'; rm -rf '"$$dir" EXIT; \
 	scripts/slurm-local.sh start "$$dir" && \
 	SLURM_CONF="$$dir/slurm.conf" ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE,STRICT MKL_DYNAMIC=FALSE OMP_DYNAMIC=FALSE \

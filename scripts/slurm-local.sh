@@ -2,6 +2,7 @@
 # A one-node Slurm cluster on loopback, for testing `hsx run --executor slurm` (docs/slurm.md).
 #
 #   scripts/slurm-local.sh install     apt-get install slurm-wlm and munge (root; Debian/Ubuntu)
+#   scripts/slurm-local.sh ensure      install them only when a command is missing
 #   scripts/slurm-local.sh start DIR   write DIR/slurm.conf, start munged (unless one runs), slurmctld
 #                                      and slurmd; wait until the node is idle
 #   scripts/slurm-local.sh stop DIR    stop the daemons this script started (by their process ids)
@@ -11,16 +12,21 @@
 # the record of finished jobs is the jobcomp/filetxt log, DIR/jobcomp.log (one line per job: id, name,
 # state, start and end times), and `scontrol show job` while Slurm remembers a job (MinJobAge).
 set -euo pipefail
+# The daemons live in sbin, which a non-login PATH may leave out.
+export PATH="$PATH:/usr/sbin:/sbin"
 
-usage() { sed -n '2,12p' "$0" >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" >&2; exit 2; }
 [[ $# -ge 1 ]] || usage
 cmd=$1
 
-need() {
-    local missing=()
-    for c in munged munge unmunge slurmctld slurmd sinfo sbatch; do
-        command -v "$c" >/dev/null || missing+=("$c")
+missing_commands() {
+    for c in munged munge unmunge slurmctld slurmd sinfo sbatch squeue scontrol scancel; do
+        command -v "$c" >/dev/null || echo "$c"
     done
+}
+
+need() {
+    local missing=($(missing_commands))
     if [[ ${#missing[@]} -gt 0 ]]; then
         echo "slurm-local: missing ${missing[*]}; run: scripts/slurm-local.sh install (apt-get install slurm-wlm munge)" >&2
         exit 1
@@ -31,7 +37,13 @@ case "$cmd" in
 install)
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
-    echo "slurm-local: installed $(slurmctld -V) and munge $(munged --version 2>&1 | head -1)"
+    need
+    echo "slurm-local: installed $(slurmctld -V) and $(munged --version 2>&1 | head -1)"
+    ;;
+ensure)
+    if [[ -n "$(missing_commands)" ]]; then
+        "$0" install
+    fi
     ;;
 start)
     [[ $# -eq 2 ]] || usage
