@@ -540,6 +540,29 @@ mod tests {
         [rep(b(0.3)), rep(b(0.7))]
     }
 
+    /// Every number of the analysis, pinned: one replicate (with the recovery ratio) and two disagreeing
+    /// replicates, serialised exactly. A change that moves any interval, p-value or verdict shows here.
+    #[test]
+    fn the_analysis_results_are_pinned() {
+        let one = run(|i| 0.45 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0 + 0.001, 0.1);
+        assert!(one.hypotheses.iter().any(|h| h.ratio.is_some()), "the pinned one-replicate case computes a ratio");
+        insta::assert_json_snapshot!("analysis_one_replicate", one);
+        let n = 200;
+        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
+        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
+        let mut reps = disagreeing_replicates(n);
+        // Make H1 hold under both seeds, so that the ratio is computed across replicates too.
+        for r in reps.iter_mut() {
+            let c: Vec<f64> = r["B"]["f1"].iter().map(|b| b * 0.5 + 0.05).collect();
+            r.insert("B".into(), scores(c.iter().map(|x| x - 0.05).collect()));
+            r.insert("C".into(), scores(c));
+        }
+        let two = analyse_replicated(&plan(), &replicated(&reps), &baselines, &cl, 42).unwrap();
+        insta::assert_json_snapshot!("analysis_two_replicates", two);
+        let d = differences_replicated(&plan(), &replicated(&reps), &[["A", "0"], ["C", "0"]], &cl, 42).unwrap();
+        insta::assert_json_snapshot!("differences_two_replicates", d);
+    }
+
     #[test]
     fn seed_variance_turns_a_test_only_supported_h1_inconclusive() {
         let n = 200;
