@@ -102,114 +102,8 @@ pub fn analyse(
     clusters: &Clusters,
     seed: u64,
 ) -> Result<AnalysisResult, AnalysisError> {
-    let n = clusters.items();
-    let metrics: Vec<String> = std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
-    let get = |set: &BTreeMap<String, Scores>, system: &str, metric: &str| -> Result<Vec<f64>, AnalysisError> {
-        let v = set
-            .get(system)
-            .and_then(|s| s.get(metric))
-            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        if v.len() != n {
-            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
-        }
-        Ok(v.clone())
-    };
-    let rule = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin };
-    let level = rule.interval_level();
-    let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
-
-    for set in [models, baselines] {
-        for (system, scores) in set {
-            for (metric, v) in scores {
-                if v.len() != n {
-                    return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
-                }
-            }
-        }
-    }
-    // Means of every system on every metric it has among the plan's metrics.
-    let mut means = Vec::new();
-    for (set, kind) in [(models, "model"), (baselines, "baseline")] {
-        for (system, scores) in set {
-            for m in &metrics {
-                if let Some(v) = scores.get(m) {
-                    let ci = cluster_mean_ci(v, clusters, level, boot(&format!("mean/{kind}/{system}/{m}")));
-                    means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
-                }
-            }
-        }
-    }
-
-    // Power: A against the best baseline on the primary metric.
-    let pm = &plan.primary_metric;
-    let mut best: Option<(String, f64)> = None;
-    for system in baselines.keys() {
-        let v = get(baselines, system, pm)?;
-        let m = mean(&v);
-        if best.as_ref().is_none_or(|(_, bm)| m > *bm) {
-            best = Some((system.clone(), m));
-        }
-    }
-    let (best_baseline, _) = best.ok_or(AnalysisError::NoBaseline)?;
-    let a = get(models, "A", pm)?;
-    let base = get(baselines, &best_baseline, pm)?;
-    let d: Vec<f64> = a.iter().zip(&base).map(|(x, y)| x - y).collect();
-    let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: sub_seed(seed, tag) };
-    let mut c = contrast(&d, clusters, Side::Greater, rule, boot("power"));
-    c.test = sign_flip_test(&d, clusters, Side::Greater, perm("power/test"));
-    let verdict = directional_verdict(c.ci, &c.test, Side::Greater, rule);
-    let power = PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
-
-    // The hypotheses on every metric.
-    let mut hypotheses = Vec::new();
-    for m in &metrics {
-        let (a, b, cc) = (get(models, "A", m)?, get(models, "B", m)?, get(models, "C", m)?);
-        let mut h1_supported = false;
-        for h in &plan.hypotheses {
-            let d: Vec<f64> = (0..n).map(|i| h.contrast.of(a[i], b[i], cc[i])).collect();
-            let tag = format!("{}/{m}", h.id);
-            let (side, mut c) = match h.claim {
-                Claim::Directional(side) => (side, contrast(&d, clusters, side, rule, boot(&tag))),
-                // Equivalence: the interval decides; the one-sided test looks for A > C (C − A < 0).
-                Claim::Equivalence => (Side::Less, contrast(&d, clusters, Side::Less, rule, boot(&tag))),
-            };
-            c.test = sign_flip_test(&d, clusters, side, perm(&format!("{tag}/test")));
-            let mut verdict = match h.claim {
-                Claim::Directional(side) => directional_verdict(c.ci, &c.test, side, rule),
-                Claim::Equivalence => {
-                    if equivalent(c.ci, rule) {
-                        Verdict::Equivalent
-                    } else if c.ci.hi < 0.0 && c.test.p <= rule.alpha {
-                        Verdict::NotSupported
-                    } else {
-                        Verdict::Inconclusive
-                    }
-                }
-            };
-            if !power.passed {
-                verdict = Verdict::NotTestable;
-            }
-            if h.contrast == ContrastKind::AMinusB {
-                h1_supported = verdict == Verdict::Supported;
-            }
-            let ratio = (h.contrast == ContrastKind::CMinusMidpoint && h1_supported).then(|| {
-                let r = boot(&format!("{tag}/ratio"));
-                let (ci, undefined) = cluster_ratio_ci(&a, &b, &cc, clusters, level, r);
-                Ratio { estimate: (mean(&cc) - mean(&b)) / (mean(&a) - mean(&b)), ci, undefined_resamples: undefined, resamples: r.resamples }
-            });
-            hypotheses.push(HypothesisResult {
-                id: h.id.clone(),
-                statement: h.statement.clone(),
-                metric: m.clone(),
-                primary: m == pm,
-                contrast_label: h.contrast.label().into(),
-                contrast: c,
-                verdict,
-                ratio,
-            });
-        }
-    }
-    Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
+    let one: ReplicatedScores = models.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
+    analyse_replicated(plan, &one, baselines, clusters, seed)
 }
 
 /// Per-item scores of each system by replicate: `Vec` of one [`Scores`] for a system trained once (or
@@ -238,8 +132,8 @@ pub fn replicate(models: &ReplicatedScores, j: usize) -> BTreeMap<String, Scores
     models.iter().map(|(k, v)| (k.clone(), v[j.min(v.len() - 1)].clone())).collect()
 }
 
-/// The pre-registered analysis across training replicates. With one replicate this is exactly
-/// [`analyse`] (the same computations and random streams). With several, on the same plan:
+/// The pre-registered analysis across training replicates. With one replicate it is the one-seed
+/// analysis ([`analyse`]: cluster-bootstrap intervals, sign-flip tests). With several, on the same plan:
 ///
 /// * every replicated model's mean is the mean of its per-item replicate means, with a
 ///   [`hierarchical_mean_ci`] interval (seed `replicates/mean/model/<system>/<metric>`); a system
@@ -256,9 +150,9 @@ pub fn analyse_replicated(
     seed: u64,
 ) -> Result<AnalysisResult, AnalysisError> {
     let reps = replicate_count(models)?;
-    if reps == 1 {
-        return analyse(plan, &replicate(models, 0), baselines, clusters, seed);
-    }
+    // One replicate: the one-seed analysis (cluster bootstrap, the original random streams). Several:
+    // the two-stage bootstrap, with streams of their own (`replicates/…`).
+    let one = reps == 1;
     let n = clusters.items();
     let metrics: Vec<String> = std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
     for (system, sets) in models {
@@ -291,9 +185,21 @@ pub fn analyse_replicated(
     };
     let rule = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin };
     let level = rule.interval_level();
-    let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/{tag}")) };
-    let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: sub_seed(seed, &format!("replicates/{tag}")) };
+    let stream = |tag: &str| if one { sub_seed(seed, tag) } else { sub_seed(seed, &format!("replicates/{tag}")) };
+    let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: stream(tag) };
+    let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: stream(tag) };
     let old_boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
+    // A paired contrast of the per-replicate differences `d`: its interval, and the sign-flip test on
+    // the replicate-mean differences.
+    let paired = |d: &[&[f64]], side: Side, btag: &str, ptag: &str| -> Contrast {
+        if one {
+            let mut c = contrast(d[0], clusters, side, rule, boot(btag));
+            c.test = sign_flip_test(d[0], clusters, side, perm(ptag));
+            c
+        } else {
+            hierarchical_contrast(d, clusters, side, rule, boot(btag), perm(ptag))
+        }
+    };
 
     let mut means = Vec::new();
     for (system, sets) in models {
@@ -333,7 +239,7 @@ pub fn analyse_replicated(
     let base = baseline(&best_baseline, pm)?;
     let d: Vec<Vec<f64>> = series("A", pm)?.iter().map(|a| a.iter().zip(base).map(|(x, y)| x - y).collect()).collect();
     let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
-    let c = hierarchical_contrast(&dr, clusters, Side::Greater, rule, boot("power"), perm("power/test"));
+    let c = paired(&dr, Side::Greater, "power", "power/test");
     let verdict = directional_verdict(c.ci, &c.test, Side::Greater, rule);
     let power = PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
 
@@ -349,7 +255,7 @@ pub fn analyse_replicated(
                 Claim::Directional(side) => side,
                 Claim::Equivalence => Side::Less,
             };
-            let c = hierarchical_contrast(&dr, clusters, side, rule, boot(&tag), perm(&format!("{tag}/test")));
+            let c = paired(&dr, side, &tag, &format!("{tag}/test"));
             let mut verdict = verdict_of(h.claim, &c, rule);
             if !power.passed {
                 verdict = Verdict::NotTestable;
@@ -359,8 +265,8 @@ pub fn analyse_replicated(
             }
             let ratio = (h.contrast == ContrastKind::CMinusMidpoint && h1_supported).then(|| {
                 let r = boot(&format!("{tag}/ratio"));
-                let (ci, undefined) = hierarchical_ratio_ci(&a, &b, &cc, clusters, level, r);
-                let (ma, mb, mc) = (mean(&replicate_mean(&a)), mean(&replicate_mean(&b)), mean(&replicate_mean(&cc)));
+                let (ci, undefined) = if one { cluster_ratio_ci(a[0], b[0], cc[0], clusters, level, r) } else { hierarchical_ratio_ci(&a, &b, &cc, clusters, level, r) };
+                let (ma, mb, mc) = if one { (mean(a[0]), mean(b[0]), mean(cc[0])) } else { (mean(&replicate_mean(&a)), mean(&replicate_mean(&b)), mean(&replicate_mean(&cc))) };
                 Ratio { estimate: (mc - mb) / (ma - mb), ci, undefined_resamples: undefined, resamples: r.resamples }
             });
             hypotheses.push(HypothesisResult {
@@ -519,17 +425,6 @@ mod tests {
         out
     }
 
-    #[test]
-    fn one_replicate_is_exactly_the_old_analysis() {
-        let n = 200;
-        let models = four_models(n);
-        let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
-        let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
-        let one = replicated(&[models.clone()]);
-        assert_eq!(analyse_replicated(&plan(), &one, &baselines, &cl, 42).unwrap(), analyse(&plan(), &models, &baselines, &cl, 42).unwrap());
-        let pairs = [["A", "0"], ["B", "0"]];
-        assert_eq!(differences_replicated(&plan(), &one, &pairs, &cl, 42).unwrap(), differences(&plan(), &models, &pairs, &cl, 42).unwrap());
-    }
 
     /// Two training seeds that disagree: A − B is +0.3 under the first and −0.1 under the second.
     fn disagreeing_replicates(n: usize) -> [BTreeMap<String, Scores>; 2] {
@@ -561,6 +456,8 @@ mod tests {
         insta::assert_json_snapshot!("analysis_two_replicates", two);
         let d = differences_replicated(&plan(), &replicated(&reps), &[["A", "0"], ["C", "0"]], &cl, 42).unwrap();
         insta::assert_json_snapshot!("differences_two_replicates", d);
+        let d1 = differences(&plan(), &four_models(n), &[["A", "0"], ["C", "0"]], &cl, 42).unwrap();
+        insta::assert_json_snapshot!("differences_one_replicate", d1);
     }
 
     #[test]

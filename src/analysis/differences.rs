@@ -1,9 +1,10 @@
 //! Descriptive paired differences between models (A − 0, B − 0, C − 0): no test, no verdict.
 use super::*;
 
-/// [`differences`] across replicates: with one replicate exactly [`differences`]; with several, each
-/// estimate is the mean of the per-item replicate-mean differences, with a [`hierarchical_mean_ci`]
-/// interval (seed `replicates/difference/<label>/<metric>`).
+/// [`differences`] across replicates. With one replicate: the mean of the per-item differences with a
+/// cluster-bootstrap interval (seed `difference/<label>/<metric>`). With several: the mean of the per-item
+/// replicate-mean differences, with a [`hierarchical_mean_ci`] interval (seed
+/// `replicates/difference/<label>/<metric>`).
 pub fn differences_replicated(
     plan: &AnalysisPlan,
     models: &ReplicatedScores,
@@ -12,9 +13,6 @@ pub fn differences_replicated(
     seed: u64,
 ) -> Result<Vec<Difference>, AnalysisError> {
     let reps = replicate_count(models)?;
-    if reps == 1 {
-        return differences(plan, &replicate(models, 0), pairs, clusters, seed);
-    }
     let n = clusters.items();
     let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
     let get = |system: &str, metric: &str, j: usize| -> Result<&Vec<f64>, AnalysisError> {
@@ -34,9 +32,13 @@ pub fn differences_replicated(
                 let d: Vec<Vec<f64>> =
                     (0..reps).map(|j| Ok(get(x, m, j)?.iter().zip(get(y, m, j)?).map(|(a, b)| a - b).collect())).collect::<Result<_, AnalysisError>>()?;
                 let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
-                let dm = replicate_mean(&dr);
-                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")) };
-                let ci = hierarchical_mean_ci(&dr, clusters, level, r);
+                let (dm, ci) = if reps == 1 {
+                    let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("difference/{label}/{m}")) };
+                    (d[0].clone(), cluster_mean_ci(&d[0], clusters, level, r))
+                } else {
+                    let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")) };
+                    (replicate_mean(&dr), hierarchical_mean_ci(&dr, clusters, level, r))
+                };
                 metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&dm), ci, k: dm.iter().filter(|v| **v != 0.0).count() });
             }
             Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
@@ -75,27 +77,6 @@ pub fn differences(
     clusters: &Clusters,
     seed: u64,
 ) -> Result<Vec<Difference>, AnalysisError> {
-    let n = clusters.items();
-    let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
-    let get = |system: &str, metric: &str| -> Result<&Vec<f64>, AnalysisError> {
-        let v = models.get(system).and_then(|s| s.get(metric)).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        if v.len() != n {
-            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
-        }
-        Ok(v)
-    };
-    pairs
-        .iter()
-        .map(|[x, y]| {
-            let label = format!("{x}−{y}");
-            let mut metrics = BTreeMap::new();
-            for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
-                let d: Vec<f64> = get(x, m)?.iter().zip(get(y, m)?).map(|(a, b)| a - b).collect();
-                let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("difference/{label}/{m}")) };
-                let ci = cluster_mean_ci(&d, clusters, level, r);
-                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&d), ci, k: d.iter().filter(|v| **v != 0.0).count() });
-            }
-            Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
-        })
-        .collect()
+    let one: ReplicatedScores = models.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
+    differences_replicated(plan, &one, pairs, clusters, seed)
 }
