@@ -79,6 +79,19 @@ pub struct RunSummary {
     pub stages: Vec<StageResult>,
 }
 
+impl RunSummary {
+    /// Records `instance` as resumed from its entry `e`, and says so.
+    pub fn skipped(&mut self, progress: &dyn Progress, instance: Instance, e: &Entry) {
+        progress.stage_skipped(&instance.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
+        self.stages.push(StageResult { stage: instance.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+    }
+
+    /// Records `instance` as run, recorded as entry `e`.
+    pub fn ran(&mut self, instance: Instance, e: &Entry) {
+        self.stages.push(StageResult { stage: instance.name(), status: Status::Ran, seq: e.seq, hash: e.hash.clone() });
+    }
+}
+
 /// The CosmosQA data directory: `<mirror>/cosmosqa` when a mirror is set, else the config's `data.dir`.
 pub fn data_root(workspace: &Path, mirror: Option<&Path>, data_dir: &str) -> PathBuf {
     match mirror {
@@ -269,13 +282,12 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         let spec = stages::spec(instance, &setup.cfg);
         if !forced {
             if let Some(e) = resumable(writer.ledger().entries.as_slice(), instance.stage, &spec, &setup) {
-                progress.stage_skipped(&instance.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
-                summary.stages.push(StageResult { stage: instance.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+                summary.skipped(progress, instance, e);
                 continue;
             }
         }
         let entry = setup.execute(instance, spec, &mut writer, &opts.ledger_path, progress, Ok)?;
-        summary.stages.push(StageResult { stage: instance.name(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
+        summary.ran(instance, &entry);
     }
     Ok(summary)
 }

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::error::PipelineError;
 use crate::ledger::fragment::{self, read_checked, FragmentWriter};
 use crate::ledger::{Entry, LedgerError, LedgerWriter, Root, SigningKeyFile};
-use crate::pipeline::{self, Progress, RunOptions, RunSummary, Setup, StageResult, Status};
+use crate::pipeline::{self, Progress, RunOptions, RunSummary, Setup};
 use crate::stages::{self, Instance, Stage};
 
 /// The driver's record of its jobs, under the run directory.
@@ -117,6 +117,9 @@ struct Job {
     started: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     ended: Option<String>,
+    /// Ended COMPLETED (or ended in a state Slurm no longer remembers, with its fragment written).
+    #[serde(skip)]
+    completed: bool,
 }
 
 struct Driver<'a> {
@@ -223,6 +226,7 @@ impl Driver<'_> {
                 log: log.display().to_string(),
                 started: false,
                 ended: None,
+                completed: false,
             });
             self.write_jobs_file()?;
         }
@@ -248,7 +252,8 @@ impl Driver<'_> {
                         let job = &mut self.jobs[k];
                         job.ended = Some(state.clone());
                         let frag_ok = self.run_dir.join(fragment::fragment_rel(&job.instance)).is_file();
-                        if state == "COMPLETED" || (state.starts_with("UNKNOWN") && frag_ok) {
+                        job.completed = state == "COMPLETED" || (state.starts_with("UNKNOWN") && frag_ok);
+                        if job.completed {
                             self.progress.note(&format!("{}: Slurm job {} completed", job.instance, job.job_id));
                         } else {
                             let log = job.log.clone();
@@ -268,11 +273,7 @@ impl Driver<'_> {
             }
             std::thread::sleep(poll);
         }
-        let done = self.jobs[first_job..]
-            .iter()
-            .filter(|j| j.ended.as_deref() == Some("COMPLETED") || (j.ended.as_deref().is_some_and(|s| s.starts_with("UNKNOWN")) && self.run_dir.join(fragment::fragment_rel(&j.instance)).is_file()))
-            .filter_map(|j| Instance::parse(&j.instance).ok())
-            .collect();
+        let done = self.jobs[first_job..].iter().filter(|j| j.completed).filter_map(|j| Instance::parse(&j.instance).ok()).collect();
         Ok((done, failure))
     }
 
@@ -303,7 +304,7 @@ fn join(writer: &mut LedgerWriter, run_dir: &Path, plan: &[Instance], done: &[In
     for inst in plan.iter().filter(|i| done.contains(i)) {
         let entry = fragment::join_into(writer, run_dir, &inst.name())?;
         progress.stage_finished(&inst.name(), &entry);
-        summary.stages.push(StageResult { stage: inst.name(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
+        summary.ran(*inst, &entry);
     }
     Ok(())
 }
@@ -348,26 +349,25 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         }
     }
 
-    // Resume: what the ledger (or a fragment finished after its driver stopped) already holds.
-    let mut todo: Vec<Instance> = Vec::new();
-    for &(inst, forced) in &selected {
-        let spec = stages::spec(inst, &setup.cfg);
-        if !forced && inst.stage != Stage::Report {
+    // Resume: what the ledger (or a fragment finished after its driver stopped) already holds. The
+    // report is decided after the other entries are in.
+    let mut wave: Vec<Instance> = Vec::new();
+    for &(inst, forced) in selected.iter().filter(|(i, _)| i.stage != Stage::Report) {
+        if !forced {
+            let spec = stages::spec(inst, &setup.cfg);
             if let Some(e) = pipeline::resumable(writer.ledger().entries.as_slice(), inst.stage, &spec, &setup) {
-                progress.stage_skipped(&inst.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
-                summary.stages.push(StageResult { stage: inst.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+                summary.skipped(progress, inst, e);
                 continue;
             }
             if let Some(c) = adoptable(&writer, &setup, inst) {
                 let entry = writer.append(fragment::joined_entry(c))?;
                 progress.stage_skipped(&inst.name(), &format!("joined its job's fragment, finished after an earlier driver stopped, as entry {}", entry.seq));
-                summary.stages.push(StageResult { stage: inst.name(), status: Status::Ran, seq: entry.seq, hash: entry.hash.clone() });
+                summary.ran(inst, &entry);
                 continue;
             }
         }
-        todo.push(inst);
+        wave.push(inst);
     }
-    let wave: Vec<Instance> = todo.into_iter().filter(|i| i.stage != Stage::Report).collect();
     let mut driver = Driver { opts, progress, setup, run_dir: run_dir.clone(), slurm, jobs: Vec::new() };
     std::fs::create_dir_all(run_dir.join(LOGS_DIR)).map_err(|source| LedgerError::Io { path: run_dir.join(LOGS_DIR), source })?;
     if !wave.is_empty() {
@@ -386,8 +386,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         let spec = stages::spec(inst, &driver.setup.cfg);
         if !forced {
             if let Some(e) = pipeline::resumable(writer.ledger().entries.as_slice(), inst.stage, &spec, &driver.setup) {
-                progress.stage_skipped(&inst.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
-                summary.stages.push(StageResult { stage: inst.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+                summary.skipped(progress, inst, e);
                 return Ok(summary);
             }
         }

@@ -3,6 +3,18 @@
 use hsx::ledger::Ledger;
 use hsx::report::{render, report_entries, DEFAULT_TEMPLATE};
 
+/// What a report's snapshot leaves out: dates, hashes, key ids and times.
+fn report_filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d{4}-\d{2}-\d{2}", "[date]"),
+        (r"\[#(\d+) [0-9a-f]{8}\]", "[#$1 hash]"),
+        (r"`[0-9a-f]{10,16}`", "`[hash]`"),
+        (r"sha256:[0-9a-f]{16}", "sha256:[key]"),
+        (r"\| \d+\.\d \|", "| [secs] |"),
+        (r"total \d+\.\d s", "total [secs] s"),
+    ]
+}
+
 #[test]
 fn rendered_reports() {
     insta::glob!("inputs/ledger_*.json", |path| {
@@ -11,14 +23,7 @@ fn rendered_reports() {
         for bad in ["[FILL", "X.XXX", "TO BE FILLED"] {
             assert!(!text.contains(bad));
         }
-        insta::with_settings!({filters => vec![
-            (r"\d{4}-\d{2}-\d{2}", "[date]"),
-            (r"\[#(\d+) [0-9a-f]{8}\]", "[#$1 hash]"),
-            (r"`[0-9a-f]{10,16}`", "`[hash]`"),
-            (r"sha256:[0-9a-f]{16}", "sha256:[key]"),
-            (r"\| \d+\.\d \|", "| [secs] |"),
-            (r"total \d+\.\d s", "total [secs] s"),
-        ]}, {
+        insta::with_settings!({filters => report_filters()}, {
             insta::assert_snapshot!(text);
         });
     });
@@ -259,14 +264,7 @@ fn a_replicated_report_shows_each_seed_and_the_across_replicate_results_the_verd
     }
     let across = text.lines().find(|l| l.starts_with("| **across replicates** |")).expect("the across-replicate row");
     assert!(across.contains(&cell(&cmp["table"]["A"]["f1"])), "{across}");
-    insta::with_settings!({filters => vec![
-        (r"\d{4}-\d{2}-\d{2}", "[date]"),
-        (r"\[#(\d+) [0-9a-f]{8}\]", "[#$1 hash]"),
-        (r"`[0-9a-f]{10,16}`", "`[hash]`"),
-        (r"sha256:[0-9a-f]{16}", "sha256:[key]"),
-        (r"\| \d+\.\d \|", "| [secs] |"),
-        (r"total \d+\.\d s", "total [secs] s"),
-    ]}, {
+    insta::with_settings!({filters => report_filters()}, {
         insta::assert_snapshot!("replicated_report", text);
     });
 }

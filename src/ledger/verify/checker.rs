@@ -196,7 +196,10 @@ impl<'o> Checker<'o> {
                         self.pending.push(Pending { entry: i, field: format!("{kind}[{k}]"), record: r.clone() });
                     }
                 }
-                if let Some(Ok(r)) = super::super::fragment::recorded_fragment(&e.env) {
+                // check_entry accepted the record, if any.
+                let fragment = super::super::fragment::recorded_fragment(&e.env).and_then(Result::ok);
+                let joined = fragment.is_some();
+                if let Some(r) = fragment {
                     self.report.recorded_artifacts += 1;
                     self.pending.push(Pending { entry: i, field: "env.fragment".into(), record: r });
                 }
@@ -217,7 +220,7 @@ impl<'o> Checker<'o> {
                 }
                 let finished = parse_time(&e.finished);
                 // A joined fragment ran beside others: the next entry may have started before it ended.
-                self.prev_finished = if super::super::fragment::recorded_fragment(&e.env).is_some() { self.prev_finished.max(finished) } else { finished };
+                self.prev_finished = if joined { self.prev_finished.max(finished) } else { finished };
                 self.finished_at.push(finished);
                 if let Some(k) = &mut self.keep {
                     k.push(e);
