@@ -52,7 +52,7 @@ impl Linear {
         Self { w: p.var("weight", &[o as i64, i as i64], nn::Init::Const(0.0)), b: p.var("bias", &[o as i64], nn::Init::Const(0.0)) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, Some(&self.b))
+        super::gemm::linear(x, &self.w, &self.b)
     }
 
     /// One linear layer from several with the same input: their output features side by side.

@@ -10,6 +10,7 @@ use tch::{nn, Device, Kind, Tensor};
 pub mod adamw;
 pub mod adapter;
 pub mod batching;
+pub mod gemm;
 pub mod generate;
 pub mod bert;
 pub mod choice;
