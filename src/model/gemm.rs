@@ -26,42 +26,23 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
 
 /// [`linear`] with the rows split between `threads` threads (the result is the same for any count).
 pub fn linear_threads(x: &Tensor, w: &Tensor, b: &Tensor, threads: usize) -> Tensor {
-    let plain = x.device() != Device::Cpu
-        || w.device() != Device::Cpu
-        || x.kind() != Kind::Float
-        || w.kind() != Kind::Float
-        || x.dim() != 2
-        || w.dim() != 2
-        || x.requires_grad()
-        || w.requires_grad();
-    if plain {
+    let on_cpu = x.device() == Device::Cpu && w.device() == Device::Cpu;
+    let float_matrices = x.kind() == Kind::Float && w.kind() == Kind::Float && x.dim() == 2 && w.dim() == 2;
+    // A shape mismatch goes to libtorch too, which raises its own error.
+    if !on_cpu || !float_matrices || x.requires_grad() || w.requires_grad() || w.size()[1] != x.size()[1] {
         return x.linear(w, Some(b));
     }
-    let (m, k) = (x.size()[0], x.size()[1]);
-    let n = w.size()[0];
-    if w.size()[1] != k {
-        // Let libtorch raise its own shape error.
-        return x.linear(w, Some(b));
-    }
+    let (m, k, n) = (x.size()[0] as usize, x.size()[1] as usize, w.size()[0] as usize);
     let x = x.contiguous();
     let w = w.contiguous();
-    let out = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+    let mut out = Tensor::empty([m as i64, n as i64], (Kind::Float, Device::Cpu));
     if m > 0 && n > 0 {
         // SAFETY: x, w and out are contiguous float32 CPU tensors of the sizes given, alive for the
         // whole call; each thread writes a disjoint block of rows of `out`.
-        unsafe {
-            sgemm_rows(
-                x.data_ptr() as *const f32,
-                w.data_ptr() as *const f32,
-                out.data_ptr() as *mut f32,
-                m as usize,
-                k as usize,
-                n as usize,
-                threads,
-            )
-        };
+        unsafe { sgemm_rows(Ptrs { x: x.data_ptr() as *const f32, w: w.data_ptr() as *const f32, c: out.data_ptr() as *mut f32 }, m, k, n, threads) };
     }
-    out + b
+    out += b;
+    out
 }
 
 /// Raw pointers that may cross into scoped threads (each thread touches its own rows only).
@@ -74,56 +55,23 @@ struct Ptrs {
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
 
-/// c[m, n] = x[m, k] · w[n, k]ᵀ, all row-major, rows of c split into `threads` blocks of whole
-/// 8-row micro-tiles.
-unsafe fn sgemm_rows(
-    x: *const f32,
-    w: *const f32,
-    c: *mut f32,
-    m: usize,
-    k: usize,
-    n: usize,
-    threads: usize,
-) {
-    let p = Ptrs { x, w, c };
-    let one = move |p: Ptrs, r0: usize, rows: usize| {
-        if rows == 0 {
-            return;
-        }
-        // SAFETY: rows r0..r0+rows of x and c are inside the tensors (r0 + rows ≤ m).
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                n,
-                1.0,
-                p.x.add(r0 * k),
-                k as isize,
-                1,
-                p.w,
-                1,
-                k as isize,
-                0.0,
-                p.c.add(r0 * n),
-                n as isize,
-                1,
-            )
-        }
+/// c[m, n] = x[m, k] · w[n, k]ᵀ, all row-major, rows of c split into at most `threads` blocks of whole
+/// 8-row micro-tiles; the calling thread computes the last block.
+unsafe fn sgemm_rows(p: Ptrs, m: usize, k: usize, n: usize, threads: usize) {
+    // SAFETY (for each call): rows r0..r0+rows of x and c lie inside the tensors (r0 + rows ≤ m).
+    let block = move |p: Ptrs, r0: usize, rows: usize| unsafe {
+        matrixmultiply::sgemm(rows, k, n, 1.0, p.x.add(r0 * k), k as isize, 1, p.w, 1, k as isize, 0.0, p.c.add(r0 * n), n as isize, 1)
     };
     let threads = threads.min(m.div_ceil(8)).max(1);
-    if threads == 1 {
-        one(p, 0, m);
-        return;
-    }
     let per = m.div_ceil(threads).div_ceil(8) * 8;
     std::thread::scope(|s| {
         let mut r0 = 0;
-        while r0 < m {
-            let rows = per.min(m - r0);
+        while r0 + per < m {
             let start = r0;
-            s.spawn(move || one(p, start, rows));
-            r0 += rows;
+            s.spawn(move || block(p, start, per));
+            r0 += per;
         }
+        block(p, r0, m - r0);
     });
 }
 
