@@ -188,7 +188,9 @@ pub fn analyse_replicated(
     let stream = |tag: &str| if one { sub_seed(seed, tag) } else { sub_seed(seed, &format!("replicates/{tag}")) };
     let boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: stream(tag) };
     let perm = |tag: &str| Resampling { resamples: plan.permutation_resamples, seed: stream(tag) };
-    let old_boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
+    // A system scored once (a baseline, model 0, or any model of a one-replicate run): the one-seed
+    // cluster bootstrap on its own stream, the same with or without replicates.
+    let once_boot = |tag: &str| Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, tag) };
     // A paired contrast of the per-replicate differences `d`: its interval, and the sign-flip test on
     // the replicate-mean differences.
     let paired = |d: &[&[f64]], side: Side, btag: &str, ptag: &str| -> Contrast {
@@ -207,7 +209,7 @@ pub fn analyse_replicated(
             if sets.iter().all(|s| s.contains_key(m)) {
                 if sets.len() == 1 {
                     let v = &sets[0][m];
-                    let ci = cluster_mean_ci(v, clusters, level, old_boot(&format!("mean/model/{system}/{m}")));
+                    let ci = cluster_mean_ci(v, clusters, level, once_boot(&format!("mean/model/{system}/{m}")));
                     means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
                 } else {
                     let r: Vec<&[f64]> = sets.iter().map(|s| s[m].as_slice()).collect();
@@ -220,7 +222,7 @@ pub fn analyse_replicated(
     for (system, scores) in baselines {
         for m in &metrics {
             if let Some(v) = scores.get(m) {
-                let ci = cluster_mean_ci(v, clusters, level, old_boot(&format!("mean/baseline/{system}/{m}")));
+                let ci = cluster_mean_ci(v, clusters, level, once_boot(&format!("mean/baseline/{system}/{m}")));
                 means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(v), ci });
             }
         }
