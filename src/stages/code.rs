@@ -43,6 +43,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/stages/evaluate.rs", &EVALUATE_AND_COMPARE),
     ("src/model/choice.rs", &EVALUATE_AND_COMPARE),
     ("src/stages/compare.rs", &[Stage::Compare]),
+    ("src/stages/compare/", &[Stage::Compare]),
     ("src/analysis.rs", &[Stage::Compare]),
     ("src/analysis/", &[Stage::Compare]),
     ("src/stages/report.rs", &[Stage::Report]),
