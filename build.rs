@@ -56,7 +56,12 @@ fn main() {
     let stamp_path = out_dir.join("hsx_torch_shim.stamp");
     let stamp = {
         let mut b = std::fs::read("src/shim/torch_shim.cpp").unwrap_or_default();
-        for part in [include.display().to_string(), abi.clone(), env::var("CXX").unwrap_or_default(), env::var("CXXFLAGS").unwrap_or_default()] {
+        for part in [
+            include.display().to_string(),
+            abi.clone(),
+            env::var("CXX").unwrap_or_default(),
+            env::var("CXXFLAGS").unwrap_or_default(),
+        ] {
             b.push(0);
             b.extend_from_slice(part.as_bytes());
         }
@@ -98,7 +103,8 @@ fn write_code_files(out_dir: &Path) {
         collect(Path::new(root), &mut files);
     }
     files.sort();
-    let mut src = String::from("/// Every file the binary is built from: (path relative to the crate root, SHA-256 hex).\n");
+    let mut src =
+        String::from("/// Every file the binary is built from: (path relative to the crate root, SHA-256 hex).\n");
     src.push_str("pub const CODE_FILES: &[(&str, &str)] = &[\n");
     for path in &files {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

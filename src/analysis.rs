@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::metrics::stats::{
-    cluster_mean_ci, cluster_ratio_ci, contrast, directional_verdict, equivalent, hierarchical_contrast, hierarchical_mean_ci,
-    hierarchical_ratio_ci, mean, replicate_mean, sign_flip_test, Clusters, Contrast, Interval, Resampling, RuleParams, Side, Verdict,
+    cluster_mean_ci, cluster_ratio_ci, contrast, directional_verdict, equivalent, hierarchical_contrast,
+    hierarchical_mean_ci, hierarchical_ratio_ci, mean, replicate_mean, sign_flip_test, Clusters, Contrast, Interval,
+    Resampling, RuleParams, Side, Verdict,
 };
 use crate::prereg::{AnalysisPlan, Claim, ContrastKind};
 
@@ -154,12 +155,18 @@ pub fn analyse_replicated(
     // the two-stage bootstrap, with streams of their own (`replicates/…`).
     let one = reps == 1;
     let n = clusters.items();
-    let metrics: Vec<String> = std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
+    let metrics: Vec<String> =
+        std::iter::once(plan.primary_metric.clone()).chain(plan.secondary_metrics.iter().cloned()).collect();
     for (system, sets) in models {
         for scores in sets {
             for (metric, v) in scores {
                 if v.len() != n {
-                    return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
+                    return Err(AnalysisError::Length {
+                        system: system.clone(),
+                        metric: metric.clone(),
+                        got: v.len(),
+                        expected: n,
+                    });
                 }
             }
         }
@@ -167,21 +174,35 @@ pub fn analyse_replicated(
     for (system, scores) in baselines {
         for (metric, v) in scores {
             if v.len() != n {
-                return Err(AnalysisError::Length { system: system.clone(), metric: metric.clone(), got: v.len(), expected: n });
+                return Err(AnalysisError::Length {
+                    system: system.clone(),
+                    metric: metric.clone(),
+                    got: v.len(),
+                    expected: n,
+                });
             }
         }
     }
     // Replicate j's series of a system on a metric, for j in 0..reps (broadcast when trained once).
     let series = |system: &str, metric: &str| -> Result<Vec<&[f64]>, AnalysisError> {
-        let sets = models.get(system).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        let sets = models
+            .get(system)
+            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
         (0..reps)
             .map(|j| {
-                sets[j.min(sets.len() - 1)].get(metric).map(Vec::as_slice).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
+                sets[j.min(sets.len() - 1)]
+                    .get(metric)
+                    .map(Vec::as_slice)
+                    .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
             })
             .collect()
     };
     let baseline = |system: &str, metric: &str| -> Result<&[f64], AnalysisError> {
-        baselines.get(system).and_then(|s| s.get(metric)).map(Vec::as_slice).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
+        baselines
+            .get(system)
+            .and_then(|s| s.get(metric))
+            .map(Vec::as_slice)
+            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })
     };
     let rule = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin };
     let level = rule.interval_level();
@@ -214,7 +235,12 @@ pub fn analyse_replicated(
                 } else {
                     let r: Vec<&[f64]> = sets.iter().map(|s| s[m].as_slice()).collect();
                     let ci = hierarchical_mean_ci(&r, clusters, level, boot(&format!("mean/model/{system}/{m}")));
-                    means.push(MeanSummary { system: system.clone(), metric: m.clone(), mean: mean(&replicate_mean(&r)), ci });
+                    means.push(MeanSummary {
+                        system: system.clone(),
+                        metric: m.clone(),
+                        mean: mean(&replicate_mean(&r)),
+                        ci,
+                    });
                 }
             }
         }
@@ -243,14 +269,16 @@ pub fn analyse_replicated(
     let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
     let c = paired(&dr, Side::Greater, "power", "power/test");
     let verdict = directional_verdict(c.ci, &c.test, Side::Greater, rule);
-    let power = PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
+    let power =
+        PowerCheck { metric: pm.clone(), best_baseline, contrast: c, verdict, passed: verdict == Verdict::Supported };
 
     let mut hypotheses = Vec::new();
     for m in &metrics {
         let (a, b, cc) = (series("A", m)?, series("B", m)?, series("C", m)?);
         let mut h1_supported = false;
         for h in &plan.hypotheses {
-            let d: Vec<Vec<f64>> = (0..reps).map(|j| (0..n).map(|i| h.contrast.of(a[j][i], b[j][i], cc[j][i])).collect()).collect();
+            let d: Vec<Vec<f64>> =
+                (0..reps).map(|j| (0..n).map(|i| h.contrast.of(a[j][i], b[j][i], cc[j][i])).collect()).collect();
             let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
             let tag = format!("{}/{m}", h.id);
             let side = match h.claim {
@@ -267,8 +295,16 @@ pub fn analyse_replicated(
             }
             let ratio = (h.contrast == ContrastKind::CMinusMidpoint && h1_supported).then(|| {
                 let r = boot(&format!("{tag}/ratio"));
-                let (ci, undefined) = if one { cluster_ratio_ci(a[0], b[0], cc[0], clusters, level, r) } else { hierarchical_ratio_ci(&a, &b, &cc, clusters, level, r) };
-                let (ma, mb, mc) = if one { (mean(a[0]), mean(b[0]), mean(cc[0])) } else { (mean(&replicate_mean(&a)), mean(&replicate_mean(&b)), mean(&replicate_mean(&cc))) };
+                let (ci, undefined) = if one {
+                    cluster_ratio_ci(a[0], b[0], cc[0], clusters, level, r)
+                } else {
+                    hierarchical_ratio_ci(&a, &b, &cc, clusters, level, r)
+                };
+                let (ma, mb, mc) = if one {
+                    (mean(a[0]), mean(b[0]), mean(cc[0]))
+                } else {
+                    (mean(&replicate_mean(&a)), mean(&replicate_mean(&b)), mean(&replicate_mean(&cc)))
+                };
                 Ratio { estimate: (mc - mb) / (ma - mb), ci, undefined_resamples: undefined, resamples: r.resamples }
             });
             hypotheses.push(HypothesisResult {
@@ -283,7 +319,14 @@ pub fn analyse_replicated(
             });
         }
     }
-    Ok(AnalysisResult { resample_unit: plan.cluster_unit.clone(), clusters: clusters.len(), items: n, means, power, hypotheses })
+    Ok(AnalysisResult {
+        resample_unit: plan.cluster_unit.clone(),
+        clusters: clusters.len(),
+        items: n,
+        means,
+        power,
+        hypotheses,
+    })
 }
 
 /// The verdict rule for a hypothesis's claim (before the power check).
@@ -321,8 +364,15 @@ mod tests {
         let n = 200;
         let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
         let b: Vec<f64> = (0..n).map(|i| 0.3 + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect();
-        let models = BTreeMap::from([("A".into(), scores(a)), ("B".into(), scores(b)), ("C".into(), scores((0..n).map(c).collect()))]);
-        let baselines = BTreeMap::from([("constant".into(), scores(vec![baseline; n])), ("question".into(), scores(vec![baseline / 2.0; n]))]);
+        let models = BTreeMap::from([
+            ("A".into(), scores(a)),
+            ("B".into(), scores(b)),
+            ("C".into(), scores((0..n).map(c).collect())),
+        ]);
+        let baselines = BTreeMap::from([
+            ("constant".into(), scores(vec![baseline; n])),
+            ("question".into(), scores(vec![baseline / 2.0; n])),
+        ]);
         let keys: Vec<usize> = (0..n).map(|i| i / 2).collect();
         analyse(&plan(), &models, &baselines, &Clusters::from_keys(&keys), 42).unwrap()
     }
@@ -356,7 +406,11 @@ mod tests {
     fn a_below_the_best_baseline_makes_everything_not_testable() {
         let r = run(|i| 0.6 + 0.01 * (i % 3) as f64, 0.7);
         assert!(!r.power.passed);
-        assert!(r.hypotheses.iter().all(|h| h.verdict == Verdict::NotTestable), "{:?}", r.hypotheses.iter().map(|h| h.verdict).collect::<Vec<_>>());
+        assert!(
+            r.hypotheses.iter().all(|h| h.verdict == Verdict::NotTestable),
+            "{:?}",
+            r.hypotheses.iter().map(|h| h.verdict).collect::<Vec<_>>()
+        );
         // H3's ratio needs a supported H1: none is reported.
         assert!(r.hypotheses.iter().all(|h| h.ratio.is_none()));
     }
@@ -368,7 +422,8 @@ mod tests {
         let n = 200;
         let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
         let c: Vec<f64> = a.iter().map(|x| x + 0.1).collect();
-        let models = BTreeMap::from([("A".into(), scores(a.clone())), ("B".into(), scores(a)), ("C".into(), scores(c))]);
+        let models =
+            BTreeMap::from([("A".into(), scores(a.clone())), ("B".into(), scores(a)), ("C".into(), scores(c))]);
         let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
         let keys: Vec<usize> = (0..n).map(|i| i / 2).collect();
         let r = analyse(&plan(), &models, &baselines, &Clusters::from_keys(&keys), 7).unwrap();
@@ -393,7 +448,12 @@ mod tests {
         let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
         let b: Vec<f64> = (0..n).map(|i| 0.3 + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect();
         let zero: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 0.2 }).collect();
-        BTreeMap::from([("0".into(), scores(zero)), ("A".into(), scores(a.clone())), ("B".into(), scores(b)), ("C".into(), scores(a))])
+        BTreeMap::from([
+            ("0".into(), scores(zero)),
+            ("A".into(), scores(a.clone())),
+            ("B".into(), scores(b)),
+            ("C".into(), scores(a)),
+        ])
     }
 
     #[test]
@@ -404,7 +464,10 @@ mod tests {
         without0.remove("0");
         let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
         let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
-        let (r0, r) = (analyse(&plan(), &with0, &baselines, &cl, 42).unwrap(), analyse(&plan(), &without0, &baselines, &cl, 42).unwrap());
+        let (r0, r) = (
+            analyse(&plan(), &with0, &baselines, &cl, 42).unwrap(),
+            analyse(&plan(), &without0, &baselines, &cl, 42).unwrap(),
+        );
         assert_eq!((&r0.power, &r0.hypotheses), (&r.power, &r.hypotheses));
         let others: Vec<&MeanSummary> = r0.means.iter().filter(|m| m.system != "0").collect();
         assert_eq!(others, r.means.iter().collect::<Vec<_>>());
@@ -427,13 +490,19 @@ mod tests {
         out
     }
 
-
     /// Two training seeds that disagree: A − B is +0.3 under the first and −0.1 under the second.
     fn disagreeing_replicates(n: usize) -> [BTreeMap<String, Scores>; 2] {
         let a: Vec<f64> = (0..n).map(|i| 0.6 + 0.2 * ((i % 5) as f64 - 2.0) / 2.0).collect();
         let b = |centre: f64| -> Vec<f64> { (0..n).map(|i| centre + 0.2 * ((i % 7) as f64 - 3.0) / 3.0).collect() };
         let zero: Vec<f64> = vec![0.05; n];
-        let rep = |b: Vec<f64>| BTreeMap::from([("0".into(), scores(zero.clone())), ("A".into(), scores(a.clone())), ("B".into(), scores(b)), ("C".into(), scores(a.clone()))]);
+        let rep = |b: Vec<f64>| {
+            BTreeMap::from([
+                ("0".into(), scores(zero.clone())),
+                ("A".into(), scores(a.clone())),
+                ("B".into(), scores(b)),
+                ("C".into(), scores(a.clone())),
+            ])
+        };
         [rep(b(0.3)), rep(b(0.7))]
     }
 
@@ -469,7 +538,10 @@ mod tests {
         let baselines = BTreeMap::from([("constant".into(), scores(vec![0.1; n]))]);
         let cl = Clusters::from_keys(&(0..n).map(|i| i / 2).collect::<Vec<_>>());
         // Each replicate alone: the power check passes; H1 is supported under one seed, not under the other.
-        let (r0, r1) = (analyse(&plan(), &reps[0], &baselines, &cl, 42).unwrap(), analyse(&plan(), &reps[1], &baselines, &cl, 42).unwrap());
+        let (r0, r1) = (
+            analyse(&plan(), &reps[0], &baselines, &cl, 42).unwrap(),
+            analyse(&plan(), &reps[1], &baselines, &cl, 42).unwrap(),
+        );
         assert!(r0.power.passed && r1.power.passed);
         assert_eq!((verdict(&r0, "H1"), verdict(&r1, "H1")), (Verdict::Supported, Verdict::NotSupported));
         // The replicate-mean scores with a test-only interval would support H1 (estimate 0.1, interval above 0).
@@ -483,22 +555,36 @@ mod tests {
         let across = analyse_replicated(&plan(), &replicated(&reps), &baselines, &cl, 42).unwrap();
         let h1 = across.hypotheses.iter().find(|h| h.id == "H1" && h.primary).unwrap();
         let naive_h1 = naive.hypotheses.iter().find(|h| h.id == "H1" && h.primary).unwrap();
-        assert!((h1.contrast.estimate - 0.1).abs() < 0.01 && (naive_h1.contrast.estimate - h1.contrast.estimate).abs() < 1e-12);
-        assert!(naive_h1.contrast.ci.lo > 0.0 && h1.contrast.ci.contains(0.0), "{:?} vs {:?}", h1.contrast.ci, naive_h1.contrast.ci);
+        assert!(
+            (h1.contrast.estimate - 0.1).abs() < 0.01
+                && (naive_h1.contrast.estimate - h1.contrast.estimate).abs() < 1e-12
+        );
+        assert!(
+            naive_h1.contrast.ci.lo > 0.0 && h1.contrast.ci.contains(0.0),
+            "{:?} vs {:?}",
+            h1.contrast.ci,
+            naive_h1.contrast.ci
+        );
         // The sign-flip test is the test-only one, on the replicate-mean differences: it alone would reject.
         assert!(h1.contrast.test.p <= plan().alpha, "{:?}", h1.contrast.test);
         assert_eq!(h1.verdict, Verdict::Inconclusive);
         // A beats the baseline under both seeds: the power check still passes across replicates.
         assert!(across.power.passed && across.power.contrast.ci.lo > 0.0);
         // Model 0 and the baselines were trained once: their means are the one-replicate analysis's.
-        let m0 = |r: &AnalysisResult| r.means.iter().filter(|m| m.system == "0" || m.system == "constant").cloned().collect::<Vec<_>>();
+        let m0 = |r: &AnalysisResult| {
+            r.means.iter().filter(|m| m.system == "0" || m.system == "constant").cloned().collect::<Vec<_>>()
+        };
         assert_eq!(m0(&across), m0(&r0));
         // A's mean is the replicate mean with a hierarchical interval; B's, between its two replicates.
         let b = across.means.iter().find(|m| m.system == "B").unwrap();
         assert!((b.mean - 0.5).abs() < 0.01 && b.ci.lo < 0.35 && b.ci.hi > 0.65, "{b:?}");
         // Differences with model 0 likewise.
         let d = differences_replicated(&plan(), &replicated(&reps), &[["B", "0"]], &cl, 42).unwrap();
-        assert!((d[0].metrics["f1"].estimate - 0.45).abs() < 0.01 && d[0].metrics["f1"].ci.hi - d[0].metrics["f1"].ci.lo > 0.3, "{d:?}");
+        assert!(
+            (d[0].metrics["f1"].estimate - 0.45).abs() < 0.01
+                && d[0].metrics["f1"].ci.hi - d[0].metrics["f1"].ci.lo > 0.3,
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -83,12 +83,15 @@ pub fn embed(data: &Path, threads: usize, batch: usize, reps: usize, out: Option
     }
     let e = e.ok_or_else(|| ModelError::Config("no repetition ran".into()))?;
     if let Some(path) = out {
-        let flat: Vec<f32> = Vec::<f32>::try_from(e.flatten(0, -1)).map_err(|err| ModelError::Config(format!("embeddings: {err}")))?;
+        let flat: Vec<f32> =
+            Vec::<f32>::try_from(e.flatten(0, -1)).map_err(|err| ModelError::Config(format!("embeddings: {err}")))?;
         let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
         std::fs::write(path, bytes).map_err(|source| BenchError::Io { path: path.to_owned(), source })?;
     }
-    let pins: serde_json::Map<String, Value> =
-        crate::runtime::PORTABLE_PINS.iter().map(|(k, _)| (k.to_string(), std::env::var(k).map(Value::from).unwrap_or(Value::Null))).collect();
+    let pins: serde_json::Map<String, Value> = crate::runtime::PORTABLE_PINS
+        .iter()
+        .map(|(k, _)| (k.to_string(), std::env::var(k).map(Value::from).unwrap_or(Value::Null)))
+        .collect();
     let secs = median(times.clone());
     Ok(json!({"impl": "hsx", "sentences": e.size()[0], "hidden": e.size().get(1).copied().unwrap_or(0), "batch": batch,
               "threads": threads, "seconds": secs, "seconds_each": times, "sentences_per_s": v.len() as f64 / secs, "pins": pins}))
@@ -111,7 +114,14 @@ pub fn metrics(pairs: &Path, reps: usize) -> Result<Value, BenchError> {
 }
 
 /// One epoch of LoRA training (r 16, q and v) over fixed token ids (`{"inputs": [[..]], "labels": [[..]]}`).
-pub fn train(model: &Path, data: &Path, batch: usize, threads: usize, device: tch::Device, bf16: bool) -> Result<Value, BenchError> {
+pub fn train(
+    model: &Path,
+    data: &Path,
+    batch: usize,
+    threads: usize,
+    device: tch::Device,
+    bf16: bool,
+) -> Result<Value, BenchError> {
     use crate::model::train::{parameter_count, train, Example, NoProgress, Recipe};
     crate::runtime::set_threads(threads);
     #[derive(serde::Deserialize)]
@@ -120,10 +130,12 @@ pub fn train(model: &Path, data: &Path, batch: usize, threads: usize, device: tc
         labels: Vec<Vec<i64>>,
     }
     let d: D = read_json(data)?;
-    let lora = crate::model::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
+    let lora =
+        crate::model::lora::LoraConfig { r: 16, alpha: 32.0, dropout: 0.1, targets: vec!["q".into(), "v".into()] };
     tch::manual_seed(0);
     let (m, lora_vs) = crate::model::adapter::load_t5_lora(model, device, &lora, None)?;
-    let ex: Vec<Example> = d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
+    let ex: Vec<Example> =
+        d.inputs.into_iter().zip(d.labels).map(|(i, l)| Example { input_ids: i, labels: l }).collect();
     let real: usize = ex.iter().map(|e| e.input_ids.len() + e.labels.len()).sum();
     let mut recipe = Recipe::from_config(&crate::config::Train::default(), 0, bf16);
     recipe.hyper.epochs = 1;
@@ -139,7 +151,15 @@ pub fn train(model: &Path, data: &Path, batch: usize, threads: usize, device: tc
 }
 
 /// Greedy generation of exactly `new_tokens` per row over one batch of token ids.
-pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, reps: usize, device: tch::Device, bf16: bool) -> Result<Value, BenchError> {
+pub fn generate(
+    model: &Path,
+    ids: &Path,
+    new_tokens: usize,
+    threads: usize,
+    reps: usize,
+    device: tch::Device,
+    bf16: bool,
+) -> Result<Value, BenchError> {
     use crate::model::{generate, load_t5, GenerateOptions};
     crate::runtime::set_threads(threads);
     let m = load_t5(model, device)?;
@@ -157,6 +177,8 @@ pub fn generate(model: &Path, ids: &Path, new_tokens: usize, threads: usize, rep
     let tokens = rows.len() * new_tokens;
     times.sort_by(f64::total_cmp);
     let med = median(times.clone());
-    Ok(json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads, "device": format!("{device:?}"), "bf16": bf16,
-              "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}))
+    Ok(
+        json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads, "device": format!("{device:?}"), "bf16": bf16,
+              "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}),
+    )
 }

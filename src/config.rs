@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::canonical;
 
-mod validate;
-pub mod slurm;
 pub mod seed;
+pub mod slurm;
+mod validate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -561,17 +561,14 @@ impl Default for Eval {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         Self::from_toml_str(&text, path)
     }
 
     /// Parses and validates TOML text; `path` only names the source in errors.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: describe_toml_error(&e, text),
-        })?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: describe_toml_error(&e, text) })?;
         cfg.validate().map_err(|(key, message)| ConfigError::Invalid { path: path.to_owned(), key, message })?;
         Ok(cfg)
     }
@@ -580,7 +577,6 @@ impl Config {
     pub fn sha256(&self) -> String {
         canonical::sha256_of(self).expect("a Config always serialises to JSON")
     }
-
 }
 
 /// toml's own message already names the key and shows the line; prefix it with a line:column.

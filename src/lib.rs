@@ -5,24 +5,24 @@
 //! Ground floor (no hsx imports above it): `canonical`, `config`, `ledger`, `provenance`, `data`,
 //! `runtime`, `model`, `metrics`, `synth`. Top floor: `stages` (one file per stage), `pipeline` (the
 //! executor), `report`, `reproduce`, `audit` (verify), `bench`; `error` and `progress` are shared by it.
-pub mod canonical;
-pub mod config;
-pub mod ledger;
-pub mod provenance;
-pub mod data;
-pub mod runtime;
-pub mod prereg;
 pub mod analysis;
-pub mod model;
-pub mod metrics;
-pub mod synth;
-pub mod error;
-pub mod progress;
-pub mod stages;
-pub mod pipeline;
-pub mod slurm;
-pub mod report;
-pub mod reproduce;
 pub mod audit;
 pub mod bench;
+pub mod canonical;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod prereg;
+pub mod progress;
+pub mod provenance;
+pub mod report;
 pub mod repro_stats;
+pub mod reproduce;
+pub mod runtime;
+pub mod slurm;
+pub mod stages;
+pub mod synth;

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
     }
     let overridden = hsx::runtime::overridden();
     if !overridden.is_empty() {
-        tracing::info!("the portable CPU pins replaced these outer settings: {} (HSX_CPU_PINS=native keeps them)", overridden.join(", "));
+        tracing::info!(
+            "the portable CPU pins replaced these outer settings: {} (HSX_CPU_PINS=native keeps them)",
+            overridden.join(", ")
+        );
     }
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),

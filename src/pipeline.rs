@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::data::DataError;
 use crate::ledger::files::{hash_file, record_path};
-use crate::ledger::{Append, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use crate::ledger::{
+    Append, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec,
+};
 use crate::stages::{self, Instance, Stage, StageCtx};
 
 pub use crate::error::PipelineError;
@@ -83,7 +85,12 @@ impl RunSummary {
     /// Records `instance` as resumed from its entry `e`, and says so.
     pub fn skipped(&mut self, progress: &dyn Progress, instance: Instance, e: &Entry) {
         progress.stage_skipped(&instance.name(), &format!("already recorded as entry {} ({})", e.seq, &e.hash[..12]));
-        self.stages.push(StageResult { stage: instance.name(), status: Status::Skipped, seq: e.seq, hash: e.hash.clone() });
+        self.stages.push(StageResult {
+            stage: instance.name(),
+            status: Status::Skipped,
+            seq: e.seq,
+            hash: e.hash.clone(),
+        });
     }
 
     /// Records `instance` as run, recorded as entry `e`.
@@ -106,7 +113,6 @@ pub fn run_dir_rel(cfg: &Config) -> String {
 
 /// The file name of a self-contained run's ledger inside its directory.
 pub const SELF_CONTAINED_LEDGER: &str = "ledger.json";
-
 
 /// libtorch's seed, thread count and determinism switches are process-wide: two runs in one process
 /// (tests, a library caller) must not interleave, or their random streams mix.
@@ -144,7 +150,12 @@ pub struct Setup {
 
 impl Setup {
     /// Configures libtorch from `[runtime]` (process-wide: hold [`PROCESS_RUN`]), then [`Setup::place`].
-    pub fn new(cfg: Config, workspace: &Path, data_mirror: Option<&Path>, run_dir: PathBuf) -> Result<Setup, PipelineError> {
+    pub fn new(
+        cfg: Config,
+        workspace: &Path,
+        data_mirror: Option<&Path>,
+        run_dir: PathBuf,
+    ) -> Result<Setup, PipelineError> {
         crate::runtime::set_threads(cfg.runtime.threads);
         crate::runtime::set_deterministic(cfg.runtime.deterministic).map_err(PipelineError::Runtime)?;
         let device = crate::model::parse_device(cfg.runtime.device.name())?;
@@ -155,7 +166,12 @@ impl Setup {
     }
 
     /// Creates the run directory and places the roots, touching nothing process-wide.
-    pub fn place(cfg: Config, workspace: &Path, data_mirror: Option<&Path>, run_dir: PathBuf) -> Result<Setup, PipelineError> {
+    pub fn place(
+        cfg: Config,
+        workspace: &Path,
+        data_mirror: Option<&Path>,
+        run_dir: PathBuf,
+    ) -> Result<Setup, PipelineError> {
         std::fs::create_dir_all(&run_dir).map_err(|source| DataError::Io { path: run_dir.clone(), source })?;
         let roots = Roots {
             run: Some(run_dir),
@@ -224,7 +240,9 @@ impl Meter {
 
     fn finish(self) -> Value {
         let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         });
         serde_json::json!({
             "wall_seconds": (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -251,7 +269,9 @@ pub fn selected(cfg: &Config, only: Option<&str>, from: Option<&str>) -> Result<
     let plan = Instance::plan(cfg.experiment.seed, &cfg.experiment.replicate_seeds());
     for named in only.iter().chain(from.iter()) {
         if !plan.contains(named) {
-            return Err(PipelineError::Usage(format!("stage {named} is not in this experiment's plan (experiment.replicates lists its training seeds)")));
+            return Err(PipelineError::Usage(format!(
+                "stage {named} is not in this experiment's plan (experiment.replicates lists its training seeds)"
+            )));
         }
     }
     let from_pos = from.map(|f| plan.iter().position(|i| *i == f).expect("checked above"));
@@ -273,10 +293,19 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let run_dir = run_dir_of(opts, &cfg);
     // The writer refuses a ledger whose recorded run directory is not this one (resume it the way it
     // was started: with the same --out, or with --ledger and the config's runs_dir).
-    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace), key)?;
+    let mut writer = LedgerWriter::open(
+        &opts.ledger_path,
+        &cfg.experiment.id,
+        &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace),
+        key,
+    )?;
     let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
-    let mut summary = RunSummary { ledger: opts.ledger_path.display().to_string(), run_dir: run_dir.display().to_string(), stages: Vec::new() };
+    let mut summary = RunSummary {
+        ledger: opts.ledger_path.display().to_string(),
+        run_dir: run_dir.display().to_string(),
+        stages: Vec::new(),
+    };
 
     for (instance, forced) in selected {
         let spec = stages::spec(instance, &setup.cfg);
@@ -309,7 +338,9 @@ pub fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), Pi
             Root::Workspace => "see the README for where this file comes from".to_owned(),
             Root::Run => "an earlier stage should have written it; re-run with --from that stage".to_owned(),
         };
-        return Err(DataError::Missing(format!("stage {}: {} does not exist; {hint}", spec.stage, path.display())).into());
+        return Err(
+            DataError::Missing(format!("stage {}: {} does not exist; {hint}", spec.stage, path.display())).into()
+        );
     }
     Ok(())
 }

@@ -77,17 +77,32 @@ pub struct Hypothesis {
 
 /// The hypotheses as the seed states them.
 pub fn hypotheses() -> Vec<Hypothesis> {
-    let h = |id: &str, statement: &str, contrast, claim| Hypothesis { id: id.into(), statement: statement.into(), contrast, claim };
+    let h = |id: &str, statement: &str, contrast, claim| Hypothesis {
+        id: id.into(),
+        statement: statement.into(),
+        contrast,
+        claim,
+    };
     vec![
         h("H1", "contamination degrades quality: A > B", ContrastKind::AMinusB, Claim::Directional(Side::Greater)),
-        h("H2", "synthetic data from the clean seed beats contaminated data: C > B", ContrastKind::CMinusB, Claim::Directional(Side::Greater)),
+        h(
+            "H2",
+            "synthetic data from the clean seed beats contaminated data: C > B",
+            ContrastKind::CMinusB,
+            Claim::Directional(Side::Greater),
+        ),
         h(
             "H3",
             "synthetic data recovers at least half of the A−B gap: mean(C − (A+B)/2) > 0",
             ContrastKind::CMinusMidpoint,
             Claim::Directional(Side::Greater),
         ),
-        h("H4", "C approaches the human ceiling A: C − A within the equivalence margin", ContrastKind::CMinusA, Claim::Equivalence),
+        h(
+            "H4",
+            "C approaches the human ceiling A: C − A within the equivalence margin",
+            ContrastKind::CMinusA,
+            Claim::Equivalence,
+        ),
     ]
 }
 
@@ -144,8 +159,8 @@ const COMPARE: &str = "compare";
 /// A stage that trains a model or scores one on the test split (every `train-X` and `evaluate-X` of the
 /// registry, model 0's `evaluate-0` included): none may precede the pre-registration.
 pub fn is_model_stage(stage: &str) -> bool {
-    use crate::stages::registry::Stage;
     use crate::stages::registry::Instance;
+    use crate::stages::registry::Stage;
     matches!(Instance::parse(stage).map(|i| i.stage), Ok(Stage::Train(_) | Stage::Evaluate(_)))
 }
 
@@ -190,32 +205,56 @@ pub fn settings_of_plan(plan: &Value) -> Value {
 /// A ledger made before pre-registration existed (no preregister entry, and no compare entry that
 /// claims a plan) passes: there is nothing to hold it to, and the report says it was not pre-registered.
 pub fn check_ledger(entries: &[Entry]) -> Option<Violation> {
-    let violation = |i: usize, field: &str, message: String| Some(Violation { entry: i, stage: entries[i].stage.clone(), field: field.into(), message });
+    let violation = |i: usize, field: &str, message: String| {
+        Some(Violation { entry: i, stage: entries[i].stage.clone(), field: field.into(), message })
+    };
     for (ci, c) in entries.iter().enumerate().filter(|(_, e)| e.stage == COMPARE) {
         let prereg = entries[..ci].iter().enumerate().rev().find(|(_, e)| e.stage == PREREGISTER);
         let Some((pi, p)) = prereg else {
             if plan_of_compare(c).is_some() {
-                return violation(ci, "metrics.plan", "compare used an analysis plan, but no preregister entry precedes it".into());
+                return violation(
+                    ci,
+                    "metrics.plan",
+                    "compare used an analysis plan, but no preregister entry precedes it".into(),
+                );
             }
             if settings_of_compare(c).is_some() {
-                return violation(ci, "params.analysis", "compare declares analysis settings, but no preregister entry precedes it".into());
+                return violation(
+                    ci,
+                    "params.analysis",
+                    "compare declares analysis settings, but no preregister entry precedes it".into(),
+                );
             }
             continue;
         };
         if let (Some(registered), Some(declared)) = (plan_of_preregister(p), settings_of_compare(c)) {
             let expected = settings_of_plan(registered);
             if let Some(diff) = first_difference("", &expected, declared) {
-                return violation(ci, "params.analysis", format!("compare's settings differ from the pre-registration (entry {}){diff}", p.seq));
+                return violation(
+                    ci,
+                    "params.analysis",
+                    format!("compare's settings differ from the pre-registration (entry {}){diff}", p.seq),
+                );
             }
         }
         match (plan_of_preregister(p), plan_of_compare(c)) {
             (Some(registered), Some(used)) if registered == used => {}
             (Some(registered), Some(used)) => {
                 let diff = first_difference("", registered, used).unwrap_or_default();
-                return violation(ci, "metrics.plan", format!("compare's analysis differs from the pre-registration (entry {}){diff}", p.seq));
+                return violation(
+                    ci,
+                    "metrics.plan",
+                    format!("compare's analysis differs from the pre-registration (entry {}){diff}", p.seq),
+                );
             }
             (None, _) => return violation(pi, "metrics.plan", "the preregister entry holds no plan".into()),
-            (_, None) => return violation(ci, "metrics.plan", format!("compare does not record the plan it used (pre-registered in entry {})", p.seq)),
+            (_, None) => {
+                return violation(
+                    ci,
+                    "metrics.plan",
+                    format!("compare does not record the plan it used (pre-registered in entry {})", p.seq),
+                )
+            }
         }
         // The models compare rests on: the latest entry of each train/evaluate stage before it.
         let mut latest: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
@@ -227,7 +266,10 @@ pub fn check_ledger(entries: &[Entry]) -> Option<Violation> {
             return violation(
                 i,
                 "seq",
-                format!("{stage} (entry {}) precedes the pre-registration (entry {}) that compare (entry {}) uses", entries[i].seq, p.seq, c.seq),
+                format!(
+                    "{stage} (entry {}) precedes the pre-registration (entry {}) that compare (entry {}) uses",
+                    entries[i].seq, p.seq, c.seq
+                ),
             );
         }
     }

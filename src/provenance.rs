@@ -51,9 +51,7 @@ pub fn git_state(dir: &Path) -> GitState {
     let mut patch = Vec::new();
     let _ = diff.print(git2::DiffFormat::Patch, |delta, _hunk, line| {
         let path = delta.new_file().path().or(delta.old_file().path());
-        let ours = path
-            .and_then(|p| p.to_str())
-            .is_some_and(|p| OUTPUT_DIRS.iter().any(|d| p.starts_with(d)));
+        let ours = path.and_then(|p| p.to_str()).is_some_and(|p| OUTPUT_DIRS.iter().any(|d| p.starts_with(d)));
         if !ours {
             if matches!(line.origin(), '+' | '-' | ' ') {
                 patch.push(line.origin() as u8);
@@ -74,6 +72,7 @@ pub fn git_state(dir: &Path) -> GitState {
 pub fn slurm_job() -> Option<Value> {
     let id = std::env::var("SLURM_JOB_ID").ok()?;
     let var = |k: &str| std::env::var(k).ok().map(Value::String).unwrap_or(Value::Null);
-    Some(json!({ "job_id": id, "job_name": var("SLURM_JOB_NAME"), "node": var("SLURMD_NODENAME"), "cpus_per_task": var("SLURM_CPUS_PER_TASK") }))
+    Some(
+        json!({ "job_id": id, "job_name": var("SLURM_JOB_NAME"), "node": var("SLURMD_NODENAME"), "cpus_per_task": var("SLURM_CPUS_PER_TASK") }),
+    )
 }
-

@@ -81,8 +81,10 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
     let env = &last.env;
     // The compared metrics the compare entry recorded, in registry order.
     let recorded = |key: &str| last.metrics.pointer(&format!("/table/{}/{key}", Arm::A.letter())).is_some();
-    let metrics: Vec<Value> =
-        registry::compared().filter(|m| recorded(m.key)).map(|m| json!({"key": m.key, "label": m.label, "title": m.title})).collect();
+    let metrics: Vec<Value> = registry::compared()
+        .filter(|m| recorded(m.key))
+        .map(|m| json!({"key": m.key, "label": m.label, "title": m.title}))
+        .collect();
     Ok(json!({
         "experiment": ledger.header.experiment,
         "signer": ledger.header.signer.key_id,
@@ -126,14 +128,21 @@ fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
         .iter()
         .map(|n| {
             let name = n.as_str().unwrap_or_default();
-            let (_, text) = filters::rejection_reasons().find(|(r, _)| *r == name).ok_or_else(|| ReportError::UnknownFilter(name.into()))?;
-            let threshold = env
-                .render_str(text, &ctx)
-                .map_err(|e| ReportError::Template { name: format!("threshold of filter {name}"), message: format!("{e:#}") })?;
+            let (_, text) = filters::rejection_reasons()
+                .find(|(r, _)| *r == name)
+                .ok_or_else(|| ReportError::UnknownFilter(name.into()))?;
+            let threshold = env.render_str(text, &ctx).map_err(|e| ReportError::Template {
+                name: format!("threshold of filter {name}"),
+                message: format!("{e:#}"),
+            })?;
             let by_strategy: Vec<Value> = Strategy::ALL
                 .iter()
                 .map(|s| {
-                    let c = |table: &str| sy.pointer(&format!("/per_strategy/{}/{table}/{name}", s.name())).cloned().unwrap_or(json!("n/a"));
+                    let c = |table: &str| {
+                        sy.pointer(&format!("/per_strategy/{}/{table}/{name}", s.name()))
+                            .cloned()
+                            .unwrap_or(json!("n/a"))
+                    };
                     json!({"strategy": s.name(), "first_failing": c("first_failing"), "would_fail": c("would_fail")})
                 })
                 .collect();
@@ -155,11 +164,15 @@ fn environment() -> Environment<'static> {
     env.set_lstrip_blocks(true);
     // f(x, n): fixed decimals; a missing or non-numeric value is an error.
     env.add_filter("f", |v: MjValue, digits: Option<usize>| -> Result<String, minijinja::Error> {
-        let x = num(&v).ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}")))?;
+        let x = num(&v).ok_or_else(|| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}"))
+        })?;
         Ok(if x.is_finite() { format!("{:.*}", digits.unwrap_or(4), x) } else { "n/a".to_owned() })
     });
     env.add_filter("pct", |v: MjValue| -> Result<String, minijinja::Error> {
-        let x = num(&v).ok_or_else(|| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}")))?;
+        let x = num(&v).ok_or_else(|| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}"))
+        })?;
         Ok(format!("{:.1}%", 100.0 * x))
     });
     env.add_filter("ci", |v: MjValue| -> Result<String, minijinja::Error> {
@@ -192,7 +205,9 @@ fn environment() -> Environment<'static> {
         match exact {
             Some(true) => Ok(format!("exact over all {n:.0} sign vectors")),
             Some(false) => Ok(format!("Monte Carlo, {n:.0} permutations")),
-            None => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a sign-flip test: {v}"))),
+            None => {
+                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a sign-flip test: {v}")))
+            }
         }
     });
     env.add_filter("json", |v: MjValue| -> String { serde_json::to_string(&v).unwrap_or_default() });
@@ -203,15 +218,23 @@ fn environment() -> Environment<'static> {
 pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<String, ReportError> {
     let ctx = context(ledger, entries)?;
     let mut env = environment();
-    env.add_template("REPORT.md", template).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
-    let t = env.get_template("REPORT.md").map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: e.to_string() })?;
-    let mut out = t.render(MjValue::from_serialize(&ctx)).map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
+    env.add_template("REPORT.md", template)
+        .map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
+    let t = env
+        .get_template("REPORT.md")
+        .map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: e.to_string() })?;
+    let mut out = t
+        .render(MjValue::from_serialize(&ctx))
+        .map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
     if !out.ends_with('\n') {
         out.push('\n');
     }
     for bad in ["[FILL", "X.XXX", "TO BE FILLED", "TODO"] {
         if out.contains(bad) {
-            return Err(ReportError::Template { name: "REPORT.md".into(), message: format!("placeholder {bad:?} survived rendering") });
+            return Err(ReportError::Template {
+                name: "REPORT.md".into(),
+                message: format!("placeholder {bad:?} survived rendering"),
+            });
         }
     }
     Ok(out)
@@ -222,7 +245,11 @@ pub fn report_entries(ledger: &Ledger) -> &[Entry] {
     let last_compare = ledger.entries.iter().rposition(|e| e.stage == Stage::Compare.name());
     match last_compare {
         Some(i) => {
-            let end = ledger.entries[i..].iter().position(|e| e.stage == Stage::Report.name()).map(|p| i + p).unwrap_or(ledger.entries.len());
+            let end = ledger.entries[i..]
+                .iter()
+                .position(|e| e.stage == Stage::Report.name())
+                .map(|p| i + p)
+                .unwrap_or(ledger.entries.len());
             &ledger.entries[..end]
         }
         None => &ledger.entries[..],
@@ -231,11 +258,17 @@ pub fn report_entries(ledger: &Ledger) -> &[Entry] {
 
 /// Writes REPORT.md, metrics_table.csv and the plots into `out_dir`, copying plots from the run
 /// directory after checking each against the hash the compare entry recorded.
-pub fn write_report(ledger: &Ledger, run_dir: &Path, out_dir: &Path, template: &str) -> Result<Vec<PathBuf>, ReportError> {
+pub fn write_report(
+    ledger: &Ledger,
+    run_dir: &Path,
+    out_dir: &Path,
+    template: &str,
+) -> Result<Vec<PathBuf>, ReportError> {
     let entries = report_entries(ledger);
     let text = render(ledger, entries, template)?;
     let by = latest_by_stage(entries);
-    let compare = by.get(Stage::Compare.name()).ok_or_else(|| ReportError::MissingStage(Stage::Compare.name().into()))?;
+    let compare =
+        by.get(Stage::Compare.name()).ok_or_else(|| ReportError::MissingStage(Stage::Compare.name().into()))?;
     let io = |p: &Path, e: std::io::Error| ReportError::File { path: p.to_owned(), message: e.to_string() };
     std::fs::create_dir_all(out_dir.join("plots")).map_err(|e| io(out_dir, e))?;
     let mut written = Vec::new();
@@ -243,10 +276,14 @@ pub fn write_report(ledger: &Ledger, run_dir: &Path, out_dir: &Path, template: &
         let src = run_dir.join(&r.path);
         let (_, sha) = crate::ledger::files::hash_file(&src).map_err(|e| io(&src, e))?;
         if sha != r.sha256 {
-            return Err(ReportError::File { path: src, message: format!("differs from the compare entry's record (sha256 {sha}, recorded {})", r.sha256) });
+            return Err(ReportError::File {
+                path: src,
+                message: format!("differs from the compare entry's record (sha256 {sha}, recorded {})", r.sha256),
+            });
         }
         let name = Path::new(&r.path).file_name().map(|n| n.to_owned()).unwrap_or_default();
-        let dst = if r.path.starts_with("compare/plots/") { out_dir.join("plots").join(&name) } else { out_dir.join(&name) };
+        let dst =
+            if r.path.starts_with("compare/plots/") { out_dir.join("plots").join(&name) } else { out_dir.join(&name) };
         if name == "comparison.json" {
             continue;
         }
@@ -260,7 +297,11 @@ pub fn write_report(ledger: &Ledger, run_dir: &Path, out_dir: &Path, template: &
 }
 
 /// For `verify`: re-render and compare with the file on disk; the first differing line, if any.
-pub fn check_rendered(ledger: &Ledger, on_disk: &str, template: &str) -> Result<Option<(usize, String, String)>, ReportError> {
+pub fn check_rendered(
+    ledger: &Ledger,
+    on_disk: &str,
+    template: &str,
+) -> Result<Option<(usize, String, String)>, ReportError> {
     let expected = render(ledger, report_entries(ledger), template)?;
     if expected == on_disk {
         return Ok(None);
@@ -271,7 +312,13 @@ pub fn check_rendered(ledger: &Ledger, on_disk: &str, template: &str) -> Result<
         line += 1;
         match (e.next(), d.next()) {
             (Some(a), Some(b)) if a == b => continue,
-            (a, b) => return Ok(Some((line, a.unwrap_or("<end of file>").to_owned(), b.unwrap_or("<end of file>").to_owned()))),
+            (a, b) => {
+                return Ok(Some((
+                    line,
+                    a.unwrap_or("<end of file>").to_owned(),
+                    b.unwrap_or("<end of file>").to_owned(),
+                )))
+            }
         }
     }
 }
@@ -285,7 +332,12 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     if crate::ledger::files::check_relative(dir).is_err() {
         return None;
     }
-    let fail = |field: &str, message: String| Failure { entry: Some(idx), stage: Some(Stage::Report.name().into()), field: field.into(), message };
+    let fail = |field: &str, message: String| Failure {
+        entry: Some(idx),
+        stage: Some(Stage::Report.name().into()),
+        field: field.into(),
+        message,
+    };
     // A report rendered by another template still verifies when this hsx's template renders the same
     // text from the ledger; when it does not, the failure says the templates differ.
     let template_sha = crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes());
@@ -301,7 +353,9 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
         Ok(None) => None,
         Ok(Some((line, expected, found))) => Some(fail(
             field,
-            format!("{dir}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}{why}"),
+            format!(
+                "{dir}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}{why}"
+            ),
         )),
         Err(err) => Some(fail(field, format!("cannot re-render the report: {err}{why}"))),
     }

@@ -83,8 +83,14 @@ fn interval(v: &Value) -> Option<(f64, f64)> {
     pair(&v["ci95"]).or_else(|| pair(&v["ci"])).or_else(|| Some((num(&v["ci"]["lo"])?, num(&v["ci"]["hi"])?)))
 }
 
-const LABELS: [(&str, &str); 6] =
-    [("em", "EM"), ("f1", "F1"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("bertscore_f1", "BERTScore F1")];
+const LABELS: [(&str, &str); 6] = [
+    ("em", "EM"),
+    ("f1", "F1"),
+    ("rouge1", "ROUGE-1"),
+    ("rouge2", "ROUGE-2"),
+    ("rougeL", "ROUGE-L"),
+    ("bertscore_f1", "BERTScore F1"),
+];
 
 fn label(metric: &str) -> &str {
     LABELS.iter().find(|(k, _)| *k == metric).map(|(_, l)| *l).unwrap_or(metric)
@@ -92,7 +98,9 @@ fn label(metric: &str) -> &str {
 
 /// Compares `{mean, ci95}` objects: the re-run mean must lie in the recorded interval.
 fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now: &Value, out: &mut StageStats) {
-    let (Some(r), Some(n)) = (num(&recorded["mean"]).or(num(&recorded["estimate"])), num(&now["mean"]).or(num(&now["estimate"]))) else {
+    let (Some(r), Some(n)) =
+        (num(&recorded["mean"]).or(num(&recorded["estimate"])), num(&now["mean"]).or(num(&now["estimate"])))
+    else {
         if !recorded.is_null() && now.is_null() {
             out.moved.push(format!("{quantity} ({stage}): recorded, but the re-run has none"));
         }
@@ -100,7 +108,15 @@ fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now
     };
     let iv = interval(recorded);
     let within = iv.is_none_or(|(lo, hi)| lo <= n && n <= hi);
-    let d = Deviation { stage: stage.to_owned(), quantity, metric: metric.to_owned(), recorded: r, now: n, interval: iv, within };
+    let d = Deviation {
+        stage: stage.to_owned(),
+        quantity,
+        metric: metric.to_owned(),
+        recorded: r,
+        now: n,
+        interval: iv,
+        within,
+    };
     if !within {
         out.moved.push(d.describe());
     }
@@ -118,7 +134,14 @@ pub fn evaluate_stats(stage: &str, recorded: &Value, now: &Value, rows: Option<(
     }
     if let Some(m) = recorded["metrics"].as_object() {
         for (k, rv) in m {
-            check_mean(stage, format!("mean {} of model {model}", label(k)), k, rv, &now["metrics"][k.as_str()], &mut out);
+            check_mean(
+                stage,
+                format!("mean {} of model {model}", label(k)),
+                k,
+                rv,
+                &now["metrics"][k.as_str()],
+                &mut out,
+            );
         }
     }
     if let Some((r, n)) = rows {
@@ -150,7 +173,11 @@ pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
             }
         }
         if let Some((d, id)) = largest {
-            out.push(format!("{} changed on {changed} of {} examples (largest |Δ| {d:.4}, example {id})", label(k), recorded.len()));
+            out.push(format!(
+                "{} changed on {changed} of {} examples (largest |Δ| {d:.4}, example {id})",
+                label(k),
+                recorded.len()
+            ));
         }
     }
     out
@@ -165,14 +192,23 @@ pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
     if let Some(table) = recorded["table"].as_object() {
         for (model, row) in table {
             for (k, rv) in row.as_object().into_iter().flatten() {
-                check_mean(stage, format!("mean {} of model {model}", label(k)), k, rv, &now["table"][model.as_str()][k.as_str()], &mut out);
+                check_mean(
+                    stage,
+                    format!("mean {} of model {model}", label(k)),
+                    k,
+                    rv,
+                    &now["table"][model.as_str()][k.as_str()],
+                    &mut out,
+                );
             }
         }
     }
     if let Some(gaps) = recorded["gaps"].as_object() {
         for (k, g) in gaps {
             let ng = &now["gaps"][k.as_str()];
-            for (key, words) in [("a_minus_b", "A−B gap in"), ("c_minus_b", "C−B gap in"), ("recovery", "recovery (C−B)/(A−B) of")] {
+            for (key, words) in
+                [("a_minus_b", "A−B gap in"), ("c_minus_b", "C−B gap in"), ("recovery", "recovery (C−B)/(A−B) of")]
+            {
                 check_mean(stage, format!("{words} {}", label(k)), k, &g[key], &ng[key], &mut out);
             }
         }
@@ -208,7 +244,12 @@ pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
 
 /// The statistics of a stage that has them (evaluate-*, compare); None for the others, whose bytes are
 /// judged by what they lead to.
-pub fn stage_stats(stage: &str, recorded_metrics: &Value, now_metrics: &Value, rows: Option<(&[Value], &[Value])>) -> Option<StageStats> {
+pub fn stage_stats(
+    stage: &str,
+    recorded_metrics: &Value,
+    now_metrics: &Value,
+    rows: Option<(&[Value], &[Value])>,
+) -> Option<StageStats> {
     if stage.starts_with("evaluate-") {
         Some(evaluate_stats(stage, recorded_metrics, now_metrics, rows))
     } else if stage == "compare" {
@@ -273,7 +314,10 @@ pub fn overall(stages: &[StageResult]) -> Overall {
     // Bytes that differ are judged by the statistics of a stage at or after them (the report, rendered
     // from the comparison, is judged by the comparison before it).
     for s in stages.iter().filter(|s| !s.bytes_identical && DATA_STAGES.contains(&s.stage)) {
-        moved.push(format!("{}: the data differ, and statistics over other data cannot reproduce the recording", s.stage));
+        moved.push(format!(
+            "{}: the data differ, and statistics over other data cannot reproduce the recording",
+            s.stage
+        ));
     }
     let last_diff = stages.iter().rposition(|s| !s.bytes_identical && s.stage != "report");
     let judged = last_diff.is_some_and(|i| stages[i..].iter().any(|s| is_statistical(s.stage)));
@@ -287,7 +331,12 @@ pub fn overall(stages: &[StageResult]) -> Overall {
 
 /// The rows of a JSONL file (`scores.jsonl`), or None when it cannot be read whole.
 pub fn read_rows(path: &Path) -> Option<Vec<Value>> {
-    std::fs::read_to_string(path).ok()?.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).ok()).collect()
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Seconds between two RFC 3339 stamps (an entry's `started` and `finished`).
@@ -329,7 +378,12 @@ mod tests {
             StageResult { stage: "evaluate-A", bytes_identical: false, stats: Some(&stats[0]) },
         ]);
         assert_eq!(o.verdict, WITHIN_TOLERANCE);
-        assert!(o.largest["f1"].contains("0.400000 recorded, 0.430000 now") && o.largest["f1"].contains("[0.350000, 0.450000]"), "{:?}", o.largest);
+        assert!(
+            o.largest["f1"].contains("0.400000 recorded, 0.430000 now")
+                && o.largest["f1"].contains("[0.350000, 0.450000]"),
+            "{:?}",
+            o.largest
+        );
         assert!(o.largest["em"].contains("Δ +1.000e-2"), "{:?}", o.largest);
     }
 
@@ -339,7 +393,12 @@ mod tests {
         let n = eval("B", 0.47, (0.42, 0.52), 0.20);
         let s = evaluate_stats("evaluate-B", &r, &n, None);
         assert_eq!(s.moved.len(), 1);
-        assert!(s.moved[0].starts_with("mean F1 of model B (evaluate-B): 0.400000 recorded, 0.470000 now") && s.moved[0].contains("OUTSIDE"), "{}", s.moved[0]);
+        assert!(
+            s.moved[0].starts_with("mean F1 of model B (evaluate-B): 0.400000 recorded, 0.470000 now")
+                && s.moved[0].contains("OUTSIDE"),
+            "{}",
+            s.moved[0]
+        );
         let o = overall(&[StageResult { stage: "evaluate-B", bytes_identical: false, stats: Some(&s) }]);
         assert_eq!(o.verdict, DIVERGED);
         assert_eq!(o.moved, s.moved);
@@ -399,7 +458,11 @@ mod tests {
         let flipped = comparison(0.41, 0.01, (-0.02, 0.04), "inconclusive");
         let s = comparison_stats(&r, &flipped);
         assert!(s.moved.iter().any(|m| m == "hypothesis H1: supported recorded, inconclusive now"), "{:?}", s.moved);
-        assert!(s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")), "{:?}", s.moved);
+        assert!(
+            s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")),
+            "{:?}",
+            s.moved
+        );
     }
 
     /// The forms compare writes today: `ci` arrays in the table, `{estimate, ci: {lo, hi}}` contrasts.

@@ -103,7 +103,12 @@ pub fn env_differences(recorded: &Value, now: &Value) -> Vec<String> {
     for k in keys {
         let (a, b) = (recorded.pointer(k), now.pointer(k));
         if a != b {
-            out.push(format!("{}: recorded {}, now {}", k.trim_start_matches('/').replace('/', "."), a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null)));
+            out.push(format!(
+                "{}: recorded {}, now {}",
+                k.trim_start_matches('/').replace('/', "."),
+                a.unwrap_or(&Value::Null),
+                b.unwrap_or(&Value::Null)
+            ));
         }
     }
     out
@@ -120,8 +125,11 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         Some(c) => Instance::plan(c.experiment.seed, &c.experiment.replicate_seeds()),
         None => Stage::ALL.iter().map(|s| Instance::from(*s)).collect(),
     };
-    let recorded: Vec<(Instance, &Entry)> = plan.iter().filter_map(|s| latest.get(&s.name()).map(|e| (*s, *e))).collect();
-    let (_, first) = recorded.first().ok_or_else(|| PipelineError::Usage(format!("{} has no entries to reproduce", opts.ledger.display())))?;
+    let recorded: Vec<(Instance, &Entry)> =
+        plan.iter().filter_map(|s| latest.get(&s.name()).map(|e| (*s, *e))).collect();
+    let (_, first) = recorded
+        .first()
+        .ok_or_else(|| PipelineError::Usage(format!("{} has no entries to reproduce", opts.ledger.display())))?;
     let mut cfg: Config = serde_json::from_value(first.config.clone())
         .map_err(|source| PipelineError::RecordedConfig { ledger: opts.ledger.clone(), source })?;
     if let Some(t) = opts.threads {
@@ -134,7 +142,10 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     // its ledger records its run directory as `.` and every artifact path stays relative to it.
     let out = opts.workspace.join(&opts.out);
     if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(PipelineError::Usage(format!("{} is not empty; reproduce writes into a fresh directory (pass --out)", out.display())));
+        return Err(PipelineError::Usage(format!(
+            "{} is not empty; reproduce writes into a fresh directory (pass --out)",
+            out.display()
+        )));
     }
     let original_run = crate::ledger::store::locate(&opts.ledger, &ledger.header)?.run;
     if out.canonicalize().ok().zip(original_run.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
@@ -142,7 +153,10 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     }
     let from_idx = match opts.from.as_deref() {
         None => 0,
-        Some(f) => recorded.iter().position(|(s, _)| s.name() == f).ok_or_else(|| PipelineError::Usage(format!("the ledger has no stage {f:?}")))?,
+        Some(f) => recorded
+            .iter()
+            .position(|(s, _)| s.name() == f)
+            .ok_or_else(|| PipelineError::Usage(format!("the ledger has no stage {f:?}")))?,
     };
     // The reproduction writes its report inside its own directory, never over the original.
     let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), out.clone())?;
@@ -158,7 +172,11 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     let env_now = pipeline::environment_now();
     let mut env_diff = env_differences(&first.env, &env_now);
     env_diff.extend(crate::runtime::pin_differences(&first.env["torch"], &env_now["torch"]));
-    let places = Places { original_run: original_run.clone(), new_roots: setup.roots.clone(), workspace: opts.workspace.clone() };
+    let places = Places {
+        original_run: original_run.clone(),
+        new_roots: setup.roots.clone(),
+        workspace: opts.workspace.clone(),
+    };
 
     let mut verdicts = Vec::new();
     let mut first_div: Option<String> = None;
@@ -202,7 +220,11 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         let now_code = crate::stages::code::identity(stage.stage).sha256;
         v.code_changed = match e.env.get("stage_code_sha256").and_then(Value::as_str) {
             Some(rec) if rec == now_code => None,
-            Some(rec) => Some(format!("the stage's code differs from the recorded run's (code identity {} recorded, {} now)", rec.chars().take(12).collect::<String>(), &now_code[..12])),
+            Some(rec) => Some(format!(
+                "the stage's code differs from the recorded run's (code identity {} recorded, {} now)",
+                rec.chars().take(12).collect::<String>(),
+                &now_code[..12]
+            )),
             None => Some("the recorded entry has no code identity (recorded by an older hsx)".into()),
         };
         v.time = Some(crate::repro_stats::time_vs_recorded(
@@ -222,12 +244,18 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     }
     let results: Vec<crate::repro_stats::StageResult> = verdicts
         .iter()
-        .map(|v| crate::repro_stats::StageResult { stage: &v.stage, bytes_identical: v.verdict == Verdict::Identical, stats: v.stats.as_ref() })
+        .map(|v| crate::repro_stats::StageResult {
+            stage: &v.stage,
+            bytes_identical: v.verdict == Verdict::Identical,
+            stats: v.stats.as_ref(),
+        })
         .collect();
     let overall = crate::repro_stats::overall(&results);
     // A stage that was not compared never counts as reproduced.
-    let ok = overall.verdict != crate::repro_stats::DIVERGED && verdicts.iter().all(|v| v.verdict != Verdict::NotCompared || first_div.is_some());
-    let recorded_total: Option<f64> = recorded[from_idx..].iter().map(|(_, e)| crate::repro_stats::seconds_between(&e.started, &e.finished)).sum();
+    let ok = overall.verdict != crate::repro_stats::DIVERGED
+        && verdicts.iter().all(|v| v.verdict != Verdict::NotCompared || first_div.is_some());
+    let recorded_total: Option<f64> =
+        recorded[from_idx..].iter().map(|(_, e)| crate::repro_stats::seconds_between(&e.started, &e.finished)).sum();
     let now_total = crate::repro_stats::seconds_between(
         &writer.ledger().entries.first().map(|x| x.started.clone()).unwrap_or_default(),
         &writer.ledger().entries.last().map(|x| x.finished.clone()).unwrap_or_default(),
@@ -256,7 +284,11 @@ fn copy_recorded_outputs(e: &Entry, original_run: &Path, out: &Path) -> Result<(
             std::fs::create_dir_all(p).map_err(|source| crate::data::DataError::Io { path: p.to_owned(), source })?;
         }
         std::fs::copy(&src, &dst).map_err(|err| {
-            PipelineError::Usage(format!("--from: cannot copy the earlier output {} of stage {} ({err}); reproduce from the start", src.display(), e.stage))
+            PipelineError::Usage(format!(
+                "--from: cannot copy the earlier output {} of stage {} ({err}); reproduce from the start",
+                src.display(),
+                e.stage
+            ))
         })?;
     }
     Ok(())
@@ -299,7 +331,11 @@ impl Places {
 
 /// Compares a stage's new outputs with those `e` recorded (run files by run-relative path, workspace
 /// files — the report — by name): every recorded file is compared, and every new file must be recorded.
-pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Places) -> Result<StageVerdict, PipelineError> {
+pub fn compare_outputs(
+    e: &Entry,
+    new_outputs: &[(Root, String)],
+    places: &Places,
+) -> Result<StageVerdict, PipelineError> {
     let mut new: Vec<FileRecord> = Vec::new();
     for (root, rel) in new_outputs {
         new.extend(record_path(&places.new_roots, *root, rel)?);
@@ -309,8 +345,12 @@ pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Place
     let by_name = e.stage == Stage::Report.name();
     let key = |r: &FileRecord| -> String {
         match r.root {
-            Root::Workspace => Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            _ if by_name => Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            Root::Workspace => {
+                Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+            _ if by_name => {
+                Path::new(&r.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            }
             _ => r.path.clone(),
         }
     };
@@ -349,11 +389,14 @@ pub fn compare_outputs(e: &Entry, new_outputs: &[(Root, String)], places: &Place
         verdict,
         determinism: e.determinism.clone(),
         files: e.outputs.len(),
-        differing: diffs.iter().map(|(name, d)| match d {
-            OutputDiff::NotProduced => format!("{name} (not produced)"),
-            OutputDiff::NotRecorded => format!("{name} (not recorded)"),
-            _ => name.clone(),
-        }).collect(),
+        differing: diffs
+            .iter()
+            .map(|(name, d)| match d {
+                OutputDiff::NotProduced => format!("{name} (not produced)"),
+                OutputDiff::NotRecorded => format!("{name} (not recorded)"),
+                _ => name.clone(),
+            })
+            .collect(),
         detail,
         max_deviation,
         code_changed: None,
@@ -379,7 +422,8 @@ mod tests {
     fn write(run: &Path, verdict: &str, n: f64) {
         std::fs::create_dir_all(run.join("compare")).unwrap();
         let v = json!({"hypotheses": [{"id": "H1", "verdict": verdict}], "n": n});
-        std::fs::write(run.join("compare/comparison.json"), format!("{}\n", serde_json::to_string_pretty(&v).unwrap())).unwrap();
+        std::fs::write(run.join("compare/comparison.json"), format!("{}\n", serde_json::to_string_pretty(&v).unwrap()))
+            .unwrap();
     }
 
     fn places(dir: &Path) -> Places {

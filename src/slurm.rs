@@ -61,7 +61,10 @@ pub fn dependencies(instance: Instance, cfg: &Config, plan: &[Instance]) -> Vec<
         .collect();
     plan.iter()
         .filter(|p| **p != instance)
-        .filter(|p| names.contains(&p.name()) || (matches!(instance.stage, Stage::Evaluate(_)) && matches!(p.stage, Stage::Train(_))))
+        .filter(|p| {
+            names.contains(&p.name())
+                || (matches!(instance.stage, Stage::Evaluate(_)) && matches!(p.stage, Stage::Train(_)))
+        })
         .filter(|p| instance.stage != Stage::Report || p.stage != Stage::Report)
         .copied()
         .collect()
@@ -73,7 +76,10 @@ enum JobState {
     Queued,
     Running,
     /// Ended: the Slurm state (COMPLETED, FAILED, CANCELLED, TIMEOUT, …) and the exit code.
-    Ended { state: String, exit: String },
+    Ended {
+        state: String,
+        exit: String,
+    },
 }
 
 fn run_cmd(program: &str, args: &[String]) -> Result<String, String> {
@@ -91,12 +97,17 @@ fn run_cmd(program: &str, args: &[String]) -> Result<String, String> {
 fn job_state(id: &str) -> Result<JobState, String> {
     let text = match run_cmd("scontrol", &["-o".into(), "show".into(), "job".into(), id.into()]) {
         Ok(t) => t,
-        Err(e) if e.contains("Invalid job id") => return Ok(JobState::Ended { state: "UNKNOWN (no longer in Slurm's memory)".into(), exit: "?".into() }),
+        Err(e) if e.contains("Invalid job id") => {
+            return Ok(JobState::Ended { state: "UNKNOWN (no longer in Slurm's memory)".into(), exit: "?".into() })
+        }
         Err(e) => return Err(e),
     };
-    let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap_or("").to_owned();
+    let field =
+        |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap_or("").to_owned();
     Ok(match field("JobState").as_str() {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "RESV_DEL_HOLD" | "REQUEUE_FED" | "REQUEUE_HOLD" | "SUSPENDED" => JobState::Queued,
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "RESV_DEL_HOLD" | "REQUEUE_FED" | "REQUEUE_HOLD" | "SUSPENDED" => {
+            JobState::Queued
+        }
         "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" | "RESIZING" => JobState::Running,
         s => JobState::Ended { state: s.to_owned(), exit: field("ExitCode") },
     })
@@ -135,7 +146,8 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn sbatch(&mut self, instance: Instance, deps: &[String]) -> Result<String, PipelineError> {
         let name = instance.name();
-        let exe = std::env::current_exe().map_err(|e| err(format!("cannot find the hsx binary to run in the jobs: {e}")))?;
+        let exe =
+            std::env::current_exe().map_err(|e| err(format!("cannot find the hsx binary to run in the jobs: {e}")))?;
         let abs = |p: &Path| if p.is_absolute() { p.to_owned() } else { self.opts.workspace.join(p) };
         let mut cmd = vec![
             quote(&exe.display().to_string()),
@@ -203,11 +215,16 @@ impl Driver<'_> {
 
     /// Submits `wave` (instances in plan order), waits for every job to end, and returns the instances
     /// whose job completed, with the first failure.
-    fn submit_and_wait(&mut self, wave: &[Instance], plan: &[Instance]) -> Result<(Vec<Instance>, Option<String>), PipelineError> {
+    fn submit_and_wait(
+        &mut self,
+        wave: &[Instance],
+        plan: &[Instance],
+    ) -> Result<(Vec<Instance>, Option<String>), PipelineError> {
         let mut ids: BTreeMap<Instance, String> = BTreeMap::new();
         let first_job = self.jobs.len();
         for &inst in wave {
-            let deps: Vec<Instance> = dependencies(inst, &self.setup.cfg, plan).into_iter().filter(|d| ids.contains_key(d)).collect();
+            let deps: Vec<Instance> =
+                dependencies(inst, &self.setup.cfg, plan).into_iter().filter(|d| ids.contains_key(d)).collect();
             let dep_ids: Vec<String> = deps.iter().map(|d| ids[d].clone()).collect();
             // A fragment left from an earlier attempt must not be taken for this job's.
             let frag = self.run_dir.join(fragment::fragment_rel(&inst.name()));
@@ -216,7 +233,11 @@ impl Driver<'_> {
             }
             let id = self.sbatch(inst, &dep_ids)?;
             let log = self.run_dir.join(LOGS_DIR).join(format!("{}.{id}.log", inst.name()));
-            let after = if deps.is_empty() { String::new() } else { format!(" after {}", deps.iter().map(Instance::name).collect::<Vec<_>>().join(", ")) };
+            let after = if deps.is_empty() {
+                String::new()
+            } else {
+                format!(" after {}", deps.iter().map(Instance::name).collect::<Vec<_>>().join(", "))
+            };
             self.progress.note(&format!("{}: submitted as Slurm job {id}{after}", inst.name()));
             ids.insert(inst, id.clone());
             self.jobs.push(Job {
@@ -245,7 +266,10 @@ impl Driver<'_> {
                         open += 1;
                         if !self.jobs[k].started {
                             self.jobs[k].started = true;
-                            self.progress.stage_started(&format!("{} (Slurm job {})", self.jobs[k].instance, self.jobs[k].job_id));
+                            self.progress.stage_started(&format!(
+                                "{} (Slurm job {})",
+                                self.jobs[k].instance, self.jobs[k].job_id
+                            ));
                         }
                     }
                     JobState::Ended { state, exit } => {
@@ -257,11 +281,18 @@ impl Driver<'_> {
                             self.progress.note(&format!("{}: Slurm job {} completed", job.instance, job.job_id));
                         } else {
                             let log = job.log.clone();
-                            let line = format!("Slurm job {} ({}) ended {state} (exit code {exit}); its log: {log}", job.job_id, job.instance);
+                            let line = format!(
+                                "Slurm job {} ({}) ended {state} (exit code {exit}); its log: {log}",
+                                job.job_id, job.instance
+                            );
                             self.progress.note(&line);
                             let cancelled = self.cancel_dependents(k);
                             if failure.is_none() {
-                                failure = Some(if cancelled.is_empty() { line } else { format!("{line}; its dependents were stopped: {}", cancelled.join(", ")) });
+                                failure = Some(if cancelled.is_empty() {
+                                    line
+                                } else {
+                                    format!("{line}; its dependents were stopped: {}", cancelled.join(", "))
+                                });
                             }
                         }
                         self.write_jobs_file()?;
@@ -273,7 +304,11 @@ impl Driver<'_> {
             }
             std::thread::sleep(poll);
         }
-        let done = self.jobs[first_job..].iter().filter(|j| j.completed).filter_map(|j| Instance::parse(&j.instance).ok()).collect();
+        let done = self.jobs[first_job..]
+            .iter()
+            .filter(|j| j.completed)
+            .filter_map(|j| Instance::parse(&j.instance).ok())
+            .collect();
         Ok((done, failure))
     }
 
@@ -300,7 +335,14 @@ impl Driver<'_> {
 }
 
 /// Joins the fragments of `done` (any order) into the ledger in the plan's order.
-fn join(writer: &mut LedgerWriter, run_dir: &Path, plan: &[Instance], done: &[Instance], progress: &dyn Progress, summary: &mut RunSummary) -> Result<(), PipelineError> {
+fn join(
+    writer: &mut LedgerWriter,
+    run_dir: &Path,
+    plan: &[Instance],
+    done: &[Instance],
+    progress: &dyn Progress,
+    summary: &mut RunSummary,
+) -> Result<(), PipelineError> {
     for inst in plan.iter().filter(|i| done.contains(i)) {
         let entry = fragment::join_into(writer, run_dir, &inst.name())?;
         progress.stage_finished(&inst.name(), &entry);
@@ -318,9 +360,17 @@ fn adoptable(writer: &LedgerWriter, setup: &Setup, inst: Instance) -> Option<cra
     let spec = stages::spec(inst, &setup.cfg);
     let e = checked.fragment.entry.clone();
     pipeline::resumable(std::slice::from_ref(&e), inst.stage, &spec, setup)?;
-    let recorded: BTreeSet<(String, String)> =
-        writer.ledger().entries.iter().flat_map(|x| x.outputs.iter().filter(|r| r.root == Root::Run).map(|r| (r.path.clone(), r.sha256.clone()))).collect();
-    e.inputs.iter().filter(|r| r.root == Root::Run).all(|r| recorded.contains(&(r.path.clone(), r.sha256.clone()))).then_some(checked)
+    let recorded: BTreeSet<(String, String)> = writer
+        .ledger()
+        .entries
+        .iter()
+        .flat_map(|x| x.outputs.iter().filter(|r| r.root == Root::Run).map(|r| (r.path.clone(), r.sha256.clone())))
+        .collect();
+    e.inputs
+        .iter()
+        .filter(|r| r.root == Root::Run)
+        .all(|r| recorded.contains(&(r.path.clone(), r.sha256.clone())))
+        .then_some(checked)
 }
 
 /// `hsx run --executor slurm`.
@@ -330,18 +380,29 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let plan = Instance::plan(cfg.experiment.seed, &cfg.experiment.replicate_seeds());
     let key = SigningKeyFile::load(&opts.key_path).map_err(LedgerError::from)?;
     let run_dir = pipeline::run_dir_of(opts, &cfg);
-    let mut writer = LedgerWriter::open(&opts.ledger_path, &cfg.experiment.id, &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace), key)?;
+    let mut writer = LedgerWriter::open(
+        &opts.ledger_path,
+        &cfg.experiment.id,
+        &crate::ledger::Locations::new(run_dir.clone(), &opts.workspace),
+        key,
+    )?;
     let slurm = cfg.slurm.clone().unwrap_or_default();
     let mut setup = Setup::place(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
-    let mut summary = RunSummary { ledger: opts.ledger_path.display().to_string(), run_dir: run_dir.display().to_string(), stages: Vec::new() };
+    let mut summary = RunSummary {
+        ledger: opts.ledger_path.display().to_string(),
+        run_dir: run_dir.display().to_string(),
+        stages: Vec::new(),
+    };
 
     // Jobs of an earlier driver still in the queue would write the same fragments.
     if let Ok(text) = std::fs::read_to_string(run_dir.join(JOBS_FILE)) {
         let old: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         for j in old["jobs"].as_array().into_iter().flatten() {
             let (Some(id), Some(inst)) = (j["job_id"].as_str(), j["instance"].as_str()) else { continue };
-            if id.chars().all(|c| c.is_ascii_digit()) && matches!(job_state(id), Ok(JobState::Queued | JobState::Running)) {
+            if id.chars().all(|c| c.is_ascii_digit())
+                && matches!(job_state(id), Ok(JobState::Queued | JobState::Running))
+            {
                 return Err(err(format!(
                     "Slurm job {id} ({inst}) of an earlier `hsx run` on this run directory is still queued or running; wait for it, or `scancel {id}`, then run again"
                 )));
@@ -361,7 +422,13 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
             }
             if let Some(c) = adoptable(&writer, &setup, inst) {
                 let entry = writer.append(fragment::joined_entry(c))?;
-                progress.stage_skipped(&inst.name(), &format!("joined its job's fragment, finished after an earlier driver stopped, as entry {}", entry.seq));
+                progress.stage_skipped(
+                    &inst.name(),
+                    &format!(
+                        "joined its job's fragment, finished after an earlier driver stopped, as entry {}",
+                        entry.seq
+                    ),
+                );
                 summary.ran(inst, &entry);
                 continue;
             }
@@ -369,7 +436,8 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         wave.push(inst);
     }
     let mut driver = Driver { opts, progress, setup, run_dir: run_dir.clone(), slurm, jobs: Vec::new() };
-    std::fs::create_dir_all(run_dir.join(LOGS_DIR)).map_err(|source| LedgerError::Io { path: run_dir.join(LOGS_DIR), source })?;
+    std::fs::create_dir_all(run_dir.join(LOGS_DIR))
+        .map_err(|source| LedgerError::Io { path: run_dir.join(LOGS_DIR), source })?;
     if !wave.is_empty() {
         let (done, failure) = driver.submit_and_wait(&wave, &plan)?;
         join(&mut writer, &run_dir, &plan, &done, progress, &mut summary)?;
@@ -433,7 +501,9 @@ mod tests {
     fn the_graph_follows_the_inputs_and_keeps_the_test_split_for_after_training() {
         let c = cfg(&[42, 43]);
         let plan = Instance::plan(42, &[42, 43]);
-        let names = |i: &str| -> Vec<String> { dependencies(Instance::parse(i).unwrap(), &c, &plan).iter().map(Instance::name).collect() };
+        let names = |i: &str| -> Vec<String> {
+            dependencies(Instance::parse(i).unwrap(), &c, &plan).iter().map(Instance::name).collect()
+        };
         assert!(names("prepare").is_empty());
         assert_eq!(names("preregister"), ["prepare"]);
         assert_eq!(names("train-A@43"), ["prepare", "preregister", "base-model"]);

@@ -70,7 +70,12 @@ fn import_graph(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
                 if let Some(group) = after.strip_prefix('{') {
                     let body = &group[..group.find('}').unwrap_or(group.len())];
                     for item in body.split(',') {
-                        let segs: Vec<&str> = item.trim().split("::").map(|s| s.trim_matches(|c: char| !ident(c))).filter(|s| !s.is_empty()).collect();
+                        let segs: Vec<&str> = item
+                            .trim()
+                            .split("::")
+                            .map(|s| s.trim_matches(|c: char| !ident(c)))
+                            .filter(|s| !s.is_empty())
+                            .collect();
                         if let Some(t) = resolve(base, &segs) {
                             targets.insert(t);
                         }
@@ -133,7 +138,8 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
             }
         }
     }
-    let mut t = T { g: graph, index: BTreeMap::new(), low: BTreeMap::new(), stack: vec![], on: BTreeSet::new(), out: vec![] };
+    let mut t =
+        T { g: graph, index: BTreeMap::new(), low: BTreeMap::new(), stack: vec![], on: BTreeSet::new(), out: vec![] };
     for v in graph.keys() {
         if !t.index.contains_key(v.as_str()) {
             visit(&mut t, v);

@@ -30,7 +30,12 @@ fn fixture() -> (std::path::PathBuf, Vec<(String, String)>) {
 }
 
 fn lora_cfg() -> LoraConfig {
-    LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: vec!["q".into(), "k".into(), "v".into(), "o".into(), "wi0".into(), "wi1".into(), "wo".into()] }
+    LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["q".into(), "k".into(), "v".into(), "o".into(), "wi0".into(), "wi1".into(), "wo".into()],
+    }
 }
 
 fn to_cpu_f64(t: &Tensor) -> Tensor {
@@ -74,7 +79,10 @@ fn loss_and_grads(bf16: bool) -> (f64, Vec<Tensor>) {
     });
     let ex: Vec<Example> = pairs
         .iter()
-        .map(|(x, y)| Example { input_ids: m.tokenizer.encode(x, None).unwrap(), labels: m.tokenizer.encode(y, None).unwrap() })
+        .map(|(x, y)| Example {
+            input_ids: m.tokenizer.encode(x, None).unwrap(),
+            labels: m.tokenizer.encode(y, None).unwrap(),
+        })
         .collect();
     let mb = collate(&ex.iter().collect::<Vec<_>>(), 0, dev);
     let loss = with_bf16_autocast(bf16, dev, || m.model.loss(&mb.ids, &mb.mask, &mb.labels, false));
@@ -101,7 +109,10 @@ fn one_lora_training_step_under_bf16_agrees_with_fp32_within_tolerance() {
     assert!(cos >= 0.99, "LoRA gradient cosine similarity bf16 vs fp32 {cos} < 0.99");
     assert!(rel_l2 <= 0.10, "LoRA gradient relative L2 difference {rel_l2} > 10%");
     // Silent fp32 would give the same bits.
-    assert!(l16 != l32 && !flat16.equal(&flat32), "bf16 autocast gave fp32's exact loss and gradients: it did not engage");
+    assert!(
+        l16 != l32 && !flat16.equal(&flat32),
+        "bf16 autocast gave fp32's exact loss and gradients: it did not engage"
+    );
 }
 
 #[test]
@@ -153,7 +164,10 @@ fn greedy_generation_under_bf16_agrees_with_fp32_within_tolerance() {
         });
         let margin = l.double_value(&[a[k]]) - l.double_value(&[b[k]]);
         eprintln!("text {i}: bf16 departs at step {k}, fp32 margin between the two tokens {margin:.3e}");
-        assert!(margin <= tol, "text {i}: bf16 greedy departs from fp32 at step {k} where fp32 prefers its token by {margin} > {tol}");
+        assert!(
+            margin <= tol,
+            "text {i}: bf16 greedy departs from fp32 at step {k} where fp32 prefers its token by {margin} > {tol}"
+        );
     }
     eprintln!("{same} of {} greedy outputs identical in bf16 and fp32", inputs.len());
 }
@@ -168,7 +182,10 @@ fn precision_trained_under(config: &str) -> String {
     let (m, lora_vs) = load_t5_lora(&dir, dev, &lora_cfg(), None).unwrap();
     let ex: Vec<Example> = pairs
         .iter()
-        .map(|(x, y)| Example { input_ids: m.tokenizer.encode(x, None).unwrap(), labels: m.tokenizer.encode(y, None).unwrap() })
+        .map(|(x, y)| Example {
+            input_ids: m.tokenizer.encode(x, None).unwrap(),
+            labels: m.tokenizer.encode(y, None).unwrap(),
+        })
         .collect();
     // The same call the train stage makes: Recipe::from_config(&cfg.train, seed, cfg.runtime.bf16()).
     let mut recipe = Recipe::from_config(&cfg.train, 0, cfg.runtime.bf16());
@@ -184,15 +201,24 @@ fn precision_trained_under(config: &str) -> String {
 #[test]
 fn the_base_profile_trains_under_bf16_autocast_and_the_tiny_profile_in_fp32() {
     let _torch = common::torch_lock();
-    assert_eq!(precision_trained_under("configs/base.toml"), "bf16 autocast", "configs/base.toml's training did not run under autocast");
+    assert_eq!(
+        precision_trained_under("configs/base.toml"),
+        "bf16 autocast",
+        "configs/base.toml's training did not run under autocast"
+    );
     assert_eq!(precision_trained_under("configs/base-rehearsal.toml"), "bf16 autocast");
     assert_eq!(precision_trained_under("configs/tiny.toml"), "fp32");
     // The trainer's own evidence, step by step.
     let (dir, pairs) = fixture();
     let dev = common::test_device();
     let (m, lora_vs) = load_t5_lora(&dir, dev, &lora_cfg(), None).unwrap();
-    let ex: Vec<Example> =
-        pairs.iter().map(|(x, y)| Example { input_ids: m.tokenizer.encode(x, None).unwrap(), labels: m.tokenizer.encode(y, None).unwrap() }).collect();
+    let ex: Vec<Example> = pairs
+        .iter()
+        .map(|(x, y)| Example {
+            input_ids: m.tokenizer.encode(x, None).unwrap(),
+            labels: m.tokenizer.encode(y, None).unwrap(),
+        })
+        .collect();
     let mb = collate(&ex.iter().collect::<Vec<_>>(), 0, dev);
     for bf16 in [false, true] {
         let recipe = Recipe::from_config(&hsx::config::Train::default(), 0, bf16);

@@ -40,7 +40,11 @@ fn cache_with_real_tools() -> (tempfile::TempDir, PathBuf) {
     let real = PathBuf::from(std::env::var_os("HSX_CACHE").unwrap_or_else(|| {
         panic!("HSX_CACHE is not set: run the tests with `make test`, which bootstraps the cache and exports it")
     }));
-    assert!(real.join("venv/bin/python").exists(), "{} has no venv: run `make test` (it runs the bootstrap)", real.display());
+    assert!(
+        real.join("venv/bin/python").exists(),
+        "{} has no venv: run `make test` (it runs the bootstrap)",
+        real.display()
+    );
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
     std::fs::create_dir_all(cache.join("models")).unwrap();
@@ -86,7 +90,8 @@ fn bootstrap_refuses_a_dev_split_with_the_wrong_hash() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a modified valid.csv was accepted");
     assert!(err.contains("sha256") && err.contains("refusing"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(cache.join("data/cosmosqa")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(cache.join("data/cosmosqa")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
 

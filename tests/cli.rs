@@ -16,7 +16,20 @@ fn help_works_for_every_subcommand() {
     let d = tempfile::tempdir().unwrap();
     let o = hsx(&["--help"], d.path());
     assert_eq!(o.status.code(), Some(0));
-    for sub in ["run", "reproduce", "verify", "report", "keygen", "score", "generate", "embed", "train", "data", "data fetch", "data stats"] {
+    for sub in [
+        "run",
+        "reproduce",
+        "verify",
+        "report",
+        "keygen",
+        "score",
+        "generate",
+        "embed",
+        "train",
+        "data",
+        "data fetch",
+        "data stats",
+    ] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");
         let o = hsx(&args, d.path());
@@ -32,7 +45,9 @@ fn usage_and_input_errors_exit_2_naming_the_problem() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("configs/nope.toml"), "{}", text(&o));
 
-    let cfg = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap().replace("[split]\n", "[split]\ntrian = 5\n");
+    let cfg = std::fs::read_to_string(common::repo_path("configs/smoke.toml"))
+        .unwrap()
+        .replace("[split]\n", "[split]\ntrian = 5\n");
     std::fs::write(d.path().join("typo.toml"), cfg).unwrap();
     let o = hsx(&["run", "--config", "typo.toml", "--ledger", "l.json"], d.path());
     assert_eq!(o.status.code(), Some(2));
@@ -51,7 +66,11 @@ fn usage_and_input_errors_exit_2_naming_the_problem() {
 #[test]
 fn commands_on_a_missing_ledger_exit_2_naming_it() {
     let d = tempfile::tempdir().unwrap();
-    for args in [vec!["reproduce", "--ledger", "x.json"], vec!["report", "--ledger", "x.json"], vec!["verify", "--ledger", "x.json"]] {
+    for args in [
+        vec!["reproduce", "--ledger", "x.json"],
+        vec!["report", "--ledger", "x.json"],
+        vec!["verify", "--ledger", "x.json"],
+    ] {
         let o = hsx(&args, d.path());
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(text(&o).contains("x.json"), "{args:?}: {}", text(&o));
@@ -71,7 +90,8 @@ fn keygen_then_run_then_verify_then_tamper() {
     let o = hsx(&["--json", "keygen", "--out", key_s, "--if-missing"], d.path());
     assert_eq!(o.status.code(), Some(0));
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    std::fs::write(d.path().join("trusted_keys"), format!("{}\n", info["trusted_keys_line"].as_str().unwrap())).unwrap();
+    std::fs::write(d.path().join("trusted_keys"), format!("{}\n", info["trusted_keys_line"].as_str().unwrap()))
+        .unwrap();
 
     let mirror = common::mirror();
     let cfg = common::repo_path("configs/smoke.toml");
@@ -118,7 +138,8 @@ fn keygen_then_run_then_verify_then_tamper() {
     // Editing any number in REPORT.md fails verify, naming the line.
     let md = d.path().join("runs/smoke-report/REPORT.md");
     let body = std::fs::read_to_string(&md).unwrap();
-    let (i, line) = body.lines().enumerate().find(|(_, l)| l.starts_with("| model B ")).expect("results table row for model B");
+    let (i, line) =
+        body.lines().enumerate().find(|(_, l)| l.starts_with("| model B ")).expect("results table row for model B");
     let edited = body.replacen(line, &line.replacen("0.", "9.", 1), 1);
     assert_ne!(edited, body);
     std::fs::write(&md, edited).unwrap();

@@ -31,17 +31,25 @@ fn shipped_profiles_parse_and_hold_the_seed_recipe() {
 fn the_rehearsal_holds_flan_t5_base_shapes_and_the_base_recipe() {
     let base = load("configs/base.toml");
     let r = load("configs/base-rehearsal.toml");
-    let ModelSpec::Random { arch, vocab_size, tokenizer } = &r.model else { panic!("the rehearsal's model.source must be random") };
+    let ModelSpec::Random { arch, vocab_size, tokenizer } = &r.model else {
+        panic!("the rehearsal's model.source must be random")
+    };
     let shape = (arch.d_model, arch.d_ff, arch.d_kv, arch.num_heads, arch.num_layers, arch.num_decoder_layers);
     assert_eq!(shape, (768, 2048, 64, 12, 12, 12));
-    assert_eq!((arch.relative_attention_num_buckets, arch.relative_attention_max_distance, arch.dropout_rate), (32, 128, 0.1));
+    assert_eq!(
+        (arch.relative_attention_num_buckets, arch.relative_attention_max_distance, arch.dropout_rate),
+        (32, 128, 0.1)
+    );
     assert_eq!((*vocab_size, tokenizer.vocab_size, tokenizer.extra_ids), (32_128, 32_100, 100));
     assert_eq!(r.runtime.precision, base.runtime.precision);
     // The recipe is the base profile's; only the loss-logging cadence differs (every step: a rehearsal has 3).
     let mut train = r.train.clone();
     assert_eq!(train.log_every, 1);
     train.log_every = base.train.log_every;
-    assert_eq!((r.lora.clone(), train, r.filters.clone()), (base.lora.clone(), base.train.clone(), base.filters.clone()));
+    assert_eq!(
+        (r.lora.clone(), train, r.filters.clone()),
+        (base.lora.clone(), base.train.clone(), base.filters.clone())
+    );
     assert_eq!((r.contaminate.clone(), r.eval.clone()), (base.contaminate.clone(), base.eval.clone()));
     let v = serde_json::to_value(&r).unwrap();
     let devs = hsx::config::seed::deviations(&v);

@@ -32,7 +32,11 @@ fn stage(ws: &Path, stage: &str, env: &[(&str, &str)]) -> Value {
         .args(["--ledger", "ledger.json", "--only", stage])
         .output()
         .unwrap();
-    assert!(out.status.success(), "hsx run --only {stage} with {env:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hsx run --only {stage} with {env:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ledger: Value = serde_json::from_slice(&std::fs::read(ws.join("ledger.json")).unwrap()).unwrap();
     ledger["entries"].as_array().unwrap().last().unwrap().clone()
 }
@@ -69,10 +73,17 @@ fn pinned_base_model_bytes_do_not_move_with_outer_kernel_settings() {
     for env in contrary {
         let e = stage(ws, "base-model", env);
         assert_eq!(model_sha(&e), reference, "outer {env:?} moved the pinned base model's bytes");
-        let overridden: Vec<String> =
-            e["env"]["torch"]["cpu_pins"]["overridden"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+        let overridden: Vec<String> = e["env"]["torch"]["cpu_pins"]["overridden"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect();
         for (k, v) in env {
-            assert!(overridden.contains(&format!("{k}={v}")), "entry names the replaced outer setting {k}={v}: {overridden:?}");
+            assert!(
+                overridden.contains(&format!("{k}={v}")),
+                "entry names the replaced outer setting {k}={v}: {overridden:?}"
+            );
         }
     }
 

@@ -57,7 +57,9 @@ fn missing_column_in_header_is_named() {
 #[test]
 fn skip_invalid_counts_by_reason() {
     let d = tempfile::tempdir().unwrap();
-    let body = [HEADER, GOOD, "r2,ctx,q,a,b,c,d,9\n", "r3,ctx,q,a,b,c,d\n", "r1,ctx,q,a,b,c,d,0\n", "r4,ctx,q,a,b,c,d,3\n"].concat();
+    let body =
+        [HEADER, GOOD, "r2,ctx,q,a,b,c,d,9\n", "r3,ctx,q,a,b,c,d\n", "r1,ctx,q,a,b,c,d,0\n", "r4,ctx,q,a,b,c,d,3\n"]
+            .concat();
     let p = write(d.path(), "s.csv", body.as_bytes());
     let r = read_csv(&p, &ReadOptions { skip_invalid: true, ..Default::default() }).unwrap();
     assert_eq!(r.examples.len(), 2);
@@ -71,11 +73,16 @@ fn skip_invalid_counts_by_reason() {
 #[test]
 fn jsonl_reader_names_lines() {
     let d = tempfile::tempdir().unwrap();
-    let good = r#"{"id":"a","context":"c","question":"q","answer0":"x","answer1":"y","answer2":"z","answer3":"w","label":2}"#;
+    let good =
+        r#"{"id":"a","context":"c","question":"q","answer0":"x","answer1":"y","answer2":"z","answer3":"w","label":2}"#;
     let p = write(d.path(), "d.jsonl", format!("{good}\n\n{{\"id\": \"b\"\n").as_bytes());
     let e = read_jsonl(&p, &ReadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("line 3"), "{e}");
-    let p = write(d.path(), "e.jsonl", format!("{good}\n{}\n", good.replace("\"a\"", "\"b\"").replace("\"label\":2", "\"label\":\"1\"")).as_bytes());
+    let p = write(
+        d.path(),
+        "e.jsonl",
+        format!("{good}\n{}\n", good.replace("\"a\"", "\"b\"").replace("\"label\":2", "\"label\":\"1\"")).as_bytes(),
+    );
     let r = read_jsonl(&p, &ReadOptions::default()).unwrap();
     assert_eq!((r.examples[0].answer.as_str(), r.examples[1].answer.as_str()), ("z", "y"));
 }
@@ -124,7 +131,9 @@ fn prepare_is_byte_identical_on_rerun_and_seed_sensitive() {
     let ec = run_prepare(c.path(), "configs/tiny.toml", Some(7), "l.json");
     assert_eq!(ea.outputs, eb.outputs, "same config, different bytes");
     assert_eq!(ea.inputs[0].root, Root::Data);
-    let test_of = |e: &hsx::ledger::Entry| e.outputs.iter().find(|r| r.path.ends_with("human_test.jsonl")).unwrap().sha256.clone();
+    let test_of = |e: &hsx::ledger::Entry| {
+        e.outputs.iter().find(|r| r.path.ends_with("human_test.jsonl")).unwrap().sha256.clone()
+    };
     assert_ne!(test_of(&ea), test_of(&ec), "a different seed gave the same split");
     assert_eq!(ea.metrics["train"], 2000);
     assert_eq!(ea.metrics["val"], 300);
@@ -156,7 +165,11 @@ fn a_modified_dev_split_is_refused_with_both_hashes() {
     let mut text = std::fs::read(common::mirror().join("cosmosqa/valid.csv")).unwrap();
     text.extend_from_slice(b"\n");
     std::fs::write(mirror.join("valid.csv"), text).unwrap();
-    std::fs::write(ws.path().join("cfg.toml"), std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap()).unwrap();
+    std::fs::write(
+        ws.path().join("cfg.toml"),
+        std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap(),
+    )
+    .unwrap();
     let opts = RunOptions {
         config_path: ws.path().join("cfg.toml"),
         ledger_path: ws.path().join("l.json"),

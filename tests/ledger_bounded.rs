@@ -75,7 +75,9 @@ fn a_key_file_or_trusted_keys_file_that_is_a_fifo_is_refused_without_hanging() {
     let e = within_20s("loading a FIFO key", move || SigningKeyFile::load(&p).map(|_| ()).unwrap_err().to_string());
     assert!(e.contains("key.pem") && e.contains("FIFO"), "{e}");
     let p = fifo.clone();
-    let e = within_20s("loading FIFO trusted keys", move || hsx::ledger::TrustedKeys::load(&p).map(|_| ()).unwrap_err().to_string());
+    let e = within_20s("loading FIFO trusted keys", move || {
+        hsx::ledger::TrustedKeys::load(&p).map(|_| ()).unwrap_err().to_string()
+    });
     assert!(e.contains("key.pem") && e.contains("not a regular file"), "{e}");
     // Through the binary: `hsx run --key <fifo>` exits 2 promptly.
     let mut child = std::process::Command::new(common::hsx_bin())

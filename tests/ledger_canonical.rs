@@ -66,7 +66,9 @@ fn rfc8785_sample_and_sorting_vectors() {
 
 #[test]
 fn the_documented_number_forms_are_the_written_ones() {
-    for (text, want) in [("1.5e300", "1.5e+300"), ("1e-5", "0.00001"), ("1e-7", "1e-7"), ("3.0", "3"), ("-0.0", "0"), ("0.1", "0.1")] {
+    for (text, want) in
+        [("1.5e300", "1.5e+300"), ("1e-5", "0.00001"), ("1e-7", "1e-7"), ("3.0", "3"), ("-0.0", "0"), ("0.1", "0.1")]
+    {
         let v = parse_strict(text.as_bytes()).unwrap();
         assert_eq!(to_canonical_string(&v), want, "{text}");
     }
@@ -101,7 +103,10 @@ fn an_uppercase_or_otherwise_non_canonical_signature_is_refused() {
         let mut m = raw.clone();
         let s = m["entries"][1][field].as_str().unwrap().to_uppercase();
         m["entries"][1][field] = Value::String(s);
-        let f = verify_value(&m, Path::new("fx.json"), &roots, &VerifyOptions::default()).unwrap().first_failure.expect("uppercase accepted");
+        let f = verify_value(&m, Path::new("fx.json"), &roots, &VerifyOptions::default())
+            .unwrap()
+            .first_failure
+            .expect("uppercase accepted");
         assert_eq!(f.entry, Some(1), "{field} {edit}: {f}");
     }
     // The shipped v1 ledger with one signature uppercased.

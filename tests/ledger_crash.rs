@@ -5,7 +5,9 @@
 mod common;
 
 use hsx::ledger::verify::{verify_file, VerifyOptions};
-use hsx::ledger::{store, Determinism, GitState, LedgerWriter, Locations, Recorder, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{
+    store, Determinism, GitState, LedgerWriter, Locations, Recorder, Roots, SigningKeyFile, StageOutcome, StageSpec,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::Path;
@@ -21,7 +23,8 @@ fn crash_child() {
     let (ledger, key) = spec.split_once('|').unwrap();
     let k = SigningKeyFile::load(Path::new(key)).unwrap();
     let dir = Path::new(ledger).parent().unwrap();
-    let mut w = LedgerWriter::open(Path::new(ledger), "crash", &Locations::new(dir.join("runs/crash"), dir), k).unwrap();
+    let mut w =
+        LedgerWriter::open(Path::new(ledger), "crash", &Locations::new(dir.join("runs/crash"), dir), k).unwrap();
     let mut rec = Recorder {
         writer: &mut w,
         roots: Roots::default(),

@@ -6,7 +6,10 @@ mod common;
 
 use hsx::ledger::fragment::{fragment_rel, join_into, read_checked, FragmentError, FragmentWriter};
 use hsx::ledger::verify::VerifyOptions;
-use hsx::ledger::{Determinism, GitState, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{
+    Determinism, GitState, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome,
+    StageSpec,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +34,8 @@ fn setup(dir: &Path) -> (Fx, LedgerWriter) {
 /// What one job does: runs stage `name` (reading `reads` under the run directory, writing
 /// `<name>/out.txt`) and writes its fragment, bound to the ledger's header.
 fn job(fx: &Fx, header: &hsx::ledger::Header, name: &str, reads: &[&str], key: &Path) -> Result<(), LedgerError> {
-    let mut fw = FragmentWriter::new(fx.run.join(fragment_rel(name)), header.clone(), SigningKeyFile::load(key).unwrap())?;
+    let mut fw =
+        FragmentWriter::new(fx.run.join(fragment_rel(name)), header.clone(), SigningKeyFile::load(key).unwrap())?;
     let mut rec = Recorder {
         writer: &mut fw,
         roots: fx.roots.clone(),
@@ -41,7 +45,12 @@ fn job(fx: &Fx, header: &hsx::ledger::Header, name: &str, reads: &[&str], key: &
         env: Box::new(|| json!({"os": "test"})),
     };
     let run = fx.run.clone();
-    let spec = StageSpec { stage: name.into(), params: json!({}), inputs: reads.iter().map(|r| (Root::Run, r.to_string())).collect(), determinism: Determinism::Bitwise };
+    let spec = StageSpec {
+        stage: name.into(),
+        params: json!({}),
+        inputs: reads.iter().map(|r| (Root::Run, r.to_string())).collect(),
+        determinism: Determinism::Bitwise,
+    };
     rec.record::<std::io::Error>(spec, |_| {
         std::fs::create_dir_all(run.join(name))?;
         std::fs::write(run.join(name).join("out.txt"), format!("{name}\n"))?;
@@ -88,7 +97,11 @@ fn parallel_jobs_join_in_plan_order_and_verify() {
     let r = verify(&fx);
     let fail = r.first_failure.expect("an altered fragment fails");
     assert_eq!(fail.entry, Some(2));
-    assert!(fail.message.contains("slurm/fragments/train-B.json") && fail.message.contains("tampered"), "{}", fail.message);
+    assert!(
+        fail.message.contains("slurm/fragments/train-B.json") && fail.message.contains("tampered"),
+        "{}",
+        fail.message
+    );
     // ... and one that went missing.
     std::fs::write(&f, text).unwrap();
     std::fs::remove_file(fx.run.join("slurm/fragments/train-A.json")).unwrap();
@@ -128,7 +141,10 @@ fn a_bad_fragment_is_refused_at_the_join_and_named() {
 
     // Signed by another key: refused (a job must sign with the ledger's signer).
     let other = common::key(dir.path(), "other.pem");
-    assert!(job(&fx, &header, "prepare", &[], &other).is_err(), "a fragment writer refuses a key that is not the ledger's signer");
+    assert!(
+        job(&fx, &header, "prepare", &[], &other).is_err(),
+        "a fragment writer refuses a key that is not the ledger's signer"
+    );
 
     // Written for another ledger (another header): refused.
     let dir2 = tempfile::tempdir().unwrap();

@@ -41,8 +41,14 @@ fn a_backdated_finish_or_a_chain_going_back_in_time_fails_even_when_signed_by_th
 
     // A window that ended before the run: backdating only the finish cannot get past it.
     let s = key.signer();
-    let tk = TrustedKeys::parse(&format!("{} valid-before=2002-01-01T00:00:00Z ed25519 {}\n", s.key_id, s.public_key), Path::new("tk")).unwrap();
-    let rep = verify_value(&raw, Path::new("fx.json"), &roots, &VerifyOptions { trusted: Some(tk), ..Default::default() }).unwrap();
+    let tk = TrustedKeys::parse(
+        &format!("{} valid-before=2002-01-01T00:00:00Z ed25519 {}\n", s.key_id, s.public_key),
+        Path::new("tk"),
+    )
+    .unwrap();
+    let rep =
+        verify_value(&raw, Path::new("fx.json"), &roots, &VerifyOptions { trusted: Some(tk), ..Default::default() })
+            .unwrap();
     assert_eq!(rep.first_failure.unwrap().field, "header.signer");
 }
 
@@ -54,7 +60,10 @@ fn a_duplicate_or_inverted_trusted_keys_line_is_an_error_naming_the_line() {
     let open = format!("{} ed25519 {}", s.key_id, s.public_key);
     let e = TrustedKeys::parse(&format!("{windowed}\n# c\n{open}\n"), Path::new("tk")).unwrap_err().to_string();
     assert!(e.contains("line 3") && e.contains("already listed on line 1"), "{e}");
-    let inverted = format!("{} valid-after=2027-01-01T00:00:00Z,valid-before=2026-01-01T00:00:00Z ed25519 {}", s.key_id, s.public_key);
+    let inverted = format!(
+        "{} valid-after=2027-01-01T00:00:00Z,valid-before=2026-01-01T00:00:00Z ed25519 {}",
+        s.key_id, s.public_key
+    );
     let e = TrustedKeys::parse(&inverted, Path::new("tk")).unwrap_err().to_string();
     assert!(e.contains("line 1") && e.contains("inverted"), "{e}");
 }

@@ -4,7 +4,10 @@
 mod common;
 
 use hsx::ledger::files::record_path;
-use hsx::ledger::{store, Determinism, GitState, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{
+    store, Determinism, GitState, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile,
+    StageOutcome, StageSpec,
+};
 use serde_json::json;
 use std::path::Path;
 
@@ -58,12 +61,16 @@ fn a_second_ledger_for_the_same_run_directory_is_refused_naming_the_first() {
     let e = LedgerWriter::open(&ws.join("ledger/seed7.json"), "fx", &loc(&ws), key).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, LedgerError::RunDir { .. }), "{msg}");
-    assert!(msg.contains("belongs to ledger") && msg.contains(&ledger.file_name().unwrap().to_string_lossy().to_string()), "{msg}");
+    assert!(
+        msg.contains("belongs to ledger") && msg.contains(&ledger.file_name().unwrap().to_string_lossy().to_string()),
+        "{msg}"
+    );
     assert!(!ws.join("ledger/seed7.json").exists(), "the refused ledger was created");
     // An unclaimed directory that already holds files is refused for a new ledger too.
     std::fs::create_dir_all(ws.join("runs/old/x")).unwrap();
     let key = SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap();
-    let e = LedgerWriter::open(&ws.join("ledger/old.json"), "old", &Locations::new(ws.join("runs/old"), &ws), key).unwrap_err();
+    let e = LedgerWriter::open(&ws.join("ledger/old.json"), "old", &Locations::new(ws.join("runs/old"), &ws), key)
+        .unwrap_err();
     assert!(e.to_string().contains("already holds files"), "{e}");
 }
 
@@ -74,7 +81,13 @@ fn an_append_keeps_a_read_only_ledger_mode_and_errors_leave_no_temp_files() {
     let (ledger, _) = common::fixture_ledger(d.path());
     let ws = d.path().join("ws");
     std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let mut w = LedgerWriter::open(&ledger, "fx", &loc(&ws), SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap()).unwrap();
+    let mut w = LedgerWriter::open(
+        &ledger,
+        "fx",
+        &loc(&ws),
+        SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap(),
+    )
+    .unwrap();
     append(&mut w, "more");
     drop(w);
     assert_eq!(std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777, 0o400);
@@ -83,7 +96,8 @@ fn an_append_keeps_a_read_only_ledger_mode_and_errors_leave_no_temp_files() {
     let target = d.path().join("t/busy");
     std::fs::create_dir_all(target.join("x")).unwrap();
     assert!(store::write_bytes_atomic(&target, b"{}").is_err());
-    let left: Vec<_> = std::fs::read_dir(d.path().join("t")).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(d.path().join("t")).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("busy")], "temp files left behind: {left:?}");
 }
 

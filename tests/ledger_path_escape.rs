@@ -57,9 +57,16 @@ fn reproduce_of_a_ledger_whose_output_climbs_out_of_the_run_directory_is_refused
         let d = tempfile::tempdir().unwrap();
         let (evil, victim) = crafted(d.path(), path);
         let key = common::key(d.path(), "signer.pem");
-        let (code, out) = hsx(&["reproduce", "--from", "prepare", "--out", "repro", "--key", key.to_str().unwrap()], &evil, &d.path().join("ws"));
+        let (code, out) = hsx(
+            &["reproduce", "--from", "prepare", "--out", "repro", "--key", key.to_str().unwrap()],
+            &evil,
+            &d.path().join("ws"),
+        );
         assert_eq!(code, Some(2), "{path}: {out}");
-        assert!(out.contains("does not verify") && out.contains("entry 0") && out.contains("outputs[0].path"), "{path}: {out}");
+        assert!(
+            out.contains("does not verify") && out.contains("entry 0") && out.contains("outputs[0].path"),
+            "{path}: {out}"
+        );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{path}: victim changed");
         assert!(!d.path().join("ws/repro").exists(), "{path}: reproduce created its output before refusing");
         // The library refuses it too, naming the entry.
@@ -79,10 +86,7 @@ fn an_edited_entry_with_a_zeroed_signature_is_refused_by_reproduce_report_and_ru
     let ws = d.path().join("ws");
     let key = common::key(d.path(), "signer.pem");
     let k = key.to_str().unwrap();
-    for args in [
-        vec!["reproduce", "--out", "repro", "--key", k],
-        vec!["report", "--out", "out/REPORT.md"],
-    ] {
+    for args in [vec!["reproduce", "--out", "repro", "--key", k], vec!["report", "--out", "out/REPORT.md"]] {
         let (code, out) = hsx(&args, &ledger, &ws);
         assert_eq!(code, Some(2), "{args:?}: {out}");
         assert!(out.contains("does not verify") && out.contains("entry 2"), "{args:?}: {out}");
@@ -101,7 +105,9 @@ fn header_locations_that_are_absolute_or_climb_after_a_name_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (ledger, roots) = common::fixture_ledger(d.path());
     let raw = read(&ledger);
-    for (field, bad) in [("run_dir", "/etc"), ("run_dir", "runs/../../x"), ("workspace", "a/.."), ("workspace", "C:\\x")] {
+    for (field, bad) in
+        [("run_dir", "/etc"), ("run_dir", "runs/../../x"), ("workspace", "a/.."), ("workspace", "C:\\x")]
+    {
         let mut m = raw.clone();
         m["header"][field] = Value::String(bad.into());
         let rep = hsx::ledger::verify::verify_value(&m, Path::new("fx.json"), &roots, &Default::default()).unwrap();

@@ -4,7 +4,10 @@ mod common;
 
 use hsx::ledger::head::{citation, head_path_for, SignedHead};
 use hsx::ledger::verify::{verify_at, VerifyOptions};
-use hsx::ledger::{Determinism, GitState, LedgerWriter, Locations, Recorder, Root, SigningKeyFile, StageOutcome, StageSpec, TrustedKeys};
+use hsx::ledger::{
+    Determinism, GitState, LedgerWriter, Locations, Recorder, Root, SigningKeyFile, StageOutcome, StageSpec,
+    TrustedKeys,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -62,7 +65,12 @@ fn a_rollback_with_an_old_signed_head_is_caught_by_expect_head_and_the_cli_exits
     let f = verify_at(&ledger, None, &pinned).unwrap().first_failure.unwrap();
     assert!(f.field == "head" && f.message.contains(&head_hash), "{f}");
 
-    let out = Command::new(common::hsx_bin()).args(["verify", "--ledger"]).arg(&ledger).args(["--expect-head", &head_hash]).output().unwrap();
+    let out = Command::new(common::hsx_bin())
+        .args(["verify", "--ledger"])
+        .arg(&ledger)
+        .args(["--expect-head", &head_hash])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("not in this ledger"), "{stdout}");
@@ -71,7 +79,8 @@ fn a_rollback_with_an_old_signed_head_is_caught_by_expect_head_and_the_cli_exits
     std::fs::remove_file(head_path_for(&ledger)).unwrap();
     let typed: hsx::ledger::Ledger = serde_json::from_value(full.clone()).unwrap();
     SignedHead::new(&typed, &key).write(&head_path_for(&ledger)).unwrap();
-    let early = VerifyOptions { expect_head: Some(full["entries"][1]["hash"].as_str().unwrap().into()), ..Default::default() };
+    let early =
+        VerifyOptions { expect_head: Some(full["entries"][1]["hash"].as_str().unwrap().into()), ..Default::default() };
     assert!(verify_at(&ledger, None, &early).unwrap().ok);
 }
 
@@ -80,7 +89,10 @@ fn an_empty_ledger_or_an_untrusted_or_identity_key_header_fails_trusted_verifica
     let d = tempfile::tempdir().unwrap();
     let key = SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap();
     let ledger = d.path().join("ws/ledger/empty.json");
-    drop(LedgerWriter::open(&ledger, "e", &Locations::new(d.path().join("ws/runs/e"), d.path().join("ws")), key).unwrap());
+    drop(
+        LedgerWriter::open(&ledger, "e", &Locations::new(d.path().join("ws/runs/e"), d.path().join("ws")), key)
+            .unwrap(),
+    );
     let opts = VerifyOptions { trusted: Some(trusted(d.path())), ..Default::default() };
     let f = verify_at(&ledger, None, &opts).unwrap().first_failure.expect("an empty ledger attests nothing");
     assert!(f.field == "entries" && f.message.contains("no entries"), "{f}");
@@ -88,7 +100,10 @@ fn an_empty_ledger_or_an_untrusted_or_identity_key_header_fails_trusted_verifica
     // Signed by a key that is not trusted: fails at the header, even with no entries to check.
     let other = SigningKeyFile::load(&common::key(d.path(), "other.pem")).unwrap();
     let tk = TrustedKeys::parse(&TrustedKeys::line_for(&other.signer()), Path::new("tk")).unwrap();
-    let f = verify_at(&ledger, None, &VerifyOptions { trusted: Some(tk), ..Default::default() }).unwrap().first_failure.unwrap();
+    let f = verify_at(&ledger, None, &VerifyOptions { trusted: Some(tk), ..Default::default() })
+        .unwrap()
+        .first_failure
+        .unwrap();
     assert!(f.field == "header.signer" && f.message.contains("not in the trusted keys"), "{f}");
 
     // The identity point (a small-order key nobody holds the secret of) as the signer.
@@ -161,7 +176,12 @@ fn verify_from_another_directory_resolves_roots_from_the_ledger_and_counts_what_
     let d = tempfile::tempdir().unwrap();
     let (ledger, _) = common::fixture_ledger(d.path());
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = Command::new(common::hsx_bin()).args(["--json", "verify", "--ledger"]).arg(&ledger).current_dir(elsewhere.path()).output().unwrap();
+    let out = Command::new(common::hsx_bin())
+        .args(["--json", "verify", "--ledger"])
+        .arg(&ledger)
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rep["missing_artifacts"], 0, "{rep}");
@@ -169,7 +189,12 @@ fn verify_from_another_directory_resolves_roots_from_the_ledger_and_counts_what_
     assert_eq!(rep["recorded_artifacts"], 8, "{rep}");
     assert_eq!(rep["checked_artifacts"], 8, "{rep}");
     assert_eq!(rep["head"]["seq"], 3, "{rep}");
-    let text = Command::new(common::hsx_bin()).args(["verify", "--ledger"]).arg(&ledger).current_dir(elsewhere.path()).output().unwrap();
+    let text = Command::new(common::hsx_bin())
+        .args(["verify", "--ledger"])
+        .arg(&ledger)
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&text.stdout);
     assert!(s.contains("8 of 8 recorded files checked"), "{s}");
 }

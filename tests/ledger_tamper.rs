@@ -128,7 +128,8 @@ fn every_field_of_every_entry_changed_removed_or_retyped_fails_at_that_entry() {
         paths(&raw["entries"][i], format!("/entries/{i}"), &mut ps);
         for p in &ps {
             let orig = raw.pointer(p).unwrap().clone();
-            for (kind, new) in [("changed", Some(changed(&orig))), ("retyped", Some(retyped(&orig))), ("removed", None)] {
+            for (kind, new) in [("changed", Some(changed(&orig))), ("retyped", Some(retyped(&orig))), ("removed", None)]
+            {
                 let mut m = raw.clone();
                 match new {
                     Some(v) => *m.pointer_mut(p).unwrap() = v,
@@ -299,7 +300,8 @@ fn floats_in_metrics_survive_a_write_and_a_read() {
     let d = tempfile::tempdir().unwrap();
     let key = SigningKeyFile::load(&common::key(d.path(), "k.pem")).unwrap();
     let path = d.path().join("l.json");
-    let mut w = LedgerWriter::open(&path, "f", &hsx::ledger::Locations::new(d.path().join("runs/f"), d.path()), key).unwrap();
+    let mut w =
+        LedgerWriter::open(&path, "f", &hsx::ledger::Locations::new(d.path().join("runs/f"), d.path()), key).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let floats: Vec<f64> = (0..20_000)
         .map(|i| match i % 4 {
@@ -318,7 +320,12 @@ fn floats_in_metrics_survive_a_write_and_a_read() {
         env: Box::new(|| serde_json::json!({"wall": 93.70261234})),
     };
     rec.record::<std::io::Error>(
-        StageSpec { stage: "s".into(), params: serde_json::json!({}), inputs: vec![], determinism: Determinism::Bitwise },
+        StageSpec {
+            stage: "s".into(),
+            params: serde_json::json!({}),
+            inputs: vec![],
+            determinism: Determinism::Bitwise,
+        },
         |_| Ok(StageOutcome { outputs: vec![], metrics: serde_json::json!({ "floats": floats }) }),
     )
     .unwrap()

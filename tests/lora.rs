@@ -117,8 +117,12 @@ fn merged_model_equals_model_with_adapter() {
     merge_and_save(&base, &m, tmp.path()).unwrap();
     let merged = load_t5(tmp.path(), common::test_device()).unwrap();
     let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
-    let texts: Vec<Vec<i64>> =
-        exp["greedy_texts"].as_array().unwrap().iter().map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap()).collect();
+    let texts: Vec<Vec<i64>> = exp["greedy_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap())
+        .collect();
     assert_eq!(generate(&merged.model, &texts, &opts), generate(&m.model, &texts, &opts));
 }
 
@@ -140,7 +144,8 @@ fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::tr
         })
         .collect();
     let base = recipe_of(&exp);
-    let hyper = hsx::config::Train { epochs: 2, batch_size: 4, grad_accum: 2, warmup_steps: 2, log_every: 1, ..base.hyper };
+    let hyper =
+        hsx::config::Train { epochs: 2, batch_size: 4, grad_accum: 2, warmup_steps: 2, log_every: 1, ..base.hyper };
     let recipe = Recipe { hyper, seed, ..base };
     let total = hsx::model::train::parameter_count(&m.vs) + hsx::model::train::parameter_count(&lora_vs);
     let rep = train(&m.model, &lora_vs, total, &pairs, &pairs[..6], &recipe, 0, &NoProgress).unwrap();
@@ -158,7 +163,11 @@ fn same_seed_same_threads_gives_bit_identical_adapters() {
         assert!(x.equal(y), "{n} differs between two identical runs");
     }
     assert_eq!(ra.loss_curve, rb.loss_curve);
-    assert!(ra.loss_curve.first().unwrap().1 > ra.loss_curve.last().unwrap().1, "loss did not fall: {:?}", ra.loss_curve);
+    assert!(
+        ra.loss_curve.first().unwrap().1 > ra.loss_curve.last().unwrap().1,
+        "loss did not fall: {:?}",
+        ra.loss_curve
+    );
     assert_eq!(ra.val_loss_per_epoch.len(), 2);
     assert!((0.0..1.0).contains(&ra.padding_share));
     let (c, _) = tiny_train(4, 2);

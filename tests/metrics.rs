@@ -9,7 +9,10 @@ use hsx::metrics::{porter, rouge, squad};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(common::repo_path(&format!("tests/fixtures/metrics/{name}"))).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(common::repo_path(&format!("tests/fixtures/metrics/{name}"))).unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -32,7 +35,10 @@ fn em_f1_rouge_match_references_per_example() {
             for (k, got) in [r1, r2, rl].into_iter().enumerate() {
                 let want = p[key][k].as_f64().unwrap();
                 worst = worst.max((got - want).abs());
-                assert!((got - want).abs() <= 1e-6, "pair {i} {key}[{k}]: {got} vs {want} for {pred:?} / {reference:?}");
+                assert!(
+                    (got - want).abs() <= 1e-6,
+                    "pair {i} {key}[{k}]: {got} vs {want} for {pred:?} / {reference:?}"
+                );
             }
         }
     }
@@ -57,7 +63,8 @@ fn minilm() -> hsx::model::bert::Bert {
 fn minilm_sentence_embeddings_match_sentence_transformers() {
     let fx = fixture("minilm.json");
     let bert = minilm();
-    let sentences: Vec<String> = fx["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
+    let sentences: Vec<String> =
+        fx["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
     let got = bert.embed(&sentences, 3, 256).unwrap();
     for (i, want) in fx["embeddings"].as_array().unwrap().iter().enumerate() {
         let want: Vec<f32> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
@@ -92,9 +99,14 @@ fn minilm_batched_embeddings_equal_one_at_a_time_in_input_order() {
     .map(|s| s.to_string())
     .collect();
     let lens: Vec<usize> = sentences.iter().map(|s| bert.encode_ids(s, 256).unwrap().len()).collect();
-    assert!(lens.windows(2).any(|w| w[0] < w[1]) && lens.windows(2).any(|w| w[0] > w[1]), "lengths must be unsorted: {lens:?}");
+    assert!(
+        lens.windows(2).any(|w| w[0] < w[1]) && lens.windows(2).any(|w| w[0] > w[1]),
+        "lengths must be unsorted: {lens:?}"
+    );
     assert_eq!(lens[4], 256, "the long text is truncated to max_len");
-    let cos = |a: &tch::Tensor, b: &tch::Tensor| a.dot(b).double_value(&[]) / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
+    let cos = |a: &tch::Tensor, b: &tch::Tensor| {
+        a.dot(b).double_value(&[]) / (a.norm().double_value(&[]) * b.norm().double_value(&[]))
+    };
     for batch in [1, 3, 4, 64] {
         let got = bert.embed(&sentences, batch, 256).unwrap();
         assert_eq!(got.size(), vec![sentences.len() as i64, bert.cfg.hidden_size as i64]);
@@ -116,7 +128,8 @@ fn minilm_batched_embeddings_equal_one_at_a_time_in_input_order() {
 fn bertscore_matches_the_bert_score_package() {
     let fx = fixture("minilm.json");
     let bert = minilm();
-    let strings = |k: &str| -> Vec<String> { fx[k].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
+    let strings =
+        |k: &str| -> Vec<String> { fx[k].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
     let (cands, refs) = (strings("cands"), strings("refs"));
     for (name, opts) in [
         ("last", BertScoreOptions::default()),

@@ -41,7 +41,10 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
 
     // The base model learns from the train split only.
     let bm = ea.iter().find(|e| e.stage == "base-model").unwrap();
-    assert_eq!(bm.inputs.iter().map(|r| (r.root, r.path.as_str())).collect::<Vec<_>>(), vec![(Root::Run, "prepare/human_train.jsonl")]);
+    assert_eq!(
+        bm.inputs.iter().map(|r| (r.root, r.path.as_str())).collect::<Vec<_>>(),
+        vec![(Root::Run, "prepare/human_train.jsonl")]
+    );
     let curve = bm.metrics["pretrain"]["loss_curve"].as_array().unwrap();
     let first = curve.first().unwrap()[1].as_f64().unwrap();
     let last = curve.last().unwrap()[1].as_f64().unwrap();
@@ -65,8 +68,12 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
     assert_eq!(keys(e0), keys(ea_));
     let cmp = ea.iter().find(|e| e.stage == "compare").unwrap();
     assert!(cmp.inputs.iter().any(|r| r.path == "evaluate-0/scores.jsonl"), "{:?}", cmp.inputs);
-    assert_eq!(cmp.metrics["table"]["0"].as_object().map(|t| t.len()), cmp.metrics["table"]["A"].as_object().map(|t| t.len()));
-    let labels: Vec<&str> = cmp.metrics["differences"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        cmp.metrics["table"]["0"].as_object().map(|t| t.len()),
+        cmp.metrics["table"]["A"].as_object().map(|t| t.len())
+    );
+    let labels: Vec<&str> =
+        cmp.metrics["differences"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["A−0", "B−0", "C−0"]);
     let report = std::fs::read_to_string(a.path().join("runs/smoke-report/REPORT.md")).unwrap();
     assert!(report.lines().any(|l| l.starts_with("| model 0 (")), "REPORT.md has no model 0 row");
@@ -77,22 +84,32 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
         .iter()
         .flat_map(|f| hsx::data::read_jsonl_as::<hsx::data::QaExample>(&run_dir.join("prepare").join(f)).unwrap())
         .collect();
-    let gen: Vec<hsx::synth::Pair> = hsx::data::read_jsonl_as(&run_dir.join("generator/generator_train.jsonl")).unwrap();
+    let gen: Vec<hsx::synth::Pair> =
+        hsx::data::read_jsonl_as(&run_dir.join("generator/generator_train.jsonl")).unwrap();
     assert!(!gen.is_empty());
     // (Generic questions such as "What may happen next ?" recur across contexts, so the check is on the
     // contexts, which identify an example, and on where each pair came from.)
     let train_ids: std::collections::HashSet<String> =
-        hsx::data::read_jsonl_as::<hsx::data::QaExample>(&run_dir.join("prepare/human_train.jsonl")).unwrap().into_iter().map(|e| e.id).collect();
+        hsx::data::read_jsonl_as::<hsx::data::QaExample>(&run_dir.join("prepare/human_train.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
     for p in &gen {
         assert!(train_ids.contains(&p.seed_id), "generator pair from a non-train example {}", p.seed_id);
         for h in &held_out {
-            assert!(!p.input.contains(&h.context) && !p.target.contains(&h.context), "held-out context in generator data: {}", h.id);
+            assert!(
+                !p.input.contains(&h.context) && !p.target.contains(&h.context),
+                "held-out context in generator data: {}",
+                h.id
+            );
         }
     }
 
     // The filter accounting adds up.
     let syn = ea.iter().find(|e| e.stage == "synthesize").unwrap();
-    let first_failing: u64 = syn.metrics["rejections_first_failing"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let first_failing: u64 =
+        syn.metrics["rejections_first_failing"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(syn.metrics["attempts"].as_u64().unwrap(), syn.metrics["passed"].as_u64().unwrap() + first_failing);
 
     // Resume: nothing re-runs, nothing is appended.
@@ -104,7 +121,8 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
         data: Some(common::mirror().join("cosmosqa")),
         workspace: Some(a.path().to_owned()),
     };
-    let rep = hsx::ledger::verify::verify_file(&a.path().join("ledger/smoke.json"), &roots, &Default::default()).unwrap();
+    let rep =
+        hsx::ledger::verify::verify_file(&a.path().join("ledger/smoke.json"), &roots, &Default::default()).unwrap();
     assert!(rep.ok && rep.missing_artifacts == 0, "{:?}", rep.first_failure);
 }
 
@@ -113,7 +131,8 @@ fn a_different_seed_changes_every_stage() {
     let a = tempfile::tempdir().unwrap();
     let ea = run(a.path(), None);
     let b = tempfile::tempdir().unwrap();
-    let cfg = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap().replace("seed = 42", "seed = 43");
+    let cfg =
+        std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap().replace("seed = 42", "seed = 43");
     std::fs::write(b.path().join("s.toml"), cfg).unwrap();
     let opts = RunOptions {
         config_path: b.path().join("s.toml"),
@@ -127,7 +146,9 @@ fn a_different_seed_changes_every_stage() {
     };
     pipeline::run(&opts, &Quiet).unwrap();
     let eb = hsx::ledger::store::read(&b.path().join("l.json")).unwrap().entries;
-    for (x, y) in ea.iter().zip(&eb).filter(|(x, _)| x.stage == "prepare" || x.stage == "base-model" || x.stage == "contaminate") {
+    for (x, y) in
+        ea.iter().zip(&eb).filter(|(x, _)| x.stage == "prepare" || x.stage == "base-model" || x.stage == "contaminate")
+    {
         assert_ne!(x.outputs, y.outputs, "stage {} ignored the seed", x.stage);
     }
 }
@@ -158,12 +179,26 @@ fn reproduce_is_identical_and_a_changed_seed_diverges_at_prepare() {
     assert!(same.ok, "{:?}", same.first_divergence);
     assert!(same.stages.iter().all(|s| s.verdict == "identical"), "{:?}", same.stages);
     assert_eq!(same.stages.len(), hsx::pipeline::STAGES.len());
-    let leftovers: Vec<_> = std::fs::read_dir(&abs_out).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".lock")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&abs_out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".lock"))
+        .collect();
     assert!(leftovers.is_empty(), "lock files left behind: {leftovers:?}");
-    assert!(abs_out.join("runs/smoke-report/REPORT.md").is_file(), "the reproduction's report is not in its own directory");
-    let rep = hsx::audit::verify(&abs_out.join("reproduction.json"), Some(&common::mirror()), &Default::default()).unwrap();
+    assert!(
+        abs_out.join("runs/smoke-report/REPORT.md").is_file(),
+        "the reproduction's report is not in its own directory"
+    );
+    let rep =
+        hsx::audit::verify(&abs_out.join("reproduction.json"), Some(&common::mirror()), &Default::default()).unwrap();
     assert!(rep.ok, "{:?}", rep.first_failure);
-    assert!(rep.missing_artifacts == 0 && rep.checked_artifacts > 0, "{} checked, {} missing", rep.checked_artifacts, rep.missing_artifacts);
+    assert!(
+        rep.missing_artifacts == 0 && rep.checked_artifacts > 0,
+        "{} checked, {} missing",
+        rep.checked_artifacts,
+        rep.missing_artifacts
+    );
     // Relative forms of --out: `./x`, `x/` and `../x` (from a workspace one level down).
     for out in ["./runs/r-dot", "runs/r-slash/"] {
         let r = repro(out, None);
@@ -174,7 +209,10 @@ fn reproduce_is_identical_and_a_changed_seed_diverges_at_prepare() {
     let changed = repro("runs/r2", Some(7));
     assert!(!changed.ok);
     let d = changed.first_divergence.unwrap();
-    assert!(d.starts_with("stage prepare") && d.contains("human_train.jsonl") && d.contains("first differing line"), "{d}");
+    assert!(
+        d.starts_with("stage prepare") && d.contains("human_train.jsonl") && d.contains("first differing line"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -248,7 +286,13 @@ fn resuming_keys_on_each_stages_own_parameters_not_the_whole_config() {
     // other code (here: another recorded identity, or none) re-runs.
     let stage = hsx::stages::Stage::Prepare;
     assert_eq!(entries[0].env["stage_code_sha256"], hsx::stages::code::identity(stage).sha256.as_str());
-    let setup = pipeline::Setup::place(base.clone(), ws.path(), Some(&common::mirror()), ws.path().join(pipeline::run_dir_rel(&base))).unwrap();
+    let setup = pipeline::Setup::place(
+        base.clone(),
+        ws.path(),
+        Some(&common::mirror()),
+        ws.path().join(pipeline::run_dir_rel(&base)),
+    )
+    .unwrap();
     let spec = hsx::stages::spec(stage.into(), &setup.cfg);
     let mut other = entries.clone();
     other[0].env["stage_code_sha256"] = "0".repeat(64).into();

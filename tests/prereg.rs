@@ -26,13 +26,22 @@ fn ledger(dir: &Path, steps: &[Step]) -> PathBuf {
         roots,
         config: json!({"experiment": {"id": "px", "seed": 42}}),
         master_seed: 42,
-        git: GitState::Repository { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: false, diff_sha256: None },
+        git: GitState::Repository {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            dirty: false,
+            diff_sha256: None,
+        },
         env: Box::new(|| json!({"os": "test"})),
     };
     for (stage, params, metrics) in steps {
         let metrics = metrics.clone();
         rec.record::<std::io::Error>(
-            StageSpec { stage: (*stage).into(), params: params.clone(), inputs: vec![], determinism: Determinism::Bitwise },
+            StageSpec {
+                stage: (*stage).into(),
+                params: params.clone(),
+                inputs: vec![],
+                determinism: Determinism::Bitwise,
+            },
             move |_| Ok(StageOutcome { outputs: vec![], metrics }),
         )
         .unwrap()
@@ -88,7 +97,15 @@ fn a_pre_registration_after_an_evaluate_entry_fails_verify_naming_the_entry() {
 
     // Re-training after the pre-registration is what makes it valid again.
     let d = tempfile::tempdir().unwrap();
-    let steps = [model("prepare"), model("train-A"), model("evaluate-A"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let steps = [
+        model("prepare"),
+        model("train-A"),
+        model("evaluate-A"),
+        preregister(&a),
+        model("train-A"),
+        model("evaluate-A"),
+        compare(&a, &a),
+    ];
     let r = verify(&ledger(d.path(), &steps));
     assert!(r.ok, "{:?}", r.first_failure);
 }
@@ -98,14 +115,28 @@ fn model_0s_evaluation_before_the_pre_registration_fails_verify_like_any_model_s
     let a = Analysis::default();
     // Model 0 (the base model, zero-shot) scored on the test split before the plan was signed.
     let d = tempfile::tempdir().unwrap();
-    let steps = [model("prepare"), model("evaluate-0"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let steps = [
+        model("prepare"),
+        model("evaluate-0"),
+        preregister(&a),
+        model("train-A"),
+        model("evaluate-A"),
+        compare(&a, &a),
+    ];
     let r = verify(&ledger(d.path(), &steps));
     let f = r.first_failure.expect("verify must fail");
     assert_eq!((f.entry, f.stage.as_deref(), f.field.as_str()), (Some(1), Some("evaluate-0"), "seq"), "{f}");
     assert!(f.message.contains("evaluate-0 (entry 1) precedes the pre-registration (entry 2)"), "{f}");
     // After it, in the registry's order, the ledger verifies.
     let d = tempfile::tempdir().unwrap();
-    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-0"), model("evaluate-A"), compare(&a, &a)];
+    let steps = [
+        model("prepare"),
+        preregister(&a),
+        model("train-A"),
+        model("evaluate-0"),
+        model("evaluate-A"),
+        compare(&a, &a),
+    ];
     let r = verify(&ledger(d.path(), &steps));
     assert!(r.ok, "{:?}", r.first_failure);
     for s in hsx::stages::Stage::ALL {

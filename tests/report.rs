@@ -19,7 +19,8 @@ fn report_filters() -> Vec<(&'static str, &'static str)> {
 fn rendered_reports() {
     insta::glob!("inputs/ledger_*.json", |path| {
         let ledger: Ledger = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let text = render(&ledger, report_entries(&ledger), DEFAULT_TEMPLATE).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = render(&ledger, report_entries(&ledger), DEFAULT_TEMPLATE)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for bad in ["[FILL", "X.XXX", "TO BE FILLED"] {
             assert!(!text.contains(bad));
         }
@@ -58,7 +59,9 @@ fn the_template_loops_over_the_registries_instead_of_naming_their_rows() {
         assert!(!DEFAULT_TEMPLATE.contains(&format!("\"{name}\"")), "the template names filter {name}");
     }
     for m in compared().filter(|m| m.key != PRIMARY) {
-        for spelled in [format!(".{}.", m.key), format!(".{} ", m.key), format!("\"{}\"", m.key), format!("| {} |", m.title)] {
+        for spelled in
+            [format!(".{}.", m.key), format!(".{} ", m.key), format!("\"{}\"", m.key), format!("| {} |", m.title)]
+        {
             assert!(!DEFAULT_TEMPLATE.contains(&spelled), "the template names metric {} as {spelled:?}", m.key);
         }
     }
@@ -78,7 +81,13 @@ fn render_value(v: serde_json::Value) -> Result<String, hsx::report::ReportError
 }
 
 fn stage<'a>(v: &'a mut serde_json::Value, name: &str) -> &'a mut serde_json::Value {
-    v["entries"].as_array_mut().unwrap().iter_mut().rev().find(|e| e["stage"] == name).unwrap_or_else(|| panic!("no {name} entry"))
+    v["entries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .rev()
+        .find(|e| e["stage"] == name)
+        .unwrap_or_else(|| panic!("no {name} entry"))
 }
 
 /// `mean [lo, hi]` as the report prints a table cell.
@@ -93,9 +102,11 @@ fn model_0_has_a_row_with_intervals_and_its_differences_in_every_report() {
         let mut v = fixture(name);
         let text = render_value(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let cmp = stage(&mut v, "compare")["metrics"].clone();
-        let row = text.lines().find(|l| l.starts_with("| model 0 (")).unwrap_or_else(|| panic!("{name}: no model 0 row"));
+        let row =
+            text.lines().find(|l| l.starts_with("| model 0 (")).unwrap_or_else(|| panic!("{name}: no model 0 row"));
         // Every compared metric's cell of model 0, from the compare entry, in registry order.
-        let cells: Vec<String> = hsx::metrics::registry::compared().filter_map(|m| cmp["table"]["0"].get(m.key)).map(cell).collect();
+        let cells: Vec<String> =
+            hsx::metrics::registry::compared().filter_map(|m| cmp["table"]["0"].get(m.key)).map(cell).collect();
         assert!(!cells.is_empty(), "{name}: the compare entry has no model 0 row");
         assert_eq!(row, format!("| model 0 ({}) | {} |", hsx::stages::Model::Base.data(), cells.join(" | ")), "{name}");
         // The descriptive differences with model 0, each with an interval; and the entry that scored it.
@@ -103,7 +114,12 @@ fn model_0_has_a_row_with_intervals_and_its_differences_in_every_report() {
             let label = d["label"].as_str().unwrap();
             let pm = cmp["primary_metric"].as_str().unwrap();
             let e = &d["metrics"][pm];
-            let iv = format!("{:.4} [{:.4}, {:.4}]", e["estimate"].as_f64().unwrap(), e["ci"]["lo"].as_f64().unwrap(), e["ci"]["hi"].as_f64().unwrap());
+            let iv = format!(
+                "{:.4} [{:.4}, {:.4}]",
+                e["estimate"].as_f64().unwrap(),
+                e["ci"]["lo"].as_f64().unwrap(),
+                e["ci"]["hi"].as_f64().unwrap()
+            );
             assert!(text.contains(&format!("| {label} (model ")), "{name}: no {label} row");
             assert!(text.contains(&format!("{label} = {iv}")), "{name}: the summary lacks {label} = {iv}");
         }
@@ -135,7 +151,8 @@ fn an_hf_dir_base_model_gets_the_flan_cosmosqa_limitation_with_model_0s_score() 
     for e in v["entries"].as_array_mut().unwrap() {
         e["config"]["model"] = model.clone();
     }
-    stage(&mut v, "base-model")["metrics"] = serde_json::json!({"source": "hf-dir", "path": path, "parameters": 1, "config": {}});
+    stage(&mut v, "base-model")["metrics"] =
+        serde_json::json!({"source": "hf-dir", "path": path, "parameters": 1, "config": {}});
     let cmp = stage(&mut v, "compare")["metrics"].clone();
     let text = render_value(v).unwrap_or_else(|e| panic!("{e}"));
     let line = text.lines().find(|l| l.contains(LIMITATION)).expect("the FLAN/CosmosQA limitation");
@@ -151,7 +168,10 @@ fn entries_older_than_the_heldout_quotes_and_baseline_scores_still_render_and_sa
     let new = render_value(v.clone()).unwrap();
     let bm = &stage(&mut v, "base-model")["metrics"];
     let (start, end) = (bm["heldout"]["loss_start"].as_f64().unwrap(), bm["heldout"]["loss_end"].as_f64().unwrap());
-    assert!(new.contains(&format!("{start:.3} before the first optimizer step and {end:.3} after the last")), "held-out losses not printed");
+    assert!(
+        new.contains(&format!("{start:.3} before the first optimizer step and {end:.3} after the last")),
+        "held-out losses not printed"
+    );
     assert!(new.contains("none accepted in this run."));
     assert!(!new.contains("not scored"), "a baseline cell is unscored");
     // As older entries were: no held-out figures, no quoted examples, baselines on the lexical metrics only.
@@ -207,17 +227,32 @@ fn replicated_fixture() -> serde_json::Value {
     };
     let replicate = |seed: u64, shift: f64, h1: &str| {
         let mut hypotheses = cmp["hypotheses"].clone();
-        hypotheses.as_array_mut().unwrap().iter_mut().filter(|h| h["id"] == "H1").for_each(|h| h["verdict"] = json!(h1));
+        hypotheses
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .filter(|h| h["id"] == "H1")
+            .for_each(|h| h["verdict"] = json!(h1));
         let mut train = train.clone();
         for (a, t) in train.iter_mut() {
             t["stage"] = json!(if seed == 42 { format!("train-{a}") } else { format!("train-{a}@{seed}") });
         }
-        let evaluate: serde_json::Map<String, serde_json::Value> =
-            ["A", "B", "C"].iter().map(|a| (a.to_string(), json!(if seed == 42 { format!("evaluate-{a}") } else { format!("evaluate-{a}@{seed}") }))).collect();
+        let evaluate: serde_json::Map<String, serde_json::Value> = ["A", "B", "C"]
+            .iter()
+            .map(|a| {
+                (
+                    a.to_string(),
+                    json!(if seed == 42 { format!("evaluate-{a}") } else { format!("evaluate-{a}@{seed}") }),
+                )
+            })
+            .collect();
         json!({"seed": seed, "master": seed == 42, "evaluate": evaluate, "train": train, "table": table(shift),
                "power": cmp["power"], "hypotheses": hypotheses})
     };
-    let h1_master = cmp["hypotheses"].as_array().unwrap().iter().find(|h| h["id"] == "H1" && h["primary"] == json!(true)).unwrap()["verdict"].clone();
+    let h1_master =
+        cmp["hypotheses"].as_array().unwrap().iter().find(|h| h["id"] == "H1" && h["primary"] == json!(true)).unwrap()
+            ["verdict"]
+            .clone();
     let per_replicate = vec![replicate(42, 0.0, h1_master.as_str().unwrap()), replicate(43, 0.02, "inconclusive")];
     cmp["replicates"] = json!({
         "seeds": [42, 43], "count": 2, "master_seed": 42, "per_replicate": per_replicate,
@@ -234,33 +269,50 @@ fn replicated_fixture() -> serde_json::Value {
     // The across-replicate means: halfway between the two seeds, with wider intervals.
     for a in ["A", "B", "C"] {
         for cell in cmp["table"][a].as_object_mut().unwrap().values_mut() {
-            let (m, lo, hi) = (cell["mean"].as_f64().unwrap(), cell["ci"][0].as_f64().unwrap(), cell["ci"][1].as_f64().unwrap());
+            let (m, lo, hi) =
+                (cell["mean"].as_f64().unwrap(), cell["ci"][0].as_f64().unwrap(), cell["ci"][1].as_f64().unwrap());
             *cell = json!({"mean": ((m + 0.01) * 1e6).round() / 1e6, "ci": [((lo - 0.01) * 1e6).round() / 1e6, ((hi + 0.03) * 1e6).round() / 1e6]});
         }
     }
-    v["entries"].as_array_mut().unwrap().iter_mut().for_each(|e| e["config"]["experiment"]["replicates"] = json!([42, 43]));
+    v["entries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .for_each(|e| e["config"]["experiment"]["replicates"] = json!([42, 43]));
     v
 }
 
 #[test]
 fn a_replicated_report_shows_each_seed_and_the_across_replicate_results_the_verdicts_use() {
     let one = render_value(fixture("ledger_complete.json")).unwrap();
-    assert!(!one.contains("Training replicates") && !one.contains("two-stage"), "a one-seed report has no replicate section");
+    assert!(
+        !one.contains("Training replicates") && !one.contains("two-stage"),
+        "a one-seed report has no replicate section"
+    );
     let mut v = replicated_fixture();
     let text = render_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
     let cmp = stage(&mut v, "compare")["metrics"].clone();
     assert!(text.contains("### Training replicates") && text.contains("training seeds 42, 43"), "no replicate section");
     assert!(text.contains("**The verdicts use the across-replicate results:**"));
     assert!(text.contains(hsx::analysis::ACROSS_INTERVAL_METHOD), "the interval method is not named");
-    assert!(text.contains("for the fine-tuned models a two-stage bootstrap: the 2 training seeds with replacement"), "the interval description of the tables");
+    assert!(
+        text.contains("for the fine-tuned models a two-stage bootstrap: the 2 training seeds with replacement"),
+        "the interval description of the tables"
+    );
     // One row per seed with each fine-tuned model's primary-metric cell, and the across-replicate row.
     for r in cmp["replicates"]["per_replicate"].as_array().unwrap() {
         let seed = r["seed"].as_u64().unwrap();
-        let row = text.lines().find(|l| l.starts_with(&format!("| {seed}{} | ", if seed == 42 { " (master)" } else { "" }))).unwrap_or_else(|| panic!("no row for seed {seed}"));
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {seed}{} | ", if seed == 42 { " (master)" } else { "" })))
+            .unwrap_or_else(|| panic!("no row for seed {seed}"));
         for a in ["A", "B", "C"] {
             assert!(row.contains(&cell(&r["table"][a]["f1"])), "seed {seed}, {a}: {row}");
         }
-        assert!(text.contains(&format!("| {seed} | A | `{}` |", r["train"]["A"]["stage"].as_str().unwrap())), "no training row of A for seed {seed}");
+        assert!(
+            text.contains(&format!("| {seed} | A | `{}` |", r["train"]["A"]["stage"].as_str().unwrap())),
+            "no training row of A for seed {seed}"
+        );
     }
     let across = text.lines().find(|l| l.starts_with("| **across replicates** |")).expect("the across-replicate row");
     assert!(across.contains(&cell(&cmp["table"]["A"]["f1"])), "{across}");

@@ -35,16 +35,34 @@ fn report_json(stdout: &str) -> Value {
 fn fewer_threads_move_the_bytes_and_the_metrics_decide_the_verdict() {
     let ws = tempfile::tempdir().unwrap();
     let ws = ws.path();
-    ok(hsx(ws).args(["-q", "run", "--config"]).arg(common::repo_path("configs/smoke.toml")).args(["--ledger", "ledger/smoke.json"]));
+    ok(hsx(ws)
+        .args(["-q", "run", "--config"])
+        .arg(common::repo_path("configs/smoke.toml"))
+        .args(["--ledger", "ledger/smoke.json"]));
     // From train-A on: the data, base model and synthetic set are copied, training and evaluation re-run.
-    let out = ok(hsx(ws).args(["--json", "reproduce", "--ledger", "ledger/smoke.json", "--out", "runs/t1", "--from", "train-A", "--threads", "1"]));
+    let out = ok(hsx(ws).args([
+        "--json",
+        "reproduce",
+        "--ledger",
+        "ledger/smoke.json",
+        "--out",
+        "runs/t1",
+        "--from",
+        "train-A",
+        "--threads",
+        "1",
+    ]));
     let rep = report_json(&out);
     let verdict = rep["verdict"].as_str().unwrap();
     let first = rep["first_difference"].as_str().unwrap_or_else(|| {
         panic!("one thread instead of two left every byte identical, so this test shows nothing about tolerance: {rep}")
     });
     assert!(first.contains("first differing tensor") && first.contains("max-abs difference"), "{first}");
-    assert!(rep["env_differences"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().starts_with("torch.intra_op_threads: recorded 2, now 1")));
+    assert!(rep["env_differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d.as_str().unwrap().starts_with("torch.intra_op_threads: recorded 2, now 1")));
 
     // Every stage with statistics judged them, and the overall verdict follows from them.
     let stats: Vec<&Value> = rep["stages"].as_array().unwrap().iter().filter_map(|s| s.get("stats")).collect();
@@ -77,7 +95,17 @@ fn fewer_threads_move_the_bytes_and_the_metrics_decide_the_verdict() {
     }
 
     // The text output says the same.
-    let text = ok(hsx(ws).args(["reproduce", "--ledger", "ledger/smoke.json", "--out", "runs/t1-text", "--from", "train-A", "--threads", "1"]));
+    let text = ok(hsx(ws).args([
+        "reproduce",
+        "--ledger",
+        "ledger/smoke.json",
+        "--out",
+        "runs/t1-text",
+        "--from",
+        "train-A",
+        "--threads",
+        "1",
+    ]));
     assert!(text.contains("largest deviation of each metric"), "{text}");
     // The verdict line, followed by where the reproduction ledger is and how to verify it.
     let verdict_line = if verdict == "diverged" { "first difference at" } else { "reproduced within tolerance" };
@@ -92,7 +120,12 @@ fn reproduce_applies_the_cpu_settings_the_recording_was_made_with() {
     // Recorded unpinned-by-hsx with ATen's baseline kernels (explicit mode: the environment as given).
     let mut rec = hsx(ws);
     rec.env("HSX_CPU_PINS", "explicit").env("ATEN_CPU_CAPABILITY", "default").env("MKL_CBWR", "COMPATIBLE");
-    ok(rec.args(["-q", "run", "--config"]).arg(common::repo_path("configs/smoke.toml")).args(["--ledger", "ledger/p.json", "--only", "prepare"]));
+    ok(rec.args(["-q", "run", "--config"]).arg(common::repo_path("configs/smoke.toml")).args([
+        "--ledger",
+        "ledger/p.json",
+        "--only",
+        "prepare",
+    ]));
     // Reproduced from a plain environment: hsx restarts itself with the recorded settings.
     let out = ok(hsx(ws).args(["--json", "reproduce", "--ledger", "ledger/p.json", "--out", "runs/p2"]));
     let rep = report_json(&out);
@@ -103,5 +136,9 @@ fn reproduce_applies_the_cpu_settings_the_recording_was_made_with() {
     assert_eq!(torch["cpu_pins"]["mode"], "explicit");
     assert_eq!(torch["cpu_pins"]["settings"]["MKL_CBWR"], "COMPATIBLE");
     assert_eq!(torch["cpu_pins"]["mkl_cbwr"], "COMPATIBLE");
-    assert_eq!(torch["cpu_pins"]["settings"]["ONEDNN_MAX_CPU_ISA"], Value::Null, "a setting the recording did not have is removed");
+    assert_eq!(
+        torch["cpu_pins"]["settings"]["ONEDNN_MAX_CPU_ISA"],
+        Value::Null,
+        "a setting the recording did not have is removed"
+    );
 }

@@ -43,10 +43,18 @@ fn entries(ledger: &Path) -> Vec<Value> {
 /// `JobId=… Name=… JobState=… StartTime=… EndTime=…` lines of the jobcomp/filetxt log, by job id.
 fn jobcomp(conf: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let conf_text = std::fs::read_to_string(conf).unwrap();
-    let loc = conf_text.lines().find_map(|l| l.strip_prefix("JobCompLoc=")).expect("slurm.conf sets JobCompLoc (jobcomp/filetxt)");
+    let loc = conf_text
+        .lines()
+        .find_map(|l| l.strip_prefix("JobCompLoc="))
+        .expect("slurm.conf sets JobCompLoc (jobcomp/filetxt)");
     let log = std::fs::read_to_string(loc).unwrap_or_default();
     log.lines()
-        .map(|l| l.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect::<BTreeMap<_, _>>())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        })
         .filter_map(|m| m.get("JobId").cloned().map(|id| (id, m)))
         .collect()
 }
@@ -63,8 +71,11 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
     // The smoke profile with two training seeds, one thread per stage and one CPU per job, so that
     // the two CPUs of a one-node test cluster run two jobs at a time.
     let smoke = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap();
-    let cfg = smoke.replacen("seed = 42\n", "seed = 42\nreplicates = [42, 43]\n", 1).replacen("threads = 2\n", "threads = 1\n", 1)
-        + "\n[slurm]\npoll_seconds = 0.5\n[slurm.default]\ncpus = 1\n";
+    let cfg = smoke.replacen("seed = 42\n", "seed = 42\nreplicates = [42, 43]\n", 1).replacen(
+        "threads = 2\n",
+        "threads = 1\n",
+        1,
+    ) + "\n[slurm]\npoll_seconds = 0.5\n[slurm.default]\ncpus = 1\n";
     assert!(cfg.contains("replicates = [42, 43]") && cfg.contains("threads = 1"), "configs/smoke.toml changed shape");
     let config = dir.path().join("smoke-replicates.toml");
     std::fs::write(&config, cfg).unwrap();
@@ -99,7 +110,10 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
     let said = text(&first);
     assert!(!first.status.success(), "the run must fail when a job is cancelled:\n{said}");
     assert!(said.contains(&format!("Slurm job {cancelled} (synthesize) ended CANCELLED")), "{said}");
-    assert!(said.contains("slurm/logs/synthesize.") && said.contains("train-C"), "the failure names the log and the stopped dependents:\n{said}");
+    assert!(
+        said.contains("slurm/logs/synthesize.") && said.contains("train-C"),
+        "the failure names the log and the stopped dependents:\n{said}"
+    );
     // What completed is in the ledger, and it verifies; nothing downstream of synthesis is.
     let partial: Vec<String> = entries(&ledger).iter().map(|e| e["stage"].as_str().unwrap().to_owned()).collect();
     for s in ["prepare", "base-model", "generator", "train-A", "train-A@43", "train-B", "train-B@43"] {
@@ -127,7 +141,8 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
     // results; the report shows both.
     let prereg = all.iter().find(|e| e["stage"] == "preregister").unwrap();
     assert_eq!(prereg["metrics"]["plan"]["replicates"], serde_json::json!([42, 43]));
-    let cmp: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare/comparison.json")).unwrap()).unwrap();
+    let cmp: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare/comparison.json")).unwrap()).unwrap();
     assert_eq!(cmp["replicates"]["seeds"], serde_json::json!([42, 43]));
     assert_eq!(cmp["replicates"]["per_replicate"].as_array().map(Vec::len), Some(2));
     let report = std::fs::read_to_string(out.join("runs/smoke-report/REPORT.md")).unwrap();
@@ -135,7 +150,12 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
 
     // 3. One Slurm job per stage instance, each completed, dependencies respected (jobcomp/filetxt).
     let jobs = jobcomp(&conf);
-    let job_of: BTreeMap<&str, &str> = all.iter().map(|e| (e["stage"].as_str().unwrap(), e["env"]["slurm"]["job_id"].as_str().expect("each entry names its job"))).collect();
+    let job_of: BTreeMap<&str, &str> = all
+        .iter()
+        .map(|e| {
+            (e["stage"].as_str().unwrap(), e["env"]["slurm"]["job_id"].as_str().expect("each entry names its job"))
+        })
+        .collect();
     assert_eq!(job_of.values().collect::<BTreeSet<_>>().len(), 21, "a distinct job per instance");
     assert_eq!(jobs[&cancelled]["JobState"], "CANCELLED");
     for (stage, id) in &job_of {
@@ -149,7 +169,10 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
         let stage = e["stage"].as_str().unwrap();
         for input in e["inputs"].as_array().unwrap() {
             if let Some(w) = writer_of.get(input["path"].as_str().unwrap()) {
-                assert!(time(job_of[stage], "StartTime") >= time(job_of[w], "EndTime"), "{stage} started before {w}, whose output it reads, ended");
+                assert!(
+                    time(job_of[stage], "StartTime") >= time(job_of[w], "EndTime"),
+                    "{stage} started before {w}, whose output it reads, ended"
+                );
             }
         }
         for o in e["outputs"].as_array().unwrap() {
@@ -157,7 +180,10 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
         }
         if stage.starts_with("evaluate-") {
             for t in stages.iter().filter(|s| s.starts_with("train-")) {
-                assert!(time(job_of[stage], "StartTime") >= time(job_of[t], "EndTime"), "{stage} read the test split before {t} ended");
+                assert!(
+                    time(job_of[stage], "StartTime") >= time(job_of[t], "EndTime"),
+                    "{stage} read the test split before {t} ended"
+                );
             }
         }
     }
@@ -172,7 +198,12 @@ fn smoke_with_two_replicates_runs_as_slurm_jobs_resumes_after_a_cancelled_job_an
     let l = hsx(&ws, &key, &["-q", "run", "--config", config_s, "--out", local.to_str().unwrap()]);
     assert!(l.status.success(), "{}", text(&l));
     let outputs = |e: &Value| -> BTreeSet<(String, String)> {
-        e["outputs"].as_array().unwrap().iter().map(|r| (r["path"].as_str().unwrap().to_owned(), r["sha256"].as_str().unwrap().to_owned())).collect()
+        e["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["path"].as_str().unwrap().to_owned(), r["sha256"].as_str().unwrap().to_owned()))
+            .collect()
     };
     let local_entries = entries(&local.join("ledger.json"));
     assert_eq!(local_entries.len(), 21);

@@ -7,7 +7,10 @@ use hsx::metrics::stats::{cluster_mean_ci, sign_flip_test, Clusters, Resampling,
 use serde_json::Value;
 
 fn fixture() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(common::repo_path("tests/fixtures/stats/stats_reference.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(common::repo_path("tests/fixtures/stats/stats_reference.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -69,7 +72,11 @@ fn cluster_bootstrap_intervals_within_monte_carlo_error_of_numpy() {
             // The 2.5% / 97.5% quantiles of 10,000 resamples have a standard error of about 0.7% of the
             // interval's width; 5% is about 7 standard errors, while clustering changes widths by 50–170%.
             for (got, want) in [(iv.lo, reference[0]), (iv.hi, reference[1])] {
-                assert!((got - want).abs() < 0.05 * width, "{case} ({} clusters): {got} vs numpy {want}", clusters.len());
+                assert!(
+                    (got - want).abs() < 0.05 * width,
+                    "{case} ({} clusters): {got} vs numpy {want}",
+                    clusters.len()
+                );
             }
         }
     }

@@ -2,8 +2,8 @@
 //! The fixture and its expected values come from tests/fixtures/t5/make_t5_fixture.py.
 mod common;
 
-use hsx::model::{generate, load_t5, GenerateOptions};
 use hsx::model::tokenizer::pad_batch;
+use hsx::model::{generate, load_t5, GenerateOptions};
 use serde_json::Value;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -95,9 +95,16 @@ fn greedy_ids_identical_batched_and_unbatched() {
     let (dir, exp) = fixture();
     let m = load_t5(&dir, common::test_device()).unwrap();
     let want = ids_of(&exp["greedy"]);
-    let opts = GenerateOptions { max_new_tokens: exp["greedy_max_new_tokens"].as_u64().unwrap() as usize, ..Default::default() };
-    let inputs: Vec<Vec<i64>> =
-        exp["texts"].as_array().unwrap().iter().map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap()).collect();
+    let opts = GenerateOptions {
+        max_new_tokens: exp["greedy_max_new_tokens"].as_u64().unwrap() as usize,
+        ..Default::default()
+    };
+    let inputs: Vec<Vec<i64>> = exp["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| m.tokenizer.encode(t.as_str().unwrap(), None).unwrap())
+        .collect();
     assert_eq!(generate(&m.model, &inputs, &opts), want, "batched");
     for (i, x) in inputs.iter().enumerate() {
         assert_eq!(generate(&m.model, std::slice::from_ref(x), &opts), vec![want[i].clone()], "input {i} alone");

@@ -13,7 +13,12 @@ pub enum QuestionType {
 
 impl QuestionType {
     pub fn of(question: &str) -> Self {
-        let first = question.split_whitespace().next().unwrap_or("").trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        let first = question
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
         match first.as_str() {
             "why" => QuestionType::Why,
             "what" | "which" => QuestionType::What,
@@ -107,7 +112,10 @@ mod breakdown_tests {
     fn breakdown_means_each_group_on_its_own_items() {
         let groups: Vec<String> = (0..6).map(|i| if i < 4 { "why".into() } else { "how".into() }).collect();
         let keys: Vec<String> = (0..6).map(|i| format!("c{}", i / 2)).collect();
-        let systems = BTreeMap::from([("A".to_string(), BTreeMap::from([("f1".to_string(), vec![1.0, 1.0, 0.0, 0.0, 0.5, 0.5])]))]);
+        let systems = BTreeMap::from([(
+            "A".to_string(),
+            BTreeMap::from([("f1".to_string(), vec![1.0, 1.0, 0.0, 0.0, 0.5, 0.5])]),
+        )]);
         let b = breakdown(&groups, &keys, &systems, "f1", 0.95, Resampling { resamples: 1000, seed: 1 });
         assert_eq!(b.len(), 2);
         let how = b.iter().find(|g| g.group == "how").unwrap();

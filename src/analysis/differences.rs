@@ -16,10 +16,19 @@ pub fn differences_replicated(
     let n = clusters.items();
     let level = RuleParams { alpha: plan.alpha, margin: plan.equivalence_margin }.interval_level();
     let get = |system: &str, metric: &str, j: usize| -> Result<&Vec<f64>, AnalysisError> {
-        let sets = models.get(system).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
-        let v = sets[j.min(sets.len() - 1)].get(metric).ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        let sets = models
+            .get(system)
+            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
+        let v = sets[j.min(sets.len() - 1)]
+            .get(metric)
+            .ok_or_else(|| AnalysisError::Missing { system: system.into(), metric: metric.into() })?;
         if v.len() != n {
-            return Err(AnalysisError::Length { system: system.into(), metric: metric.into(), got: v.len(), expected: n });
+            return Err(AnalysisError::Length {
+                system: system.into(),
+                metric: metric.into(),
+                got: v.len(),
+                expected: n,
+            });
         }
         Ok(v)
     };
@@ -29,17 +38,27 @@ pub fn differences_replicated(
             let label = format!("{x}−{y}");
             let mut metrics = BTreeMap::new();
             for m in std::iter::once(&plan.primary_metric).chain(&plan.secondary_metrics) {
-                let d: Vec<Vec<f64>> =
-                    (0..reps).map(|j| Ok(get(x, m, j)?.iter().zip(get(y, m, j)?).map(|(a, b)| a - b).collect())).collect::<Result<_, AnalysisError>>()?;
+                let d: Vec<Vec<f64>> = (0..reps)
+                    .map(|j| Ok(get(x, m, j)?.iter().zip(get(y, m, j)?).map(|(a, b)| a - b).collect()))
+                    .collect::<Result<_, AnalysisError>>()?;
                 let dr: Vec<&[f64]> = d.iter().map(Vec::as_slice).collect();
                 let (dm, ci) = if reps == 1 {
-                    let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("difference/{label}/{m}")) };
+                    let r = Resampling {
+                        resamples: plan.bootstrap_resamples,
+                        seed: sub_seed(seed, &format!("difference/{label}/{m}")),
+                    };
                     (d[0].clone(), cluster_mean_ci(&d[0], clusters, level, r))
                 } else {
-                    let r = Resampling { resamples: plan.bootstrap_resamples, seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")) };
+                    let r = Resampling {
+                        resamples: plan.bootstrap_resamples,
+                        seed: sub_seed(seed, &format!("replicates/difference/{label}/{m}")),
+                    };
                     (replicate_mean(&dr), hierarchical_mean_ci(&dr, clusters, level, r))
                 };
-                metrics.insert(m.clone(), DifferenceEstimate { estimate: mean(&dm), ci, k: dm.iter().filter(|v| **v != 0.0).count() });
+                metrics.insert(
+                    m.clone(),
+                    DifferenceEstimate { estimate: mean(&dm), ci, k: dm.iter().filter(|v| **v != 0.0).count() },
+                );
             }
             Ok(Difference { label, minuend: x.to_string(), subtrahend: y.to_string(), metrics })
         })

@@ -37,8 +37,10 @@ pub fn run(out: Out, a: &RunArgs) -> Result<u8> {
     };
     print::run_summary(out, &summary);
     if !out.json && !out.quiet {
-        let report_dir = hsx::config::Config::load(&a.config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
-        let report = if a.out.is_some() { Path::new(&summary.run_dir).join(&report_dir) } else { PathBuf::from(&report_dir) };
+        let report_dir =
+            hsx::config::Config::load(&a.config).map(|c| c.experiment.report_dir).unwrap_or_else(|_| "report".into());
+        let report =
+            if a.out.is_some() { Path::new(&summary.run_dir).join(&report_dir) } else { PathBuf::from(&report_dir) };
         print::run_locations(&ledger_path, &report);
     }
     Ok(0)
@@ -64,7 +66,8 @@ pub fn stage(out: Out, a: &StageArgs) -> Result<u8> {
 
 pub fn verify(out: Out, a: &VerifyArgs) -> Result<u8> {
     let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
-    let expect_head = a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| anyhow!(e))?;
+    let expect_head =
+        a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| anyhow!(e))?;
     let opts = VerifyOptions { trusted, require_artifacts: a.require_artifacts, expect_head, structure_only: false };
     let report = hsx::audit::verify(&a.ledger, a.data_mirror.as_deref(), &opts)?;
     print::verify_report(out, &report, a.trusted_keys.is_some());
@@ -73,8 +76,11 @@ pub fn verify(out: Out, a: &VerifyArgs) -> Result<u8> {
 
 pub fn keygen(out: Out, a: &KeygenArgs) -> Result<u8> {
     let path = a.out.clone().unwrap_or_else(keys::default_key_path);
-    let (key, created) =
-        if a.if_missing && path.exists() { (SigningKeyFile::load(&path)?, false) } else { (SigningKeyFile::generate(&path, a.force)?, true) };
+    let (key, created) = if a.if_missing && path.exists() {
+        (SigningKeyFile::load(&path)?, false)
+    } else {
+        (SigningKeyFile::generate(&path, a.force)?, true)
+    };
     let s = key.signer();
     if out.json {
         print_json(&json!({"path": path, "created": created, "key_id": s.key_id, "public_key": s.public_key,
@@ -96,7 +102,8 @@ pub fn data(out: Out, d: &DataCommand) -> Result<u8> {
                 print_json(&serde_json::to_value(&got)?);
             } else {
                 for f in got {
-                    let check = if f.verified_known_hash { "matches the official hash" } else { "no known hash to check" };
+                    let check =
+                        if f.verified_known_hash { "matches the official hash" } else { "no known hash to check" };
                     println!("{}: {} bytes, sha256 {} ({check})", f.path.display(), f.bytes, f.sha256);
                 }
             }
@@ -142,7 +149,8 @@ pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
     let ledger = hsx::ledger::open_verified(&a.ledger, trusted.as_ref())?;
     // Apply the recording's CPU pins: re-execute with them when this process runs with others.
     if let Some(first) = ledger.entries.first() {
-        let pins = hsx::runtime::recorded_pins(&first.env["torch"]).map_err(|e| anyhow!("{}: entry 0: {e}", a.ledger.display()))?;
+        let pins = hsx::runtime::recorded_pins(&first.env["torch"])
+            .map_err(|e| anyhow!("{}: entry 0: {e}", a.ledger.display()))?;
         if let hsx::runtime::RecordedPins::Restart { env, differences } = pins {
             tracing::info!("applying the recorded CPU settings: {}", differences.join("; "));
             let err = hsx::runtime::restart_with(&env);
@@ -179,7 +187,8 @@ pub fn train(out: Out, a: &TrainArgs) -> Result<u8> {
     use hsx::model::lora::LoraConfig;
     use hsx::model::train::{parameter_count, train, Example, Recipe};
     let read = |p: &Path| -> Result<Vec<PairLine>> {
-        let rows = hsx::data::read_jsonl_as::<PairLine>(p).context("each line must be {\"input\": ..., \"target\": ...}")?;
+        let rows =
+            hsx::data::read_jsonl_as::<PairLine>(p).context("each line must be {\"input\": ..., \"target\": ...}")?;
         if rows.is_empty() {
             bail!("{} holds no examples", p.display());
         }
@@ -233,7 +242,12 @@ pub fn train(out: Out, a: &TrainArgs) -> Result<u8> {
     if out.json {
         print_json(&json!({"event": "done", "out": a.out, "metrics": metrics}));
     } else if !out.quiet {
-        println!("trainable parameters: {} of {} ({:.3}%)", report.trainable_parameters, report.total_parameters, 100.0 * report.trainable_share);
+        println!(
+            "trainable parameters: {} of {} ({:.3}%)",
+            report.trainable_parameters,
+            report.total_parameters,
+            100.0 * report.trainable_share
+        );
         println!(
             "{} steps in {:.1} s; best epoch {} (val loss {:?}); adapter in {}",
             report.optimizer_steps,
@@ -254,7 +268,8 @@ struct IdText {
 
 /// Reads {"id", "text"} lines keyed by id (string or number), refusing duplicates and empty files.
 fn read_id_text(path: &Path) -> Result<BTreeMap<String, String>> {
-    let rows = hsx::data::read_jsonl_as::<IdText>(path).context("each line must be {\"id\": ..., \"text\": \"...\"}")?;
+    let rows =
+        hsx::data::read_jsonl_as::<IdText>(path).context("each line must be {\"id\": ..., \"text\": \"...\"}")?;
     if rows.is_empty() {
         bail!("{} holds no rows", path.display());
     }
@@ -303,7 +318,8 @@ pub fn score(out: Out, a: &ScoreArgs) -> Result<u8> {
     res.insert("n".into(), json!(ids.len()));
     if metrics.contains(&Metric::BertScore) {
         let bert = hsx::model::bert::load_minilm(a.bertscore_model.as_deref(), tch::Device::Cpu)?;
-        let opts = hsx::metrics::bertscore::BertScoreOptions { layer: a.bertscore_layer, idf: a.idf, ..Default::default() };
+        let opts =
+            hsx::metrics::bertscore::BertScoreOptions { layer: a.bertscore_layer, idf: a.idf, ..Default::default() };
         let bs = hsx::metrics::bertscore::bertscore(&bert, &p, &r, &opts)?;
         res.insert("bertscore_model".into(), json!(bs.model));
         res.insert("bertscore_layer".into(), json!(bs.layer));
@@ -409,7 +425,9 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
             return hsx::ledger::bench::cli(dir.as_deref(), sizes, child.as_deref()).map_err(|e| anyhow!(e));
         }
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
-        BenchCommand::Embed { data, threads, batch, reps, out } => hsx::bench::embed(data, *threads, *batch, *reps, out.as_deref())?,
+        BenchCommand::Embed { data, threads, batch, reps, out } => {
+            hsx::bench::embed(data, *threads, *batch, *reps, out.as_deref())?
+        }
         BenchCommand::Metrics { pairs, reps } => hsx::bench::metrics(pairs, *reps)?,
         BenchCommand::Train { model, data, batch, threads, device, bf16 } => {
             hsx::bench::train(model, data, *batch, *threads, hsx::model::parse_device(device)?, *bf16)?

@@ -23,7 +23,8 @@ pub fn init_logging(cli: &Cli) {
             _ => "trace",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HSX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HSX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -73,7 +74,8 @@ mod tests {
     #[test]
     fn describe_keeps_the_chain_without_repeating_a_quoted_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
-        let e = anyhow::Error::new(hsx::data::DataError::Io { path: "x.json".into(), source: io }).context("reading the ledger");
+        let e = anyhow::Error::new(hsx::data::DataError::Io { path: "x.json".into(), source: io })
+            .context("reading the ledger");
         assert_eq!(super::describe(&e), "reading the ledger: x.json: No such file");
         let plain = anyhow::anyhow!("outer").context("top");
         assert_eq!(super::describe(&plain), "top: outer");

@@ -74,7 +74,10 @@ pub struct BarProgress {
 impl BarProgress {
     pub fn new(out: Out, template: &str) -> Self {
         let bar = if out.quiet || out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
-        bar.set_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
         BarProgress { bar, json: out.json }
     }
 }
@@ -207,5 +210,9 @@ pub fn reproduce_report(out: Out, rep: &ReproduceReport) {
     }
     let repro = Path::new(&rep.out).join("reproduction.json");
     println!("reproduction ledger: {} (signed by your key)", repro.display());
-    println!("verify with:         {} verify --ledger {}", std::env::args().next().unwrap_or_else(|| "hsx".into()), repro.display());
+    println!(
+        "verify with:         {} verify --ledger {}",
+        std::env::args().next().unwrap_or_else(|| "hsx".into()),
+        repro.display()
+    );
 }

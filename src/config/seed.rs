@@ -106,7 +106,10 @@ mod tests {
         no_reason["deviations"] = json!({});
         no_reason["train"]["warmup_share"] = json!(0.05);
         let d = deviations(&no_reason);
-        assert_eq!(d.iter().map(|x| (x.key.as_str(), x.reason.is_none())).collect::<Vec<_>>(), [("train.lr", true), ("train.warmup_share", true)]);
+        assert_eq!(
+            d.iter().map(|x| (x.key.as_str(), x.reason.is_none())).collect::<Vec<_>>(),
+            [("train.lr", true), ("train.warmup_share", true)]
+        );
     }
 
     #[test]
@@ -115,9 +118,14 @@ mod tests {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
             let cfg = crate::config::Config::load(&path).unwrap();
             let v = serde_json::to_value(&cfg).unwrap();
-            let missing: Vec<String> = deviations(&v).into_iter().filter(|d| d.reason.is_none()).map(|d| d.key).collect();
+            let missing: Vec<String> =
+                deviations(&v).into_iter().filter(|d| d.reason.is_none()).map(|d| d.key).collect();
             assert!(missing.is_empty(), "{p}: no reason in [deviations] for {missing:?}");
-            assert!(stale_reasons(&v).is_empty(), "{p}: reasons for settings that do not deviate: {:?}", stale_reasons(&v));
+            assert!(
+                stale_reasons(&v).is_empty(),
+                "{p}: reasons for settings that do not deviate: {:?}",
+                stale_reasons(&v)
+            );
         }
     }
 }

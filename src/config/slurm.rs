@@ -54,7 +54,13 @@ pub struct SlurmCfg {
 
 impl Default for SlurmCfg {
     fn default() -> Self {
-        SlurmCfg { partition: None, account: None, poll_seconds: default_poll(), default: Resources::default(), stages: BTreeMap::new() }
+        SlurmCfg {
+            partition: None,
+            account: None,
+            poll_seconds: default_poll(),
+            default: Resources::default(),
+            stages: BTreeMap::new(),
+        }
     }
 }
 
@@ -101,7 +107,10 @@ impl SlurmCfg {
     /// Checks values; on failure the dotted key and what is allowed.
     pub fn validate(&self, known: &dyn Fn(&str) -> bool) -> Result<(), (String, String)> {
         if !(self.poll_seconds.is_finite() && (0.1..=600.0).contains(&self.poll_seconds)) {
-            return Err(("slurm.poll_seconds".into(), format!("must be between 0.1 and 600, got {}", self.poll_seconds)));
+            return Err((
+                "slurm.poll_seconds".into(),
+                format!("must be between 0.1 and 600, got {}", self.poll_seconds),
+            ));
         }
         for (k, v) in [("partition", &self.partition), ("account", &self.account)] {
             if let Some(v) = v {
@@ -110,9 +119,14 @@ impl SlurmCfg {
                 }
             }
         }
-        for (name, r) in std::iter::once(("default".to_owned(), &self.default)).chain(self.stages.iter().map(|(k, v)| (format!("stages.\"{k}\""), v))) {
+        for (name, r) in std::iter::once(("default".to_owned(), &self.default))
+            .chain(self.stages.iter().map(|(k, v)| (format!("stages.\"{k}\""), v)))
+        {
             if name != "default" && !known(&name["stages.\"".len()..name.len() - 1]) {
-                return Err((format!("slurm.{name}"), "is not a stage family (train, evaluate), stage or stage instance of this experiment".into()));
+                return Err((
+                    format!("slurm.{name}"),
+                    "is not a stage family (train, evaluate), stage or stage instance of this experiment".into(),
+                ));
             }
             if r.cpus == Some(0) {
                 return Err((format!("slurm.{name}.cpus"), "must be at least 1".into()));
@@ -139,7 +153,9 @@ mod tests {
     fn replicates_are_checked_and_named_by_their_key() {
         assert_eq!(smoke_with("", "").unwrap().experiment.replicate_seeds(), [42]);
         assert_eq!(smoke_with("replicates = [42, 7]", "").unwrap().experiment.replicate_seeds(), [42, 7]);
-        for (bad, why) in [("replicates = []", "1 to"), ("replicates = [42, 7, 7]", "twice"), ("replicates = [1, 2]", "master seed")] {
+        for (bad, why) in
+            [("replicates = []", "1 to"), ("replicates = [42, 7, 7]", "twice"), ("replicates = [1, 2]", "master seed")]
+        {
             let e = smoke_with(bad, "").unwrap_err();
             assert!(e.contains("experiment.replicates") && e.contains(why), "{bad}: {e}");
         }
@@ -156,8 +172,14 @@ mod tests {
             "[default]\ncpus = 2\nmem_mb = 1000\n[stages.train]\ngpus = 1\n[stages.\"train-A@43\"]\nmem_mb = 3000\n",
         )
         .unwrap();
-        assert_eq!(cfg.resources("train", "train-A", "train-A@43"), Resources { cpus: Some(2), mem_mb: Some(3000), time_minutes: None, gpus: Some(1) });
-        assert_eq!(cfg.resources("train", "train-B", "train-B"), Resources { cpus: Some(2), mem_mb: Some(1000), time_minutes: None, gpus: Some(1) });
+        assert_eq!(
+            cfg.resources("train", "train-A", "train-A@43"),
+            Resources { cpus: Some(2), mem_mb: Some(3000), time_minutes: None, gpus: Some(1) }
+        );
+        assert_eq!(
+            cfg.resources("train", "train-B", "train-B"),
+            Resources { cpus: Some(2), mem_mb: Some(1000), time_minutes: None, gpus: Some(1) }
+        );
         assert_eq!(cfg.resources("prepare", "prepare", "prepare").gpus, None);
         assert!(cfg.validate(&|k| ["train", "train-A@43"].contains(&k)).is_ok());
         let e = cfg.validate(&|k| k == "train").unwrap_err();

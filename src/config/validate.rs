@@ -44,13 +44,19 @@ impl Config {
             positive("model.arch.num_decoder_layers", arch.num_decoder_layers)?;
             positive("model.arch.relative_attention_num_buckets", arch.relative_attention_num_buckets)?;
             if arch.relative_attention_max_distance < arch.relative_attention_num_buckets {
-                return err("model.arch.relative_attention_max_distance", "must be at least relative_attention_num_buckets");
+                return err(
+                    "model.arch.relative_attention_max_distance",
+                    "must be at least relative_attention_num_buckets",
+                );
             }
             unit("model.arch.dropout_rate", arch.dropout_rate, false, true)
         }
         fn check_tokenizer(tokenizer: &TokenizerSpec) -> Result<(), (String, String)> {
             if tokenizer.vocab_size < tokenizer.extra_ids + 259 {
-                return err("model.tokenizer.vocab_size", format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259));
+                return err(
+                    "model.tokenizer.vocab_size",
+                    format!("must be at least extra_ids + 259 = {}", tokenizer.extra_ids + 259),
+                );
             }
             Ok(())
         }
@@ -73,14 +79,26 @@ impl Config {
         relative_path("experiment.runs_dir", &e.runs_dir)?;
         if let Some(r) = &e.replicates {
             if r.is_empty() || r.len() > MAX_REPLICATES {
-                return err("experiment.replicates", format!("must list 1 to {MAX_REPLICATES} training seeds, got {}", r.len()));
+                return err(
+                    "experiment.replicates",
+                    format!("must list 1 to {MAX_REPLICATES} training seeds, got {}", r.len()),
+                );
             }
             if !r.contains(&e.seed) {
-                return err("experiment.replicates", format!("must include the master seed experiment.seed = {} (its replicate keeps the plain stage names)", e.seed));
+                return err(
+                    "experiment.replicates",
+                    format!(
+                        "must include the master seed experiment.seed = {} (its replicate keeps the plain stage names)",
+                        e.seed
+                    ),
+                );
             }
             let mut seen = std::collections::BTreeSet::new();
             if let Some(d) = r.iter().find(|s| !seen.insert(**s)) {
-                return err("experiment.replicates", format!("lists seed {d} twice; each replicate needs its own seed"));
+                return err(
+                    "experiment.replicates",
+                    format!("lists seed {d} twice; each replicate needs its own seed"),
+                );
             }
         }
         let as_json = serde_json::to_value(self).expect("a config serialises");
@@ -90,7 +108,9 @@ impl Config {
         relative_path("experiment.report_dir", &e.report_dir)?;
         if let Some(s) = &self.slurm {
             let plan = crate::stages::registry::Instance::plan(e.seed, &e.replicate_seeds());
-            s.validate(&|k| ["train", "evaluate"].contains(&k) || plan.iter().any(|i| i.stage.name() == k || i.name() == k))?;
+            s.validate(&|k| {
+                ["train", "evaluate"].contains(&k) || plan.iter().any(|i| i.stage.name() == k || i.name() == k)
+            })?;
         }
         positive("runtime.threads", self.runtime.threads)?;
 
@@ -121,7 +141,10 @@ impl Config {
                 check_arch(arch)?;
                 check_tokenizer(tokenizer)?;
                 if tokenizer.vocab_size > *vocab_size {
-                    return err("model.tokenizer.vocab_size", format!("must be at most model.vocab_size = {vocab_size}"));
+                    return err(
+                        "model.tokenizer.vocab_size",
+                        format!("must be at most model.vocab_size = {vocab_size}"),
+                    );
                 }
             }
             ModelSpec::Scratch { arch, tokenizer, pretrain } => {
@@ -141,7 +164,10 @@ impl Config {
                     return err("model.pretrain.max_input_tokens", "must be at least 8");
                 }
                 if !(pretrain.heldout_share.is_finite() && (0.0..=0.5).contains(&pretrain.heldout_share)) {
-                    return err("model.pretrain.heldout_share", format!("must be in [0, 0.5], got {}", pretrain.heldout_share));
+                    return err(
+                        "model.pretrain.heldout_share",
+                        format!("must be in [0, 0.5], got {}", pretrain.heldout_share),
+                    );
                 }
             }
         }
@@ -206,7 +232,10 @@ impl Config {
         unit("synth.share_answer_expansion", s.share_answer_expansion, false, false)?;
         let total = s.share_question_variants + s.share_context_augmentation + s.share_answer_expansion;
         if (total - 1.0).abs() > 1e-9 {
-            return err("synth.share_question_variants", format!("the three strategy shares must sum to 1, got {total}"));
+            return err(
+                "synth.share_question_variants",
+                format!("the three strategy shares must sum to 1, got {total}"),
+            );
         }
 
         let f = &self.filters;
@@ -247,7 +276,10 @@ impl Config {
 
         let an = &self.analysis;
         if !super::PRIMARY_METRICS.contains(&an.primary_metric.as_str()) {
-            return err("analysis.primary_metric", format!("must be one of {:?}, got {:?}", super::PRIMARY_METRICS, an.primary_metric));
+            return err(
+                "analysis.primary_metric",
+                format!("must be one of {:?}, got {:?}", super::PRIMARY_METRICS, an.primary_metric),
+            );
         }
         if !(an.alpha.is_finite() && an.alpha > 0.0 && an.alpha < 0.5) {
             return err("analysis.alpha", format!("must be a one-sided level in (0, 0.5), got {}", an.alpha));

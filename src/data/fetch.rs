@@ -35,7 +35,9 @@ fn check_url(base: &str) -> Result<(), DataError> {
     if lower.starts_with("https://") || loopback {
         Ok(())
     } else {
-        Err(DataError::Missing(format!("refusing base URL {base:?}: only https:// (or http:// to loopback) is allowed")))
+        Err(DataError::Missing(format!(
+            "refusing base URL {base:?}: only https:// (or http:// to loopback) is allowed"
+        )))
     }
 }
 
@@ -52,7 +54,9 @@ pub fn fetch(base_url: &str, files: &[String], dir: &Path) -> Result<Vec<Fetched
         let url = format!("{}/{}", base_url.trim_end_matches('/'), file);
         let target = dir.join(file);
         let resp = agent.get(&url).call().map_err(|e| {
-            DataError::Missing(format!("could not download {url}: {e} (no network? use HSX_DATA_MIRROR for an offline copy)"))
+            DataError::Missing(format!(
+                "could not download {url}: {e} (no network? use HSX_DATA_MIRROR for an offline copy)"
+            ))
         })?;
         let tmp = dir.join(format!(".{file}.part"));
         let io = |source| DataError::Io { path: tmp.clone(), source };
@@ -63,7 +67,9 @@ pub fn fetch(base_url: &str, files: &[String], dir: &Path) -> Result<Vec<Fetched
         let mut total = 0u64;
         let result: Result<(), DataError> = (|| {
             loop {
-                let n = reader.read(&mut buf).map_err(|e| DataError::Missing(format!("download of {url} broke off: {e}")))?;
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| DataError::Missing(format!("download of {url} broke off: {e}")))?;
                 if n == 0 {
                     break;
                 }
@@ -90,7 +96,13 @@ pub fn fetch(base_url: &str, files: &[String], dir: &Path) -> Result<Vec<Fetched
             }
         }
         std::fs::rename(&tmp, &target).map_err(|source| DataError::Io { path: target.clone(), source })?;
-        out.push(Fetched { file: file.clone(), path: target, bytes: total, sha256: sha, verified_known_hash: expected.is_some() });
+        out.push(Fetched {
+            file: file.clone(),
+            path: target,
+            bytes: total,
+            sha256: sha,
+            verified_known_hash: expected.is_some(),
+        });
     }
     Ok(out)
 }

@@ -200,7 +200,11 @@ pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<ReadResult, DataError
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let bytes: usize = rec.as_slice().len();
         if bytes > opts.max_row_bytes {
-            sink.reject(line, RowProblem::TooLong, format!("row is {bytes} bytes, over the {} byte limit", opts.max_row_bytes))?;
+            sink.reject(
+                line,
+                RowProblem::TooLong,
+                format!("row is {bytes} bytes, over the {} byte limit", opts.max_row_bytes),
+            )?;
             continue;
         }
         if rec.len() != ncols {
@@ -262,7 +266,11 @@ pub fn read_jsonl(path: &Path, opts: &ReadOptions) -> Result<ReadResult, DataErr
         }
         sink.out.rows += 1;
         if raw.len() > opts.max_row_bytes {
-            sink.reject(line_no, RowProblem::TooLong, format!("row is {} bytes, over the {} byte limit", raw.len(), opts.max_row_bytes))?;
+            sink.reject(
+                line_no,
+                RowProblem::TooLong,
+                format!("row is {} bytes, over the {} byte limit", raw.len(), opts.max_row_bytes),
+            )?;
             continue;
         }
         let text = match std::str::from_utf8(raw) {

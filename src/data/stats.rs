@@ -136,7 +136,12 @@ mod answer_tests {
 
     #[test]
     fn answer_comparison_counts_empty_degenerate_and_overlap() {
-        let pairs = [("They were tired .", "They were tired."), ("She left early", "."), ("He won", ""), ("It rained", "no no no")];
+        let pairs = [
+            ("They were tired .", "They were tired."),
+            ("She left early", "."),
+            ("He won", ""),
+            ("It rained", "no no no"),
+        ];
         let c = compare_answers(&pairs);
         assert_eq!(c.pairs, 4);
         assert_eq!(c.exact_match_share, 0.25);

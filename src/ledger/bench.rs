@@ -40,13 +40,19 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
         let _ = std::fs::set_permissions(&keydir, std::fs::Permissions::from_mode(0o700));
     }
     let key_path = keydir.join("bench.pem");
-    let key = if key_path.exists() { SigningKeyFile::load(&key_path)? } else { SigningKeyFile::generate(&key_path, false)? };
+    let key =
+        if key_path.exists() { SigningKeyFile::load(&key_path)? } else { SigningKeyFile::generate(&key_path, false)? };
     let mut files = Vec::new();
     for k in 0..4 {
         let rel = format!("shared/f{k}.bin");
         let body: Vec<u8> = (0..64 * 1024).map(|i| ((i * 31 + k * 7) % 251) as u8).collect();
         std::fs::write(run.join(&rel), &body).map_err(|e| io(&run, e))?;
-        files.push(super::FileRecord { root: super::Root::Run, path: rel, bytes: body.len() as u64, sha256: crate::canonical::sha256_hex(&body) });
+        files.push(super::FileRecord {
+            root: super::Root::Run,
+            path: rel,
+            bytes: body.len() as u64,
+            sha256: crate::canonical::sha256_hex(&body),
+        });
     }
     let config = json!({
         "experiment": {"id": "bench", "seed": 42, "runs_dir": "runs", "report_dir": "report"},
@@ -77,7 +83,8 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
     let path = ws.join(format!("ledger/bench-{n}.json"));
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| io(&path, e))?);
     let wio = |e| LedgerError::Io { path: path.clone(), source: e };
-    write!(w, "{{\"header\":{},\"entries\":[", serde_json::to_string(&header).expect("header serialises")).map_err(wio)?;
+    write!(w, "{{\"header\":{},\"entries\":[", serde_json::to_string(&header).expect("header serialises"))
+        .map_err(wio)?;
     let mut last: Option<Entry> = None;
     let mut prev = ZERO_HASH.to_owned();
     for i in 0..n {
@@ -96,7 +103,11 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
             prev: prev.clone(),
             started: t(0),
             finished: t(5),
-            git: GitState::Repository { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: false, diff_sha256: None },
+            git: GitState::Repository {
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                dirty: false,
+                diff_sha256: None,
+            },
             env: env.clone(),
             seeds: Seeds { master: 42, stage: super::stage_seed(42, &format!("stage-{i}")) },
             params: json!({"stage": i % 13, "lr": 3e-4}),
@@ -137,7 +148,13 @@ pub fn measure_here(ledger: &Path) -> Result<VerifyMeasurement, LedgerError> {
     let t0 = Instant::now();
     let rep = super::verify::verify_at(ledger, None, &Default::default())?;
     let secs = t0.elapsed().as_secs_f64();
-    Ok(VerifyMeasurement { entries: rep.entries.len(), ledger_bytes: bytes, verify_seconds: secs, peak_rss_kib: peak_rss_kib(), ok: rep.ok })
+    Ok(VerifyMeasurement {
+        entries: rep.entries.len(),
+        ledger_bytes: bytes,
+        verify_seconds: secs,
+        peak_rss_kib: peak_rss_kib(),
+        ok: rep.ok,
+    })
 }
 
 /// Generates ledgers of each size under `dir` and measures each verification in a fresh process
@@ -155,8 +172,7 @@ pub fn run(exe: &Path, dir: &Path, sizes: &[usize]) -> Result<Vec<VerifyMeasurem
             return Err(format!("verify child for {n} entries failed: {}", String::from_utf8_lossy(&o.stderr)));
         }
         let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| format!("child output: {e}"))?;
-        let m: VerifyMeasurement = serde_json::from_value(v.clone())
-            .map_err(|e| format!("child output {v}: {e}"))?;
+        let m: VerifyMeasurement = serde_json::from_value(v.clone()).map_err(|e| format!("child output {v}: {e}"))?;
         out.push(m);
     }
     Ok(out)

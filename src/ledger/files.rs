@@ -93,13 +93,34 @@ pub fn check_relative(rel: &str) -> Result<(), LedgerError> {
 }
 
 /// `O_NONBLOCK`: opening a FIFO that was swapped in after the type check must not block.
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "x86", target_arch = "arm", target_arch = "riscv64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )
+))]
 const O_NONBLOCK: i32 = 0o4000;
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "x86", target_arch = "arm", target_arch = "riscv64"))))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )
+)))]
 const O_NONBLOCK: i32 = 0;
 
 fn not_regular(path: &Path, what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is {what}, not a regular file; refused", path.display()))
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{} is {what}, not a regular file; refused", path.display()),
+    )
 }
 
 fn kind_of(ft: &std::fs::FileType) -> &'static str {
@@ -147,7 +168,9 @@ pub fn resolve_inside(root: &Path, rel: &str) -> Result<Option<PathBuf>, String>
     };
     match joined.canonicalize() {
         Ok(real) if real.starts_with(&real_root) => Ok(Some(real)),
-        Ok(real) => Err(format!("{rel} resolves to {}, outside its root {}; refused", real.display(), real_root.display())),
+        Ok(real) => {
+            Err(format!("{rel} resolves to {}, outside its root {}; refused", real.display(), real_root.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A dangling symlink is refused rather than called missing.
             if std::fs::symlink_metadata(&joined).is_ok() {
@@ -167,7 +190,10 @@ pub enum OnDisk {
     Matches,
     Missing,
     /// Present but different; `sha256` is `None` when the size already differed (not hashed).
-    Differs { bytes: u64, sha256: Option<String> },
+    Differs {
+        bytes: u64,
+        sha256: Option<String>,
+    },
     /// Cannot be checked safely: not a regular file, outside its root, unreadable.
     Refused(String),
 }
@@ -225,9 +251,8 @@ fn hash_open_file(f: std::fs::File, limit: Option<u64>) -> std::io::Result<(u64,
 
 /// Records `rel` under `root`: one record for a file, one per file (sorted by path) for a directory.
 pub fn record_path(roots: &Roots, root: Root, rel: &str) -> Result<Vec<FileRecord>, LedgerError> {
-    let base = roots
-        .get(root)
-        .ok_or_else(|| LedgerError::Path(format!("root {root} is not available on this machine")))?;
+    let base =
+        roots.get(root).ok_or_else(|| LedgerError::Path(format!("root {root} is not available on this machine")))?;
     check_relative(rel)?;
     let full = base.join(rel);
     let meta = std::fs::symlink_metadata(&full).map_err(|source| LedgerError::Io { path: full.clone(), source })?;
@@ -245,11 +270,16 @@ pub fn record_path(roots: &Roots, root: Root, rel: &str) -> Result<Vec<FileRecor
                 collect_files(&real, rel, &mut rels)?;
                 rels.sort();
             }
-            Ok(_) => return Err(LedgerError::Path(format!("{root}:{rel} is a symbolic link to nothing usable; refused"))),
+            Ok(_) => {
+                return Err(LedgerError::Path(format!("{root}:{rel} is a symbolic link to nothing usable; refused")))
+            }
             Err(msg) => return Err(LedgerError::Path(format!("{root}:{msg}"))),
         }
     } else {
-        return Err(LedgerError::Path(format!("{root}:{rel} is {}, not a regular file or directory; refused", kind_of(&meta.file_type()))));
+        return Err(LedgerError::Path(format!(
+            "{root}:{rel} is {}, not a regular file or directory; refused",
+            kind_of(&meta.file_type())
+        )));
     }
     let mut out = Vec::with_capacity(rels.len());
     for r in rels {
@@ -273,7 +303,10 @@ fn collect_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Led
         };
         let child_rel = format!("{rel}/{name}");
         if check_relative(&child_rel).is_err() {
-            return Err(LedgerError::Path(format!("{} holds a file named {name:?}, which cannot be recorded as a path: rename or remove it", dir.display())));
+            return Err(LedgerError::Path(format!(
+                "{} holds a file named {name:?}, which cannot be recorded as a path: rename or remove it",
+                dir.display()
+            )));
         }
         let ft = ent.file_type().map_err(|source| LedgerError::Io { path: ent.path(), source })?;
         if ft.is_dir() {

@@ -70,7 +70,11 @@ impl FragmentWriter {
         if key.signer().key_id != header.signer.key_id {
             return Err(LedgerError::Stage {
                 stage: path.display().to_string(),
-                message: format!("the signing key {} is not the ledger's signer {}", key.signer().key_id, header.signer.key_id),
+                message: format!(
+                    "the signing key {} is not the ledger's signer {}",
+                    key.signer().key_id,
+                    header.signer.key_id
+                ),
             });
         }
         Ok(FragmentWriter { path, header, key, written: false })
@@ -117,52 +121,80 @@ pub struct CheckedFragment {
 pub fn read_checked(run_dir: &Path, instance: &str, header: &Header) -> Result<CheckedFragment, FragmentError> {
     let rel = fragment_rel(instance);
     let path = run_dir.join(&rel);
-    let invalid = |field: &str, message: String| FragmentError::Invalid { path: path.clone(), field: field.into(), message };
+    let invalid =
+        |field: &str, message: String| FragmentError::Invalid { path: path.clone(), field: field.into(), message };
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FragmentError::Missing { path, instance: instance.into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FragmentError::Missing { path, instance: instance.into() })
+        }
         Err(e) => return Err(FragmentError::Read { path, message: e.to_string() }),
     };
     if !meta.is_file() {
         return Err(FragmentError::Read { path, message: "not a regular file".into() });
     }
     if meta.len() > MAX_FRAGMENT_BYTES {
-        return Err(FragmentError::Read { path, message: format!("{} bytes, more than the {MAX_FRAGMENT_BYTES} byte limit", meta.len()) });
+        return Err(FragmentError::Read {
+            path,
+            message: format!("{} bytes, more than the {MAX_FRAGMENT_BYTES} byte limit", meta.len()),
+        });
     }
     let bytes = std::fs::read(&path).map_err(|e| FragmentError::Read { path: path.clone(), message: e.to_string() })?;
     let sha256 = crate::canonical::sha256_hex(&bytes);
     let raw: Value = serde_json::from_slice(&bytes).map_err(|e| invalid("(json)", e.to_string()))?;
-    let f: Fragment = serde_path_to_error::deserialize(&raw).map_err(|e| invalid(&e.path().to_string(), e.inner().to_string()))?;
+    let f: Fragment =
+        serde_path_to_error::deserialize(&raw).map_err(|e| invalid(&e.path().to_string(), e.inner().to_string()))?;
     if f.format != FRAGMENT_FORMAT || f.version != FRAGMENT_VERSION {
-        return Err(invalid("format", format!("{:?} version {}, expected {FRAGMENT_FORMAT:?} version {FRAGMENT_VERSION}", f.format, f.version)));
+        return Err(invalid(
+            "format",
+            format!("{:?} version {}, expected {FRAGMENT_FORMAT:?} version {FRAGMENT_VERSION}", f.format, f.version),
+        ));
     }
     if f.instance != instance || f.entry.stage != instance {
-        return Err(invalid("instance", format!("holds {:?} (entry stage {:?}), expected {instance:?}", f.instance, f.entry.stage)));
+        return Err(invalid(
+            "instance",
+            format!("holds {:?} (entry stage {:?}), expected {instance:?}", f.instance, f.entry.stage),
+        ));
     }
     let header_sha = header.sha256();
     if f.ledger_header_sha256 != header_sha || f.entry.header_sha256 != header_sha {
-        return Err(invalid("ledger_header_sha256", "was written for another ledger (its header hash differs from this ledger's)".into()));
+        return Err(invalid(
+            "ledger_header_sha256",
+            "was written for another ledger (its header hash differs from this ledger's)".into(),
+        ));
     }
     if f.entry.experiment != header.experiment {
-        return Err(invalid("entry.experiment", format!("{:?}, the ledger's is {:?}", f.entry.experiment, header.experiment)));
+        return Err(invalid(
+            "entry.experiment",
+            format!("{:?}, the ledger's is {:?}", f.entry.experiment, header.experiment),
+        ));
     }
     if f.entry.seq != 0 || f.entry.prev != ZERO_HASH {
         return Err(invalid("entry.seq", "a fragment's entry has sequence 0 and the zero hash as prev".into()));
     }
     let config_sha = crate::canonical::sha256_canonical(&f.entry.config);
     if config_sha != f.entry.config_sha256 {
-        return Err(invalid("entry.config_sha256", format!("recorded {}, but the recorded config hashes to {config_sha}", f.entry.config_sha256)));
+        return Err(invalid(
+            "entry.config_sha256",
+            format!("recorded {}, but the recorded config hashes to {config_sha}", f.entry.config_sha256),
+        ));
     }
     let entry_raw = raw.get("entry").cloned().unwrap_or(Value::Null);
     let canonical = entry_canonical_bytes(&entry_raw, VERSION);
     let computed = crate::canonical::sha256_hex(canonical.as_bytes());
     if computed != f.entry.hash {
-        return Err(invalid("entry.hash", format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)")));
+        return Err(invalid(
+            "entry.hash",
+            format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)"),
+        ));
     }
     let public = super::keys::parse_public_key(&header.signer.public_key).map_err(|m| invalid("ledger signer", m))?;
     verify_entry_signature(VERSION, &public, &canonical, &f.entry.hash, &f.entry.signature)
         .map_err(|m| invalid("entry.signature", format!("{m} for the ledger's signer {}", header.signer.key_id)))?;
-    Ok(CheckedFragment { file: FileRecord { root: Root::Run, path: rel, bytes: bytes.len() as u64, sha256 }, fragment: f })
+    Ok(CheckedFragment {
+        file: FileRecord { root: Root::Run, path: rel, bytes: bytes.len() as u64, sha256 },
+        fragment: f,
+    })
 }
 
 /// The entry the driver appends for a checked fragment: the job's entry with `env.fragment` naming the

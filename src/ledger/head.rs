@@ -122,7 +122,9 @@ impl SignedHead {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
             Ok(m) if !m.is_file() => return Err(format!("{} is not a regular file", path.display())),
-            Ok(m) if m.len() > MAX_HEAD_BYTES => return Err(format!("{} is larger than {MAX_HEAD_BYTES} bytes", path.display())),
+            Ok(m) if m.len() > MAX_HEAD_BYTES => {
+                return Err(format!("{} is larger than {MAX_HEAD_BYTES} bytes", path.display()))
+            }
             Ok(_) => super::keys::read_small_regular_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
         };
         let v = crate::canonical::parse_strict(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -132,7 +134,12 @@ impl SignedHead {
     /// Checks the head against the ledger: signed by the header's signer, same experiment and header,
     /// and naming an entry the ledger has. A head *behind* the ledger (a crash between writing the
     /// ledger and its head) is accepted: the later entries are signed too.
-    pub fn check(&self, header: &Header, public: &ed25519_dalek::VerifyingKey, hashes: &[String]) -> Result<(), String> {
+    pub fn check(
+        &self,
+        header: &Header,
+        public: &ed25519_dalek::VerifyingKey,
+        hashes: &[String],
+    ) -> Result<(), String> {
         if self.payload_type != HEAD_PAYLOAD_TYPE {
             return Err(format!("payload_type {:?} is not {HEAD_PAYLOAD_TYPE:?}", self.payload_type));
         }
@@ -149,7 +156,11 @@ impl SignedHead {
             ));
         }
         if self.entries == 0 {
-            return if self.seq.is_none() && self.hash == ZERO_HASH { Ok(()) } else { Err("is malformed (no entries but a head)".into()) };
+            return if self.seq.is_none() && self.hash == ZERO_HASH {
+                Ok(())
+            } else {
+                Err("is malformed (no entries but a head)".into())
+            };
         }
         let i = (self.entries - 1) as usize;
         if self.seq != Some(i as u64) || hashes[i] != self.hash {

@@ -50,10 +50,16 @@ pub fn read_small_regular_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a FIFO, device, socket or directory)"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device, socket or directory)",
+        ));
     }
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} bytes, more than the {MAX_KEY_FILE_BYTES} byte limit", meta.len())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} bytes, more than the {MAX_KEY_FILE_BYTES} byte limit", meta.len()),
+        ));
     }
     let f = crate::ledger::files::open_regular(path)?;
     let mut text = String::new();
@@ -82,7 +88,10 @@ pub fn check_key_location(path: &Path) -> Result<(), KeyError> {
                 ),
             });
         }
-        let mode = std::fs::metadata(anc).map_err(|source| KeyError::Io { path: anc.to_owned(), source })?.permissions().mode();
+        let mode = std::fs::metadata(anc)
+            .map_err(|source| KeyError::Io { path: anc.to_owned(), source })?
+            .permissions()
+            .mode();
         if mode & 0o022 != 0 && mode & 0o1000 == 0 {
             return Err(KeyError::Location {
                 path: path.to_owned(),
@@ -175,7 +184,10 @@ impl SigningKeyFile {
         if !meta.is_file() {
             return Err(KeyError::Io {
                 path: path.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a FIFO, device, socket or directory)"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file (a FIFO, device, socket or directory)",
+                ),
             });
         }
         let mode = meta.permissions().mode() & 0o777;
@@ -220,7 +232,9 @@ pub fn parse_public_key(hex_key: &str) -> Result<VerifyingKey, String> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| "public key is not 32 bytes".to_string())?;
     let k = VerifyingKey::from_bytes(&arr).map_err(|e| format!("public key is not a valid ed25519 point: {e}"))?;
     if k.is_weak() {
-        return Err("public key is a small-order (weak) ed25519 point, such as the identity; no one holds its secret".into());
+        return Err(
+            "public key is a small-order (weak) ed25519 point, such as the identity; no one holds its secret".into()
+        );
     }
     Ok(k)
 }
@@ -288,11 +302,13 @@ impl TrustedKeys {
             if key_id(&public) != id {
                 return Err(err(format!("key id {id} does not match the public key (its id is {})", key_id(&public))));
             }
-            let mut tk = TrustedKey { key_id: id.into(), public_key: pk.to_lowercase(), valid_after: None, valid_before: None };
+            let mut tk =
+                TrustedKey { key_id: id.into(), public_key: pk.to_lowercase(), valid_after: None, valid_before: None };
             for opt in opts.into_iter().flat_map(|o| o.split(',')) {
                 let (k, v) = opt.split_once('=').ok_or_else(|| err(format!("option {opt:?} is not key=value")))?;
-                let t = time::OffsetDateTime::parse(v.trim_matches('"'), &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| err(format!("option {k}: {v:?} is not an RFC 3339 time: {e}")))?;
+                let t =
+                    time::OffsetDateTime::parse(v.trim_matches('"'), &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| err(format!("option {k}: {v:?} is not an RFC 3339 time: {e}")))?;
                 match k {
                     "valid-after" => tk.valid_after = Some(t),
                     "valid-before" => tk.valid_before = Some(t),
@@ -301,7 +317,9 @@ impl TrustedKeys {
             }
             if let (Some(a), Some(b)) = (tk.valid_after, tk.valid_before) {
                 if a >= b {
-                    return Err(err(format!("inverted validity window: valid-after {a} is not before valid-before {b}")));
+                    return Err(err(format!(
+                        "inverted validity window: valid-after {a} is not before valid-before {b}"
+                    )));
                 }
             }
             if let Some(j) = keys.iter().position(|k| k.key_id == tk.key_id) {
@@ -328,9 +346,8 @@ impl TrustedKeys {
         if candidates.is_empty() {
             return Err(format!("signer {} is not in the trusted keys", signer.key_id));
         }
-        let ok = candidates.iter().all(|k| {
-            k.valid_after.is_none_or(|a| t >= a) && k.valid_before.is_none_or(|b| t < b)
-        });
+        let ok =
+            candidates.iter().all(|k| k.valid_after.is_none_or(|a| t >= a) && k.valid_before.is_none_or(|b| t < b));
         if ok {
             Ok(())
         } else {

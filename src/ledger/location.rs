@@ -69,7 +69,8 @@ pub fn resolve_ledger_path(path: &Path) -> Result<PathBuf, LedgerError> {
             _ => break,
         }
     }
-    let name = p.file_name().ok_or_else(|| LedgerError::Path(format!("{} does not name a file", path.display())))?.to_owned();
+    let name =
+        p.file_name().ok_or_else(|| LedgerError::Path(format!("{} does not name a file", path.display())))?.to_owned();
     let dir = match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -103,13 +104,19 @@ pub fn locate(ledger_path: &Path, header: &Header) -> Result<Locations, LedgerEr
 }
 
 fn resolve_existing(path: &Path) -> PathBuf {
-    path.canonicalize().unwrap_or_else(|_| std::env::current_dir().map(|c| c.join(path)).unwrap_or_else(|_| path.to_owned()))
+    path.canonicalize()
+        .unwrap_or_else(|_| std::env::current_dir().map(|c| c.join(path)).unwrap_or_else(|_| path.to_owned()))
 }
 
 /// The roots for checking a ledger's files on this machine, from the ledger's own location (never the
 /// working directory): `data` is `<mirror>/cosmosqa` when a mirror is given, else `data_dir` (the
 /// recorded config's `data.dir`, which must be a safe relative path) under the workspace.
-pub fn roots_for(ledger_path: &Path, header: &Header, data_dir: Option<&str>, mirror: Option<&Path>) -> Result<super::Roots, LedgerError> {
+pub fn roots_for(
+    ledger_path: &Path,
+    header: &Header,
+    data_dir: Option<&str>,
+    mirror: Option<&Path>,
+) -> Result<super::Roots, LedgerError> {
     let loc = locate(ledger_path, header)?;
     let data = match (mirror, data_dir) {
         (Some(m), _) => Some(m.join("cosmosqa")),

@@ -81,15 +81,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
 
+pub mod bench;
 pub mod files;
+pub mod fragment;
+pub mod head;
 pub mod keys;
+pub mod location;
 pub mod recorder;
 pub mod store;
 pub mod verify;
-pub mod bench;
-pub mod head;
-pub mod location;
-pub mod fragment;
 
 pub use files::{FileRecord, Root, Roots};
 
@@ -99,9 +99,9 @@ pub use files::{FileRecord, Root, Roots};
 pub trait Append {
     fn append(&mut self, entry: Entry) -> Result<Entry, LedgerError>;
 }
+pub use head::{Head, SignedHead};
 pub use keys::{KeyError, SigningKeyFile, TrustedKeys};
 pub use recorder::{Recorder, StageOutcome, StageSpec};
-pub use head::{Head, SignedHead};
 pub use store::{open_verified, LedgerWriter, Locations};
 
 pub const FORMAT: &str = "hsx-ledger";
@@ -231,7 +231,9 @@ mod u64_text {
         }
         match Either::deserialize(d)? {
             Either::N(n) => Ok(n),
-            Either::S(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) => {
+            Either::S(s)
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) =>
+            {
                 s.parse().map_err(|_| de::Error::custom(format!("seed {s:?} does not fit 64 bits")))
             }
             Either::S(s) => Err(de::Error::custom(format!("seed {s:?} is not a canonical decimal integer"))),
@@ -246,8 +248,13 @@ pub enum Determinism {
     /// Same machine, same threads: every output byte-identical.
     Bitwise,
     /// Outputs may differ within `epsilon` on `metric`.
-    Tolerance { metric: String, epsilon: f64 },
-    Nondeterministic { reason: String },
+    Tolerance {
+        metric: String,
+        epsilon: f64,
+    },
+    Nondeterministic {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,7 +374,10 @@ impl Ledger {
 /// replicate (`train-A@43`: stage `train-A` run under training seed 43), whose seed is
 /// `stage_seed(43, "train-A")` — the seed `train-A` has in an experiment whose master seed is 43.
 pub fn instance_seed(master: u64, name: &str) -> u64 {
-    match name.rsplit_once('@').and_then(|(base, s)| s.parse::<u64>().ok().filter(|v| v.to_string() == s).map(|v| (base, v))) {
+    match name
+        .rsplit_once('@')
+        .and_then(|(base, s)| s.parse::<u64>().ok().filter(|v| v.to_string() == s).map(|v| (base, v)))
+    {
         Some((base, seed)) => stage_seed(seed, base),
         None => stage_seed(master, name),
     }
@@ -385,9 +395,7 @@ pub fn stage_seed(master: u64, stage: &str) -> u64 {
 /// Current UTC time, RFC 3339 with microseconds.
 pub fn now_utc() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use super::files::write_bytes_atomic;
 use super::head::{head_path_for, SignedHead};
-pub use super::location::*;
 use super::keys::{SigningKeyFile, TrustedKeys};
+pub use super::location::*;
 use super::{Entry, Header, Ledger, LedgerError, FORMAT, VERSION};
 
 /// Reads and parses a ledger file as untrusted raw JSON: size-capped, depth-capped (serde_json's
@@ -104,7 +104,13 @@ fn lock_file(target: &Path, lock_path: &Path, what: &Path) -> Result<std::fs::Fi
     // locking, check that the path still names the locked file, and start over when it does not.
     let mut attempts = 0;
     let (mut f, locked) = loop {
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(lock_path).map_err(io)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(lock_path)
+            .map_err(io)?;
         match FileExt::try_lock_exclusive(&f) {
             Ok(true) if attempts < 100 && !same_file(&f, lock_path) => attempts += 1,
             locked => break (f, locked),
@@ -165,7 +171,12 @@ impl Drop for LedgerWriter {
 /// creates it if needed, locks `.hsx-run.lock`, and records the ledger in `.hsx-ledger`. A directory
 /// claimed by another ledger that still exists is refused, naming both; a directory that holds files
 /// but no claim is refused for a new ledger (`new_ledger`), since its files would be overwritten.
-pub fn claim_run_dir(run_dir: &Path, header_sha256: &str, ledger: &Path, new_ledger: bool) -> Result<RunClaim, LedgerError> {
+pub fn claim_run_dir(
+    run_dir: &Path,
+    header_sha256: &str,
+    ledger: &Path,
+    new_ledger: bool,
+) -> Result<RunClaim, LedgerError> {
     let io = |p: &Path, source| LedgerError::Io { path: p.to_owned(), source };
     std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
     let dir = run_dir.canonicalize().map_err(|e| io(run_dir, e))?;
@@ -205,10 +216,12 @@ pub fn claim_run_dir(run_dir: &Path, header_sha256: &str, ledger: &Path, new_led
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if new_ledger {
-                let occupied = std::fs::read_dir(&dir)
-                    .map_err(|e| io(&dir, e))?
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name() != RUN_LOCK_FILE && e.path() != ledger && e.path() != lock_path_for(ledger) && e.path() != head_path_for(ledger));
+                let occupied = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?.filter_map(Result::ok).any(|e| {
+                    e.file_name() != RUN_LOCK_FILE
+                        && e.path() != ledger
+                        && e.path() != lock_path_for(ledger)
+                        && e.path() != head_path_for(ledger)
+                });
                 if occupied {
                     return Err(LedgerError::RunDir {
                         path: dir.clone(),
@@ -297,7 +310,8 @@ impl LedgerWriter {
             } else {
                 let dir = resolved.parent().expect("resolved ledger path has a directory");
                 let rel = |to: &Path| {
-                    relative_location(dir, to).ok_or_else(|| LedgerError::Path(format!("{} is not a UTF-8 path", to.display())))
+                    relative_location(dir, to)
+                        .ok_or_else(|| LedgerError::Path(format!("{} is not a UTF-8 path", to.display())))
                 };
                 Ledger {
                     header: Header {

@@ -24,8 +24,8 @@ use std::path::Path;
 mod checker;
 mod outcome;
 use checker::Checker;
-pub use outcome::{EntryVerdict, Failure, RootsShown, VerifyOptions, VerifyReport};
 use outcome::fail;
+pub use outcome::{EntryVerdict, Failure, RootsShown, VerifyOptions, VerifyReport};
 
 use super::files::Roots;
 use super::{Header, Ledger, LedgerError};
@@ -43,16 +43,26 @@ pub fn verify_at(path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Re
 }
 
 /// As [`verify_at`], also returning the typed ledger when it could be read.
-pub fn verify_collect(path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
+pub fn verify_collect(
+    path: &Path,
+    mirror: Option<&Path>,
+    opts: &VerifyOptions,
+) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
     run_file(path, RootsFrom::Location(mirror), opts, true)
 }
 
 /// Verifies an already-parsed ledger document (tests, tools). No signed-head file is consulted.
-pub fn verify_value(raw: &Value, path: &Path, roots: &Roots, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
+pub fn verify_value(
+    raw: &Value,
+    path: &Path,
+    roots: &Roots,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, LedgerError> {
     let not_ledger = |message: String| LedgerError::Format { path: path.to_owned(), message };
     let obj = raw.as_object().ok_or_else(|| not_ledger("the top level is not a JSON object".into()))?;
     let header_raw = obj.get("header").ok_or_else(|| not_ledger("no `header` member".into()))?;
-    let entries_raw = obj.get("entries").and_then(Value::as_array).ok_or_else(|| not_ledger("no `entries` array".into()))?;
+    let entries_raw =
+        obj.get("entries").and_then(Value::as_array).ok_or_else(|| not_ledger("no `entries` array".into()))?;
     let mut c = Checker::new(path, opts, false);
     if let Some(extra) = obj.keys().find(|k| *k != "header" && *k != "entries") {
         c.header_failure(fail(None, None, extra.as_str(), "unknown top-level member"));
@@ -69,7 +79,12 @@ enum RootsFrom<'a> {
     Location(Option<&'a Path>),
 }
 
-fn run_file(path: &Path, roots: RootsFrom, opts: &VerifyOptions, keep: bool) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
+fn run_file(
+    path: &Path,
+    roots: RootsFrom,
+    opts: &VerifyOptions,
+    keep: bool,
+) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
     use std::io::Read;
     let io = |source| LedgerError::Io { path: path.to_owned(), source };
     let open = || -> Result<_, LedgerError> {

@@ -106,7 +106,8 @@ pub fn predictions(baseline: Baseline, train: &[QaExample], test: &[QaExample]) 
 }
 
 /// How a baseline, which has no model to rank options with, answers the multiple-choice question.
-pub const MC_RULE: &str = "the answer option with the highest SQuAD token F1 against the baseline's answer (ties to the first option)";
+pub const MC_RULE: &str =
+    "the answer option with the highest SQuAD token F1 against the baseline's answer (ties to the first option)";
 
 /// The option [`MC_RULE`] picks for `answer` among `choices` (0 when there are none).
 pub fn choose_option(answer: &str, choices: &[String]) -> usize {
@@ -122,7 +123,11 @@ pub fn choose_option(answer: &str, choices: &[String]) -> usize {
 
 /// Per test example, 1 where [`choose_option`] on the baseline's answer picks the labelled option, else 0.
 pub fn mc_correct(predictions: &[String], test: &[QaExample]) -> Vec<f64> {
-    predictions.iter().zip(test).map(|(p, e)| f64::from(u8::from(choose_option(p, &e.choices) == e.label as usize))).collect()
+    predictions
+        .iter()
+        .zip(test)
+        .map(|(p, e)| f64::from(u8::from(choose_option(p, &e.choices) == e.label as usize)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -142,7 +147,12 @@ mod tests {
 
     #[test]
     fn most_frequent_counts_normalised_answers() {
-        let train = vec![ex("They were tired."), ex("None of the above choices ."), ex("none of the above choices"), ex("they were tired")];
+        let train = vec![
+            ex("They were tired."),
+            ex("None of the above choices ."),
+            ex("none of the above choices"),
+            ex("they were tired"),
+        ];
         // Two each; "none of above choices" < "they were tired" in normalised order.
         assert_eq!(most_frequent_answer(&train).as_deref(), Some("None of the above choices ."));
         let train = vec![ex("b"), ex("a"), ex("B.")];
@@ -167,16 +177,22 @@ mod tests {
 
     #[test]
     fn the_mc_rule_picks_the_option_closest_to_the_answer_and_ties_to_the_first() {
-        let choices: Vec<String> = ["They went to the park.", "She bought some milk.", "None of the above choices .", "He bought milk and bread."]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let choices: Vec<String> = [
+            "They went to the park.",
+            "She bought some milk.",
+            "None of the above choices .",
+            "He bought milk and bread.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(choose_option("buy milk", &choices), 1); // F1 1/3 against 2/7 for option 4, 0 for the others
         assert_eq!(choose_option("None of the above choices.", &choices), 2);
         // No shared word: every F1 is 0, so the first option.
         assert_eq!(choose_option("xyz", &choices), 0);
         // Equal F1 for options 1 and 2: the first of them.
-        let tied: Vec<String> = ["a dog ran", "park visit", "visit park", "park"].iter().map(|s| s.to_string()).collect();
+        let tied: Vec<String> =
+            ["a dog ran", "park visit", "visit park", "park"].iter().map(|s| s.to_string()).collect();
         assert_eq!(choose_option("park visit today", &tied), 1);
         assert_eq!(choose_option("park", &tied), 3);
         let mut e = ex("x");

@@ -45,10 +45,17 @@ pub struct BertScores {
 }
 
 /// Per-token embeddings (normalised) of each text, in input order, on the CPU.
-fn token_embeddings(bert: &Bert, texts: &[String], layer: usize, batch: usize, max_len: usize) -> Result<(Vec<Vec<i64>>, Vec<Tensor>), ModelError> {
+fn token_embeddings(
+    bert: &Bert,
+    texts: &[String],
+    layer: usize,
+    batch: usize,
+    max_len: usize,
+) -> Result<(Vec<Vec<i64>>, Vec<Tensor>), ModelError> {
     let ids: Vec<Vec<i64>> = texts.iter().map(|t| bert.encode_ids(t.trim(), max_len)).collect::<Result<_, _>>()?;
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-    let batches = crate::model::batching::length_sorted_batches(&lens, batch, crate::model::batching::LengthOrder::LongestFirst);
+    let batches =
+        crate::model::batching::length_sorted_batches(&lens, batch, crate::model::batching::LengthOrder::LongestFirst);
     let mut out: Vec<Option<Tensor>> = (0..ids.len()).map(|_| None).collect();
     tch::no_grad(|| {
         for chunk in &batches {
@@ -65,11 +72,19 @@ fn token_embeddings(bert: &Bert, texts: &[String], layer: usize, batch: usize, m
     Ok((ids, out.into_iter().map(|t| t.expect("embedded")).collect()))
 }
 
-pub fn bertscore(bert: &Bert, cands: &[String], refs: &[String], opts: &BertScoreOptions) -> Result<BertScores, ModelError> {
+pub fn bertscore(
+    bert: &Bert,
+    cands: &[String],
+    refs: &[String],
+    opts: &BertScoreOptions,
+) -> Result<BertScores, ModelError> {
     assert_eq!(cands.len(), refs.len(), "candidates and references pair up");
     let layer = if opts.layer == 0 { bert.cfg.num_hidden_layers } else { opts.layer };
     if layer > bert.cfg.num_hidden_layers {
-        return Err(ModelError::Config(format!("BERTScore layer {layer}: the model has {} layers", bert.cfg.num_hidden_layers)));
+        return Err(ModelError::Config(format!(
+            "BERTScore layer {layer}: the model has {} layers",
+            bert.cfg.num_hidden_layers
+        )));
     }
     let (cls, sep) = (
         bert.tokenizer.token_to_id("[CLS]").map(i64::from).unwrap_or(101),

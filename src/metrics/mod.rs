@@ -11,10 +11,10 @@ pub mod baselines;
 pub mod bertscore;
 pub mod bootstrap;
 pub mod porter;
-pub mod rouge;
-pub mod stats;
 pub mod registry;
+pub mod rouge;
 pub mod squad;
+pub mod stats;
 
 /// The metrics `hsx score` can compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

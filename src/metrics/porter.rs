@@ -261,12 +261,31 @@ mod tests {
     #[test]
     fn porter_paper_and_nltk_examples() {
         for (w, s) in [
-            ("caresses", "caress"), ("ponies", "poni"), ("ties", "tie"), ("cats", "cat"), ("feed", "feed"),
-            ("agreed", "agre"), ("plastered", "plaster"), ("motoring", "motor"), ("sing", "sing"),
-            ("conflated", "conflat"), ("troubled", "troubl"), ("sized", "size"), ("hopping", "hop"),
-            ("falling", "fall"), ("filing", "file"), ("happy", "happi"), ("enjoy", "enjoy"),
-            ("relational", "relat"), ("skies", "sky"), ("dying", "die"), ("generously", "gener"),
-            ("controlling", "control"), ("cried", "cri"), ("tied", "tie"), ("spy", "spi"),
+            ("caresses", "caress"),
+            ("ponies", "poni"),
+            ("ties", "tie"),
+            ("cats", "cat"),
+            ("feed", "feed"),
+            ("agreed", "agre"),
+            ("plastered", "plaster"),
+            ("motoring", "motor"),
+            ("sing", "sing"),
+            ("conflated", "conflat"),
+            ("troubled", "troubl"),
+            ("sized", "size"),
+            ("hopping", "hop"),
+            ("falling", "fall"),
+            ("filing", "file"),
+            ("happy", "happi"),
+            ("enjoy", "enjoy"),
+            ("relational", "relat"),
+            ("skies", "sky"),
+            ("dying", "die"),
+            ("generously", "gener"),
+            ("controlling", "control"),
+            ("cried", "cri"),
+            ("tied", "tie"),
+            ("spy", "spi"),
         ] {
             assert_eq!(stem(w), s, "{w}");
         }

@@ -188,7 +188,9 @@ impl<'de> Deserialize<'de> for ScoreRow {
         };
         let values = compared()
             .map(|def| match m.get(def.key) {
-                Some(v) => v.as_f64().ok_or_else(|| D::Error::custom(format!("metric `{}` of {id:?} is not a number: {v}", def.key))),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| D::Error::custom(format!("metric `{}` of {id:?} is not a number: {v}", def.key))),
                 None => Err(D::Error::custom(format!("row {id:?} has no metric `{}`", def.key))),
             })
             .collect::<Result<_, _>>()?;
@@ -220,7 +222,10 @@ mod tests {
         let rows = ScoreRow::from_per_example(&["q1".into()], &per);
         let text = serde_json::to_string(&rows[0]).unwrap();
         // Sorted keys, as every earlier scores.jsonl.
-        assert_eq!(text, r#"{"bertscore_f1":0.85,"em":1.0,"f1":0.5,"id":"q1","mc_accuracy":1.0,"rouge1":0.25,"rouge2":0.0,"rougeL":0.125}"#);
+        assert_eq!(
+            text,
+            r#"{"bertscore_f1":0.85,"em":1.0,"f1":0.5,"id":"q1","mc_accuracy":1.0,"rouge1":0.25,"rouge2":0.0,"rougeL":0.125}"#
+        );
         let back: ScoreRow = serde_json::from_str(&text).unwrap();
         assert_eq!(back, rows[0]);
         assert_eq!(back.get("f1"), Some(0.5));
@@ -230,9 +235,11 @@ mod tests {
     fn a_missing_metric_is_named() {
         let e = serde_json::from_str::<ScoreRow>(r#"{"id":"q1","em":1.0}"#).unwrap_err().to_string();
         assert!(e.contains("`f1`") && e.contains("q1"), "{e}");
-        let e = serde_json::from_str::<ScoreRow>(r#"{"id":"q1","bertscore_f1":null,"em":1,"f1":1,"mc_accuracy":1,"rouge1":1,"rouge2":1,"rougeL":1}"#)
-            .unwrap_err()
-            .to_string();
+        let e = serde_json::from_str::<ScoreRow>(
+            r#"{"id":"q1","bertscore_f1":null,"em":1,"f1":1,"mc_accuracy":1,"rouge1":1,"rouge2":1,"rougeL":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bertscore_f1"), "{e}");
     }
 }

@@ -125,10 +125,8 @@ fn draw(rng: &mut ChaCha8Rng, clusters: &Clusters) -> Vec<usize> {
 
 /// Per-cluster sums and sizes of several aligned per-item series.
 fn cluster_sums(series: &[&[f64]], clusters: &Clusters) -> (Vec<Vec<f64>>, Vec<f64>) {
-    let sums = series
-        .iter()
-        .map(|v| clusters.groups.iter().map(|g| g.iter().map(|&i| v[i]).sum::<f64>()).collect())
-        .collect();
+    let sums =
+        series.iter().map(|v| clusters.groups.iter().map(|g| g.iter().map(|&i| v[i]).sum::<f64>()).collect()).collect();
     let sizes = clusters.groups.iter().map(|g| g.len() as f64).collect();
     (sums, sizes)
 }
@@ -157,7 +155,14 @@ pub fn cluster_mean_ci(v: &[f64], clusters: &Clusters, level: f64, r: Resampling
 /// The bootstrap distribution of the ratio (mean c − mean b) / (mean a − mean b) under the cluster
 /// bootstrap, with the count of resamples where the denominator is 0 (undefined; left out). The
 /// interval is *conditional* on a defined ratio, which the caller must say when it prints it.
-pub fn cluster_ratio_ci(a: &[f64], b: &[f64], c: &[f64], clusters: &Clusters, level: f64, r: Resampling) -> (Interval, usize) {
+pub fn cluster_ratio_ci(
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    clusters: &Clusters,
+    level: f64,
+    r: Resampling,
+) -> (Interval, usize) {
     let (sums, _) = cluster_sums(&[a, b, c], clusters);
     let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
     let mut stats = Vec::with_capacity(r.resamples);
@@ -221,7 +226,14 @@ pub fn hierarchical_mean_ci(reps: &[&[f64]], clusters: &Clusters, level: f64, r:
 /// The hierarchical bootstrap of the recovery ratio (mean c − mean b) / (mean a − mean b), each mean
 /// over the drawn replicates and clusters (replicate j of a, b and c drawn together), with the count of
 /// undefined resamples (A−B = 0), as [`cluster_ratio_ci`].
-pub fn hierarchical_ratio_ci(a: &[&[f64]], b: &[&[f64]], c: &[&[f64]], clusters: &Clusters, level: f64, r: Resampling) -> (Interval, usize) {
+pub fn hierarchical_ratio_ci(
+    a: &[&[f64]],
+    b: &[&[f64]],
+    c: &[&[f64]],
+    clusters: &Clusters,
+    level: f64,
+    r: Resampling,
+) -> (Interval, usize) {
     let sums: Vec<Vec<Vec<f64>>> = [a, b, c].iter().map(|x| cluster_sums(x, clusters).0).collect();
     let reps = a.len();
     let mut stats = Vec::with_capacity(r.resamples);
@@ -252,9 +264,21 @@ pub fn replicate_mean(reps: &[&[f64]]) -> Vec<f64> {
 /// is the mean of the per-item replicate means; the interval is [`hierarchical_mean_ci`] (test-set
 /// sampling and seed variance); the sign-flip test is [`sign_flip_test`] on the replicate-mean
 /// differences with `test` (test-set sampling only: a verdict needs both).
-pub fn hierarchical_contrast(reps: &[&[f64]], clusters: &Clusters, side: Side, rule: RuleParams, boot: Resampling, test: Resampling) -> Contrast {
+pub fn hierarchical_contrast(
+    reps: &[&[f64]],
+    clusters: &Clusters,
+    side: Side,
+    rule: RuleParams,
+    boot: Resampling,
+    test: Resampling,
+) -> Contrast {
     let d = replicate_mean(reps);
-    Contrast { estimate: mean(&d), ci: hierarchical_mean_ci(reps, clusters, rule.interval_level(), boot), test: sign_flip_test(&d, clusters, side, test), side }
+    Contrast {
+        estimate: mean(&d),
+        ci: hierarchical_mean_ci(reps, clusters, rule.interval_level(), boot),
+        test: sign_flip_test(&d, clusters, side, test),
+        side,
+    }
 }
 
 /// Which side of zero a hypothesis puts mean(d) on.
@@ -304,7 +328,13 @@ pub fn sign_flip_test(d: &[f64], clusters: &Clusters, side: Side, r: Resampling)
                 extreme += 1;
             }
         }
-        return SignFlip { p: extreme as f64 / total as f64, k, clusters_differing: m, exact: true, resamples: total as usize };
+        return SignFlip {
+            p: extreme as f64 / total as f64,
+            k,
+            clusters_differing: m,
+            exact: true,
+            resamples: total as usize,
+        };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
     let mut extreme = 0usize;
@@ -314,7 +344,13 @@ pub fn sign_flip_test(d: &[f64], clusters: &Clusters, side: Side, r: Resampling)
             extreme += 1;
         }
     }
-    SignFlip { p: (extreme + 1) as f64 / (r.resamples + 1) as f64, k, clusters_differing: m, exact: false, resamples: r.resamples }
+    SignFlip {
+        p: (extreme + 1) as f64 / (r.resamples + 1) as f64,
+        k,
+        clusters_differing: m,
+        exact: false,
+        resamples: r.resamples,
+    }
 }
 
 /// The outcome of testing one hypothesis.

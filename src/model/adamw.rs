@@ -69,7 +69,8 @@ impl AdamW {
     /// clip_grad_norm_`: coefficient max / (norm + 1e-6), applied only when below 1).
     pub fn clip_grad_norm(&mut self, max: f64) {
         tch::no_grad(|| {
-            let norms: Vec<Tensor> = self.params.iter().map(Tensor::grad).filter(Tensor::defined).map(|g| g.norm()).collect();
+            let norms: Vec<Tensor> =
+                self.params.iter().map(Tensor::grad).filter(Tensor::defined).map(|g| g.norm()).collect();
             if norms.is_empty() {
                 return;
             }
@@ -117,7 +118,8 @@ mod tests {
     #[test]
     fn portable_sqrt_is_correctly_rounded() {
         // Every float32 exponent range the second moment takes, and then some: 2^-126 .. 2^60.
-        let xs: Vec<f32> = (0..200_000u32).map(|i| f32::from_bits(0x0080_0000 + i.wrapping_mul(9_973_u32) % 0x5E00_0000)).collect();
+        let xs: Vec<f32> =
+            (0..200_000u32).map(|i| f32::from_bits(0x0080_0000 + i.wrapping_mul(9_973_u32) % 0x5E00_0000)).collect();
         let t = Tensor::from_slice(&xs);
         let got: Vec<f32> = Vec::<f32>::try_from(portable_sqrt(&t)).unwrap();
         let wrong = xs.iter().zip(&got).filter(|(x, r)| x.sqrt().to_bits() != r.to_bits()).count();
@@ -155,7 +157,10 @@ mod tests {
     #[test]
     fn clipping_scales_to_the_max_norm() {
         let p = Tensor::from_slice(&[1.0f32, 1.0]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![p.shallow_clone()], AdamWConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 });
+        let mut opt = AdamW::new(
+            vec![p.shallow_clone()],
+            AdamWConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        );
         (&p * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
         opt.clip_grad_norm(1.0);
         let g: Vec<f32> = Vec::<f32>::try_from(p.grad()).unwrap();

@@ -25,12 +25,15 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, ModelError> {
     if get("peft_type").and_then(Value::as_str).is_some_and(|t| t != "LORA") {
         return bad("peft_type", "is not LORA");
     }
-    let r = get("r").and_then(Value::as_u64).ok_or_else(|| file_err(&p, "`r` is missing or not a positive integer"))? as usize;
+    let r = get("r").and_then(Value::as_u64).ok_or_else(|| file_err(&p, "`r` is missing or not a positive integer"))?
+        as usize;
     let alpha = get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
     let dropout = get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0);
     let targets: Vec<String> = match get("target_modules") {
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
-        Some(Value::String(s)) => return bad("target_modules", &format!("is a regex {s:?}; hsx supports a list of module names")),
+        Some(Value::String(s)) => {
+            return bad("target_modules", &format!("is a regex {s:?}; hsx supports a list of module names"))
+        }
         _ => return bad("target_modules", "is missing"),
     };
     for (k, ok) in [
@@ -58,7 +61,8 @@ pub fn save_adapter(lora_vs: &nn::VarStore, cfg: &LoraConfig, base_model: &str, 
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
     let mut vars: Vec<(String, Tensor)> = lora_vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let cpu: Vec<(String, Tensor)> = vars.into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())).collect();
+    let cpu: Vec<(String, Tensor)> =
+        vars.into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())).collect();
     let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
     Tensor::write_safetensors(&cpu, &tmp)?;
     std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(|e| file_err(dir, e.to_string()))?;
@@ -91,7 +95,12 @@ pub fn save_adapter(lora_vs: &nn::VarStore, cfg: &LoraConfig, base_model: &str, 
 
 /// Loads an HF-format T5 with LoRA adapters for `lora` (fresh, initialised as peft does from the torch
 /// RNG, which the caller seeds), or — with `adapter_dir` — the adapter saved there.
-pub fn load_t5_lora(dir: &Path, device: Device, lora: &LoraConfig, adapter_dir: Option<&Path>) -> Result<(LoadedT5, nn::VarStore), ModelError> {
+pub fn load_t5_lora(
+    dir: &Path,
+    device: Device,
+    lora: &LoraConfig,
+    adapter_dir: Option<&Path>,
+) -> Result<(LoadedT5, nn::VarStore), ModelError> {
     let cfg = read_t5_config(dir)?;
     let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
     let files = weight_files(dir)?;
@@ -108,7 +117,10 @@ pub fn load_t5_lora(dir: &Path, device: Device, lora: &LoraConfig, adapter_dir: 
     if let Some(a) = adapter_dir {
         let w = a.join(ADAPTER_WEIGHTS);
         if !w.is_file() {
-            return Err(file_err(&w, "missing (a peft adapter directory holds adapter_config.json and adapter_model.safetensors)"));
+            return Err(file_err(
+                &w,
+                "missing (a peft adapter directory holds adapter_config.json and adapter_model.safetensors)",
+            ));
         }
         load_weights(&lora_vs, &[w], a, &[])?;
     }
@@ -116,7 +128,11 @@ pub fn load_t5_lora(dir: &Path, device: Device, lora: &LoraConfig, adapter_dir: 
 }
 
 /// Loads a base model with the adapter in `adapter_dir`, configured by its `adapter_config.json`.
-pub fn load_with_adapter(dir: &Path, adapter_dir: &Path, device: Device) -> Result<(LoadedT5, nn::VarStore), ModelError> {
+pub fn load_with_adapter(
+    dir: &Path,
+    adapter_dir: &Path,
+    device: Device,
+) -> Result<(LoadedT5, nn::VarStore), ModelError> {
     let cfg = read_adapter_config(adapter_dir)?;
     load_t5_lora(dir, device, &cfg, Some(adapter_dir))
 }

@@ -49,7 +49,10 @@ struct Linear {
 
 impl Linear {
     fn new(p: nn::Path, i: usize, o: usize) -> Self {
-        Self { w: p.var("weight", &[o as i64, i as i64], nn::Init::Const(0.0)), b: p.var("bias", &[o as i64], nn::Init::Const(0.0)) }
+        Self {
+            w: p.var("weight", &[o as i64, i as i64], nn::Init::Const(0.0)),
+            b: p.var("bias", &[o as i64], nn::Init::Const(0.0)),
+        }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         super::gemm::linear(x, &self.w, &self.b)
@@ -72,7 +75,12 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(p: nn::Path, d: usize, eps: f64) -> Self {
-        Self { w: p.var("weight", &[d as i64], nn::Init::Const(1.0)), b: p.var("bias", &[d as i64], nn::Init::Const(0.0)), eps, d: d as i64 }
+        Self {
+            w: p.var("weight", &[d as i64], nn::Init::Const(1.0)),
+            b: p.var("bias", &[d as i64], nn::Init::Const(0.0)),
+            eps,
+            d: d as i64,
+        }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.layer_norm([self.d], Some(&self.w), Some(&self.b), self.eps, false)
@@ -112,7 +120,8 @@ impl Bert {
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
         let cp = dir.join("config.json");
         let text = std::fs::read_to_string(&cp).map_err(|e| file_err(&cp, format!("cannot read: {e}")))?;
-        let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| file_err(&cp, format!("not a BERT config: {e}")))?;
+        let cfg: BertConfig =
+            serde_json::from_str(&text).map_err(|e| file_err(&cp, format!("not a BERT config: {e}")))?;
         if cfg.model_type.as_deref().is_some_and(|t| t != "bert") {
             return Err(file_err(&cp, format!("model_type {:?} is not bert", cfg.model_type)));
         }
@@ -123,7 +132,8 @@ impl Bert {
             return Err(file_err(&cp, "hidden_size must be a multiple of num_attention_heads"));
         }
         let tp = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tp).map_err(|e| file_err(&tp, format!("not a readable tokenizer.json: {e}")))?;
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tp)
+            .map_err(|e| file_err(&tp, format!("not a readable tokenizer.json: {e}")))?;
         // The file pads and truncates to 128; hsx pads itself and truncates explicitly.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| file_err(&tp, e.to_string()))?;
@@ -132,8 +142,13 @@ impl Bert {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let e = root.sub("embeddings");
         let word = e.sub("word_embeddings").var("weight", &[cfg.vocab_size as i64, h as i64], nn::Init::Const(0.0));
-        let position = e.sub("position_embeddings").var("weight", &[cfg.max_position_embeddings as i64, h as i64], nn::Init::Const(0.0));
-        let token_type = e.sub("token_type_embeddings").var("weight", &[cfg.type_vocab_size as i64, h as i64], nn::Init::Const(0.0));
+        let position = e.sub("position_embeddings").var(
+            "weight",
+            &[cfg.max_position_embeddings as i64, h as i64],
+            nn::Init::Const(0.0),
+        );
+        let token_type =
+            e.sub("token_type_embeddings").var("weight", &[cfg.type_vocab_size as i64, h as i64], nn::Init::Const(0.0));
         let emb_norm = LayerNorm::new(e.sub("LayerNorm"), h, eps);
         // Query, key and value are registered under their checkpoint names (so the weights load into
         // them) and fused into one matrix after loading.
@@ -148,7 +163,10 @@ impl Bert {
                     Linear::new(a.sub("self").sub("value"), h, h),
                 ]);
                 Layer {
-                    qkv: Linear { w: Tensor::zeros([0], (Kind::Float, device)), b: Tensor::zeros([0], (Kind::Float, device)) },
+                    qkv: Linear {
+                        w: Tensor::zeros([0], (Kind::Float, device)),
+                        b: Tensor::zeros([0], (Kind::Float, device)),
+                    },
                     attn_out: Linear::new(a.sub("output").sub("dense"), h, h),
                     attn_norm: LayerNorm::new(a.sub("output").sub("LayerNorm"), h, eps),
                     inter: Linear::new(l.sub("intermediate").sub("dense"), h, cfg.intermediate_size),
@@ -194,8 +212,12 @@ impl Bert {
         let s = rows.iter().map(Vec::len).max().unwrap_or(0);
         let total: usize = rows.iter().map(Vec::len).sum();
         super::usage::bert(total);
-        let (mut tokens, mut positions, mut slots, mut row_of) =
-            (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+        let (mut tokens, mut positions, mut slots, mut row_of) = (
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+        );
         for (r, row) in rows.iter().enumerate() {
             for (p, &id) in row.iter().enumerate() {
                 tokens.push(id);
@@ -209,7 +231,14 @@ impl Bert {
         let to_dev = |v: &[i64]| Tensor::from_slice(v).to_device(dev);
         let (tokens, positions, slots, row_of) = (to_dev(&tokens), to_dev(&positions), to_dev(&slots), to_dev(&row_of));
         if total == 0 {
-            return Packed { x: Tensor::zeros([0, h], (Kind::Float, dev)), slots, row_of, lens, b: b as i64, s: s as i64 };
+            return Packed {
+                x: Tensor::zeros([0, h], (Kind::Float, dev)),
+                slots,
+                row_of,
+                lens,
+                b: b as i64,
+                s: s as i64,
+            };
         }
         let x = Tensor::embedding(&self.word, &tokens, -1, false, false)
             + Tensor::embedding(&self.position, &positions, -1, false, false)

@@ -20,7 +20,14 @@ pub struct OptionScore {
 
 /// Scores every (prompt, option) pair: `options[i]` are the tokenised options of `prompts[i]`.
 /// Pairs are processed `batch` at a time, longest prompts first so padding stays small.
-pub fn score_options(model: &T5, prompts: &[Vec<i64>], options: &[Vec<Vec<i64>>], batch: usize, pad: i64, bf16: bool) -> Vec<Vec<OptionScore>> {
+pub fn score_options(
+    model: &T5,
+    prompts: &[Vec<i64>],
+    options: &[Vec<Vec<i64>>],
+    batch: usize,
+    pad: i64,
+    bf16: bool,
+) -> Vec<Vec<OptionScore>> {
     let device = model.device();
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for (i, opts) in options.iter().enumerate() {
@@ -30,12 +37,14 @@ pub fn score_options(model: &T5, prompts: &[Vec<i64>], options: &[Vec<Vec<i64>>]
     }
     // Longest prompt first, then longest option: batches of similar length.
     pairs.sort_by_key(|&(i, j)| (std::cmp::Reverse(prompts[i].len()), std::cmp::Reverse(options[i][j].len()), i, j));
-    let mut out: Vec<Vec<OptionScore>> = options.iter().map(|o| vec![OptionScore { sum: 0.0, mean: 0.0 }; o.len()]).collect();
+    let mut out: Vec<Vec<OptionScore>> =
+        options.iter().map(|o| vec![OptionScore { sum: 0.0, mean: 0.0 }; o.len()]).collect();
     tch::no_grad(|| {
         for chunk in pairs.chunks(batch.max(1)) {
             let ins: Vec<Vec<i64>> = chunk.iter().map(|&(i, _)| prompts[i].clone()).collect();
             let labs: Vec<Vec<i64>> = chunk.iter().map(|&(i, j)| options[i][j].clone()).collect();
-            let scores = crate::runtime::with_bf16_autocast(bf16, device, || batch_loglik(model, &ins, &labs, pad, device));
+            let scores =
+                crate::runtime::with_bf16_autocast(bf16, device, || batch_loglik(model, &ins, &labs, pad, device));
             for (&(i, j), s) in chunk.iter().zip(scores) {
                 out[i][j] = s;
             }
@@ -52,7 +61,8 @@ fn batch_loglik(model: &T5, inputs: &[Vec<i64>], labels: &[Vec<i64>], pad: i64, 
     let logits = model.decode(&model.shift_right(&lab), &enc, &mask, None, false).to_kind(Kind::Float);
     let logp = logits.log_softmax(-1, Kind::Float);
     let gathered = logp.gather(2, &lab.clamp_min(0).unsqueeze(-1), false).squeeze_dim(-1) * lmask.to_kind(Kind::Float);
-    let sums = Vec::<f64>::try_from(gathered.sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap_or_default();
+    let sums =
+        Vec::<f64>::try_from(gathered.sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap_or_default();
     sums.iter()
         .zip(labels)
         .map(|(&s, l)| OptionScore { sum: s, mean: if l.is_empty() { f64::NAN } else { s / l.len() as f64 } })

@@ -39,7 +39,15 @@ pub fn linear_threads(x: &Tensor, w: &Tensor, b: &Tensor, threads: usize) -> Ten
     if m > 0 && n > 0 {
         // SAFETY: x, w and out are contiguous float32 CPU tensors of the sizes given, alive for the
         // whole call; each thread writes a disjoint block of rows of `out`.
-        unsafe { sgemm_rows(Ptrs { x: x.data_ptr() as *const f32, w: w.data_ptr() as *const f32, c: out.data_ptr() as *mut f32 }, m, k, n, threads) };
+        unsafe {
+            sgemm_rows(
+                Ptrs { x: x.data_ptr() as *const f32, w: w.data_ptr() as *const f32, c: out.data_ptr() as *mut f32 },
+                m,
+                k,
+                n,
+                threads,
+            )
+        };
     }
     out += b;
     out
@@ -60,7 +68,22 @@ unsafe impl Sync for Ptrs {}
 unsafe fn sgemm_rows(p: Ptrs, m: usize, k: usize, n: usize, threads: usize) {
     // SAFETY (for each call): rows r0..r0+rows of x and c lie inside the tensors (r0 + rows ≤ m).
     let block = move |p: Ptrs, r0: usize, rows: usize| unsafe {
-        matrixmultiply::sgemm(rows, k, n, 1.0, p.x.add(r0 * k), k as isize, 1, p.w, 1, k as isize, 0.0, p.c.add(r0 * n), n as isize, 1)
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            n,
+            1.0,
+            p.x.add(r0 * k),
+            k as isize,
+            1,
+            p.w,
+            1,
+            k as isize,
+            0.0,
+            p.c.add(r0 * n),
+            n as isize,
+            1,
+        )
     };
     let threads = threads.min(m.div_ceil(8)).max(1);
     let per = m.div_ceil(threads).div_ceil(8) * 8;
@@ -106,33 +129,22 @@ mod tests {
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {
-        Vec::<f32>::try_from(t.flatten(0, -1))
-            .expect("float tensor")
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
+        Vec::<f32>::try_from(t.flatten(0, -1)).expect("float tensor").iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]
     fn matches_the_documented_summation_order_bit_for_bit() {
         // MiniLM's shapes (k 384 and 1536: one and several k-blocks), with row and column counts that are
         // not multiples of the 8×8 tile, so the edge path is covered too.
-        for (m, k, n) in [
-            (37, 384, 1152),
-            (13, 1536, 384),
-            (8, 384, 1536),
-            (1, 300, 5),
-        ] {
+        for (m, k, n) in [(37, 384, 1152), (13, 1536, 384), (8, 384, 1536), (1, 300, 5)] {
             let x = seeded(m, k, 1);
             let w = seeded(n, k, 2);
             let b = Tensor::zeros([n], (Kind::Float, Device::Cpu));
             let got = linear_threads(&x, &w, &b, 2);
             let xs = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
             let ws = Vec::<f32>::try_from(w.flatten(0, -1)).unwrap();
-            let want: Vec<u32> = reference(&xs, &ws, m as usize, k as usize, n as usize)
-                .iter()
-                .map(|v| v.to_bits())
-                .collect();
+            let want: Vec<u32> =
+                reference(&xs, &ws, m as usize, k as usize, n as usize).iter().map(|v| v.to_bits()).collect();
             let differ = bits(&got).iter().zip(&want).filter(|(a, b)| a != b).count();
             assert_eq!(
                 differ, 0,
@@ -149,11 +161,7 @@ mod tests {
         let b = seeded(1, 1152, 5).squeeze_dim(0);
         let one = linear_threads(&x, &w, &b, 1);
         for t in [2, 3, 7] {
-            assert_eq!(
-                bits(&one),
-                bits(&linear_threads(&x, &w, &b, t)),
-                "{t} threads"
-            );
+            assert_eq!(bits(&one), bits(&linear_threads(&x, &w, &b, t)), "{t} threads");
         }
         let torch = x.linear(&w, Some(&b));
         let diff = (&one - &torch).abs().max().double_value(&[]);
@@ -166,10 +174,7 @@ mod tests {
         let w = seeded(3, 6, 7);
         let b = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let y = linear_threads(&x, &w, &b, 2);
-        assert!(
-            y.requires_grad(),
-            "a tensor that needs gradients keeps its graph"
-        );
+        assert!(y.requires_grad(), "a tensor that needs gradients keeps its graph");
         let x3 = seeded(8, 6, 8).view([2, 4, 6]);
         assert_eq!(linear_threads(&x3, &w, &b, 2).size(), vec![2, 4, 3]);
         let empty = Tensor::zeros([0, 6], (Kind::Float, Device::Cpu));

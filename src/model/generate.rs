@@ -52,7 +52,9 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
         let mut next: Vec<i64> = vec![model.cfg.decoder_start_token_id as i64; b];
         for step_no in 0..opts.max_new_tokens {
             let step = Tensor::from_slice(&next).view([b as i64, 1]).to_device(device);
-            let logits = crate::runtime::with_bf16_autocast(opts.bf16, device, || model.decode(&step, &enc, &mask, Some(&mut cache), false)); // [b, 1, V]
+            let logits = crate::runtime::with_bf16_autocast(opts.bf16, device, || {
+                model.decode(&step, &enc, &mask, Some(&mut cache), false)
+            }); // [b, 1, V]
             let logits = logits.squeeze_dim(1).to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
             let v = logits.size()[1] as usize;
             let mut flat: Vec<f32> = Vec::<f32>::try_from(logits.view([-1])).expect("float logits");
@@ -67,7 +69,8 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
                     continue;
                 }
                 let l = &flat[row * v..(row + 1) * v];
-                let tok = if opts.temperature <= 0.0 { argmax(l) } else { sample(l, opts.temperature, opts.top_p, &mut rng) };
+                let tok =
+                    if opts.temperature <= 0.0 { argmax(l) } else { sample(l, opts.temperature, opts.top_p, &mut rng) };
                 out[row].push(tok as i64);
                 next[row] = tok as i64;
                 if tok as i64 == eos {
@@ -96,7 +99,8 @@ fn argmax(l: &[f32]) -> usize {
 /// Samples from softmax(l / temperature), restricted to the top-p nucleus, in f64 on the CPU.
 fn sample(l: &[f32], temperature: f64, top_p: f64, rng: &mut ChaCha20Rng) -> usize {
     let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let mut probs: Vec<(usize, f64)> = l.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / temperature).exp())).collect();
+    let mut probs: Vec<(usize, f64)> =
+        l.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / temperature).exp())).collect();
     let z: f64 = probs.iter().map(|p| p.1).sum();
     for p in probs.iter_mut() {
         p.1 /= z;
@@ -157,7 +161,8 @@ pub fn generate_texts(
     max_input: usize,
     progress: Option<&dyn super::train::TrainProgress>,
 ) -> Result<Vec<String>, super::ModelError> {
-    let ids: Vec<Vec<i64>> = prompts.iter().map(|p| m.tokenizer.encode(p, Some(max_input))).collect::<Result<_, _>>()?;
+    let ids: Vec<Vec<i64>> =
+        prompts.iter().map(|p| m.tokenizer.encode(p, Some(max_input))).collect::<Result<_, _>>()?;
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
     let batches = super::batching::length_sorted_batches(&lens, batch, super::batching::LengthOrder::ShortestFirst);
     let mut out = vec![String::new(); ids.len()];

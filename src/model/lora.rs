@@ -47,7 +47,11 @@ impl LoraLinear {
         let bound = 1.0 / (in_dim as f64).sqrt();
         let weight = p.var("weight", &[out_dim as i64, in_dim as i64], nn::Init::Uniform { lo: -bound, up: bound });
         let lora = lora.map(|s| {
-            let a = s.path.sub("lora_A").var("weight", &[s.r as i64, in_dim as i64], nn::Init::Uniform { lo: -bound, up: bound });
+            let a = s.path.sub("lora_A").var(
+                "weight",
+                &[s.r as i64, in_dim as i64],
+                nn::Init::Uniform { lo: -bound, up: bound },
+            );
             let b = s.path.sub("lora_B").var("weight", &[out_dim as i64, s.r as i64], nn::Init::Const(0.0));
             Lora { a, b, scaling: s.scaling, dropout: s.dropout }
         });

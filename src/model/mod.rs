@@ -10,15 +10,15 @@ use tch::{nn, Device, Kind, Tensor};
 pub mod adamw;
 pub mod adapter;
 pub mod batching;
-pub mod gemm;
-pub mod generate;
 pub mod bert;
 pub mod choice;
+pub mod gemm;
+pub mod generate;
 pub mod lora;
 pub mod pretrain;
-pub mod train;
 pub mod t5;
 pub mod tokenizer;
+pub mod train;
 pub mod usage;
 
 pub use generate::{generate, generate_texts, GenerateOptions};
@@ -63,11 +63,15 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.is_file() {
-        return Err(file_err(dir, "no model.safetensors or model.safetensors.index.json (an HF-format directory is expected)"));
+        return Err(file_err(
+            dir,
+            "no model.safetensors or model.safetensors.index.json (an HF-format directory is expected)",
+        ));
     }
     let text = std::fs::read_to_string(&index).map_err(|e| file_err(&index, e.to_string()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(&index, format!("not JSON: {e}")))?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| file_err(&index, "no weight_map object"))?;
+    let map =
+        v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| file_err(&index, "no weight_map object"))?;
     let mut files = BTreeSet::new();
     for (name, f) in map {
         let f = f.as_str().ok_or_else(|| file_err(&index, format!("weight_map[{name}] is not a file name")))?;
@@ -85,9 +89,8 @@ pub fn load_weights(vs: &nn::VarStore, files: &[PathBuf], dir: &Path, ignore: &[
     let vars: HashMap<String, Tensor> = vs.variables();
     let mut seen = BTreeSet::new();
     for f in files {
-        let tensors = Tensor::read_safetensors(f).map_err(|e| {
-            file_err(f, format!("not a readable safetensors file (truncated or corrupt?): {e}"))
-        })?;
+        let tensors = Tensor::read_safetensors(f)
+            .map_err(|e| file_err(f, format!("not a readable safetensors file (truncated or corrupt?): {e}")))?;
         for (name, t) in tensors {
             match vars.get(&name) {
                 Some(var) => {
@@ -95,7 +98,10 @@ pub fn load_weights(vs: &nn::VarStore, files: &[PathBuf], dir: &Path, ignore: &[
                         return Err(ModelError::Shape { path: f.clone(), name, expected: var.size(), found: t.size() });
                     }
                     if !matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double) {
-                        return Err(file_err(f, format!("tensor `{name}` has dtype {:?}, expected a float type", t.kind())));
+                        return Err(file_err(
+                            f,
+                            format!("tensor `{name}` has dtype {:?}, expected a float type", t.kind()),
+                        ));
                     }
                     tch::no_grad(|| var.shallow_clone().copy_(&t.to_kind(var.kind()).to_device(var.device())));
                     seen.insert(name);
@@ -163,7 +169,8 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
                 Ok(Device::Cuda(0))
             } else {
                 Err(ModelError::Config(
-                    "--device cuda: no CUDA device is available (libtorch without its CUDA library, or no GPU visible)".into(),
+                    "--device cuda: no CUDA device is available (libtorch without its CUDA library, or no GPU visible)"
+                        .into(),
                 ))
             }
         }

@@ -30,21 +30,34 @@ use super::{file_err, ModelError, T5Config, T5};
 /// `extra_ids` sentinels with `<extra_id_0>` last (T5's order). The trainer runs single-threaded, and the
 /// learned pieces are re-sorted by (score rounded to 1e-3, piece): the trainer gives the characters it
 /// must keep near-equal scores (steps of 1e-4) in hash-map order, which differs run to run.
-pub fn train_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize) -> Result<tokenizers::Tokenizer, ModelError> {
+pub fn train_tokenizer(
+    texts: &[String],
+    vocab_size: usize,
+    extra_ids: usize,
+) -> Result<tokenizers::Tokenizer, ModelError> {
     build_tokenizer(texts, vocab_size, extra_ids, false)
 }
 
 /// [`train_tokenizer`], then filled up to exactly `vocab_size` entries with placeholder pieces that no
 /// text can match (a private-use character and a number, at the lowest score), so that the embedding and
 /// head have the real model's row count when a corpus is too small to learn that many pieces.
-pub fn train_tokenizer_filled(texts: &[String], vocab_size: usize, extra_ids: usize) -> Result<tokenizers::Tokenizer, ModelError> {
+pub fn train_tokenizer_filled(
+    texts: &[String],
+    vocab_size: usize,
+    extra_ids: usize,
+) -> Result<tokenizers::Tokenizer, ModelError> {
     build_tokenizer(texts, vocab_size, extra_ids, true)
 }
 
 /// The first character of every placeholder piece of [`train_tokenizer_filled`] (Unicode private use).
 pub const PLACEHOLDER_MARK: char = '\u{E000}';
 
-fn build_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize, fill: bool) -> Result<tokenizers::Tokenizer, ModelError> {
+fn build_tokenizer(
+    texts: &[String],
+    vocab_size: usize,
+    extra_ids: usize,
+    fill: bool,
+) -> Result<tokenizers::Tokenizer, ModelError> {
     let err = |m: String| ModelError::Config(format!("tokenizer training: {m}"));
     tokenizers::utils::parallelism::set_parallelism(false);
     let specials = ["<pad>", "</s>", "<unk>"];
@@ -99,12 +112,15 @@ fn build_tokenizer(texts: &[String], vocab_size: usize, extra_ids: usize, fill: 
         .special_tokens(vec![("</s>", 1u32)])
         .build()
         .map_err(|e| err(e.to_string()))?;
-    let mut out: TokenizerImpl<Unigram, NormalizerWrapper, Metaspace, TemplateProcessing, Metaspace> = TokenizerImpl::new(model);
+    let mut out: TokenizerImpl<Unigram, NormalizerWrapper, Metaspace, TemplateProcessing, Metaspace> =
+        TokenizerImpl::new(model);
     out.with_normalizer(Some(normalizer));
     out.with_pre_tokenizer(Some(metaspace.clone()));
     out.with_post_processor(Some(post));
     out.with_decoder(Some(metaspace));
-    let special: Vec<AddedToken> = specials.iter().chain(sentinels.iter().map(String::as_str).collect::<Vec<_>>().iter())
+    let special: Vec<AddedToken> = specials
+        .iter()
+        .chain(sentinels.iter().map(String::as_str).collect::<Vec<_>>().iter())
         .map(|s| AddedToken::from(s.to_string(), true))
         .collect();
     out.add_special_tokens(&special);
@@ -188,7 +204,8 @@ pub fn write_hf_config(cfg: &T5Config, out: &Path) -> Result<(), ModelError> {
 
 /// Writes every variable of `vs` to `out/model.safetensors` under its (transformers) name, in name order.
 fn write_weights(vs: &nn::VarStore, out: &Path) -> Result<(), ModelError> {
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
+    let mut vars: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
     Ok(())
@@ -217,7 +234,9 @@ pub fn build_random_model(
     let tokenizer_size = tok.get_vocab_size(true);
     let tokenizer_pieces_learnt = tok.get_vocab(true).keys().filter(|p| !p.starts_with(PLACEHOLDER_MARK)).count();
     if tokenizer_size > vocab_size {
-        return Err(ModelError::Config(format!("the tokenizer has {tokenizer_size} entries, more than model.vocab_size = {vocab_size}")));
+        return Err(ModelError::Config(format!(
+            "the tokenizer has {tokenizer_size} entries, more than model.vocab_size = {vocab_size}"
+        )));
     }
     tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
     let cfg = scratch_config(arch, vocab_size);
@@ -231,7 +250,14 @@ pub fn build_random_model(
 }
 
 /// T5's random span corruption of `tokens` (no `</s>`): (inputs, targets), both ending in `</s>`.
-pub fn span_corrupt(tokens: &[i64], density: f64, mean_span: f64, sentinel0: i64, eos: i64, rng: &mut ChaCha8Rng) -> (Vec<i64>, Vec<i64>) {
+pub fn span_corrupt(
+    tokens: &[i64],
+    density: f64,
+    mean_span: f64,
+    sentinel0: i64,
+    eos: i64,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<i64>, Vec<i64>) {
     let n = tokens.len();
     let noise = ((n as f64 * density).round() as usize).clamp(1, n.saturating_sub(1).max(1));
     let spans = ((noise as f64 / mean_span).round() as usize).clamp(1, noise);
@@ -341,7 +367,11 @@ pub fn split_corpus(texts: &[String], share: f64, seed: u64) -> (Vec<&String>, V
     }
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for (t, h) in texts.iter().zip(is_held) {
-        if h { heldout.push(t) } else { train.push(t) }
+        if h {
+            heldout.push(t)
+        } else {
+            train.push(t)
+        }
     }
     (train, heldout)
 }
@@ -372,23 +402,30 @@ pub fn build_base_model(
     // Span-corrupted examples: passes over the contexts, each with fresh masks, until steps × batch.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sentinel0 = vocab_size as i64 - 1; // <extra_id_0>
-    let raw_len = ((pre.max_input_tokens as f64 - 1.0) / (1.0 - pre.noise_density + pre.noise_density / pre.mean_noise_span_length)).floor() as usize;
+    let raw_len = ((pre.max_input_tokens as f64 - 1.0)
+        / (1.0 - pre.noise_density + pre.noise_density / pre.mean_noise_span_length))
+        .floor() as usize;
     let encoded = chunk_texts(&tok, &train_docs, raw_len)?;
     if encoded.is_empty() {
         return Err(ModelError::Config("no text to pretrain on".into()));
     }
     // The held-out chunks, corrupted once with their own stream: the same masks before and after.
     let train_chunks: std::collections::HashSet<&Vec<i64>> = encoded.iter().collect();
-    let held_chunks: Vec<Vec<i64>> = chunk_texts(&tok, &held_docs, raw_len)?.into_iter().filter(|c| !train_chunks.contains(c)).collect();
+    let held_chunks: Vec<Vec<i64>> =
+        chunk_texts(&tok, &held_docs, raw_len)?.into_iter().filter(|c| !train_chunks.contains(c)).collect();
     let mut mask_rng = ChaCha8Rng::seed_from_u64(seed ^ HELDOUT_MASKS);
     let held_examples: Vec<Example> = held_chunks
         .iter()
         .map(|c| {
-            let (input_ids, labels) = span_corrupt(c, pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut mask_rng);
+            let (input_ids, labels) =
+                span_corrupt(c, pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut mask_rng);
             Example { input_ids, labels }
         })
         .collect();
-    let held_batches: Vec<_> = held_examples.chunks(pre.batch_size).map(|b| super::train::collate(&b.iter().collect::<Vec<_>>(), 0, device)).collect();
+    let held_batches: Vec<_> = held_examples
+        .chunks(pre.batch_size)
+        .map(|b| super::train::collate(&b.iter().collect::<Vec<_>>(), 0, device))
+        .collect();
     let want = pre.steps * pre.batch_size;
     let mut examples = Vec::with_capacity(want);
     let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -398,7 +435,8 @@ pub fn build_base_model(
             if examples.len() == want {
                 break;
             }
-            let (input_ids, labels) = span_corrupt(&encoded[i], pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut rng);
+            let (input_ids, labels) =
+                span_corrupt(&encoded[i], pre.noise_density, pre.mean_noise_span_length, sentinel0, 1, &mut rng);
             examples.push(Example { input_ids, labels });
         }
     }
@@ -454,7 +492,8 @@ mod tests {
 
     #[test]
     fn a_filled_tokenizer_has_exactly_the_asked_size_and_never_emits_a_placeholder() {
-        let texts: Vec<String> = (0..40).map(|i| format!("the river town number {i} saw an early light on the road")).collect();
+        let texts: Vec<String> =
+            (0..40).map(|i| format!("the river town number {i} saw an early light on the road")).collect();
         let tok = train_tokenizer_filled(&texts, 2000, 100).unwrap();
         assert_eq!(tok.get_vocab_size(true), 2000);
         assert_eq!(tok.token_to_id("<pad>"), Some(0));
@@ -492,7 +531,8 @@ mod tests {
                 spans.get_mut(&cur.unwrap()).unwrap().push(t);
             }
         }
-        let rebuilt: Vec<i64> = inp[..inp.len() - 1].iter().flat_map(|&t| if t > 900 { spans[&t].clone() } else { vec![t] }).collect();
+        let rebuilt: Vec<i64> =
+            inp[..inp.len() - 1].iter().flat_map(|&t| if t > 900 { spans[&t].clone() } else { vec![t] }).collect();
         assert_eq!(rebuilt, tokens);
     }
 
@@ -521,19 +561,44 @@ mod tests {
         // training documents' statistics but none of their chunks.
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let texts: Vec<String> = (0..120)
-            .map(|_| (0..12).map(|_| { let w = rand::Rng::gen_range(&mut rng, 0..words.len() / 2) * 2; format!("{} {}", words[w], words[w + 1]) }).collect::<Vec<_>>().join(" "))
+            .map(|_| {
+                (0..12)
+                    .map(|_| {
+                        let w = rand::Rng::gen_range(&mut rng, 0..words.len() / 2) * 2;
+                        format!("{} {}", words[w], words[w + 1])
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         let arch = crate::config::T5Arch {
-            d_model: 32, d_ff: 64, d_kv: 8, num_heads: 4, num_layers: 1, num_decoder_layers: 1,
-            relative_attention_num_buckets: 8, relative_attention_max_distance: 32, dropout_rate: 0.0,
+            d_model: 32,
+            d_ff: 64,
+            d_kv: 8,
+            num_heads: 4,
+            num_layers: 1,
+            num_decoder_layers: 1,
+            relative_attention_num_buckets: 8,
+            relative_attention_max_distance: 32,
+            dropout_rate: 0.0,
         };
         let tok = crate::config::TokenizerSpec { vocab_size: 120, extra_ids: 10 };
         let pre = crate::config::Pretrain {
-            steps: 40, batch_size: 8, lr: 1e-2, noise_density: 0.15, mean_noise_span_length: 3.0, max_input_tokens: 32,
-            warmup_steps: 2, warmup_share: None, corpus: Default::default(), heldout_share: 0.1,
+            steps: 40,
+            batch_size: 8,
+            lr: 1e-2,
+            noise_density: 0.15,
+            mean_noise_span_length: 3.0,
+            max_input_tokens: 32,
+            warmup_steps: 2,
+            warmup_share: None,
+            corpus: Default::default(),
+            heldout_share: 0.1,
         };
         let dir = std::env::temp_dir().join(format!("hsx-heldout-{}", std::process::id()));
-        let r = build_base_model(&texts, &arch, &tok, &pre, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress).unwrap();
+        let r =
+            build_base_model(&texts, &arch, &tok, &pre, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress)
+                .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let h = r.heldout.expect("a held-out slice");
         assert_eq!(h.documents, 12);
@@ -542,7 +607,9 @@ mod tests {
         assert!(h.loss_end < h.loss_start, "held-out loss did not fall: {} -> {}", h.loss_start, h.loss_end);
         // Without a share there are no held-out figures.
         let none = crate::config::Pretrain { heldout_share: 0.0, steps: 2, ..pre };
-        let r = build_base_model(&texts, &arch, &tok, &none, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress).unwrap();
+        let r =
+            build_base_model(&texts, &arch, &tok, &none, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress)
+                .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(r.heldout.is_none());
     }

@@ -122,7 +122,9 @@ impl T5Attention {
     fn new(p: nn::Path, cfg: &T5Config, has_bias: bool, bidirectional: bool, lora: Option<&LoraCtx>) -> Self {
         let inner = cfg.num_heads * cfg.d_kv;
         let d = cfg.d_model;
-        let lin = |name: &str, i: usize, o: usize| LoraLinear::new(&p / name, i, o, lora.and_then(|l| l.for_module(name, &p / name)));
+        let lin = |name: &str, i: usize, o: usize| {
+            LoraLinear::new(&p / name, i, o, lora.and_then(|l| l.for_module(name, &p / name)))
+        };
         Self {
             q: lin("q", d, inner),
             k: lin("k", d, inner),
@@ -182,7 +184,14 @@ impl T5Attention {
 
     /// `x`: [b, q, d]; `kv_src`: the encoder output for cross-attention (None for self-attention);
     /// `bias`: [1 or b, heads, q, k] with masks folded in. Returns [b, q, d].
-    fn forward(&self, x: &Tensor, kv_src: Option<&Tensor>, bias: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        kv_src: Option<&Tensor>,
+        bias: &Tensor,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
         let (b, q_len, _) = x.size3().expect("[batch, seq, dim]");
         let q = self.shape(&self.q.forward(x, train));
         let (k, v) = match (kv_src, cache) {
@@ -238,7 +247,13 @@ pub struct LayerCache {
 }
 
 impl T5Block {
-    fn new(p: nn::Path, cfg: &T5Config, is_decoder: bool, first: bool, lora: Option<&LoraCtx>) -> Result<Self, ModelError> {
+    fn new(
+        p: nn::Path,
+        cfg: &T5Config,
+        is_decoder: bool,
+        first: bool,
+        lora: Option<&LoraCtx>,
+    ) -> Result<Self, ModelError> {
         let eps = cfg.layer_norm_epsilon;
         let l0 = &p / "layer" / 0;
         let self_attn = T5Attention::new(&l0 / "SelfAttention", cfg, first, !is_decoder, lora);
@@ -346,7 +361,12 @@ impl LoraCtx<'_> {
         for part in base.components() {
             p = p.sub(part);
         }
-        Some(LoraSpec { path: p, r: self.cfg.r, scaling: self.cfg.alpha / self.cfg.r as f64, dropout: self.cfg.dropout })
+        Some(LoraSpec {
+            path: p,
+            r: self.cfg.r,
+            scaling: self.cfg.alpha / self.cfg.r as f64,
+            dropout: self.cfg.dropout,
+        })
     }
 }
 
@@ -368,8 +388,9 @@ impl T5 {
         let shared = p.sub("shared").var("weight", &[v, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
         let encoder = T5Stack::new(p / "encoder", cfg, false, lora)?;
         let decoder = T5Stack::new(p / "decoder", cfg, true, lora)?;
-        let lm_head = (!cfg.tie_word_embeddings)
-            .then(|| p.sub("lm_head").var("weight", &[v, d], nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) }));
+        let lm_head = (!cfg.tie_word_embeddings).then(|| {
+            p.sub("lm_head").var("weight", &[v, d], nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) })
+        });
         Ok(Self { cfg: cfg.clone(), shared, encoder, decoder, lm_head })
     }
 
@@ -474,9 +495,12 @@ impl T5 {
         let dec_in = self.shift_right(labels);
         let logits = self.decode(&dec_in, &enc, mask, None, train);
         let v = logits.size()[2];
-        logits
-            .to_kind(Kind::Float)
-            .view([-1, v])
-            .cross_entropy_loss::<Tensor>(&labels.view([-1]), None, tch::Reduction::Mean, -100, 0.0)
+        logits.to_kind(Kind::Float).view([-1, v]).cross_entropy_loss::<Tensor>(
+            &labels.view([-1]),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )
     }
 }

@@ -31,10 +31,8 @@ impl TextTokenizer {
     /// Token ids with the tokenizer's special tokens (T5: a final `</s>`), truncated to `max_len` keeping
     /// the final `</s>` as transformers' truncation does.
     pub fn encode(&self, text: &str, max_len: Option<usize>) -> Result<Vec<i64>, ModelError> {
-        let enc = self
-            .tok
-            .encode(text, true)
-            .map_err(|e| ModelError::Config(format!("cannot tokenize {text:?}: {e}")))?;
+        let enc =
+            self.tok.encode(text, true).map_err(|e| ModelError::Config(format!("cannot tokenize {text:?}: {e}")))?;
         let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
         if let Some(m) = max_len {
             if ids.len() > m && m > 0 {

@@ -132,7 +132,12 @@ pub struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    pub fn new(model: &'a T5, trainable: &nn::VarStore, mut recipe: Recipe, total_steps: usize) -> Result<Self, ModelError> {
+    pub fn new(
+        model: &'a T5,
+        trainable: &nn::VarStore,
+        mut recipe: Recipe,
+        total_steps: usize,
+    ) -> Result<Self, ModelError> {
         if let Some(share) = recipe.hyper.warmup_share {
             recipe.hyper.warmup_steps = (share * total_steps as f64).round() as usize;
         }
@@ -149,12 +154,22 @@ impl<'a> Trainer<'a> {
             },
         );
         opt.set_lr(recipe.hyper.lr * linear_schedule(0, recipe.hyper.warmup_steps, total_steps));
-        Ok(Self { model, opt, recipe, total_steps, step_no: 0, trainable: trainable.trainable_variables(), bf16_autocast_seen: false })
+        Ok(Self {
+            model,
+            opt,
+            recipe,
+            total_steps,
+            step_no: 0,
+            trainable: trainable.trainable_variables(),
+            bf16_autocast_seen: false,
+        })
     }
 
     /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss.
     pub fn step(&mut self, micro: &[MicroBatch], train: bool) -> f64 {
-        self.opt.set_lr(self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps));
+        self.opt.set_lr(
+            self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps),
+        );
         self.opt.zero_grad();
         let mut total = 0.0;
         let n = micro.len().max(1) as f64;
@@ -188,7 +203,10 @@ pub fn evaluate_loss(model: &T5, batches: &[MicroBatch], bf16: bool) -> f64 {
         let mut sum = 0.0;
         let mut tokens = 0usize;
         for mb in batches {
-            let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || model.loss(&mb.ids, &mb.mask, &mb.labels, false)).double_value(&[]);
+            let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || {
+                model.loss(&mb.ids, &mb.mask, &mb.labels, false)
+            })
+            .double_value(&[]);
             sum += l * mb.target_tokens as f64;
             tokens += mb.target_tokens;
         }
@@ -350,7 +368,8 @@ mod tests {
 
     #[test]
     fn bucketing_covers_every_example_once_and_is_seeded() {
-        let ex: Vec<Example> = (0..103).map(|i| Example { input_ids: vec![0; 1 + i % 17], labels: vec![1; 2] }).collect();
+        let ex: Vec<Example> =
+            (0..103).map(|i| Example { input_ids: vec![0; 1 + i % 17], labels: vec![1; 2] }).collect();
         let b = bucketed_batches(&ex, 8, 5, 0);
         let mut all: Vec<usize> = b.iter().flatten().copied().collect();
         all.sort();

@@ -33,7 +33,11 @@ impl std::fmt::Display for JsonChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cut = |v: &Value| {
             let s = v.to_string();
-            if s.chars().count() > 120 { format!("{}…", s.chars().take(120).collect::<String>()) } else { s }
+            if s.chars().count() > 120 {
+                format!("{}…", s.chars().take(120).collect::<String>())
+            } else {
+                s
+            }
         };
         write!(f, "{}: {} → {}", self.path, cut(&self.recorded), cut(&self.now))?;
         if let Some(d) = self.numeric_delta() {
@@ -67,8 +71,12 @@ pub fn json_changes(a: &Value, b: &Value) -> Vec<JsonChange> {
                 for i in 0..x.len().max(y.len()) {
                     match (x.get(i), y.get(i)) {
                         (Some(v), Some(w)) => walk(&format!("{p}[{i}]"), v, w, out),
-                        (Some(v), None) => out.push(JsonChange { path: format!("{p}[{i}]"), recorded: v.clone(), now: absent() }),
-                        (None, Some(w)) => out.push(JsonChange { path: format!("{p}[{i}]"), recorded: absent(), now: w.clone() }),
+                        (Some(v), None) => {
+                            out.push(JsonChange { path: format!("{p}[{i}]"), recorded: v.clone(), now: absent() })
+                        }
+                        (None, Some(w)) => {
+                            out.push(JsonChange { path: format!("{p}[{i}]"), recorded: absent(), now: w.clone() })
+                        }
                         (None, None) => {}
                     }
                 }
@@ -144,7 +152,11 @@ fn jsonl_diff(ta: &str, tb: &str) -> OutputDiff {
     let mut changes = Vec::new();
     for (i, (x, y)) in la.iter().zip(&lb).enumerate().filter(|(_, (x, y))| x != y) {
         match (serde_json::from_str::<Value>(x), serde_json::from_str::<Value>(y)) {
-            (Ok(a), Ok(b)) => changes.extend(json_changes(&a, &b).into_iter().map(|c| JsonChange { path: format!("line {} {}", i + 1, c.path), ..c })),
+            (Ok(a), Ok(b)) => changes.extend(
+                json_changes(&a, &b)
+                    .into_iter()
+                    .map(|c| JsonChange { path: format!("line {} {}", i + 1, c.path), ..c }),
+            ),
             _ => return OutputDiff::Content { detail: line_diff },
         }
     }
@@ -183,7 +195,8 @@ fn tensor_difference(a: &Path, b: &Path) -> Option<String> {
 pub fn pinpoint(recorded_path: &Path, new_path: &Path) -> OutputDiff {
     let name = new_path.to_string_lossy();
     let text = |p: &Path| std::fs::read_to_string(p).ok();
-    let content = |detail: Option<String>| OutputDiff::Content { detail: detail.unwrap_or_else(|| "contents differ".into()) };
+    let content =
+        |detail: Option<String>| OutputDiff::Content { detail: detail.unwrap_or_else(|| "contents differ".into()) };
     if name.ends_with(".safetensors") {
         return content(tensor_difference(recorded_path, new_path));
     }
@@ -284,12 +297,18 @@ pub fn judge(determinism: &Determinism, diffs: &[(String, OutputDiff)]) -> (Verd
     match determinism {
         Determinism::Bitwise => (Verdict::Diverged, None, None),
         Determinism::Tolerance { metric, epsilon } => match within_tolerance(metric, *epsilon, diffs) {
-            Ok(largest) => (Verdict::WithinTolerance, Some(largest), Some(format!("largest deviation of `{metric}`: {largest:e} (tolerance {epsilon:e})"))),
+            Ok(largest) => (
+                Verdict::WithinTolerance,
+                Some(largest),
+                Some(format!("largest deviation of `{metric}`: {largest:e} (tolerance {epsilon:e})")),
+            ),
             Err(why) => (Verdict::Diverged, None, Some(why)),
         },
-        Determinism::Nondeterministic { reason } => {
-            (Verdict::Diverged, None, Some(format!("the stage is recorded as nondeterministic ({reason}) with no tolerance to check against")))
-        }
+        Determinism::Nondeterministic { reason } => (
+            Verdict::Diverged,
+            None,
+            Some(format!("the stage is recorded as nondeterministic ({reason}) with no tolerance to check against")),
+        ),
     }
 }
 
@@ -310,7 +329,9 @@ mod tests {
     #[test]
     fn tolerance_is_checked_value_by_value() {
         let num = |path: &str, x: f64, y: f64| JsonChange { path: path.into(), recorded: json!(x), now: json!(y) };
-        let d = |changes: Vec<JsonChange>| vec![("run:x.json".to_owned(), OutputDiff::Json { changes, detail: String::new() })];
+        let d = |changes: Vec<JsonChange>| {
+            vec![("run:x.json".to_owned(), OutputDiff::Json { changes, detail: String::new() })]
+        };
         let tol = Determinism::Tolerance { metric: "loss".into(), epsilon: 1e-3 };
         let (v, largest, _) = judge(&tol, &d(vec![num("$.loss", 1.0, 1.0005), num("$.curve[0].loss", 2.0, 1.9999)]));
         assert_eq!(v, Verdict::WithinTolerance);
@@ -319,7 +340,10 @@ mod tests {
         assert_eq!(judge(&tol, &d(vec![num("$.f1", 1.0, 1.0001)])).0, Verdict::Diverged, "another metric");
         let s = JsonChange { path: "$.loss".into(), recorded: json!("a"), now: json!("b") };
         assert_eq!(judge(&tol, &d(vec![s])).0, Verdict::Diverged, "a string is never within tolerance");
-        assert_eq!(judge(&tol, &[("run:m.bin".into(), OutputDiff::Content { detail: "x".into() })]).0, Verdict::Diverged);
+        assert_eq!(
+            judge(&tol, &[("run:m.bin".into(), OutputDiff::Content { detail: "x".into() })]).0,
+            Verdict::Diverged
+        );
         assert_eq!(judge(&Determinism::Bitwise, &d(vec![num("$.loss", 1.0, 1.0)])).0, Verdict::Diverged);
         let nd = Determinism::Nondeterministic { reason: "GPU".into() };
         assert_eq!(judge(&nd, &d(vec![num("$.loss", 1.0, 1.0001)])).0, Verdict::Diverged);

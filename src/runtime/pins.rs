@@ -38,7 +38,6 @@ pub fn cpu_capability() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-
 /// What the ledger records about the CPU pins: the mode, every pinned variable as this process saw it,
 /// what MKL reports in effect, and the remaining facts that decide bits on a CPU (scalar libm, features).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -231,7 +230,11 @@ pub fn mkl_cbwr_code(s: &str) -> Option<i32> {
 /// `MKL_CBWR` spelling of MKL's numeric setting.
 pub fn mkl_cbwr_name(code: i32) -> String {
     let branch = code & !MKL_CBWR_STRICT;
-    let name = MKL_BRANCHES.iter().find(|(c, _)| *c == branch).map(|(_, n)| n.to_string()).unwrap_or_else(|| format!("branch {branch}"));
+    let name = MKL_BRANCHES
+        .iter()
+        .find(|(c, _)| *c == branch)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("branch {branch}"));
     if code & MKL_CBWR_STRICT != 0 {
         format!("{name},STRICT")
     } else {
@@ -259,7 +262,19 @@ fn cpu_features() -> Vec<String> {
         macro_rules! feat {
             ($($name:tt),*) => {$(if std::arch::is_x86_feature_detected!($name) { f.push($name.to_string()); })*};
         }
-        feat!("sse4.2", "avx", "fma", "avx2", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512bf16", "avx512vnni");
+        feat!(
+            "sse4.2",
+            "avx",
+            "fma",
+            "avx2",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512dq",
+            "avx512bf16",
+            "avx512vnni"
+        );
     }
     f
 }
@@ -287,7 +302,11 @@ pub fn pin_facts() -> CpuPinFacts {
     // SAFETY: a pointer to glibc's static version string.
     let glibc = unsafe {
         let p = hsx_glibc_version();
-        if p.is_null() { "unknown".to_owned() } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
+        if p.is_null() {
+            "unknown".to_owned()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     };
     // SAFETY: a read of libtorch's global context.
     let precision = match unsafe { hsx_float32_matmul_precision() } {
@@ -397,7 +416,9 @@ pub fn recorded_pins(recorded_torch: &serde_json::Value) -> Result<RecordedPins,
         let recorded = match settings.get(k) {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(v)) if safe_pin_value(v) => Some(v.clone()),
-            Some(other) => return Err(format!("the recorded env.torch.cpu_pins.settings.{k} is not a pin value: {other}")),
+            Some(other) => {
+                return Err(format!("the recorded env.torch.cpu_pins.settings.{k} is not a pin value: {other}"))
+            }
         };
         let now = std::env::var(k).ok();
         if recorded != now {
@@ -420,11 +441,13 @@ pub fn pin_differences(recorded_torch: &serde_json::Value, now_torch: &serde_jso
         )];
     }
     let mut out = Vec::new();
-    let mut keys: Vec<String> = vec!["mode".into(), "mkl_cbwr".into(), "float32_matmul_precision".into(), "glibc".into()];
+    let mut keys: Vec<String> =
+        vec!["mode".into(), "mkl_cbwr".into(), "float32_matmul_precision".into(), "glibc".into()];
     keys.extend(PORTABLE_PINS.iter().map(|(k, _)| format!("settings/{k}")));
     for k in keys {
         let p = format!("/{k}");
-        let (a, b) = (r.pointer(&p).unwrap_or(&serde_json::Value::Null), n.pointer(&p).unwrap_or(&serde_json::Value::Null));
+        let (a, b) =
+            (r.pointer(&p).unwrap_or(&serde_json::Value::Null), n.pointer(&p).unwrap_or(&serde_json::Value::Null));
         if a != b {
             out.push(format!("torch.cpu_pins.{}: recorded {a}, now {b}", k.replace('/', ".")));
         }
@@ -495,7 +518,10 @@ mod tests {
         match recorded_pins(&rec).unwrap() {
             RecordedPins::Restart { env, differences } => {
                 assert!(env.contains(&("ATEN_CPU_CAPABILITY".to_owned(), Some("zz-not-a-level".to_owned()))));
-                assert!(differences.iter().any(|d| d.starts_with("ATEN_CPU_CAPABILITY: recorded zz-not-a-level")), "{differences:?}");
+                assert!(
+                    differences.iter().any(|d| d.starts_with("ATEN_CPU_CAPABILITY: recorded zz-not-a-level")),
+                    "{differences:?}"
+                );
             }
             other => panic!("expected a restart, got {other:?}"),
         }

@@ -36,7 +36,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             }
             let m = crate::model::load_t5(&dir, device)?;
             let params = crate::model::train::parameter_count(&m.vs);
-            Ok(StageOutcome { outputs: vec![], metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }) })
+            Ok(StageOutcome {
+                outputs: vec![],
+                metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }),
+            })
         }
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
             let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
@@ -60,7 +63,17 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let out = ctx.out_dir()?.join("model");
             let progress = ctx.trainer();
             let bf16 = ctx.cfg.runtime.bf16();
-            let r = crate::model::pretrain::build_base_model(&tok_texts, arch, tokenizer, pretrain, ctx.seed, device, bf16, &out, progress.as_ref())?;
+            let r = crate::model::pretrain::build_base_model(
+                &tok_texts,
+                arch,
+                tokenizer,
+                pretrain,
+                ctx.seed,
+                device,
+                bf16,
+                &out,
+                progress.as_ref(),
+            )?;
             let mut metrics = json!({
                 "source": "scratch",
                 "vocab_size": r.vocab_size,
@@ -77,7 +90,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             write_json(&ctx.run_path("base-model/pretrain_metrics.json"), &metrics)?;
             metrics["wall_seconds"] = wall.unwrap_or(Value::Null);
             Ok(StageOutcome {
-                outputs: vec![(Root::Run, "base-model/model".into()), (Root::Run, "base-model/pretrain_metrics.json".into())],
+                outputs: vec![
+                    (Root::Run, "base-model/model".into()),
+                    (Root::Run, "base-model/pretrain_metrics.json".into()),
+                ],
                 metrics,
             })
         }
@@ -102,9 +118,12 @@ pub fn last_window(curve: &[(usize, f64)]) -> Value {
 fn train_texts(ctx: &StageCtx, corpus: crate::config::PretrainCorpus) -> Result<Vec<String>, PipelineError> {
     let train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
     let mut seen = std::collections::HashSet::new();
-    let mut texts: Vec<String> = train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
+    let mut texts: Vec<String> =
+        train.iter().filter(|e| seen.insert(e.context.clone())).map(|e| e.context.clone()).collect();
     match corpus {
-        crate::config::PretrainCorpus::ContextsQa => texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer))),
+        crate::config::PretrainCorpus::ContextsQa => {
+            texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.answer)))
+        }
         crate::config::PretrainCorpus::ContextsQuestionsOptions => {
             texts.extend(train.iter().map(|e| format!("{} {}", e.question, e.choices.join(" "))))
         }
@@ -121,6 +140,9 @@ mod tests {
     fn the_last_window_runs_from_the_step_after_the_previous_point() {
         assert_eq!(last_window(&[]), serde_json::Value::Null);
         assert_eq!(last_window(&[(10, 4.0)]), json!({"first_step": 1, "last_step": 10, "mean_loss": 4.0}));
-        assert_eq!(last_window(&[(10, 4.0), (20, 3.5), (25, 3.25)]), json!({"first_step": 21, "last_step": 25, "mean_loss": 3.25}));
+        assert_eq!(
+            last_window(&[(10, 4.0), (20, 3.5), (25, 3.25)]),
+            json!({"first_step": 21, "last_step": 25, "mean_loss": 3.25})
+        );
     }
 }

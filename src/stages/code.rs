@@ -32,7 +32,17 @@ const EVALUATE_AND_COMPARE: [Stage; 5] = [
 pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/stages/prepare.rs", &[Stage::Prepare]),
     // The train stage (and so the generator, which uses its loop) reads the plan the pre-registration wrote.
-    ("src/stages/preregister.rs", &[Stage::Preregister, Stage::Generator, Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Compare]),
+    (
+        "src/stages/preregister.rs",
+        &[
+            Stage::Preregister,
+            Stage::Generator,
+            Stage::Train(Arm::A),
+            Stage::Train(Arm::B),
+            Stage::Train(Arm::C),
+            Stage::Compare,
+        ],
+    ),
     ("src/stages/base_model.rs", &[Stage::BaseModel]),
     ("src/model/pretrain.rs", &[Stage::BaseModel]),
     ("src/stages/contaminate.rs", &[Stage::Contaminate]),
@@ -102,7 +112,10 @@ mod tests {
     fn every_owned_path_exists_and_the_table_covers_every_file() {
         for (p, stages) in OWNED {
             assert!(!stages.is_empty() || !p.starts_with("src/stages/"), "{p} is a stage file with no stage");
-            assert!(CODE_FILES.iter().any(|(f, _)| if p.ends_with('/') { f.starts_with(p) } else { f == p }), "OWNED lists {p}, which is not a file the binary is built from");
+            assert!(
+                CODE_FILES.iter().any(|(f, _)| if p.ends_with('/') { f.starts_with(p) } else { f == p }),
+                "OWNED lists {p}, which is not a file the binary is built from"
+            );
         }
         assert!(CODE_FILES.iter().any(|(f, _)| *f == "src/stages/code.rs"));
         assert!(CODE_FILES.iter().any(|(f, _)| *f == "templates/REPORT.md.j2"));
@@ -135,7 +148,8 @@ mod tests {
         // The train loop is the three train stages' and the generator's.
         let mut edited: Vec<(&str, &str)> = CODE_FILES.to_vec();
         edited.iter_mut().find(|(f, _)| *f == "src/stages/train.rs").expect("train.rs is hashed").1 = "00";
-        let changed: Vec<Stage> = Stage::ALL.into_iter().filter(|s| identity_of(*s, CODE_FILES) != identity_of(*s, &edited)).collect();
+        let changed: Vec<Stage> =
+            Stage::ALL.into_iter().filter(|s| identity_of(*s, CODE_FILES) != identity_of(*s, &edited)).collect();
         assert_eq!(changed, [Stage::Generator, Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C)]);
     }
 
@@ -158,13 +172,15 @@ mod tests {
         let segs: Vec<&str> = module.split('/').collect();
         let (last, parent) = segs.split_last().expect("a module path");
         let full = format!("crate::{}", segs.join("::"));
-        let word = |t: &str, at: usize, len: usize| !t[at + len..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+        let word =
+            |t: &str, at: usize, len: usize| !t[at + len..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
         let find_word = |needle: &str| text.match_indices(needle).any(|(i, _)| word(text, i, needle.len()));
         if find_word(&full) {
             return true;
         }
         // `use crate::parent::{…, last, …}` and, from a sibling file, `super::last` / `super::{…}`.
-        let parent_path = if parent.is_empty() { "crate::".to_owned() } else { format!("crate::{}::", parent.join("::")) };
+        let parent_path =
+            if parent.is_empty() { "crate::".to_owned() } else { format!("crate::{}::", parent.join("::")) };
         let sibling = from.rsplit_once('/').map(|(d, _)| d) == owned.rsplit_once('/').map(|(d, _)| d);
         let mut groups: Vec<String> = vec![format!("{parent_path}{{")];
         if sibling {
@@ -195,7 +211,8 @@ mod tests {
             let text = std::fs::read_to_string(root.join(from)).unwrap_or_else(|e| panic!("read {from}: {e}"));
             // Test modules are not run by any stage, and comments run nothing.
             let text = text.split("#[cfg(test)]").next().unwrap_or("");
-            let text: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+            let text: String =
+                text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
             let text = text.as_str();
             for (owned, stages) in OWNED {
                 if from == owned || (owned.ends_with('/') && from.starts_with(owned)) {
@@ -217,7 +234,11 @@ mod tests {
 
     #[test]
     fn the_mention_check_sees_the_forms_rust_uses() {
-        assert!(mentions("src/stages/generator.rs", "let x = super::train::train_adapter(ctx);", "src/stages/train.rs"));
+        assert!(mentions(
+            "src/stages/generator.rs",
+            "let x = super::train::train_adapter(ctx);",
+            "src/stages/train.rs"
+        ));
         assert!(mentions("src/stages/compare.rs", "use super::{ctx, evaluate::Prediction};", "src/stages/evaluate.rs"));
         assert!(mentions("src/pipeline.rs", "use crate::{analysis, config};", "src/analysis.rs"));
         assert!(mentions("src/pipeline.rs", "crate::model::pretrain::run(x)", "src/model/pretrain.rs"));

@@ -36,14 +36,26 @@ pub fn spec(cfg: &Config) -> StageSpec {
     let (master, seeds) = (cfg.experiment.seed, cfg.experiment.replicate_seeds());
     for m in Model::ALL {
         let stage = Stage::Evaluate(m);
-        let replicates: Vec<Option<u64>> = if stage.replicated() { seeds.iter().map(|&s| Instance::of(stage, s, master).replicate).collect() } else { vec![None] };
+        let replicates: Vec<Option<u64>> = if stage.replicated() {
+            seeds.iter().map(|&s| Instance::of(stage, s, master).replicate).collect()
+        } else {
+            vec![None]
+        };
         for replicate in replicates {
             let e = Instance { stage, replicate }.name();
             inputs.extend([(Root::Run, format!("{e}/scores.jsonl")), (Root::Run, format!("{e}/predictions.jsonl"))]);
-            inputs.extend(m.adapter_stage().map(|t| (Root::Run, format!("{}/train_metrics.json", Instance { stage: t, replicate }.name()))));
+            inputs.extend(
+                m.adapter_stage()
+                    .map(|t| (Root::Run, format!("{}/train_metrics.json", Instance { stage: t, replicate }.name()))),
+            );
         }
     }
-    StageSpec { stage: Stage::Compare.name().into(), params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }), inputs, determinism: Determinism::Bitwise }
+    StageSpec {
+        stage: Stage::Compare.name().into(),
+        params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }),
+        inputs,
+        determinism: Determinism::Bitwise,
+    }
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> PipelineError {
@@ -63,7 +75,10 @@ struct ModelScores {
 /// `evaluate` is the evaluate instance's name (`evaluate-A`, `evaluate-A@43`).
 fn load_scores(ctx: &StageCtx, evaluate: &str) -> Result<ModelScores, PipelineError> {
     let rows: Vec<ScoreRow> = data::read_jsonl_as(&ctx.run_path(&format!("{evaluate}/scores.jsonl")))?;
-    let values = registry::compared().enumerate().map(|(k, m)| (m.key.to_string(), rows.iter().map(|r| r.values[k]).collect())).collect();
+    let values = registry::compared()
+        .enumerate()
+        .map(|(k, m)| (m.key.to_string(), rows.iter().map(|r| r.values[k]).collect()))
+        .collect();
     Ok(ModelScores { ids: rows.into_iter().map(|r| r.id).collect(), values })
 }
 
@@ -78,7 +93,8 @@ pub fn differences_with_model_0() -> Vec<[&'static str; 2]> {
 fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
     let path = ctx.run_path(super::preregister::PLAN_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    let plan: AnalysisPlan = serde_json::from_str(&text).map_err(|e| io(&path, format!("not an analysis plan: {e}")))?;
+    let plan: AnalysisPlan =
+        serde_json::from_str(&text).map_err(|e| io(&path, format!("not an analysis plan: {e}")))?;
     let expected = super::preregister::plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
     if plan != expected {
         return Err(stage_error(format!(
@@ -112,8 +128,10 @@ fn baseline_scores(
         per.bertscore_recall = bs.recall;
         per.bertscore_f1 = bs.f1;
         per.mc_accuracy = baselines::mc_correct(&preds, test);
-        let s: Scores =
-            registry::compared().filter(|m| (m.values)(&per).len() == test.len()).map(|m| (m.key.to_string(), (m.values)(&per).to_vec())).collect();
+        let s: Scores = registry::compared()
+            .filter(|m| (m.values)(&per).len() == test.len())
+            .map(|m| (m.key.to_string(), (m.values)(&per).to_vec()))
+            .collect();
         scores.insert(b.key().to_string(), s);
         let example = if b == Baseline::Constant { preds.first().cloned() } else { None };
         described.insert(b.key().to_string(), json!({"label": b.label(), "answer": example}));
@@ -151,7 +169,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let test: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_test.jsonl"))?;
     let train: Vec<QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
     let (master, seeds) = (ctx.cfg.experiment.seed, ctx.cfg.experiment.replicate_seeds());
-    let master_index = seeds.iter().position(|&s| s == master).ok_or_else(|| stage_error(format!("the replicates {seeds:?} do not include the master seed {master}")))?;
+    let master_index = seeds
+        .iter()
+        .position(|&s| s == master)
+        .ok_or_else(|| stage_error(format!("the replicates {seeds:?} do not include the master seed {master}")))?;
     let replicated = seeds.len() > 1;
     // Every model's scores, one set per evaluate instance (per training seed for A, B and C).
     let mut all_scores: BTreeMap<Model, Vec<ModelScores>> = BTreeMap::new();
@@ -160,7 +181,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         for inst in instances(Stage::Evaluate(model), &seeds, master) {
             let s = load_scores(ctx, &inst.name())?;
             if s.ids != test_ids {
-                return Err(stage_error(format!("{}/scores.jsonl does not cover the test split's examples in order", inst.name())));
+                return Err(stage_error(format!(
+                    "{}/scores.jsonl does not cover the test split's examples in order",
+                    inst.name()
+                )));
             }
             all_scores.entry(model).or_default().push(s);
         }
@@ -177,8 +201,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         _ => test.iter().map(|e| e.context.clone()).collect(),
     };
     let clusters = Clusters::from_keys(&cluster_keys);
-    let models_by_replicate: analysis::ReplicatedScores =
-        Model::ALL.iter().map(|m| (m.label().to_string(), all_scores[m].iter().map(|s| s.values.clone()).collect())).collect();
+    let models_by_replicate: analysis::ReplicatedScores = Model::ALL
+        .iter()
+        .map(|m| (m.label().to_string(), all_scores[m].iter().map(|s| s.values.clone()).collect()))
+        .collect();
     // Per-item scores of every model: with replicates, a replicated model's replicate mean (breakdowns).
     let models: BTreeMap<String, Scores> = if replicated {
         models_by_replicate
@@ -196,17 +222,21 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         Model::ALL.iter().map(|m| (m.label().to_string(), scores[m].values.clone())).collect()
     };
     let (bert, bopts) = super::evaluate::bertscore_setup(ctx, ctx.device()?)?;
-    let (base_scores, base_described, encoder) = baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer, &bert, &bopts)?;
+    let (base_scores, base_described, encoder) =
+        baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer, &bert, &bopts)?;
     // How the baselines were scored beyond the lexical metrics (what the report states).
-    let mut baseline_scoring = json!({"mc_rule": baselines::MC_RULE, "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0)});
+    let mut baseline_scoring =
+        json!({"mc_rule": baselines::MC_RULE, "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0)});
     baseline_scoring["bertscore_model"] = encoder["bertscore_model"].clone();
     baseline_scoring["bertscore_layer"] = encoder["bertscore_layer"].clone();
     // The verdicts that count: across replicates (with one replicate, exactly the one-seed analysis).
-    let result: AnalysisResult = analysis::analyse_replicated(&plan, &models_by_replicate, &base_scores, &clusters, seed)
-        .map_err(|e| stage_error(format!("analysis: {e}")))?;
+    let result: AnalysisResult =
+        analysis::analyse_replicated(&plan, &models_by_replicate, &base_scores, &clusters, seed)
+            .map_err(|e| stage_error(format!("analysis: {e}")))?;
     // Descriptive, not pre-registered: each arm against model 0, on every metric of the plan.
-    let differences = analysis::differences_replicated(&plan, &models_by_replicate, &differences_with_model_0(), &clusters, seed)
-        .map_err(|e| stage_error(format!("differences with model 0: {e}")))?;
+    let differences =
+        analysis::differences_replicated(&plan, &models_by_replicate, &differences_with_model_0(), &clusters, seed)
+            .map_err(|e| stage_error(format!("differences with model 0: {e}")))?;
 
     // The results tables (models; baselines) from the clustered means.
     let level = 1.0 - 2.0 * plan.alpha;
@@ -223,8 +253,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     systems.extend(base_scores.iter().map(|(k, v)| (format!("baseline:{k}"), v.clone())));
     let r = Resampling { resamples: plan.bootstrap_resamples, seed };
     let qtype: Vec<String> = test.iter().map(|e| QuestionType::of(&e.question).key().to_string()).collect();
-    let nota: Vec<String> =
-        test.iter().map(|e| if analysis::is_none_of_the_above(&e.answer) { "none of the above" } else { "other answers" }.to_string()).collect();
+    let nota: Vec<String> = test
+        .iter()
+        .map(|e| {
+            if analysis::is_none_of_the_above(&e.answer) { "none of the above" } else { "other answers" }.to_string()
+        })
+        .collect();
     let breakdowns = json!({
         "metric": plan.primary_metric,
         "question_type": analysis::breakdown(&qtype, &cluster_keys, &systems, &plan.primary_metric, level, r),
@@ -237,17 +271,25 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         for inst in instances(Stage::Evaluate(m), &seeds, master).into_iter().filter(|i| i.replicate.is_some()) {
             let p: Vec<Prediction> = data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", inst.name())))?;
             if p.len() != ids.len() || p.iter().zip(&ids).any(|(p, id)| p.id != *id) {
-                return Err(stage_error(format!("{}/predictions.jsonl does not cover the test split's examples in order", inst.name())));
+                return Err(stage_error(format!(
+                    "{}/predictions.jsonl does not cover the test split's examples in order",
+                    inst.name()
+                )));
             }
         }
     }
     let preds: BTreeMap<Model, Vec<Prediction>> = Model::ALL
         .iter()
-        .map(|&m| Ok((m, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(m).name())))?)))
+        .map(|&m| {
+            Ok((m, data::read_jsonl_as(&ctx.run_path(&format!("{}/predictions.jsonl", Stage::Evaluate(m).name())))?))
+        })
         .collect::<Result<_, PipelineError>>()?;
     for (m, p) in &preds {
         if p.len() != ids.len() || p.iter().zip(&ids).any(|(p, id)| p.id != *id) {
-            return Err(stage_error(format!("{}/predictions.jsonl does not cover the test split's examples in order", Stage::Evaluate(*m).name())));
+            return Err(stage_error(format!(
+                "{}/predictions.jsonl does not cover the test split's examples in order",
+                Stage::Evaluate(*m).name()
+            )));
         }
     }
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -280,7 +322,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
 
     let dir = ctx.out_dir()?;
     std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
-    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table)).map_err(|e| io(&dir, e))?;
+    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table))
+        .map_err(|e| io(&dir, e))?;
     let mut comparison = json!({
         "n": ids.len(),
         "primary_metric": plan.primary_metric,
@@ -300,7 +343,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         "samples": samples,
     });
     if replicated {
-        comparison["replicates"] = replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?;
+        comparison["replicates"] =
+            replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?;
     }
     let mut comparison = rounded(comparison);
     // The plan as registered, unrounded: `hsx verify` compares it with the preregister entry's.
@@ -310,7 +354,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         .iter()
         .map(|&a| {
             let p = ctx.run_path(&format!("{}/train_metrics.json", Stage::Train(a).name()));
-            let v: Value = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+            let v: Value =
+                std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
             (a, v)
         })
         .collect();
@@ -342,7 +387,10 @@ fn replicates_section(
             .map_err(|e| stage_error(format!("analysis of the replicate with training seed {s}: {e}")))?;
         let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
         for m in r.means.iter().filter(|m| Arm::ALL.iter().any(|a| Model::Arm(*a).label() == m.system)) {
-            table.entry(m.system.clone()).or_default().insert(m.metric.clone(), json!({"mean": m.mean, "ci": [m.ci.lo, m.ci.hi]}));
+            table
+                .entry(m.system.clone())
+                .or_default()
+                .insert(m.metric.clone(), json!({"mean": m.mean, "ci": [m.ci.lo, m.ci.hi]}));
         }
         let mut stages = BTreeMap::new();
         let mut train = BTreeMap::new();
@@ -351,7 +399,8 @@ fn replicates_section(
             stages.insert(label.to_string(), Instance::of(Stage::Evaluate(Model::Arm(a)), s, master).name());
             let t = Instance::of(Stage::Train(a), s, master).name();
             let p = ctx.run_path(&format!("{t}/train_metrics.json"));
-            let v: Value = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+            let v: Value =
+                std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
             train.insert(label.to_string(), json!({"stage": t, "trained": v.get("trained"), "examples": v.get("examples"), "optimizer_steps": v.get("optimizer_steps"), "best_epoch": v.get("best_epoch")}));
         }
         per_replicate.push(json!({
@@ -383,20 +432,26 @@ fn replicates_section(
 
 /// `System,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model, then one per baseline (`baseline:<key>`;
 /// a metric a baseline was not scored on is empty).
-pub fn metrics_table_csv(table: &BTreeMap<String, BTreeMap<String, Value>>, baselines: &BTreeMap<String, BTreeMap<String, Value>>) -> String {
+pub fn metrics_table_csv(
+    table: &BTreeMap<String, BTreeMap<String, Value>>,
+    baselines: &BTreeMap<String, BTreeMap<String, Value>>,
+) -> String {
     let mut s = String::from("System");
     for def in registry::compared() {
         let label = def.label;
         s.push_str(&format!(",{label},{label}_ci_low,{label}_ci_high"));
     }
     s.push('\n');
-    let rows = table.iter().map(|(m, r)| (m.clone(), r)).chain(baselines.iter().map(|(b, r)| (format!("baseline:{b}"), r)));
+    let rows =
+        table.iter().map(|(m, r)| (m.clone(), r)).chain(baselines.iter().map(|(b, r)| (format!("baseline:{b}"), r)));
     for (m, row) in rows {
         s.push_str(&m);
         for def in registry::compared() {
             let num = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
             match row.get(def.key) {
-                Some(v) => s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci"][0]), num(&v["ci"][1]))),
+                Some(v) => {
+                    s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci"][0]), num(&v["ci"][1])))
+                }
                 None => s.push_str(",,,"),
             }
         }

@@ -39,11 +39,25 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let prompts: Vec<String> = human
         .iter()
         .zip(&kind)
-        .map(|(e, k)| if *k == "ai" { synth::answer_prompt(&e.context, &e.question) } else { synth::paraphrase_prompt(&e.question, &e.answer) })
+        .map(|(e, k)| {
+            if *k == "ai" {
+                synth::answer_prompt(&e.context, &e.question)
+            } else {
+                synth::paraphrase_prompt(&e.question, &e.answer)
+            }
+        })
         .collect();
-    let opts = GenerateOptions { max_new_tokens: c.max_new_tokens, min_new_tokens: 0, temperature: c.temperature, top_p: c.top_p, seed, bf16: ctx.cfg.runtime.bf16() };
+    let opts = GenerateOptions {
+        max_new_tokens: c.max_new_tokens,
+        min_new_tokens: 0,
+        temperature: c.temperature,
+        top_p: c.top_p,
+        seed,
+        bf16: ctx.cfg.runtime.bf16(),
+    };
     let progress = ctx.trainer();
-    let mut answers = generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
+    let mut answers =
+        generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
     let mut attempts = vec![1usize; human.len()];
     for retry in 1..=c.empty_retries {
         let empty: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].is_empty()).collect();

@@ -43,7 +43,8 @@ impl<'a> StageCtx<'a> {
         ledger: &'a Path,
         progress: &'a dyn Progress,
     ) -> Result<Self, PipelineError> {
-        let missing = |root: &str| PipelineError::Usage(format!("stage {instance} needs a {root} directory, and none was given"));
+        let missing =
+            |root: &str| PipelineError::Usage(format!("stage {instance} needs a {root} directory, and none was given"));
         Ok(StageCtx {
             stage: instance.stage,
             instance,

@@ -33,7 +33,10 @@ pub fn adapter_dir(model: Model, replicate: Option<u64>) -> Option<String> {
 /// The BERTScore encoder (`eval.bertscore_model` under the workspace, or MiniLM from the bootstrap
 /// cache / `HSX_MINILM`) and options (`eval.bertscore_layer`) every model is scored with; `compare`
 /// scores the trivial baselines with the same.
-pub fn bertscore_setup(ctx: &StageCtx, device: tch::Device) -> Result<(crate::model::bert::Bert, crate::metrics::bertscore::BertScoreOptions), PipelineError> {
+pub fn bertscore_setup(
+    ctx: &StageCtx,
+    device: tch::Device,
+) -> Result<(crate::model::bert::Bert, crate::metrics::bertscore::BertScoreOptions), PipelineError> {
     let cfg = ctx.cfg;
     let bert_dir = (!cfg.eval.bertscore_model.is_empty()).then(|| ctx.workspace.join(&cfg.eval.bertscore_model));
     let bert = crate::model::bert::load_minilm(bert_dir.as_deref(), device)?;
@@ -68,33 +71,54 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
         None => (crate::model::load_t5(&ctx.base_model(), device)?, None),
     };
     let prompts: Vec<String> = test.iter().map(|e| crate::synth::answer_prompt(&e.context, &e.question)).collect();
-    let opts = GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
+    let opts =
+        GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
     let progress = ctx.trainer();
-    let preds = generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
+    let preds =
+        generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
-    let mut per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], cfg.eval.rouge_stemmer);
+    let mut per =
+        crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], cfg.eval.rouge_stemmer);
     let (bert, bopts) = bertscore_setup(ctx, device)?;
     let bs = crate::metrics::bertscore::bertscore(&bert, &preds, &refs, &bopts)?;
     per.bertscore_precision = bs.precision.clone();
     per.bertscore_recall = bs.recall.clone();
     per.bertscore_f1 = bs.f1.clone();
     // Multiple-choice accuracy by rank classification over the four CosmosQA options.
-    let prompt_ids: Vec<Vec<i64>> = prompts.iter().map(|p| m.tokenizer.encode(p, Some(cfg.train.max_input_tokens))).collect::<Result<_, _>>()?;
+    let prompt_ids: Vec<Vec<i64>> =
+        prompts.iter().map(|p| m.tokenizer.encode(p, Some(cfg.train.max_input_tokens))).collect::<Result<_, _>>()?;
     let options: Vec<Vec<Vec<i64>>> = test
         .iter()
-        .map(|e| e.choices.iter().map(|c| m.tokenizer.encode(c, Some(cfg.train.max_target_tokens))).collect::<Result<Vec<_>, _>>())
+        .map(|e| {
+            e.choices
+                .iter()
+                .map(|c| m.tokenizer.encode(c, Some(cfg.train.max_target_tokens)))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<_, _>>()?;
-    let option_scores = crate::model::choice::score_options(&m.model, &prompt_ids, &options, cfg.eval.batch_size, m.tokenizer.pad_id, cfg.runtime.bf16());
+    let option_scores = crate::model::choice::score_options(
+        &m.model,
+        &prompt_ids,
+        &options,
+        cfg.eval.batch_size,
+        m.tokenizer.pad_id,
+        cfg.runtime.bf16(),
+    );
     let labels: Vec<usize> = test.iter().map(|e| e.label as usize).collect();
     per.mc_accuracy = crate::model::choice::correct(&option_scores, &labels);
     let dir = ctx.out_dir()?;
-    let rows: Vec<Prediction> = test.iter().zip(&preds).map(|(e, p)| Prediction { id: e.id.clone(), prediction: p.clone(), reference: e.answer.clone() }).collect();
+    let rows: Vec<Prediction> = test
+        .iter()
+        .zip(&preds)
+        .map(|(e, p)| Prediction { id: e.id.clone(), prediction: p.clone(), reference: e.answer.clone() })
+        .collect();
     data::write_jsonl(&dir.join("predictions.jsonl"), &rows)?;
     let ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
     data::write_jsonl(&dir.join("scores.jsonl"), &ScoreRow::from_per_example(&ids, &per))?;
     let mut means = serde_json::Map::new();
     for (k, def) in registry::compared().enumerate() {
-        let e = crate::metrics::estimate((def.values)(&per), cfg.eval.bootstrap_resamples, ctx.seed.wrapping_add(k as u64));
+        let e =
+            crate::metrics::estimate((def.values)(&per), cfg.eval.bootstrap_resamples, ctx.seed.wrapping_add(k as u64));
         means.insert(def.key.into(), json!({"mean": round6(e.mean), "ci95": [round6(e.ci95.0), round6(e.ci95.1)]}));
     }
     let name = ctx.instance.name();

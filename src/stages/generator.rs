@@ -57,7 +57,11 @@ fn hold_out_contexts(train: &[QaExample], share: f64, seed: u64) -> (Vec<QaExamp
             contexts.push(e.context.as_str());
         }
     }
-    let n = if share > 0.0 && contexts.len() >= 2 { ((share * contexts.len() as f64).round() as usize).clamp(1, contexts.len() - 1) } else { 0 };
+    let n = if share > 0.0 && contexts.len() >= 2 {
+        ((share * contexts.len() as f64).round() as usize).clamp(1, contexts.len() - 1)
+    } else {
+        0
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6765_6e5f_7661_6c00);
     contexts.shuffle(&mut rng);
     let held: std::collections::HashSet<&str> = contexts[..n].iter().copied().collect();
@@ -69,7 +73,14 @@ mod tests {
     use super::*;
 
     fn ex(id: &str, ctx: &str) -> QaExample {
-        QaExample { id: id.into(), context: ctx.into(), question: "q".into(), answer: "a".into(), choices: vec![], label: 0 }
+        QaExample {
+            id: id.into(),
+            context: ctx.into(),
+            question: "q".into(),
+            answer: "a".into(),
+            choices: vec![],
+            label: 0,
+        }
     }
 
     #[test]

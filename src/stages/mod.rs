@@ -23,9 +23,9 @@ use crate::error::PipelineError;
 use crate::ledger::{StageOutcome, StageSpec};
 
 pub mod base_model;
+pub mod code;
 pub mod compare;
 pub mod contaminate;
-pub mod code;
 pub mod ctx;
 pub mod evaluate;
 pub mod generator;

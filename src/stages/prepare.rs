@@ -20,7 +20,8 @@ pub fn spec(cfg: &Config) -> StageSpec {
 
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let cfg = ctx.cfg;
-    let data_dir = ctx.roots.data.clone().ok_or_else(|| PipelineError::Usage("stage prepare needs a data directory".into()))?;
+    let data_dir =
+        ctx.roots.data.clone().ok_or_else(|| PipelineError::Usage("stage prepare needs a data directory".into()))?;
     let read_opts = data::ReadOptions { skip_invalid: cfg.data.skip_invalid, max_row_bytes: cfg.data.max_row_bytes };
     let mut all = Vec::new();
     let mut per_file = serde_json::Map::new();

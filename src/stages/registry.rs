@@ -305,7 +305,10 @@ mod tests {
             assert_eq!(Instance::parse(&i.name()), Ok(*i));
         }
         // One seed, the master's: exactly the stages, with their plain names.
-        assert_eq!(Instance::plan(42, &[42]).iter().map(Instance::name).collect::<Vec<_>>(), Stage::ALL.map(|s| s.name().to_owned()));
+        assert_eq!(
+            Instance::plan(42, &[42]).iter().map(Instance::name).collect::<Vec<_>>(),
+            Stage::ALL.map(|s| s.name().to_owned())
+        );
         // Seeds other than the master's only.
         let other = Instance::plan(42, &[1, 2]);
         assert!(other.iter().all(|i| i.stage.replicated() == i.replicate.is_some()));

@@ -34,5 +34,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     };
     let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (root, rel(p))).collect();
     outputs.sort();
-    Ok(StageOutcome { outputs, metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}) })
+    Ok(StageOutcome {
+        outputs,
+        metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}),
+    })
 }

@@ -39,12 +39,17 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let f = &cfg.filters;
     let scope = Scope::parse(&f.scope).ok_or_else(|| PipelineError::Stage {
         stage: "synthesize",
-        message: format!("config key filters.scope: must be one of {:?}, got {:?}", crate::config::FILTER_SCOPES, f.scope),
+        message: format!(
+            "config key filters.scope: must be one of {:?}, got {:?}",
+            crate::config::FILTER_SCOPES,
+            f.scope
+        ),
     })?;
     let target = (human.len() as f64 * s.multiplier).round() as usize;
     let cap = (target as f64 * s.max_attempts_factor).ceil() as usize;
     let shares = [s.share_question_variants, s.share_context_augmentation, s.share_answer_expansion];
-    let seed_fields: Vec<Fields> = human.iter().map(|e| (e.context.as_str(), e.question.as_str(), e.answer.as_str())).collect();
+    let seed_fields: Vec<Fields> =
+        human.iter().map(|e| (e.context.as_str(), e.question.as_str(), e.answer.as_str())).collect();
     let mut state = FilterState::new(f, scope, &seed_fields, seed);
     let bert = crate::model::bert::load_minilm(None, device)?;
     // The seed's embeddings, once per part judged (and the whole example, for the full-text sensitivity
@@ -63,7 +68,14 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
     let mut round_no = 0u64;
     let gen = |prompts: &[String], salt: u64, max_new: usize| {
-        let o = GenerateOptions { max_new_tokens: max_new, min_new_tokens: 0, temperature: s.temperature, top_p: s.top_p, seed: seed ^ salt, bf16: ctx.cfg.runtime.bf16() };
+        let o = GenerateOptions {
+            max_new_tokens: max_new,
+            min_new_tokens: 0,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            seed: seed ^ salt,
+            bf16: ctx.cfg.runtime.bf16(),
+        };
         generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens, None)
     };
     while accepted.len() < target && attempts < cap {
@@ -77,12 +89,24 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             if n == 0 {
                 continue;
             }
-            let picks: Vec<&QaExample> = (0..n).map(|_| &human[rand::Rng::gen_range(&mut rng, 0..human.len())]).collect();
+            let picks: Vec<&QaExample> =
+                (0..n).map(|_| &human[rand::Rng::gen_range(&mut rng, 0..human.len())]).collect();
             let salt = round_no * 16 + k as u64;
             match strat {
                 Strategy::QuestionVariants => {
-                    let qs = gen(&picks.iter().map(|e| synth::question_variant_prompt(&e.context, &e.question)).collect::<Vec<_>>(), salt, 48)?;
-                    let ans = gen(&picks.iter().zip(&qs).map(|(e, q)| synth::answer_prompt(&e.context, q)).collect::<Vec<_>>(), salt + 8, 32)?;
+                    let qs = gen(
+                        &picks
+                            .iter()
+                            .map(|e| synth::question_variant_prompt(&e.context, &e.question))
+                            .collect::<Vec<_>>(),
+                        salt,
+                        48,
+                    )?;
+                    let ans = gen(
+                        &picks.iter().zip(&qs).map(|(e, q)| synth::answer_prompt(&e.context, q)).collect::<Vec<_>>(),
+                        salt + 8,
+                        32,
+                    )?;
                     for ((e, q), a) in picks.iter().zip(qs).zip(ans) {
                         // A generated field that is empty or degenerate (no letter or digit, one word
                         // repeated) is a malformed output, not a candidate.
@@ -90,25 +114,53 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                             malformed.push((*strat, e.id.clone(), format!("Question: {q} Answer: {a}")));
                             continue;
                         }
-                        cands.push(SyntheticRow { id: String::new(), context: e.context.clone(), question: q, answer: a, strategy: *strat, seed_id: e.id.clone() });
+                        cands.push(SyntheticRow {
+                            id: String::new(),
+                            context: e.context.clone(),
+                            question: q,
+                            answer: a,
+                            strategy: *strat,
+                            seed_id: e.id.clone(),
+                        });
                     }
                 }
                 Strategy::ContextAugmentation => {
-                    let ctxs = gen(&picks.iter().map(|e| synth::context_prompt(&e.question, &e.answer)).collect::<Vec<_>>(), salt, s.max_new_tokens)?;
+                    let ctxs = gen(
+                        &picks.iter().map(|e| synth::context_prompt(&e.question, &e.answer)).collect::<Vec<_>>(),
+                        salt,
+                        s.max_new_tokens,
+                    )?;
                     for (e, c) in picks.iter().zip(ctxs) {
                         if degenerate(&c) {
                             malformed.push((*strat, e.id.clone(), c));
                             continue;
                         }
-                        cands.push(SyntheticRow { id: String::new(), context: c, question: e.question.clone(), answer: e.answer.clone(), strategy: *strat, seed_id: e.id.clone() });
+                        cands.push(SyntheticRow {
+                            id: String::new(),
+                            context: c,
+                            question: e.question.clone(),
+                            answer: e.answer.clone(),
+                            strategy: *strat,
+                            seed_id: e.id.clone(),
+                        });
                     }
                 }
                 Strategy::AnswerExpansion => {
-                    let outs = gen(&picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(), salt, 64)?;
+                    let outs =
+                        gen(&picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(), salt, 64)?;
                     for (e, o) in picks.iter().zip(outs) {
                         match synth::parse_expansion(&o) {
-                            Some((q, a)) if degenerate(&q) || degenerate(&a) => malformed.push((*strat, e.id.clone(), o)),
-                            Some((q, a)) => cands.push(SyntheticRow { id: String::new(), context: e.context.clone(), question: q, answer: a, strategy: *strat, seed_id: e.id.clone() }),
+                            Some((q, a)) if degenerate(&q) || degenerate(&a) => {
+                                malformed.push((*strat, e.id.clone(), o))
+                            }
+                            Some((q, a)) => cands.push(SyntheticRow {
+                                id: String::new(),
+                                context: e.context.clone(),
+                                question: q,
+                                answer: a,
+                                strategy: *strat,
+                                seed_id: e.id.clone(),
+                            }),
                             None => malformed.push((*strat, e.id.clone(), o)),
                         }
                     }
@@ -131,7 +183,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         // Filter 3: per judged part, one batched embedding call over this round's candidates.
         let mut cosines: Vec<Vec<(Part, f64)>> = vec![Vec::new(); cands.len()];
         for (part, emb) in &seed_emb {
-            let idx: Vec<usize> = (0..cands.len()).filter(|&i| filters::judged_parts(cands[i].strategy, scope).contains(part)).collect();
+            let idx: Vec<usize> =
+                (0..cands.len()).filter(|&i| filters::judged_parts(cands[i].strategy, scope).contains(part)).collect();
             if idx.is_empty() {
                 continue;
             }
@@ -202,7 +255,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         .collect();
     let rejected_total: usize = first_fail.values().sum();
     Ok(StageOutcome {
-        outputs: vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())],
+        outputs: vec![
+            (Root::Run, "synthesize/synthetic.jsonl".into()),
+            (Root::Run, "synthesize/rejected.jsonl".into()),
+        ],
         metrics: json!({
             "seed_examples": human.len(),
             "multiplier": s.multiplier,
@@ -255,8 +311,14 @@ impl Counts {
     /// Every reason in `reasons` gets a count (0 when none), so the report reads a full table.
     fn to_json(&self, reasons: &[&str]) -> Value {
         let (first, would) = (self.first_failing_with_malformed(), self.would_fail_with_malformed());
-        let full = |m: &BTreeMap<&str, usize>| reasons.iter().map(|r| (r.to_string(), json!(m.get(r).copied().unwrap_or(0)))).collect::<serde_json::Map<_, _>>();
-        let share = |x: usize| if self.attempts == 0 { Value::Null } else { json!(round6(x as f64 / self.attempts as f64)) };
+        let full = |m: &BTreeMap<&str, usize>| {
+            reasons
+                .iter()
+                .map(|r| (r.to_string(), json!(m.get(r).copied().unwrap_or(0))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let share =
+            |x: usize| if self.attempts == 0 { Value::Null } else { json!(round6(x as f64 / self.attempts as f64)) };
         json!({
             "attempts": self.attempts, "malformed": self.malformed, "malformed_share": share(self.malformed),
             "first_failing": full(&first), "would_fail": full(&would),
@@ -338,7 +400,6 @@ pub fn max_cosine(a: &tch::Tensor, b: &tch::Tensor, chunk: i64) -> Vec<f64> {
     }
     Vec::<f32>::try_from(best).expect("floats").into_iter().map(|x| x as f64).collect()
 }
-
 
 #[cfg(test)]
 mod tests {

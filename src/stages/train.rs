@@ -30,7 +30,12 @@ pub fn spec(cfg: &Config, arm: Arm, instance: Instance) -> StageSpec {
         stage: instance.name(),
         params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
         // The plan is an input: a model trained before (or under another) pre-registration is re-trained.
-        inputs: vec![(Root::Run, training_file(arm).into()), super::ctx::human("val"), super::ctx::base_input(cfg), super::preregister::plan_input()],
+        inputs: vec![
+            (Root::Run, training_file(arm).into()),
+            super::ctx::human("val"),
+            super::ctx::base_input(cfg),
+            super::preregister::plan_input(),
+        ],
         determinism: Determinism::Bitwise,
     }
 }
@@ -61,7 +66,8 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     // In the file too: it is a deterministic function of the adapter, and the tiny-profile study reads it.
     let path = ctx.run_path(&format!("{out}/train_metrics.json"));
     let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-    let mut file: Value = serde_json::from_slice(&bytes).map_err(|e| DataError::File { path: path.clone(), message: e.to_string() })?;
+    let mut file: Value =
+        serde_json::from_slice(&bytes).map_err(|e| DataError::File { path: path.clone(), message: e.to_string() })?;
     file["trained"] = json!(true);
     file["validation"] = check.clone();
     write_json(&path, &file)?;
@@ -74,15 +80,33 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
 /// mean F1, each baseline's, and the paired difference model − best baseline with a 95% cluster-bootstrap
 /// interval (clusters: contexts). This is the selection-side power check the tiny-profile study uses;
 /// the pre-registered power check on the test split stays in `compare`.
-pub fn validation_check(ctx: &StageCtx, m: &LoadedT5, train: &[data::QaExample], val: &[data::QaExample]) -> Result<Value, PipelineError> {
+pub fn validation_check(
+    ctx: &StageCtx,
+    m: &LoadedT5,
+    train: &[data::QaExample],
+    val: &[data::QaExample],
+) -> Result<Value, PipelineError> {
     use crate::data::stats::round6;
     use crate::metrics::baselines::{predictions, Baseline};
     use crate::metrics::stats::{cluster_mean_ci, mean, Clusters, Resampling};
     let cfg = ctx.cfg;
     let prompts: Vec<String> = val.iter().map(|e| synth::answer_prompt(&e.context, &e.question)).collect();
-    let opts = crate::model::generate::GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
-    let preds = crate::model::generate::generate_texts(m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, None)?;
-    let f1 = |ps: &[String]| -> Vec<f64> { ps.iter().zip(val).map(|(p, e)| crate::metrics::squad::f1(p, &e.answer)).collect() };
+    let opts = crate::model::generate::GenerateOptions {
+        max_new_tokens: cfg.eval.max_new_tokens,
+        bf16: cfg.runtime.bf16(),
+        ..Default::default()
+    };
+    let preds = crate::model::generate::generate_texts(
+        m,
+        &prompts,
+        &opts,
+        cfg.eval.batch_size,
+        cfg.train.max_input_tokens,
+        None,
+    )?;
+    let f1 = |ps: &[String]| -> Vec<f64> {
+        ps.iter().zip(val).map(|(p, e)| crate::metrics::squad::f1(p, &e.answer)).collect()
+    };
     let model_f1 = f1(&preds);
     let clusters = Clusters::from_keys(&val.iter().map(|e| e.context.as_str()).collect::<Vec<_>>());
     let r = Resampling { resamples: cfg.eval.bootstrap_resamples, seed: ctx.seed };
@@ -140,7 +164,12 @@ pub fn lora_of(cfg: &Config) -> LoraConfig {
 
 fn qa_pairs(rows: &[QaLike], task: &str) -> Vec<Pair> {
     rows.iter()
-        .map(|r| Pair { input: synth::answer_prompt(&r.context, &r.question), target: r.answer.clone(), task: task.into(), seed_id: r.id.clone() })
+        .map(|r| Pair {
+            input: synth::answer_prompt(&r.context, &r.question),
+            target: r.answer.clone(),
+            task: task.into(),
+            seed_id: r.id.clone(),
+        })
         .collect()
 }
 
@@ -159,7 +188,12 @@ fn pairs_to_examples(m: &LoadedT5, pairs: &[Pair], cfg: &Config) -> Result<Vec<E
 /// Trains a LoRA adapter with the seed's recipe into `<stage>/adapter` (peft format) and writes
 /// `<stage>/train_metrics.json` (without wall time, which goes to the entry so the file reproduces bit
 /// for bit). Returns the metrics with the wall time.
-pub fn train_adapter(ctx: &StageCtx, train_pairs: &[Pair], val_pairs: &[Pair], epochs: usize) -> Result<(Value, LoadedT5), PipelineError> {
+pub fn train_adapter(
+    ctx: &StageCtx,
+    train_pairs: &[Pair],
+    val_pairs: &[Pair],
+    epochs: usize,
+) -> Result<(Value, LoadedT5), PipelineError> {
     let cfg = ctx.cfg;
     let device = ctx.device()?;
     let lora = lora_of(cfg);
@@ -192,7 +226,10 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
         let cfg = Config::load(&path).unwrap();
         let files: Vec<&str> = Arm::ALL.iter().map(|&a| training_file(a)).collect();
-        assert_eq!(files, ["prepare/human_train.jsonl", "contaminate/ai_contaminated.jsonl", "synthesize/synthetic.jsonl"]);
+        assert_eq!(
+            files,
+            ["prepare/human_train.jsonl", "contaminate/ai_contaminated.jsonl", "synthesize/synthetic.jsonl"]
+        );
         for a in Arm::ALL {
             let s = spec(&cfg, a, Stage::Train(a).into());
             assert_eq!(s.stage, format!("train-{a}"));

@@ -367,12 +367,16 @@ mod tests {
         let seed = [("The cat  sat on the mat", "Where did it sit?", "On the mat today.")];
         let mut s = FilterState::new(&cfg(), Scope::Generated, &seed, 1);
         let qv = Strategy::QuestionVariants;
-        assert!(s.check(qv, ("the cat sat on the MAT", "where did it   sit?", "on the mat today."), &[]).exact_duplicate);
+        assert!(
+            s.check(qv, ("the cat sat on the MAT", "where did it   sit?", "on the mat today."), &[]).exact_duplicate
+        );
         let other = ("The cat sat on the mat", "What did the cat do?", "It sat.");
         assert!(!s.check(qv, other, &[]).exact_duplicate);
         assert!(s.check(qv, other, &[]).exact_duplicate, "repeat of a candidate");
         // Fields are compared field by field: moving a word across a field boundary is another example.
-        assert!(!s.check(qv, ("The cat sat on the", "mat Where did it sit?", "On the mat today."), &[]).exact_duplicate);
+        assert!(
+            !s.check(qv, ("The cat sat on the", "mat Where did it sit?", "On the mat today."), &[]).exact_duplicate
+        );
     }
 
     #[test]
@@ -423,7 +427,17 @@ mod tests {
     #[test]
     fn the_registry_lists_each_filter_once_in_order() {
         let names: Vec<&str> = rejection_reasons().map(|(n, _)| n).collect();
-        assert_eq!(names, ["malformed", "exact_duplicate", "ngram_overlap", "semantic_similarity", "minhash_near_duplicate", "length"]);
+        assert_eq!(
+            names,
+            [
+                "malformed",
+                "exact_duplicate",
+                "ngram_overlap",
+                "semantic_similarity",
+                "minhash_near_duplicate",
+                "length"
+            ]
+        );
         for (i, f) in Filter::ALL.iter().enumerate() {
             assert_eq!(FILTERS[i].filter, *f);
             assert_eq!(f.def().name, f.name());
@@ -496,7 +510,12 @@ mod tests {
 
     /// Checks a candidate the way the synthesize stage does: per judged part, the largest cosine to the
     /// same part of any seed example.
-    fn judge(state: &mut FilterState, seed: &[(String, String, String)], strategy: Strategy, ex: Fields) -> Vec<(Filter, f64)> {
+    fn judge(
+        state: &mut FilterState,
+        seed: &[(String, String, String)],
+        strategy: Strategy,
+        ex: Fields,
+    ) -> Vec<(Filter, f64)> {
         let cosines: Vec<(Part, f64)> = judged_parts(strategy, state.scope)
             .iter()
             .map(|&p| (p, seed.iter().map(|s| bag_cosine(&p.text(ex), &p.text(fields(s)))).fold(0.0, f64::max)))
@@ -607,7 +626,10 @@ mod tests {
         let q = w(20, "nq");
         assert_eq!(judge(&mut s, &seed, Strategy::QuestionVariants, (&seed[0].0, &q, &w(6, "na"))), vec![]);
         let c = s.check(Strategy::QuestionVariants, (&seed[1].0, &near(&q, &[10]), &w(6, "nb")), &[]);
-        assert_eq!((c.failures(&s.cfg).iter().map(|f| f.0).collect::<Vec<_>>(), c.jaccard_part), (vec![Filter::NearDuplicate], Some(Part::Question)));
+        assert_eq!(
+            (c.failures(&s.cfg).iter().map(|f| f.0).collect::<Vec<_>>(), c.jaccard_part),
+            (vec![Filter::NearDuplicate], Some(Part::Question))
+        );
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::QuestionVariants, Strategy::ContextAugmentation, Strategy::AnswerExpansion];
+    pub const ALL: [Strategy; 3] =
+        [Strategy::QuestionVariants, Strategy::ContextAugmentation, Strategy::AnswerExpansion];
     pub fn name(self) -> &'static str {
         match self {
             Strategy::QuestionVariants => "question_variants",
@@ -148,10 +149,19 @@ pub fn quote(row: &SyntheticRow, context_chars: usize) -> serde_json::Value {
 /// Per strategy (every one of [`Strategy::ALL`], empty when it accepted none), the first `per` of the
 /// accepted examples in the order they were generated and accepted (`accepted`'s order, which is
 /// `synthetic.jsonl`'s), quoted by [`quote`].
-pub fn quoted_examples(accepted: &[SyntheticRow], per: usize, context_chars: usize) -> std::collections::BTreeMap<&'static str, Vec<serde_json::Value>> {
+pub fn quoted_examples(
+    accepted: &[SyntheticRow],
+    per: usize,
+    context_chars: usize,
+) -> std::collections::BTreeMap<&'static str, Vec<serde_json::Value>> {
     Strategy::ALL
         .iter()
-        .map(|s| (s.name(), accepted.iter().filter(|r| r.strategy == *s).take(per).map(|r| quote(r, context_chars)).collect()))
+        .map(|s| {
+            (
+                s.name(),
+                accepted.iter().filter(|r| r.strategy == *s).take(per).map(|r| quote(r, context_chars)).collect(),
+            )
+        })
         .collect()
 }
 
@@ -175,12 +185,32 @@ pub fn generator_pairs(train: &[crate::data::QaExample], max_per_task: usize, se
         for a in qs {
             for b in qs {
                 if a.id != b.id && a.question != b.question {
-                    tasks[0].push(Pair { input: question_variant_prompt(ctx, &a.question), target: b.question.clone(), task: "question_variants".into(), seed_id: a.id.clone() });
+                    tasks[0].push(Pair {
+                        input: question_variant_prompt(ctx, &a.question),
+                        target: b.question.clone(),
+                        task: "question_variants".into(),
+                        seed_id: a.id.clone(),
+                    });
                 }
             }
-            tasks[1].push(Pair { input: context_prompt(&a.question, &a.answer), target: ctx.clone(), task: "context_augmentation".into(), seed_id: a.id.clone() });
-            tasks[2].push(Pair { input: expansion_prompt(ctx), target: expansion_target(&a.question, &a.answer), task: "answer_expansion".into(), seed_id: a.id.clone() });
-            tasks[3].push(Pair { input: answer_prompt(ctx, &a.question), target: a.answer.clone(), task: "answer".into(), seed_id: a.id.clone() });
+            tasks[1].push(Pair {
+                input: context_prompt(&a.question, &a.answer),
+                target: ctx.clone(),
+                task: "context_augmentation".into(),
+                seed_id: a.id.clone(),
+            });
+            tasks[2].push(Pair {
+                input: expansion_prompt(ctx),
+                target: expansion_target(&a.question, &a.answer),
+                task: "answer_expansion".into(),
+                seed_id: a.id.clone(),
+            });
+            tasks[3].push(Pair {
+                input: answer_prompt(ctx, &a.question),
+                target: a.answer.clone(),
+                task: "answer".into(),
+                seed_id: a.id.clone(),
+            });
         }
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -104,7 +104,9 @@ impl MinHashLsh {
     pub fn new(cfg: &FilterCfg, seed: u64) -> Self {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let perms = (0..cfg.minhash_permutations).map(|_| (rng.gen_range(1..MERSENNE_61), rng.gen_range(0..MERSENNE_61))).collect();
+        let perms = (0..cfg.minhash_permutations)
+            .map(|_| (rng.gen_range(1..MERSENNE_61), rng.gen_range(0..MERSENNE_61)))
+            .collect();
         Self {
             shingle: cfg.minhash_shingle_words,
             perms,
@@ -130,7 +132,10 @@ impl MinHashLsh {
         self.perms
             .iter()
             .map(|&(a, b)| {
-                set.iter().map(|&x| mod_mersenne(a as u128 * (x & MERSENNE_61) as u128 + b as u128)).min().unwrap_or(u64::MAX)
+                set.iter()
+                    .map(|&x| mod_mersenne(a as u128 * (x & MERSENNE_61) as u128 + b as u128))
+                    .min()
+                    .unwrap_or(u64::MAX)
             })
             .collect()
     }

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 
-use hsx::ledger::{Determinism, GitState, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec};
+use hsx::ledger::{
+    Determinism, GitState, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec,
+};
 use serde_json::json;
 
 /// The offline CosmosQA mirror (a directory holding `cosmosqa/valid.csv`), absolute.
@@ -17,7 +19,11 @@ pub fn mirror() -> PathBuf {
     let p = PathBuf::from(m);
     let p = if p.is_absolute() { p } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(p) };
     let csv = p.join("cosmosqa/valid.csv");
-    assert!(csv.is_file(), "HSX_DATA_MIRROR={} holds no cosmosqa/valid.csv (unset it and run `make test` to download it)", p.display());
+    assert!(
+        csv.is_file(),
+        "HSX_DATA_MIRROR={} holds no cosmosqa/valid.csv (unset it and run `make test` to download it)",
+        p.display()
+    );
     p.canonicalize().unwrap()
 }
 
@@ -64,22 +70,35 @@ pub fn fixture_ledger(dir: &Path) -> (PathBuf, Roots) {
     let ledger = ws.join("ledger/fx.json");
     let k = SigningKeyFile::load(&key(dir, "signer.pem")).unwrap();
     let mut w = LedgerWriter::open(&ledger, "fx", &Locations::new(&run, &ws), k).unwrap();
-    let config = json!({"experiment": {"id": "fx", "seed": 42}, "train": {"lr": 3e-4, "epochs": 3}, "flag": true, "none": null});
+    let config =
+        json!({"experiment": {"id": "fx", "seed": 42}, "train": {"lr": 3e-4, "epochs": 3}, "flag": true, "none": null});
     let mut rec = Recorder {
         writer: &mut w,
         roots: roots.clone(),
         config: config.clone(),
         master_seed: 42,
-        git: GitState::Repository { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: true, diff_sha256: Some("ab".repeat(32)) },
+        git: GitState::Repository {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            dirty: true,
+            diff_sha256: Some("ab".repeat(32)),
+        },
         env: Box::new(|| json!({"os": "test", "cores": 2, "torch": {"threads": 2, "deterministic": true}})),
     };
     let run2 = run.clone();
     rec.record::<std::io::Error>(
-        StageSpec { stage: "ingest".into(), params: json!({"n": 2}), inputs: vec![(Root::Workspace, "inputs/a.txt".into())], determinism: Determinism::Bitwise },
+        StageSpec {
+            stage: "ingest".into(),
+            params: json!({"n": 2}),
+            inputs: vec![(Root::Workspace, "inputs/a.txt".into())],
+            determinism: Determinism::Bitwise,
+        },
         |ctx| {
             std::fs::create_dir_all(run2.join("ingest"))?;
             std::fs::write(run2.join("ingest/out.txt"), format!("seed {}\n", ctx.seed))?;
-            Ok(StageOutcome { outputs: vec![(Root::Run, "ingest/out.txt".into())], metrics: json!({"rows": 2, "share": 0.5}) })
+            Ok(StageOutcome {
+                outputs: vec![(Root::Run, "ingest/out.txt".into())],
+                metrics: json!({"rows": 2, "share": 0.5}),
+            })
         },
     )
     .unwrap()
@@ -118,7 +137,12 @@ pub fn fixture_ledger(dir: &Path) -> (PathBuf, Roots) {
     .unwrap()
     .unwrap();
     rec.record::<std::io::Error>(
-        StageSpec { stage: "check".into(), params: json!({"k": "v"}), inputs: vec![(Root::Run, "summary.json".into())], determinism: Determinism::Bitwise },
+        StageSpec {
+            stage: "check".into(),
+            params: json!({"k": "v"}),
+            inputs: vec![(Root::Run, "summary.json".into())],
+            determinism: Determinism::Bitwise,
+        },
         |_| Ok(StageOutcome { outputs: vec![], metrics: json!({"passed": true}) }),
     )
     .unwrap()

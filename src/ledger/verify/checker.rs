@@ -1,13 +1,15 @@
 //! The entry-by-entry checks of `hsx verify`: the state carried from one entry to the next (hash chain,
 //! signatures, times, file records, cited heads) and the checks themselves.
+use super::super::files::{check_recorded, check_relative, FileRecord, OnDisk, Root, Roots};
+use super::super::head::{cited_heads, head_path_for, Head, SignedHead};
+use super::super::keys::parse_public_key;
+use super::super::{
+    entry_canonical_bytes, verify_entry_signature, Entry, Header, Ledger, FORMAT, READ_VERSIONS, ZERO_HASH,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
-use super::super::files::{check_recorded, check_relative, FileRecord, OnDisk, Root, Roots};
-use super::super::head::{cited_heads, head_path_for, Head, SignedHead};
-use super::super::keys::parse_public_key;
-use super::super::{entry_canonical_bytes, verify_entry_signature, Entry, Header, Ledger, FORMAT, READ_VERSIONS, ZERO_HASH};
 
 use super::outcome::*;
 
@@ -117,7 +119,9 @@ impl<'o> Checker<'o> {
     pub(super) fn header(&mut self, raw: &Value) {
         let header: Header = match serde_path_to_error::deserialize(raw) {
             Ok(h) => h,
-            Err(e) => return self.header_failure(fail(None, None, format!("header.{}", e.path()), e.inner().to_string())),
+            Err(e) => {
+                return self.header_failure(fail(None, None, format!("header.{}", e.path()), e.inner().to_string()))
+            }
         };
         self.report.experiment = Some(header.experiment.clone());
         self.report.signer = Some(header.signer.key_id.clone());
@@ -127,16 +131,21 @@ impl<'o> Checker<'o> {
                 header.workspace.as_ref().map(|_| ("header.workspace", "version 1 has no `workspace`".to_string()))
             })
         } else {
-            super::super::location::check_location(&header.run_dir).err().map(|e| ("header.run_dir", e)).or_else(|| match &header.workspace {
-                None => Some(("header.workspace", "missing".into())),
-                Some(w) => super::super::location::check_location(w).err().map(|e| ("header.workspace", e)),
+            super::super::location::check_location(&header.run_dir).err().map(|e| ("header.run_dir", e)).or_else(|| {
+                match &header.workspace {
+                    None => Some(("header.workspace", "missing".into())),
+                    Some(w) => super::super::location::check_location(w).err().map(|e| ("header.workspace", e)),
+                }
             })
         };
         let created = parse_time(&header.created);
         let problem = if header.format != FORMAT {
             Some(("header.format", format!("{:?} is not {FORMAT:?}", header.format)))
         } else if !READ_VERSIONS.contains(&header.version) {
-            Some(("header.version", format!("version {} is not supported (this hsx reads {READ_VERSIONS:?})", header.version)))
+            Some((
+                "header.version",
+                format!("version {} is not supported (this hsx reads {READ_VERSIONS:?})", header.version),
+            ))
         } else if header.signer.algorithm != "ed25519" {
             Some(("header.signer.algorithm", format!("{:?} is not ed25519", header.signer.algorithm)))
         } else if let Some(p) = location_problem {
@@ -241,12 +250,23 @@ impl<'o> Checker<'o> {
         let header = self.header.as_ref().expect("header checked");
         let public = self.public.as_ref().expect("header checked");
         let st = verdict.stage.as_deref();
-        let e: Entry = serde_path_to_error::deserialize(e_raw).map_err(|err| fail(Some(i), st, err.path().to_string(), err.inner().to_string()))?;
+        let e: Entry = serde_path_to_error::deserialize(e_raw)
+            .map_err(|err| fail(Some(i), st, err.path().to_string(), err.inner().to_string()))?;
         if e.seq != i as u64 {
-            return Err(fail(Some(i), st, "seq", format!("is {} at position {i} (an entry was removed, inserted or moved)", e.seq)));
+            return Err(fail(
+                Some(i),
+                st,
+                "seq",
+                format!("is {} at position {i} (an entry was removed, inserted or moved)", e.seq),
+            ));
         }
         if e.experiment != header.experiment {
-            return Err(fail(Some(i), st, "experiment", format!("{:?} differs from the header's {:?}", e.experiment, header.experiment)));
+            return Err(fail(
+                Some(i),
+                st,
+                "experiment",
+                format!("{:?} differs from the header's {:?}", e.experiment, header.experiment),
+            ));
         }
         if e.header_sha256 != self.header_sha {
             return Err(fail(Some(i), st, "header_sha256", "does not match the header (the header was edited)"));
@@ -254,8 +274,10 @@ impl<'o> Checker<'o> {
         if e.prev != self.prev_hash {
             return Err(fail(Some(i), st, "prev", "does not match the previous entry's hash (the chain is broken)"));
         }
-        let started = parse_time(&e.started).ok_or_else(|| fail(Some(i), st, "started", format!("{:?} is not an RFC 3339 time", e.started)))?;
-        let finished = parse_time(&e.finished).ok_or_else(|| fail(Some(i), st, "finished", format!("{:?} is not an RFC 3339 time", e.finished)))?;
+        let started = parse_time(&e.started)
+            .ok_or_else(|| fail(Some(i), st, "started", format!("{:?} is not an RFC 3339 time", e.started)))?;
+        let finished = parse_time(&e.finished)
+            .ok_or_else(|| fail(Some(i), st, "finished", format!("{:?} is not an RFC 3339 time", e.finished)))?;
         if finished < started {
             return Err(fail(Some(i), st, "finished", format!("{} is before started {}", e.finished, e.started)));
         }
@@ -280,7 +302,8 @@ impl<'o> Checker<'o> {
                 if let Some((j, _)) = self.last_output.get(&(r.root, r.path.clone())) {
                     if let Some(Some(t)) = self.finished_at.get(*j) {
                         if floor.as_ref().is_none_or(|(f, _)| t > f) {
-                            floor = Some((*t, format!("entry {j}, whose output {}:{} it read, finished", r.root, r.path)));
+                            floor =
+                                Some((*t, format!("entry {j}, whose output {}:{} it read, finished", r.root, r.path)));
                         }
                     }
                 }
@@ -294,8 +317,17 @@ impl<'o> Checker<'o> {
             let floor = self.prev_finished.or(self.created);
             if let Some(fl) = floor {
                 if started < fl {
-                    let what = if self.prev_finished.is_some() { "the previous entry finished" } else { "the header was created" };
-                    return Err(fail(Some(i), st, "started", format!("{} is before {what} ({fl}); times along the chain must not decrease", e.started)));
+                    let what = if self.prev_finished.is_some() {
+                        "the previous entry finished"
+                    } else {
+                        "the header was created"
+                    };
+                    return Err(fail(
+                        Some(i),
+                        st,
+                        "started",
+                        format!("{} is before {what} ({fl}); times along the chain must not decrease", e.started),
+                    ));
                 }
             }
         }
@@ -308,7 +340,12 @@ impl<'o> Checker<'o> {
         };
         let config_sha = canon(&e.config);
         if e.config_sha256 != config_sha {
-            return Err(fail(Some(i), st, "config_sha256", format!("recorded {}, but the recorded config hashes to {config_sha}", e.config_sha256)));
+            return Err(fail(
+                Some(i),
+                st,
+                "config_sha256",
+                format!("recorded {}, but the recorded config hashes to {config_sha}", e.config_sha256),
+            ));
         }
         for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
             for (k, r) in list.iter().enumerate() {
@@ -320,10 +357,20 @@ impl<'o> Checker<'o> {
         let canonical = entry_canonical_bytes(e_raw, self.version);
         let computed = crate::canonical::sha256_hex(canonical.as_bytes());
         if computed != e.hash {
-            return Err(fail(Some(i), st, "hash", format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)")));
+            return Err(fail(
+                Some(i),
+                st,
+                "hash",
+                format!("the entry's content hashes to {computed}, not the recorded hash (a field was edited)"),
+            ));
         }
         if let Err(msg) = verify_entry_signature(self.version, public, &canonical, &e.hash, &e.signature) {
-            return Err(fail(Some(i), st, "signature", format!("{msg} for the header's signer {}", header.signer.key_id)));
+            return Err(fail(
+                Some(i),
+                st,
+                "signature",
+                format!("{msg} for the header's signer {}", header.signer.key_id),
+            ));
         }
         if let Some(tk) = &self.opts.trusted {
             for t in [&e.started, &e.finished] {
@@ -372,14 +419,23 @@ impl<'o> Checker<'o> {
         self.report.head = self.hashes.last().map(|h| Head { seq: (n - 1) as u64, hash: h.clone() });
         if !self.header_failed && self.header.is_some() {
             if self.opts.trusted.is_some() && n == 0 {
-                self.ledger_failure(fail(None, None, "entries", "the ledger has no entries: an empty ledger attests nothing, so it cannot pass --trusted-keys"));
+                self.ledger_failure(fail(
+                    None,
+                    None,
+                    "entries",
+                    "the ledger has no entries: an empty ledger attests nothing, so it cannot pass --trusted-keys",
+                ));
             }
             if let Some(expected) = &self.opts.expect_head {
                 match self.hashes.iter().position(|h| h == expected) {
                     Some(i) if i + 1 == n => {}
-                    Some(i) => self.report.notes.push(format!("the expected head is entry {i}; the ledger has {} entries after it", n - 1 - i)),
+                    Some(i) => self
+                        .report
+                        .notes
+                        .push(format!("the expected head is entry {i}; the ledger has {} entries after it", n - 1 - i)),
                     None => {
-                        let last = self.report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no entries".into());
+                        let last =
+                            self.report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no entries".into());
                         self.ledger_failure(fail(None, None, "head", format!(
                             "the expected head {expected} is not in this ledger (its head is {last}): rolled back, truncated or forked"
                         )));
@@ -461,11 +517,19 @@ impl<'o> Checker<'o> {
                         Some(p.entry),
                         st.as_deref(),
                         p.field,
-                        format!("tampered: {}:{} on disk has {found}; recorded {} bytes, sha256 {}", r.root, r.path, r.bytes, r.sha256),
+                        format!(
+                            "tampered: {}:{} on disk has {found}; recorded {} bytes, sha256 {}",
+                            r.root, r.path, r.bytes, r.sha256
+                        ),
                     ));
                 }
                 OnDisk::Refused(msg) => {
-                    v.failure = Some(fail(Some(p.entry), st.as_deref(), p.field, format!("refused {}:{}: {msg}", r.root, r.path)));
+                    v.failure = Some(fail(
+                        Some(p.entry),
+                        st.as_deref(),
+                        p.field,
+                        format!("refused {}:{}: {msg}", r.root, r.path),
+                    ));
                 }
             }
         }
@@ -477,7 +541,12 @@ impl<'o> Checker<'o> {
                 self.report.missing_artifacts += v.missing.len();
                 if self.opts.require_artifacts {
                     v.verdict = "failed".into();
-                    v.failure = Some(fail(Some(v.index), v.stage.as_deref(), "outputs", format!("missing artifacts: {}", v.missing.join(", "))));
+                    v.failure = Some(fail(
+                        Some(v.index),
+                        v.stage.as_deref(),
+                        "outputs",
+                        format!("missing artifacts: {}", v.missing.join(", ")),
+                    ));
                 }
             }
         }

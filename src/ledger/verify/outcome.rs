@@ -29,7 +29,9 @@ impl std::fmt::Display for Failure {
         match (self.entry, &self.stage) {
             (Some(i), Some(s)) => write!(f, "entry {i} ({s}), field `{}`: {}", self.field, self.message),
             (Some(i), None) => write!(f, "entry {i}, field `{}`: {}", self.field, self.message),
-            (None, _) if self.field.starts_with("header") => write!(f, "header, field `{}`: {}", self.field, self.message),
+            (None, _) if self.field.starts_with("header") => {
+                write!(f, "header, field `{}`: {}", self.field, self.message)
+            }
             _ => write!(f, "ledger, `{}`: {}", self.field, self.message),
         }
     }
@@ -80,7 +82,12 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
-pub(super) fn fail(entry: Option<usize>, stage: Option<&str>, field: impl Into<String>, message: impl Into<String>) -> Failure {
+pub(super) fn fail(
+    entry: Option<usize>,
+    stage: Option<&str>,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> Failure {
     Failure { entry, stage: stage.map(str::to_owned), field: field.into(), message: message.into() }
 }
 

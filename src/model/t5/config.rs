@@ -103,7 +103,11 @@ impl T5Config {
             "gelu" | "gelu_new" => Act::GeluNew,
             "relu" => Act::Relu,
             "silu" | "swish" => Act::Silu,
-            other => return Err(ModelError::Config(format!("feed_forward_proj activation {other:?} is not supported (gelu, relu, silu)"))),
+            other => {
+                return Err(ModelError::Config(format!(
+                    "feed_forward_proj activation {other:?} is not supported (gelu, relu, silu)"
+                )))
+            }
         };
         Ok(if gated { Ffn::Gated(act) } else { Ffn::Plain(act) })
     }
@@ -138,7 +142,10 @@ impl T5Config {
         if !(self.layer_norm_epsilon > 0.0) {
             return bad("layer_norm_epsilon", "must be positive");
         }
-        if self.pad_token_id >= self.vocab_size || self.eos_token_id >= self.vocab_size || self.decoder_start_token_id >= self.vocab_size {
+        if self.pad_token_id >= self.vocab_size
+            || self.eos_token_id >= self.vocab_size
+            || self.decoder_start_token_id >= self.vocab_size
+        {
             return bad("pad_token_id/eos_token_id/decoder_start_token_id", "must be below vocab_size");
         }
         self.ffn()?;

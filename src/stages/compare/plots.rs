@@ -21,7 +21,13 @@ fn register_font() {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn bar_chart(path: &Path, title: &str, groups: &[String], series: &[(String, Vec<(f64, f64, f64)>)], y_label: &str) -> DrawResult {
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    groups: &[String],
+    series: &[(String, Vec<(f64, f64, f64)>)],
+    y_label: &str,
+) -> DrawResult {
     let root = BitMapBackend::new(path, (1300, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let lo = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.1)).fold(0.0f64, f64::min).min(0.0);
@@ -39,7 +45,11 @@ fn bar_chart(path: &Path, title: &str, groups: &[String], series: &[(String, Vec
         .x_labels(groups.len())
         .x_label_formatter(&|x| {
             let i = x.round() as i64;
-            if (x - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < groups.len() { groups[i as usize].clone() } else { String::new() }
+            if (x - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < groups.len() {
+                groups[i as usize].clone()
+            } else {
+                String::new()
+            }
         })
         .y_desc(y_label)
         .label_style(("sans-serif", 18))
@@ -61,7 +71,12 @@ fn bar_chart(path: &Path, title: &str, groups: &[String], series: &[(String, Vec
             ErrorBar::new_vertical(x, *l, *m, *h, BLACK.stroke_width(2), 10)
         }))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 18)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 18))
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -71,7 +86,8 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     root.fill(&WHITE)?;
     let max_x = curve.iter().map(|p| p.0).fold(1.0f64, f64::max);
     let all: Vec<f64> = curve.iter().map(|p| p.1).chain(val.iter().copied()).filter(|x| x.is_finite()).collect();
-    let (lo, hi) = (all.iter().copied().fold(f64::INFINITY, f64::min), all.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let (lo, hi) =
+        (all.iter().copied().fold(f64::INFINITY, f64::min), all.iter().copied().fold(f64::NEG_INFINITY, f64::max));
     let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05 + 1e-6) } else { (0.0, 1.0) };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
@@ -85,17 +101,28 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
         .label("train loss")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(31, 119, 180).stroke_width(2)));
     chart
-        .draw_series(val.iter().enumerate().map(|(e, v)| Circle::new(((e + 1) as f64 * steps_per_epoch, *v), 6, RGBColor(214, 39, 40).filled())))?
+        .draw_series(
+            val.iter()
+                .enumerate()
+                .map(|(e, v)| Circle::new(((e + 1) as f64 * steps_per_epoch, *v), 6, RGBColor(214, 39, 40).filled())),
+        )?
         .label("validation loss (end of epoch)")
         .legend(|(x, y)| Circle::new((x + 8, y), 5, RGBColor(214, 39, 40).filled()));
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
     root.present()?;
     Ok(())
 }
 
 pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), PipelineError> {
     register_font();
-    let triple = |v: &Value| (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0));
+    let triple = |v: &Value| {
+        (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0))
+    };
     let cell = |m: Model, k: &str| triple(&c["table"][m.label()][k]);
     let names = |m: Model| format!("{} ({})", m.label(), m.data());
     let pct = (100.0 * c["interval_level"].as_f64().unwrap_or(0.95)).round();
@@ -117,36 +144,66 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Res
         }
     }
     let p = dir.join(format!("comparison_{pm}.png"));
-    bar_chart(&p, &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"), &groups,
-              &[(pm_label.to_owned(), vals)], pm_label)
-        .map_err(|e| io(&p, e))?;
+    bar_chart(
+        &p,
+        &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"),
+        &groups,
+        &[(pm_label.to_owned(), vals)],
+        pm_label,
+    )
+    .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<(String, Vec<(f64, f64, f64)>)> =
         Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(&p, &format!("All metrics by model ({pct}% CI, {method})"), &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(), &series, "score")
-        .map_err(|e| io(&p, e))?;
+    bar_chart(
+        &p,
+        &format!("All metrics by model ({pct}% CI, {method})"),
+        &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(),
+        &series,
+        "score",
+    )
+    .map_err(|e| io(&p, e))?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
     let empty = vec![];
     let hs = c["hypotheses"].as_array().unwrap_or(&empty);
     let primary: Vec<&Value> = hs.iter().filter(|h| h["primary"] == json!(true)).collect();
-    let labels: Vec<String> = primary.iter().map(|h| format!("{} {}", h["id"].as_str().unwrap_or(""), h["contrast_label"].as_str().unwrap_or(""))).collect();
+    let labels: Vec<String> = primary
+        .iter()
+        .map(|h| format!("{} {}", h["id"].as_str().unwrap_or(""), h["contrast_label"].as_str().unwrap_or("")))
+        .collect();
     let gaps: Vec<(f64, f64, f64)> = primary
         .iter()
         .map(|h| {
             let x = &h["contrast"];
-            (x["estimate"].as_f64().unwrap_or(0.0), x["ci"]["lo"].as_f64().unwrap_or(0.0), x["ci"]["hi"].as_f64().unwrap_or(0.0))
+            (
+                x["estimate"].as_f64().unwrap_or(0.0),
+                x["ci"]["lo"].as_f64().unwrap_or(0.0),
+                x["ci"]["hi"].as_f64().unwrap_or(0.0),
+            )
         })
         .collect();
-    bar_chart(&p, &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"), &labels,
-              &[(format!("{pm_label} difference"), gaps)], &format!("{pm_label} difference"))
-        .map_err(|e| io(&p, e))?;
+    bar_chart(
+        &p,
+        &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"),
+        &labels,
+        &[(format!("{pm_label} difference"), gaps)],
+        &format!("{pm_label} difference"),
+    )
+    .map_err(|e| io(&p, e))?;
     for (m, v) in losses {
-        let curve: Vec<(f64, f64)> = v["loss_curve"].as_array().map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect()).unwrap_or_default();
-        let val: Vec<f64> = v["val_loss_per_epoch"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        let curve: Vec<(f64, f64)> = v["loss_curve"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect())
+            .unwrap_or_default();
+        let val: Vec<f64> = v["val_loss_per_epoch"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
         let steps = v["optimizer_steps"].as_f64().unwrap_or(0.0);
         let epochs = v["epochs"].as_f64().unwrap_or(1.0).max(1.0);
         let p = dir.join(format!("training_loss_{m}.png"));
-        loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs).map_err(|e| io(&p, e))?;
+        loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs)
+            .map_err(|e| io(&p, e))?;
     }
     Ok(())
 }

@@ -3,9 +3,13 @@ use super::*;
 
 #[test]
 fn the_csv_has_three_columns_per_compared_metric() {
-    let row: BTreeMap<String, Value> = registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci": [0.25, 0.75]}))).collect();
+    let row: BTreeMap<String, Value> =
+        registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci": [0.25, 0.75]}))).collect();
     let table = BTreeMap::from([("A".to_string(), row)]);
-    let base = BTreeMap::from([("constant".to_string(), BTreeMap::from([("em".to_string(), json!({"mean": 0.1, "ci": [0.05, 0.15]}))]))]);
+    let base = BTreeMap::from([(
+        "constant".to_string(),
+        BTreeMap::from([("em".to_string(), json!({"mean": 0.1, "ci": [0.05, 0.15]}))]),
+    )]);
     let csv = metrics_table_csv(&table, &base);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     assert_eq!(header.len(), 1 + 3 * registry::compared().count());
@@ -35,17 +39,49 @@ fn a_baselines_scores_are_its_predictions_scored_directly_on_every_compared_metr
     });
     let bopts = crate::metrics::bertscore::BertScoreOptions::default();
     let train = vec![
-        qa("t1", "We went out.", "Why?", "None of the above choices .", ["a", "b", "c", "None of the above choices ."], 3),
-        qa("t2", "We went out.", "Why?", "None of the above choices .", ["a", "b", "c", "None of the above choices ."], 3),
+        qa(
+            "t1",
+            "We went out.",
+            "Why?",
+            "None of the above choices .",
+            ["a", "b", "c", "None of the above choices ."],
+            3,
+        ),
+        qa(
+            "t2",
+            "We went out.",
+            "Why?",
+            "None of the above choices .",
+            ["a", "b", "c", "None of the above choices ."],
+            3,
+        ),
         qa("t3", "We went out.", "Why?", "To buy milk.", ["To buy milk.", "b", "c", "d"], 0),
     ];
     let test = vec![
-        qa("x1", "The dog ran to the park. It was sunny.", "Where did the dog run?", "To the park.",
-           ["To the park.", "To the shop.", "Home.", "None of the above choices ."], 0),
-        qa("x2", "She was tired so she went to sleep. It was late.", "Why did she sleep?", "She was tired.",
-           ["She was hungry.", "She was tired.", "It was late.", "None of the above choices ."], 1),
-        qa("x3", "Rain fell all day. We stayed in.", "What did we do?", "None of the above choices .",
-           ["We went out.", "We swam.", "We ran.", "None of the above choices ."], 3),
+        qa(
+            "x1",
+            "The dog ran to the park. It was sunny.",
+            "Where did the dog run?",
+            "To the park.",
+            ["To the park.", "To the shop.", "Home.", "None of the above choices ."],
+            0,
+        ),
+        qa(
+            "x2",
+            "She was tired so she went to sleep. It was late.",
+            "Why did she sleep?",
+            "She was tired.",
+            ["She was hungry.", "She was tired.", "It was late.", "None of the above choices ."],
+            1,
+        ),
+        qa(
+            "x3",
+            "Rain fell all day. We stayed in.",
+            "What did we do?",
+            "None of the above choices .",
+            ["We went out.", "We swam.", "We ran.", "None of the above choices ."],
+            3,
+        ),
     ];
     let (scores, described, encoder) = baseline_scores(&train, &test, true, &bert, &bopts).unwrap();
     assert_eq!(encoder["bertscore_model"], "all-MiniLM-L6-v2");
