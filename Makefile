@@ -3,6 +3,7 @@
 #                   (runs/local/exp-42/: ledger.json signed by your key, the artifacts, report/); run it
 #                   again to resume
 #   make test       bootstrap, build, run the test suite
+#   make lint       cargo fmt --check and cargo clippy -D warnings (CI runs it)
 #   make reproduce  re-run the shipped ledger/exp-42.json, compare every stage, sign a reproduction ledger
 #   make rehearse   the base profile's rehearsal on this CPU (configs/base-rehearsal.toml: flan-t5-base
 #                   shapes, random weights, bf16; docs/base-profile.md), then verify its ledger
@@ -28,12 +29,18 @@ REPRO_OUT ?= runs/local/exp-42-reproduce
 REHEARSAL_OUT ?= runs/local/base-rehearsal
 HSX := target/release/hsx
 
-.PHONY: bootstrap build test run reproduce ship smoke rehearse gpu-check slurm-check
+.PHONY: bootstrap build lint test run reproduce ship smoke rehearse gpu-check slurm-check
 bootstrap:
 	@scripts/bootstrap.sh
 
 build: bootstrap
 	cargo build --release --locked
+
+# rustfmt (rustfmt.toml) and clippy with every warning an error; a lint is allowed only with a comment
+# that says why.
+lint: bootstrap
+	cargo fmt --check
+	cargo clippy --all-targets --locked --release -- -D warnings
 
 # The tests run under the CPU settings hsx pins for itself (src/runtime.rs PORTABLE_PINS), so that tests
 # comparing two trainings bit for bit do not depend on MKL/OpenMP adapting their thread teams to load.

@@ -157,7 +157,7 @@ pub fn es_number_to_string(f: f64) -> Option<String> {
             out.push_str(&digits[1..]);
         }
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
+        out.push(if n >= 1 { '+' } else { '-' });
         out.push_str(&(n - 1).abs().to_string());
     }
     Some(out)
@@ -179,7 +179,7 @@ fn even_on_tie(f: f64, digits: String, exp: i32) -> String {
         return digits;
     }
     let trunc = &sig[..digits.len()];
-    let even = trunc.as_bytes().last().is_some_and(|d| (d - b'0') % 2 == 0);
+    let even = trunc.as_bytes().last().is_some_and(|d| (d - b'0').is_multiple_of(2));
     if !even || trunc == digits {
         return digits;
     }

@@ -36,6 +36,9 @@ pub enum PipelineError {
     /// The Slurm executor: a job that failed (with its log), or Slurm that cannot be reached.
     #[error("slurm: {0}")]
     Slurm(String),
+    /// A stage's typed record that does not serialise as JSON (a map with non-string keys).
+    #[error("a stage record does not serialise as JSON")]
+    Record(#[source] serde_json::Error),
     /// A request that cannot be carried out as given (a non-empty output directory, a missing stage).
     #[error("{0}")]
     Usage(String),

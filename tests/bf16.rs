@@ -73,7 +73,7 @@ fn loss_and_grads(bf16: bool) -> (f64, Vec<Tensor>) {
     tch::no_grad(|| {
         for (name, mut v) in named {
             if name.contains("lora_B") {
-                let _ = v.copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.05).to_device(dev));
+                v.copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.05).to_device(dev));
             }
         }
     });

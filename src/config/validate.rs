@@ -154,7 +154,7 @@ impl Config {
                 positive("model.pretrain.batch_size", pretrain.batch_size)?;
                 positive_f("model.pretrain.lr", pretrain.lr)?;
                 unit("model.pretrain.noise_density", pretrain.noise_density, true, true)?;
-                if !(pretrain.mean_noise_span_length >= 1.0) {
+                if pretrain.mean_noise_span_length.is_nan() || pretrain.mean_noise_span_length < 1.0 {
                     return err("model.pretrain.mean_noise_span_length", "must be at least 1");
                 }
                 if let Some(w) = pretrain.warmup_share {

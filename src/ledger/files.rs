@@ -324,35 +324,6 @@ fn collect_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Led
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unsafe_paths_are_rejected() {
-        for p in ["", "/etc/passwd", "../x", "a/../../b", "a/./b", "a\\b", "./a"] {
-            assert!(check_relative(p).is_err(), "{p:?} accepted");
-        }
-        for p in ["a", "a/b.jsonl", "prepare/human_train.jsonl"] {
-            assert!(check_relative(p).is_ok(), "{p:?} rejected");
-        }
-    }
-
-    #[test]
-    fn directories_expand_to_sorted_files() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("m/sub")).unwrap();
-        std::fs::write(d.path().join("m/b.txt"), "b").unwrap();
-        std::fs::write(d.path().join("m/a.txt"), "a").unwrap();
-        std::fs::write(d.path().join("m/sub/c.txt"), "c").unwrap();
-        let roots = Roots { run: Some(d.path().to_owned()), ..Default::default() };
-        let recs = record_path(&roots, Root::Run, "m").unwrap();
-        let paths: Vec<_> = recs.iter().map(|r| r.path.as_str()).collect();
-        assert_eq!(paths, ["m/a.txt", "m/b.txt", "m/sub/c.txt"]);
-        assert_eq!(recs[0].sha256, crate::canonical::sha256_hex(b"a"));
-    }
-}
-
 /// Writes `bytes` atomically to `path` (temp file, fsync, rename, fsync directory). The temp file is
 /// removed on every error path, and an existing file's permission bits are kept.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
@@ -382,4 +353,33 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> 
     let d = std::fs::File::open(&dir).map_err(io)?;
     d.sync_all().map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_rejected() {
+        for p in ["", "/etc/passwd", "../x", "a/../../b", "a/./b", "a\\b", "./a"] {
+            assert!(check_relative(p).is_err(), "{p:?} accepted");
+        }
+        for p in ["a", "a/b.jsonl", "prepare/human_train.jsonl"] {
+            assert!(check_relative(p).is_ok(), "{p:?} rejected");
+        }
+    }
+
+    #[test]
+    fn directories_expand_to_sorted_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("m/sub")).unwrap();
+        std::fs::write(d.path().join("m/b.txt"), "b").unwrap();
+        std::fs::write(d.path().join("m/a.txt"), "a").unwrap();
+        std::fs::write(d.path().join("m/sub/c.txt"), "c").unwrap();
+        let roots = Roots { run: Some(d.path().to_owned()), ..Default::default() };
+        let recs = record_path(&roots, Root::Run, "m").unwrap();
+        let paths: Vec<_> = recs.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["m/a.txt", "m/b.txt", "m/sub/c.txt"]);
+        assert_eq!(recs[0].sha256, crate::canonical::sha256_hex(b"a"));
+    }
 }

@@ -27,6 +27,16 @@ pub struct StageOutcome {
     pub metrics: Value,
 }
 
+impl StageOutcome {
+    /// The outcome of a stage whose metrics are the typed record `metrics`.
+    pub fn of<T: serde::Serialize>(
+        outputs: Vec<(Root, String)>,
+        metrics: &T,
+    ) -> Result<Self, crate::error::PipelineError> {
+        Ok(Self { outputs, metrics: serde_json::to_value(metrics).map_err(crate::error::PipelineError::Record)? })
+    }
+}
+
 /// Passed to the stage body.
 #[derive(Debug, Clone)]
 pub struct StageContext {

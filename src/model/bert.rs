@@ -128,7 +128,7 @@ impl Bert {
         if cfg.hidden_act != "gelu" {
             return Err(file_err(&cp, format!("hidden_act {:?} is not supported (gelu)", cfg.hidden_act)));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(file_err(&cp, "hidden_size must be a multiple of num_attention_heads"));
         }
         let tp = dir.join("tokenizer.json");

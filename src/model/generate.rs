@@ -131,26 +131,6 @@ fn sample(l: &[f32], temperature: f64, top_p: f64, rng: &mut ChaCha20Rng) -> usi
     probs.last().map(|p| p.0).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_is_seeded_and_respects_top_p() {
-        let l = [0.0f32, 1.0, 2.0, 3.0];
-        let draw = |seed| {
-            let mut r = ChaCha20Rng::seed_from_u64(seed);
-            (0..50).map(|_| sample(&l, 1.0, 1.0, &mut r)).collect::<Vec<_>>()
-        };
-        assert_eq!(draw(1), draw(1));
-        assert_ne!(draw(1), draw(2));
-        let mut r = ChaCha20Rng::seed_from_u64(3);
-        // p(3) ≈ 0.64: a nucleus of 0.5 holds token 3 alone.
-        assert!((0..100).all(|_| sample(&l, 1.0, 0.5, &mut r) == 3));
-        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
-    }
-}
-
 /// Generates one text per prompt, in length-sorted batches (shortest first, a deterministic order),
 /// batch `k` sampling from its own stream (`opts.seed + k`); texts come back in prompt order, trimmed.
 pub fn generate_texts(
@@ -178,4 +158,24 @@ pub fn generate_texts(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_seeded_and_respects_top_p() {
+        let l = [0.0f32, 1.0, 2.0, 3.0];
+        let draw = |seed| {
+            let mut r = ChaCha20Rng::seed_from_u64(seed);
+            (0..50).map(|_| sample(&l, 1.0, 1.0, &mut r)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+        let mut r = ChaCha20Rng::seed_from_u64(3);
+        // p(3) ≈ 0.64: a nucleus of 0.5 holds token 3 alone.
+        assert!((0..100).all(|_| sample(&l, 1.0, 0.5, &mut r) == 3));
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
 }

@@ -328,7 +328,7 @@ pub struct HeldOut {
 /// The documents held out of pretraining: round(share · n) of the `n` documents (at least one when
 /// `share` > 0, never all of them), chosen by a ChaCha8 shuffle seeded with `seed`; sorted.
 pub fn heldout_documents(n: usize, share: f64, seed: u64) -> Vec<usize> {
-    if n < 2 || !(share > 0.0) {
+    if n < 2 || share.is_nan() || share <= 0.0 {
         return Vec::new();
     }
     let k = ((n as f64 * share).round() as usize).clamp(1, n - 1);

@@ -15,7 +15,6 @@
 //! ```text
 //! hsx generate --model tests/fixtures/t5/model --json "some text"
 //! ```
-use serde::Deserialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::lora::{LoraConfig, LoraLinear, LoraSpec};
@@ -276,6 +275,9 @@ impl T5Block {
         })
     }
 
+    // `h = h + …` on purpose: tch's `+=` is libtorch's in-place `add_`, which would overwrite a tensor the
+    // layer norm saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
     fn forward(
         &self,
         h: &Tensor,

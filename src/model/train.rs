@@ -254,6 +254,9 @@ fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
 
 /// Trains the trainable variables of `trainable` on `train`, validating on `val` after each epoch and
 /// leaving the best epoch's weights in place (the last epoch's when there is no validation set).
+// Eight inputs, each a different thing the loop needs (model, trainable weights, data, recipe, padding,
+// progress); bundling them in a struct would only rename them at every call site.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &T5,
     trainable: &nn::VarStore,

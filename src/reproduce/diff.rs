@@ -81,12 +81,11 @@ pub fn json_changes(a: &Value, b: &Value) -> Vec<JsonChange> {
                     }
                 }
             }
-            (Value::Number(x), Value::Number(y)) => {
-                // 1 and 1.0 are the same number; compare values, not spellings.
-                if x.as_f64() != y.as_f64() || (x.as_f64().is_none() && x != y) {
-                    out.push(JsonChange { path: p.to_owned(), recorded: a.clone(), now: b.clone() });
-                }
+            // 1 and 1.0 are the same number; compare values, not spellings.
+            (Value::Number(x), Value::Number(y)) if x.as_f64() != y.as_f64() || (x.as_f64().is_none() && x != y) => {
+                out.push(JsonChange { path: p.to_owned(), recorded: a.clone(), now: b.clone() })
             }
+            (Value::Number(_), Value::Number(_)) => {}
             _ if a != b => out.push(JsonChange { path: p.to_owned(), recorded: a.clone(), now: b.clone() }),
             _ => {}
         }
@@ -279,7 +278,7 @@ pub fn within_tolerance(metric: &str, epsilon: f64, diffs: &[(String, OutputDiff
             if metric != "*" && key != metric {
                 return Err(format!("{file}: {c} is outside the tolerated metric `{metric}`"));
             }
-            if !(delta.abs() <= epsilon) {
+            if delta.is_nan() || epsilon.is_nan() || delta.abs() > epsilon {
                 return Err(format!("{file}: {c} exceeds the tolerance {epsilon:e}"));
             }
             largest = largest.max(delta.abs());

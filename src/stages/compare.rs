@@ -19,6 +19,7 @@ use std::path::Path;
 
 use super::ctx::{write_json, Arm, Instance, Model, Stage, StageCtx};
 use super::evaluate::Prediction;
+use super::train::TrainMetrics;
 use crate::analysis::{self, AnalysisResult, QuestionType, Scores};
 use crate::config::Config;
 use crate::data::{self, stats::round6, DataError, QaExample};
@@ -105,6 +106,10 @@ fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
     Ok(plan)
 }
 
+/// Each baseline's per-item scores, its description (label, the constant's answer), and the BERTScore
+/// encoder it was scored with.
+type BaselineResults = (BTreeMap<String, Scores>, BTreeMap<String, Value>, Value);
+
 /// Per-item scores of each trivial baseline on every compared metric of the registry: the lexical
 /// metrics, BERTScore with the encoder and options the models are scored with (`bert`, `bopts`), and
 /// multiple-choice accuracy by [`baselines::MC_RULE`] (a baseline has no model to rank the options).
@@ -114,7 +119,7 @@ fn baseline_scores(
     stem: bool,
     bert: &crate::model::bert::Bert,
     bopts: &crate::metrics::bertscore::BertScoreOptions,
-) -> Result<(BTreeMap<String, Scores>, BTreeMap<String, Value>, Value), PipelineError> {
+) -> Result<BaselineResults, PipelineError> {
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     let mut scores = BTreeMap::new();
     let mut described = BTreeMap::new();
@@ -350,13 +355,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     // The plan as registered, unrounded: `hsx verify` compares it with the preregister entry's.
     comparison["plan"] = serde_json::to_value(&plan).expect("an analysis plan serialises");
     write_json(&dir.join("comparison.json"), &comparison)?;
-    let losses: BTreeMap<Arm, Value> = Arm::ALL
+    let losses: BTreeMap<Arm, Option<TrainMetrics>> = Arm::ALL
         .iter()
         .map(|&a| {
             let p = ctx.run_path(&format!("{}/train_metrics.json", Stage::Train(a).name()));
-            let v: Value =
-                std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-            (a, v)
+            (a, TrainMetrics::read_file(&p).ok())
         })
         .collect();
     plots(&dir.join("plots"), &comparison, &losses)?;
@@ -366,6 +369,16 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         (Root::Run, "compare/plots".to_owned()),
     ];
     Ok(StageOutcome { outputs, metrics: comparison })
+}
+
+/// A replicate's training summary, read from its `train_metrics.json` (null where that is unreadable).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicateTraining {
+    pub stage: String,
+    pub trained: Option<bool>,
+    pub examples: Option<usize>,
+    pub optimizer_steps: Option<usize>,
+    pub best_epoch: Option<usize>,
 }
 
 /// The compare entry's `replicates`: the training seeds, each replicate's own analysis (the one-seed
@@ -399,9 +412,17 @@ fn replicates_section(
             stages.insert(label.to_string(), Instance::of(Stage::Evaluate(Model::Arm(a)), s, master).name());
             let t = Instance::of(Stage::Train(a), s, master).name();
             let p = ctx.run_path(&format!("{t}/train_metrics.json"));
-            let v: Value =
-                std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-            train.insert(label.to_string(), json!({"stage": t, "trained": v.get("trained"), "examples": v.get("examples"), "optimizer_steps": v.get("optimizer_steps"), "best_epoch": v.get("best_epoch")}));
+            let v = TrainMetrics::read_file(&p).ok();
+            train.insert(
+                label.to_string(),
+                ReplicateTraining {
+                    stage: t,
+                    trained: v.as_ref().and_then(|v| v.trained),
+                    examples: v.as_ref().map(|v| v.examples),
+                    optimizer_steps: v.as_ref().map(|v| v.optimizer_steps),
+                    best_epoch: v.as_ref().map(|v| v.best_epoch),
+                },
+            );
         }
         per_replicate.push(json!({
             "seed": s,

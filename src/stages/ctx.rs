@@ -109,6 +109,12 @@ pub fn write_json(path: &Path, v: &Value) -> Result<(), PipelineError> {
         .map_err(|source| DataError::Io { path: path.to_owned(), source }.into())
 }
 
+/// Writes a stage's typed record as pretty JSON. It goes through a JSON value, whose keys are sorted, so
+/// the bytes do not depend on the order of the struct's fields.
+pub fn write_record<T: serde::Serialize>(path: &Path, record: &T) -> Result<(), PipelineError> {
+    write_json(path, &serde_json::to_value(record).map_err(PipelineError::Record)?)
+}
+
 pub fn mkdir(path: &Path) -> Result<(), PipelineError> {
     std::fs::create_dir_all(path).map_err(|source| DataError::Io { path: path.to_owned(), source }.into())
 }

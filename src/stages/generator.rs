@@ -3,6 +3,7 @@
 //! split: with `generator.val_share` > 0 a seeded share of the train split's contexts is held out of its
 //! training as a validation slice and the epoch with the lowest loss on it is kept (the cost: those
 //! contexts' pairs are not trained on); with 0 it keeps its last epoch.
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -27,22 +28,50 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let pairs = crate::synth::generator_pairs(&fit, ctx.cfg.generator.max_pairs_per_task, ctx.seed);
     let val_pairs = crate::synth::generator_pairs(&held, 0, ctx.seed.wrapping_add(1));
     data::write_jsonl(&ctx.out_dir()?.join("generator_train.jsonl"), &pairs)?;
-    let (mut metrics, _) = super::train::train_adapter(ctx, &pairs, &val_pairs, ctx.cfg.generator.epochs)?;
-    metrics["validation"] = json!({"share": ctx.cfg.generator.val_share, "examples": held.len(), "pairs": val_pairs.len(),
-                                   "train_examples": fit.len()});
-    let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+    let (training, _) = super::train::train_adapter(ctx, &pairs, &val_pairs, ctx.cfg.generator.epochs)?;
+    training.write_file(&ctx.run_path("generator/train_metrics.json"))?;
+    let mut pairs_per_task: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pairs {
-        *per_task.entry(p.task.clone()).or_default() += 1;
+        *pairs_per_task.entry(p.task.clone()).or_default() += 1;
     }
-    metrics["pairs_per_task"] = json!(per_task);
-    Ok(StageOutcome {
-        outputs: vec![
-            (Root::Run, "generator/generator_train.jsonl".into()),
-            (Root::Run, "generator/adapter".into()),
-            (Root::Run, "generator/train_metrics.json".into()),
-        ],
-        metrics,
-    })
+    let record = GeneratorMetrics {
+        training,
+        validation: GeneratorValidation {
+            share: ctx.cfg.generator.val_share,
+            examples: held.len(),
+            pairs: val_pairs.len(),
+            train_examples: fit.len(),
+        },
+        pairs_per_task,
+    };
+    let outputs = vec![
+        (Root::Run, "generator/generator_train.jsonl".into()),
+        (Root::Run, "generator/adapter".into()),
+        (Root::Run, "generator/train_metrics.json".into()),
+    ];
+    StageOutcome::of(outputs, &record)
+}
+
+/// The generator entry's metrics: its training run's record (`generator/train_metrics.json`, with the
+/// wall time) and how its data was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorMetrics {
+    #[serde(flatten)]
+    pub training: super::train::TrainMetrics,
+    pub validation: GeneratorValidation,
+    /// Training pairs per generator task.
+    pub pairs_per_task: BTreeMap<String, usize>,
+}
+
+/// The held-out share of the train split's contexts the generator validates on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorValidation {
+    pub share: f64,
+    /// Human examples held out, and the generator pairs made from them.
+    pub examples: usize,
+    pub pairs: usize,
+    /// Human examples the generator trains on.
+    pub train_examples: usize,
 }
 
 /// Splits the train split by context: a seeded `share` of its distinct contexts (rounded, at least one

@@ -56,8 +56,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     // figure): [distinct texts, 384] each.
     let mut seed_emb: BTreeMap<Part, tch::Tensor> = BTreeMap::new();
     for part in scope.parts().into_iter().chain([Part::Full]) {
-        if !seed_emb.contains_key(&part) {
-            seed_emb.insert(part, bert.embed(&filters::distinct_texts(part, &seed_fields), f.embed_batch_size, 256)?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = seed_emb.entry(part) {
+            slot.insert(bert.embed(&filters::distinct_texts(part, &seed_fields), f.embed_batch_size, 256)?);
         }
     }
 
@@ -401,6 +401,11 @@ pub fn max_cosine(a: &tch::Tensor, b: &tch::Tensor, chunk: i64) -> Vec<f64> {
     Vec::<f32>::try_from(best).expect("floats").into_iter().map(|x| x as f64).collect()
 }
 
+/// Whether a generated field is unusable: empty, no letter or digit, or one word repeated.
+fn degenerate(field: &str) -> bool {
+    field.trim().is_empty() || crate::data::stats::is_degenerate(field)
+}
+
 #[cfg(test)]
 mod tests {
     use super::allocate;
@@ -419,9 +424,4 @@ mod tests {
             assert_eq!(allocate(want, &shares).iter().sum::<usize>(), want);
         }
     }
-}
-
-/// Whether a generated field is unusable: empty, no letter or digit, or one word repeated.
-fn degenerate(field: &str) -> bool {
-    field.trim().is_empty() || crate::data::stats::is_degenerate(field)
 }

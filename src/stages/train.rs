@@ -1,16 +1,18 @@
 //! `train-A`, `train-B`, `train-C`: a LoRA adapter per arm with the seed's recipe on human /
 //! contaminated / synthetic data, best epoch by loss on the human validation split. Also the adapter
 //! training the `generator` stage shares.
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::ctx::{write_json, Arm, Instance, QaLike, Stage, StageCtx};
+use super::ctx::{write_record, Arm, Instance, QaLike, Stage, StageCtx};
 use crate::config::Config;
 use crate::data::{self, DataError};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::model::adapter::{load_t5_lora, save_adapter};
 use crate::model::lora::LoraConfig;
-use crate::model::train::{parameter_count, train, Example, Recipe};
+use crate::model::train::{parameter_count, train, Example, Recipe, TrainReport};
 use crate::model::{LoadedT5, ModelError};
 use crate::synth::{self, Pair};
 
@@ -40,6 +42,92 @@ pub fn spec(cfg: &Config, arm: Arm, instance: Instance) -> StageSpec {
     }
 }
 
+/// A training run's record: `<stage>/train_metrics.json` and, with the wall time, the entry's metrics
+/// (`train-X`, and flattened into the generator's). The fields of a run that trained are absent when the
+/// adapter stayed at its initialisation (no examples); `trained` and `validation` belong to `train-X`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub examples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<bool>,
+    /// Why nothing was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub optimizer_steps: usize,
+    pub val_loss_per_epoch: Vec<f64>,
+    pub best_epoch: usize,
+    /// (optimiser step, mean loss since the previous point).
+    pub loss_curve: Vec<(usize, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_examples: Option<usize>,
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub run: Option<TrainRun>,
+    /// The selection-side power check on the human validation split ([`validation_check`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationCheck>,
+    /// In the entry only: the file reproduces bit for bit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+}
+
+/// The fields of [`TrainReport`] beyond the loss curve, for a run that trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRun {
+    pub epochs: usize,
+    pub final_train_loss: f64,
+    pub compute_precision: String,
+    pub tokens_seen: usize,
+    pub padding_share: f64,
+    pub trainable_parameters: i64,
+    pub total_parameters: i64,
+    pub trainable_share: f64,
+    /// The recipe as recorded (the config's `[train]` with the seed and precision): kept as the JSON it was
+    /// written as, since `[train]` refuses unknown fields and so cannot be read back flattened.
+    pub recipe: serde_json::Value,
+}
+
+impl TrainMetrics {
+    /// The record of a training loop's report on `examples` pairs (validated on `val_examples`).
+    pub fn from_report(r: TrainReport, examples: usize, val_examples: usize) -> Result<Self, PipelineError> {
+        let recipe = serde_json::to_value(&r.recipe).map_err(PipelineError::Record)?;
+        Ok(Self {
+            examples,
+            trained: None,
+            reason: None,
+            optimizer_steps: r.optimizer_steps,
+            val_loss_per_epoch: r.val_loss_per_epoch,
+            best_epoch: r.best_epoch,
+            loss_curve: r.loss_curve,
+            val_examples: Some(val_examples),
+            run: Some(TrainRun {
+                epochs: r.epochs,
+                final_train_loss: r.final_train_loss,
+                compute_precision: r.compute_precision.to_owned(),
+                tokens_seen: r.tokens_seen,
+                padding_share: r.padding_share,
+                trainable_parameters: r.trainable_parameters,
+                total_parameters: r.total_parameters,
+                trainable_share: r.trainable_share,
+                recipe,
+            }),
+            validation: None,
+            wall_seconds: Some(r.wall_seconds),
+        })
+    }
+
+    /// Writes `train_metrics.json`: the record without the wall time.
+    pub fn write_file(&self, path: &std::path::Path) -> Result<(), PipelineError> {
+        write_record(path, &Self { wall_seconds: None, ..self.clone() })
+    }
+
+    /// Reads a stage's `train_metrics.json`.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, PipelineError> {
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+        Ok(serde_json::from_slice(&bytes)
+            .map_err(|e| DataError::File { path: path.to_owned(), message: e.to_string() })?)
+    }
+}
+
 pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     let rows: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path(training_file(arm)))?;
     let val: Vec<QaLike> = data::read_jsonl_as(&ctx.run_path("prepare/human_val.jsonl"))?;
@@ -53,26 +141,63 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
         let (_m, lora_vs) = load_t5_lora(&ctx.base_model(), ctx.device()?, &lora, None)?;
         let dir = ctx.out_dir()?;
         save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
-        let v = json!({"examples": 0, "trained": false, "reason": format!("{} holds no examples", training_file(arm)),
-                       "optimizer_steps": 0, "val_loss_per_epoch": [], "best_epoch": 0, "loss_curve": []});
-        write_json(&dir.join("train_metrics.json"), &v)?;
-        return Ok(StageOutcome { outputs, metrics: v });
+        let record = TrainMetrics {
+            examples: 0,
+            trained: Some(false),
+            reason: Some(format!("{} holds no examples", training_file(arm))),
+            optimizer_steps: 0,
+            val_loss_per_epoch: vec![],
+            best_epoch: 0,
+            loss_curve: vec![],
+            val_examples: None,
+            run: None,
+            validation: None,
+            wall_seconds: None,
+        };
+        record.write_file(&dir.join("train_metrics.json"))?;
+        return StageOutcome::of(outputs, &record);
     }
-    let (mut metrics, m) = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
-    metrics["trained"] = json!(true);
+    let (mut record, m) = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
     let human_train: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_train.jsonl"))?;
     let human_val: Vec<data::QaExample> = data::read_jsonl_as(&ctx.run_path("prepare/human_val.jsonl"))?;
-    let check = validation_check(ctx, &m, &human_train, &human_val)?;
     // In the file too: it is a deterministic function of the adapter, and the tiny-profile study reads it.
-    let path = ctx.run_path(&format!("{out}/train_metrics.json"));
-    let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-    let mut file: Value =
-        serde_json::from_slice(&bytes).map_err(|e| DataError::File { path: path.clone(), message: e.to_string() })?;
-    file["trained"] = json!(true);
-    file["validation"] = check.clone();
-    write_json(&path, &file)?;
-    metrics["validation"] = check;
-    Ok(StageOutcome { outputs, metrics })
+    record.trained = Some(true);
+    record.validation = Some(validation_check(ctx, &m, &human_train, &human_val)?);
+    record.write_file(&ctx.run_path(&format!("{out}/train_metrics.json")))?;
+    StageOutcome::of(outputs, &record)
+}
+
+/// Greedy answers of a trained model to the human validation split, scored by token F1 against the
+/// trivial baselines on the same questions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationCheck {
+    pub split: String,
+    pub n: usize,
+    /// What `f1` is.
+    pub metric: String,
+    pub f1: f64,
+    pub f1_ci95: [f64; 2],
+    pub baselines_f1: BTreeMap<String, f64>,
+    pub empty_predictions: usize,
+    pub distinct_predictions: usize,
+    /// The first three validation questions with the model's answers.
+    pub examples: Vec<ValidationExample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_baseline: Option<String>,
+    /// Mean of model − best baseline, with its 95% cluster-bootstrap interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_to_best_baseline: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beats_best_baseline: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationExample {
+    pub question: String,
+    pub reference: String,
+    pub prediction: String,
 }
 
 /// Greedy answers to the human validation split by the trained model, scored by token F1 against the
@@ -85,7 +210,7 @@ pub fn validation_check(
     m: &LoadedT5,
     train: &[data::QaExample],
     val: &[data::QaExample],
-) -> Result<Value, PipelineError> {
+) -> Result<ValidationCheck, PipelineError> {
     use crate::data::stats::round6;
     use crate::metrics::baselines::{predictions, Baseline};
     use crate::metrics::stats::{cluster_mean_ci, mean, Clusters, Resampling};
@@ -110,41 +235,54 @@ pub fn validation_check(
     let model_f1 = f1(&preds);
     let clusters = Clusters::from_keys(&val.iter().map(|e| e.context.as_str()).collect::<Vec<_>>());
     let r = Resampling { resamples: cfg.eval.bootstrap_resamples, seed: ctx.seed };
-    let mut baselines = serde_json::Map::new();
+    let mut baselines = BTreeMap::new();
     let mut best: Option<(Baseline, Vec<f64>, f64)> = None;
     for b in Baseline::ALL {
         let v = f1(&predictions(b, train, val));
         let mu = mean(&v);
-        baselines.insert(b.key().into(), json!(round6(mu)));
+        baselines.insert(b.key().to_owned(), round6(mu));
         if best.as_ref().is_none_or(|(_, _, m)| mu > *m) {
             best = Some((b, v, mu));
         }
     }
-    let mut out = json!({
-        "split": "val",
-        "n": val.len(),
-        "metric": "token F1 (SQuAD normalisation), greedy decoding",
-        "f1": round6(mean(&model_f1)),
-        "f1_ci95": ci(cluster_mean_ci(&model_f1, &clusters, 0.95, r)),
-        "baselines_f1": baselines,
-        "empty_predictions": preds.iter().filter(|p| p.trim().is_empty()).count(),
-        "distinct_predictions": preds.iter().collect::<std::collections::BTreeSet<_>>().len(),
-        "examples": preds.iter().zip(val).take(3).map(|(p, e)| json!({"question": e.question, "reference": e.answer, "prediction": p})).collect::<Vec<_>>(),
-    });
+    let mut out = ValidationCheck {
+        split: "val".into(),
+        n: val.len(),
+        metric: "token F1 (SQuAD normalisation), greedy decoding".into(),
+        f1: round6(mean(&model_f1)),
+        f1_ci95: ci(cluster_mean_ci(&model_f1, &clusters, 0.95, r)),
+        baselines_f1: baselines,
+        empty_predictions: preds.iter().filter(|p| p.trim().is_empty()).count(),
+        distinct_predictions: preds.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        examples: preds
+            .iter()
+            .zip(val)
+            .take(3)
+            .map(|(p, e)| ValidationExample {
+                question: e.question.clone(),
+                reference: e.answer.clone(),
+                prediction: p.clone(),
+            })
+            .collect(),
+        best_baseline: None,
+        gap_to_best_baseline: None,
+        gap_ci95: None,
+        beats_best_baseline: None,
+    };
     if let Some((b, v, _)) = best {
         let d: Vec<f64> = model_f1.iter().zip(&v).map(|(x, y)| x - y).collect();
         let iv = cluster_mean_ci(&d, &clusters, 0.95, r);
-        out["best_baseline"] = json!(b.key());
-        out["gap_to_best_baseline"] = json!(round6(mean(&d)));
-        out["gap_ci95"] = ci(iv);
-        out["beats_best_baseline"] = json!(iv.lo > 0.0);
+        out.best_baseline = Some(b.key().to_owned());
+        out.gap_to_best_baseline = Some(round6(mean(&d)));
+        out.gap_ci95 = Some(ci(iv));
+        out.beats_best_baseline = Some(iv.lo > 0.0);
     }
     Ok(out)
 }
 
-fn ci(i: crate::metrics::stats::Interval) -> Value {
+fn ci(i: crate::metrics::stats::Interval) -> [f64; 2] {
     use crate::data::stats::round6;
-    json!([round6(i.lo), round6(i.hi)])
+    [round6(i.lo), round6(i.hi)]
 }
 
 /// `[lora]` as the model code's LoRA settings.
@@ -185,15 +323,14 @@ fn pairs_to_examples(m: &LoadedT5, pairs: &[Pair], cfg: &Config) -> Result<Vec<E
         .collect()
 }
 
-/// Trains a LoRA adapter with the seed's recipe into `<stage>/adapter` (peft format) and writes
-/// `<stage>/train_metrics.json` (without wall time, which goes to the entry so the file reproduces bit
-/// for bit). Returns the metrics with the wall time.
+/// Trains a LoRA adapter with the seed's recipe into `<stage>/adapter` (peft format). Returns the run's
+/// record (with the wall time); the caller completes it and writes `<stage>/train_metrics.json` once.
 pub fn train_adapter(
     ctx: &StageCtx,
     train_pairs: &[Pair],
     val_pairs: &[Pair],
     epochs: usize,
-) -> Result<(Value, LoadedT5), PipelineError> {
+) -> Result<(TrainMetrics, LoadedT5), PipelineError> {
     let cfg = ctx.cfg;
     let device = ctx.device()?;
     let lora = lora_of(cfg);
@@ -208,13 +345,7 @@ pub fn train_adapter(
     let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, progress.as_ref())?;
     let dir = ctx.out_dir()?;
     save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
-    let mut v = serde_json::to_value(&report).expect("a training report serialises");
-    let wall = v.as_object_mut().and_then(|o| o.remove("wall_seconds"));
-    v["examples"] = json!(train_pairs.len());
-    v["val_examples"] = json!(val_pairs.len());
-    write_json(&dir.join("train_metrics.json"), &v)?;
-    v["wall_seconds"] = wall.unwrap_or(Value::Null);
-    Ok((v, m))
+    Ok((TrainMetrics::from_report(report, train_pairs.len(), val_pairs.len())?, m))
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ impl T5Config {
         if !(0.0..1.0).contains(&self.dropout_rate) {
             return bad("dropout_rate", "must be in [0, 1)");
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon", "must be positive");
         }
         if self.pad_token_id >= self.vocab_size

@@ -9,6 +9,7 @@ use super::io;
 use crate::error::PipelineError;
 use crate::metrics::registry;
 use crate::stages::ctx::{Arm, Model};
+use crate::stages::train::TrainMetrics;
 
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -19,20 +20,21 @@ fn register_font() {
     });
 }
 
+/// A bar: its height (the mean) and the interval's low and high ends.
+type Bar = (f64, f64, f64);
+/// A named series of bars, one per group.
+type Series = (String, Vec<Bar>);
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn bar_chart(
-    path: &Path,
-    title: &str,
-    groups: &[String],
-    series: &[(String, Vec<(f64, f64, f64)>)],
-    y_label: &str,
-) -> DrawResult {
+fn bar_chart(path: &Path, title: &str, groups: &[String], series: &[Series], y_label: &str) -> DrawResult {
     let root = BitMapBackend::new(path, (1300, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let lo = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.1)).fold(0.0f64, f64::min).min(0.0);
-    let hi = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.2)).fold(0.0f64, f64::max).max(0.05) * 1.15;
     let n_series = series.len().max(1) as f64;
+    // Headroom above the tallest interval for the legend (one row per series), so it never covers a bar.
+    let headroom = if series.len() > 1 { 1.15 + 0.1 * n_series } else { 1.15 };
+    let hi = series.iter().flat_map(|(_, v)| v.iter().map(|x| x.2)).fold(0.0f64, f64::max).max(0.05) * headroom;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
         .margin(20)
@@ -95,7 +97,20 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..max_x, lo..hi)?;
-    chart.configure_mesh().x_desc("optimizer step").y_desc("loss").label_style(("sans-serif", 16)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc("loss")
+        // Optimiser steps are integers: label the integral ticks as such, leave any other tick unlabelled.
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round() as i64)
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 16))
+        .draw()?;
     chart
         .draw_series(LineSeries::new(curve.iter().copied(), RGBColor(31, 119, 180).stroke_width(2)))?
         .label("train loss")
@@ -118,7 +133,7 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     Ok(())
 }
 
-pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Result<(), PipelineError> {
+pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMetrics>>) -> Result<(), PipelineError> {
     register_font();
     let triple = |v: &Value| {
         (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0))
@@ -136,7 +151,7 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Res
     let pm_label = registry::by_key(pm).map(|d| d.label).unwrap_or(pm);
     // The primary metric for the models and the trivial baselines.
     let mut groups: Vec<String> = Model::ALL.iter().map(|&m| names(m)).collect();
-    let mut vals: Vec<(f64, f64, f64)> = Model::ALL.iter().map(|&m| cell(m, pm)).collect();
+    let mut vals: Vec<Bar> = Model::ALL.iter().map(|&m| cell(m, pm)).collect();
     if let Some(bt) = c["baseline_table"].as_object() {
         for (b, row) in bt {
             groups.push(format!("{b}*"));
@@ -153,7 +168,7 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Res
     )
     .map_err(|e| io(&p, e))?;
     let p = dir.join("comparison_multi_metric.png");
-    let series: Vec<(String, Vec<(f64, f64, f64)>)> =
+    let series: Vec<Series> =
         Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
     bar_chart(
         &p,
@@ -171,7 +186,7 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Res
         .iter()
         .map(|h| format!("{} {}", h["id"].as_str().unwrap_or(""), h["contrast_label"].as_str().unwrap_or("")))
         .collect();
-    let gaps: Vec<(f64, f64, f64)> = primary
+    let gaps: Vec<Bar> = primary
         .iter()
         .map(|h| {
             let x = &h["contrast"];
@@ -191,16 +206,15 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Value>) -> Res
     )
     .map_err(|e| io(&p, e))?;
     for (m, v) in losses {
-        let curve: Vec<(f64, f64)> = v["loss_curve"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect())
-            .unwrap_or_default();
-        let val: Vec<f64> = v["val_loss_per_epoch"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        let steps = v["optimizer_steps"].as_f64().unwrap_or(0.0);
-        let epochs = v["epochs"].as_f64().unwrap_or(1.0).max(1.0);
+        let (curve, val, steps, epochs) = match v {
+            Some(t) => (
+                t.loss_curve.iter().map(|&(s, l)| (s as f64, l)).collect(),
+                t.val_loss_per_epoch.clone(),
+                t.optimizer_steps as f64,
+                t.run.as_ref().map_or(1.0, |r| r.epochs as f64).max(1.0),
+            ),
+            None => (vec![], vec![], 0.0, 1.0),
+        };
         let p = dir.join(format!("training_loss_{m}.png"));
         loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs)
             .map_err(|e| io(&p, e))?;
