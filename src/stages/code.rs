@@ -48,8 +48,12 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/stages/contaminate.rs", &[Stage::Contaminate]),
     ("src/stages/generator.rs", &[Stage::Generator]),
     ("src/stages/synthesize.rs", &[Stage::Synthesize]),
-    // The generator trains its adapter with the train stage's loop.
-    ("src/stages/train.rs", &[Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Generator]),
+    // The generator trains its adapter with the train stage's loop; compare reads its typed record
+    // (`TrainMetrics`) from each `train_metrics.json`.
+    (
+        "src/stages/train.rs",
+        &[Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Generator, Stage::Compare],
+    ),
     ("src/stages/evaluate.rs", &EVALUATE_AND_COMPARE),
     ("src/model/choice.rs", &EVALUATE_AND_COMPARE),
     ("src/stages/compare.rs", &[Stage::Compare]),
