@@ -149,12 +149,15 @@ mod tests {
         for stage in Stage::ALL {
             assert_ne!(identity_of(stage, CODE_FILES), identity_of(stage, &edited), "{stage}");
         }
-        // The train loop is the three train stages' and the generator's.
+        // The train loop is the three train stages' and the generator's; compare reads its typed record.
         let mut edited: Vec<(&str, &str)> = CODE_FILES.to_vec();
         edited.iter_mut().find(|(f, _)| *f == "src/stages/train.rs").expect("train.rs is hashed").1 = "00";
         let changed: Vec<Stage> =
             Stage::ALL.into_iter().filter(|s| identity_of(*s, CODE_FILES) != identity_of(*s, &edited)).collect();
-        assert_eq!(changed, [Stage::Generator, Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C)]);
+        assert_eq!(
+            changed,
+            [Stage::Generator, Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Compare]
+        );
     }
 
     /// Module declarations and stage dispatch, the error types, and this table (it names every owned
