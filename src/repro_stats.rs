@@ -10,12 +10,16 @@
 //!   to judge them by (the ledger has no evaluate/compare stage re-run).
 //!
 //! Also here: the message for a re-run file whose bytes differ (where the first difference is) and a
-//! stage's time against its recorded time. The module reads only JSON values and files; it decides
-//! nothing about how stages are run.
+//! stage's time against its recorded time. It reads the evaluate and compare entries as their stages'
+//! typed records ([`EvaluateMetrics`], [`Comparison`]) and decides nothing about how stages are run.
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::stages::compare::{Comparison, LegacyEstimate, LegacyGaps, RecordedHypothesis};
+use crate::stages::evaluate::EvaluateMetrics;
 
 /// One compared quantity: a metric mean, a gap or a recovery, recorded vs re-run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -72,15 +76,14 @@ impl StageStats {
     }
 }
 
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|x| x.is_finite())
+/// A finite number, or None.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
-/// A recorded interval in any of the forms the stages write: `ci95: [lo, hi]` (evaluate), `ci: [lo, hi]`
-/// (compare's table) or `ci: {lo, hi, level}` (compare's hypothesis contrasts).
-fn interval(v: &Value) -> Option<(f64, f64)> {
-    let pair = |a: &Value| Some((num(&a[0])?, num(&a[1])?));
-    pair(&v["ci95"]).or_else(|| pair(&v["ci"])).or_else(|| Some((num(&v["ci"]["lo"])?, num(&v["ci"]["hi"])?)))
+/// A recorded interval `[lo, hi]`, when both ends are numbers.
+fn interval(v: [f64; 2]) -> Option<(f64, f64)> {
+    Some((finite(v[0])?, finite(v[1])?))
 }
 
 const LABELS: [(&str, &str); 6] = [
@@ -96,17 +99,21 @@ fn label(metric: &str) -> &str {
     LABELS.iter().find(|(k, _)| *k == metric).map(|(_, l)| *l).unwrap_or(metric)
 }
 
-/// Compares `{mean, ci95}` objects: the re-run mean must lie in the recorded interval.
-fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now: &Value, out: &mut StageStats) {
-    let (Some(r), Some(n)) =
-        (num(&recorded["mean"]).or(num(&recorded["estimate"])), num(&now["mean"]).or(num(&now["estimate"])))
-    else {
-        if !recorded.is_null() && now.is_null() {
-            out.moved.push(format!("{quantity} ({stage}): recorded, but the re-run has none"));
-        }
+/// A recorded quantity (a mean or an estimate) and the interval the re-run value must lie in.
+struct Recorded {
+    value: f64,
+    interval: Option<(f64, f64)>,
+}
+
+/// Checks a re-run value (`None`: the re-run does not have the quantity) against its recording: it must
+/// lie in the recorded interval. A quantity that is not a number on either side is not compared.
+fn check(stage: &str, quantity: String, metric: &str, recorded: Recorded, now: Option<f64>, out: &mut StageStats) {
+    let Some(now) = now else {
+        out.moved.push(format!("{quantity} ({stage}): recorded, but the re-run has none"));
         return;
     };
-    let iv = interval(recorded);
+    let (Some(r), Some(n)) = (finite(recorded.value), finite(now)) else { return };
+    let iv = recorded.interval;
     let within = iv.is_none_or(|(lo, hi)| lo <= n && n <= hi);
     let d = Deviation {
         stage: stage.to_owned(),
@@ -123,26 +130,23 @@ fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now
     out.deviations.push(d);
 }
 
-/// An evaluate stage's statistics: `recorded`/`now` are the stage's metrics object
-/// (`{"model", "n", "metrics": {metric: {mean, ci95}}}`); `rows` the recorded and re-run per-example
-/// score rows (`scores.jsonl`), when both are readable.
-pub fn evaluate_stats(stage: &str, recorded: &Value, now: &Value, rows: Option<(&[Value], &[Value])>) -> StageStats {
+/// An evaluate stage's statistics: its recorded and re-run records (the mean and 95% interval of each
+/// metric); `rows` the recorded and re-run per-example score rows (`scores.jsonl`), when both are readable.
+pub fn evaluate_stats(
+    stage: &str,
+    recorded: &EvaluateMetrics,
+    now: &EvaluateMetrics,
+    rows: Option<(&[Value], &[Value])>,
+) -> StageStats {
     let mut out = StageStats::default();
-    let model = recorded["model"].as_str().unwrap_or("?");
-    if recorded["n"] != now["n"] {
-        out.moved.push(format!("{stage}: evaluated on {} examples recorded, {} now", recorded["n"], now["n"]));
+    let model = &recorded.model;
+    if recorded.n != now.n {
+        out.moved.push(format!("{stage}: evaluated on {} examples recorded, {} now", recorded.n, now.n));
     }
-    if let Some(m) = recorded["metrics"].as_object() {
-        for (k, rv) in m {
-            check_mean(
-                stage,
-                format!("mean {} of model {model}", label(k)),
-                k,
-                rv,
-                &now["metrics"][k.as_str()],
-                &mut out,
-            );
-        }
+    for (k, rv) in &recorded.metrics {
+        let r = Recorded { value: rv.mean, interval: interval(rv.ci95) };
+        let quantity = format!("mean {} of model {model}", label(k));
+        check(stage, quantity, k, r, now.metrics.get(k).map(|e| e.mean), &mut out);
     }
     if let Some((r, n)) = rows {
         out.items = item_changes(r, n);
@@ -152,6 +156,7 @@ pub fn evaluate_stats(stage: &str, recorded: &Value, now: &Value, rows: Option<(
 
 /// Per-example changes between two score-row lists (matched by `id`).
 pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
+    let num = |v: &Value| v.as_f64().and_then(finite);
     let by_id: BTreeMap<&str, &Value> = now.iter().filter_map(|r| Some((r["id"].as_str()?, r))).collect();
     let mut out = Vec::new();
     let missing = recorded.iter().filter(|r| r["id"].as_str().is_none_or(|id| !by_id.contains_key(id))).count();
@@ -183,77 +188,88 @@ pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
     out
 }
 
-/// The compare stage's statistics: `recorded`/`now` are comparison objects (`compare/comparison.json`:
-/// the table of means, each hypothesis's contrast estimate and verdict; `gaps` in ledgers made before the
-/// pre-registered hypotheses). A re-run mean or estimate must lie in its recorded interval.
-pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
+/// The compare stage's statistics: its recorded and re-run records (the table of means, each
+/// pre-registered contrast's estimate and every hypothesis's verdict; `gaps` in ledgers made before the
+/// pre-registered hypotheses). A re-run mean or estimate must lie in its recorded interval. A hypothesis
+/// is one claim on one metric: it is matched by its id and metric.
+pub fn comparison_stats(recorded: &Comparison, now: &Comparison) -> StageStats {
     let stage = "compare";
     let mut out = StageStats::default();
-    if let Some(table) = recorded["table"].as_object() {
-        for (model, row) in table {
-            for (k, rv) in row.as_object().into_iter().flatten() {
-                check_mean(
-                    stage,
-                    format!("mean {} of model {model}", label(k)),
-                    k,
-                    rv,
-                    &now["table"][model.as_str()][k.as_str()],
-                    &mut out,
-                );
-            }
+    for (model, row) in &recorded.table {
+        for (k, cell) in row {
+            let r = Recorded { value: cell.mean, interval: cell.interval().and_then(interval) };
+            let n = now.table.get(model).and_then(|row| row.get(k)).map(|c| c.mean);
+            check(stage, format!("mean {} of model {model}", label(k)), k, r, n, &mut out);
         }
     }
-    if let Some(gaps) = recorded["gaps"].as_object() {
-        for (k, g) in gaps {
-            let ng = &now["gaps"][k.as_str()];
-            for (key, words) in
-                [("a_minus_b", "A−B gap in"), ("c_minus_b", "C−B gap in"), ("recovery", "recovery (C−B)/(A−B) of")]
-            {
-                check_mean(stage, format!("{words} {}", label(k)), k, &g[key], &ng[key], &mut out);
-            }
+    for (k, g) in recorded.gaps.iter().flatten() {
+        let ng = now.gaps.as_ref().and_then(|gaps| gaps.get(k));
+        let parts: [(fn(&LegacyGaps) -> &LegacyEstimate, &str); 3] = [
+            (|g| &g.a_minus_b, "A−B gap in"),
+            (|g| &g.c_minus_b, "C−B gap in"),
+            (|g| &g.recovery, "recovery (C−B)/(A−B) of"),
+        ];
+        for (part, words) in parts {
+            let e = part(g);
+            let r = Recorded { value: e.estimate.unwrap_or(f64::NAN), interval: e.ci95.and_then(interval) };
+            let n = ng.map(|g| part(g).estimate.unwrap_or(f64::NAN));
+            check(stage, format!("{words} {}", label(k)), k, r, n, &mut out);
         }
     }
-    for h in recorded["hypotheses"].as_array().into_iter().flatten() {
-        let (Some(id), Some(metric)) = (h["id"].as_str(), h["metric"].as_str()) else { continue };
-        if h["contrast"].is_null() {
-            continue;
-        }
-        let now_h = now["hypotheses"].as_array().into_iter().flatten().find(|x| x["id"].as_str() == Some(id));
-        let contrast = h["contrast_label"].as_str().unwrap_or("contrast");
-        let now_c = now_h.map(|x| &x["contrast"]).unwrap_or(&Value::Null);
-        check_mean(stage, format!("{id} {contrast} in {}", label(metric)), metric, &h["contrast"], now_c, &mut out);
+    for h in recorded.tested() {
+        let now_h = now.tested().find(|x| x.id == h.id && x.metric == h.metric);
+        let r = Recorded { value: h.contrast.estimate, interval: interval([h.contrast.ci.lo, h.contrast.ci.hi]) };
+        let quantity = format!("{} {} in {}", h.id, h.contrast_label, label(&h.metric));
+        check(stage, quantity, &h.metric, r, now_h.map(|x| x.contrast.estimate), &mut out);
     }
-    let verdicts = |v: &Value| -> BTreeMap<String, String> {
-        v["hypotheses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| Some((h["id"].as_str()?.to_owned(), h["verdict"].as_str()?.to_owned())))
+    let verdicts = |c: &Comparison| -> BTreeMap<(String, String), String> {
+        c.hypotheses
+            .iter()
+            .map(|h| match h {
+                RecordedHypothesis::Tested(t) => ((t.id.clone(), t.metric.clone()), t.verdict.as_str().to_owned()),
+                RecordedHypothesis::Legacy(l) => ((l.id.clone(), l.metric.clone()), l.verdict.clone()),
+            })
             .collect()
     };
     let (rv, nv) = (verdicts(recorded), verdicts(now));
-    for (id, v) in &rv {
-        match nv.get(id) {
+    for ((id, metric), v) in &rv {
+        let which = format!("hypothesis {id} on {}", label(metric));
+        match nv.get(&(id.clone(), metric.clone())) {
             Some(w) if w == v => {}
-            Some(w) => out.moved.push(format!("hypothesis {id}: {v} recorded, {w} now")),
-            None => out.moved.push(format!("hypothesis {id}: {v} recorded, no verdict now")),
+            Some(w) => out.moved.push(format!("{which}: {v} recorded, {w} now")),
+            None => out.moved.push(format!("{which}: {v} recorded, no verdict now")),
         }
     }
     out
 }
 
+/// The recorded and re-run metrics of `stage` read as its typed record, or what keeps them from reading.
+fn records<T: DeserializeOwned>(stage: &str, recorded: &Value, now: &Value) -> Result<(T, T), String> {
+    let read = |which: &str, v: &Value| {
+        T::deserialize(v).map_err(|e| format!("{stage}: the {which} metrics do not read as the stage's record ({e})"))
+    };
+    Ok((read("recorded", recorded)?, read("re-run", now)?))
+}
+
 /// The statistics of a stage that has them (evaluate-*, compare); None for the others, whose bytes are
-/// judged by what they lead to.
+/// judged by what they lead to. Metrics that do not read as the stage's record are a divergence that says so.
 pub fn stage_stats(
     stage: &str,
     recorded_metrics: &Value,
     now_metrics: &Value,
     rows: Option<(&[Value], &[Value])>,
 ) -> Option<StageStats> {
+    let unreadable = |why: String| StageStats { moved: vec![why], ..Default::default() };
     if stage.starts_with("evaluate-") {
-        Some(evaluate_stats(stage, recorded_metrics, now_metrics, rows))
+        Some(match records::<EvaluateMetrics>(stage, recorded_metrics, now_metrics) {
+            Ok((r, n)) => evaluate_stats(stage, &r, &n, rows),
+            Err(why) => unreadable(why),
+        })
     } else if stage == "compare" {
-        Some(comparison_stats(recorded_metrics, now_metrics))
+        Some(match records::<Comparison>(stage, recorded_metrics, now_metrics) {
+            Ok((r, n)) => comparison_stats(&r, &n),
+            Err(why) => unreadable(why),
+        })
     } else {
         None
     }
@@ -360,10 +376,25 @@ pub fn time_vs_recorded(recorded_seconds: Option<f64>, now_seconds: Option<f64>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::HypothesisResult;
+    use crate::metrics::stats::{Contrast, Interval, Side, SignFlip, Verdict};
+    use crate::stages::compare::{Cell, LegacyHypothesis, SampleDefinitions, Samples};
+    use crate::stages::evaluate::Estimate;
     use serde_json::json;
 
-    fn eval(model: &str, f1: f64, ci: (f64, f64), em: f64) -> Value {
-        json!({"model": model, "n": 100, "metrics": {"f1": {"mean": f1, "ci95": [ci.0, ci.1]}, "em": {"mean": em, "ci95": [0.1, 0.3]}}})
+    fn eval(model: &str, f1: f64, ci: (f64, f64), em: f64) -> EvaluateMetrics {
+        let estimate = |mean, lo, hi| Estimate { mean, ci95: [lo, hi] };
+        EvaluateMetrics {
+            model: model.into(),
+            adapter: None,
+            n: 100,
+            metrics: BTreeMap::from([("f1".into(), estimate(f1, ci.0, ci.1)), ("em".into(), estimate(em, 0.1, 0.3))]),
+            bertscore_model: "all-MiniLM-L6-v2".into(),
+            bertscore_layer: 6,
+            rouge_stemmer: true,
+            empty_predictions: 0,
+            mc_options: None,
+        }
     }
 
     #[test]
@@ -438,14 +469,71 @@ mod tests {
         assert!(o.moved[0].starts_with("base-model: different bytes"), "{:?}", o.moved);
     }
 
-    fn comparison(f1_a: f64, gap: f64, gap_ci: (f64, f64), h1: &str) -> Value {
-        json!({
-            "table": {"A": {"f1": {"mean": f1_a, "ci95": [0.3, 0.5]}}},
-            "gaps": {"f1": {"a_minus_b": {"estimate": gap, "ci95": [gap_ci.0, gap_ci.1], "p_value": 0.01},
-                            "c_minus_b": {"estimate": 0.01, "ci95": [-0.02, 0.04]},
-                            "recovery": {"estimate": null, "ci95": null}}},
-            "hypotheses": [{"id": "H1", "verdict": h1}, {"id": "H2", "verdict": "inconclusive"}],
-        })
+    /// A comparison with `table` (model → F1 cell) and `hypotheses`, nothing else.
+    fn record(table: Vec<(&str, Cell)>, hypotheses: Vec<RecordedHypothesis>) -> Comparison {
+        let none = String::new;
+        Comparison {
+            n: 100,
+            primary_metric: "f1".into(),
+            interval_level: None,
+            resample_unit: None,
+            clusters: None,
+            bootstrap_resamples: 1000,
+            permutation_resamples: 1000,
+            table: table.into_iter().map(|(m, c)| (m.to_string(), BTreeMap::from([("f1".to_string(), c)]))).collect(),
+            baselines: None,
+            baseline_table: None,
+            baseline_scoring: None,
+            power: None,
+            hypotheses,
+            differences: None,
+            breakdowns: None,
+            samples: Samples {
+                all_correct: vec![],
+                b_fails_c_succeeds: vec![],
+                all_struggle: vec![],
+                definitions: SampleDefinitions {
+                    all_correct: none(),
+                    b_fails_c_succeeds: none(),
+                    all_struggle: none(),
+                },
+            },
+            replicates: None,
+            plan: None,
+            gaps: None,
+        }
+    }
+
+    /// The first ledgers' form: `ci95` cells, gaps, hypotheses as claims with verdicts.
+    fn comparison(f1_a: f64, gap: f64, gap_ci: (f64, f64), h1: &str) -> Comparison {
+        let legacy = |id: &str, verdict: &str| {
+            RecordedHypothesis::Legacy(LegacyHypothesis {
+                id: id.into(),
+                claim: String::new(),
+                evidence: String::new(),
+                metric: "f1".into(),
+                verdict: verdict.into(),
+            })
+        };
+        let mut c = record(
+            vec![("A", Cell { mean: f1_a, ci: None, ci95: Some([0.3, 0.5]) })],
+            vec![legacy("H1", h1), legacy("H2", "inconclusive")],
+        );
+        let estimate = |estimate, ci95: Option<[f64; 2]>, p_value| LegacyEstimate {
+            estimate,
+            ci95,
+            p_value,
+            undefined_resamples: None,
+        };
+        c.gaps = Some(BTreeMap::from([(
+            "f1".to_string(),
+            LegacyGaps {
+                a_minus_b: estimate(Some(gap), Some([gap_ci.0, gap_ci.1]), Some(0.01)),
+                c_minus_b: estimate(Some(0.01), Some([-0.02, 0.04]), None),
+                recovery: estimate(None, None, None),
+            },
+        )]));
+        c
     }
 
     #[test]
@@ -457,7 +545,11 @@ mod tests {
         assert!(s.deviations.iter().any(|d| d.quantity == "A−B gap in F1" && (d.abs() - 0.01).abs() < 1e-12));
         let flipped = comparison(0.41, 0.01, (-0.02, 0.04), "inconclusive");
         let s = comparison_stats(&r, &flipped);
-        assert!(s.moved.iter().any(|m| m == "hypothesis H1: supported recorded, inconclusive now"), "{:?}", s.moved);
+        assert!(
+            s.moved.iter().any(|m| m == "hypothesis H1 on F1: supported recorded, inconclusive now"),
+            "{:?}",
+            s.moved
+        );
         assert!(
             s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")),
             "{:?}",
@@ -465,25 +557,76 @@ mod tests {
         );
     }
 
-    /// The forms compare writes today: `ci` arrays in the table, `{estimate, ci: {lo, hi}}` contrasts.
-    fn comparison_now(f1_a: f64, h1: f64, verdict: &str) -> Value {
-        json!({
-            "table": {"A": {"f1": {"mean": f1_a, "ci": [0.08, 0.11]}}},
-            "hypotheses": [{"id": "H1", "metric": "f1", "contrast_label": "A − B", "verdict": verdict,
-                            "contrast": {"estimate": h1, "ci": {"lo": 0.02, "hi": 0.05, "level": 0.95}}}],
+    fn hypothesis(metric: &str, estimate: f64, verdict: Verdict) -> RecordedHypothesis {
+        let test = SignFlip { p: 0.01, k: 10, clusters_differing: 10, exact: true, resamples: 1024 };
+        RecordedHypothesis::Tested(HypothesisResult {
+            id: "H1".into(),
+            statement: String::new(),
+            metric: metric.into(),
+            primary: metric == "f1",
+            contrast_label: "A − B".into(),
+            contrast: Contrast {
+                estimate,
+                ci: Interval { lo: 0.02, hi: 0.05, level: 0.95 },
+                test,
+                side: Side::Greater,
+            },
+            verdict,
+            ratio: None,
         })
+    }
+
+    /// The forms compare writes today: `ci` arrays in the table, `{estimate, ci: {lo, hi}}` contrasts.
+    fn comparison_now(f1_a: f64, h1: f64, verdict: Verdict) -> Comparison {
+        let cell = Cell { mean: f1_a, ci: Some([0.08, 0.11]), ci95: None };
+        record(vec![("A", cell)], vec![hypothesis("f1", h1, verdict)])
     }
 
     #[test]
     fn comparison_checks_table_means_and_contrasts_in_todays_format() {
-        let r = comparison_now(0.097, 0.03, "supported");
-        let s = comparison_stats(&r, &comparison_now(0.10, 0.04, "supported"));
+        let r = comparison_now(0.097, 0.03, Verdict::Supported);
+        let s = comparison_stats(&r, &comparison_now(0.10, 0.04, Verdict::Supported));
         assert!(s.within_tolerance(), "{:?}", s.moved);
         assert_eq!(s.deviations.len(), 2, "{:?}", s.deviations);
         assert!(s.deviations.iter().all(|d| d.interval.is_some()), "every quantity is checked against its interval");
-        let s = comparison_stats(&r, &comparison_now(0.12, 0.06, "supported"));
+        let s = comparison_stats(&r, &comparison_now(0.12, 0.06, Verdict::Supported));
         assert!(s.moved.iter().any(|m| m.starts_with("mean F1 of model A (compare)")), "{:?}", s.moved);
         assert!(s.moved.iter().any(|m| m.starts_with("H1 A − B in F1 (compare)")), "{:?}", s.moved);
+    }
+
+    #[test]
+    fn a_hypothesis_is_matched_by_its_id_and_metric() {
+        // H1 on the primary metric and H1 on EM, as compare records each claim on every planned metric.
+        let both = |f1: Verdict, em: Verdict| {
+            let cell = Cell { mean: 0.1, ci: Some([0.08, 0.11]), ci95: None };
+            record(vec![("A", cell)], vec![hypothesis("f1", 0.03, f1), hypothesis("em", 0.03, em)])
+        };
+        let r = both(Verdict::Supported, Verdict::Inconclusive);
+        assert!(comparison_stats(&r, &r).within_tolerance());
+        // The primary verdict changed and EM's did not: the change is seen (matching by id alone compared
+        // whichever H1 came last).
+        let s = comparison_stats(&r, &both(Verdict::Inconclusive, Verdict::Inconclusive));
+        assert_eq!(s.moved, ["hypothesis H1 on F1: supported recorded, inconclusive now"], "{:?}", s.moved);
+        // Each contrast is checked against its own metric's recording, once.
+        assert_eq!(s.deviations.iter().filter(|d| d.quantity.starts_with("H1")).count(), 2);
+    }
+
+    #[test]
+    fn metrics_that_are_not_the_stages_record_diverge_and_say_so() {
+        let good = serde_json::to_value(eval("A", 0.4, (0.35, 0.45), 0.2)).unwrap();
+        let mut renamed = good.clone();
+        let m = renamed["metrics"].take();
+        renamed["means"] = m;
+        let s = stage_stats("evaluate-A", &good, &renamed, None).expect("an evaluate stage has statistics");
+        assert!(!s.within_tolerance());
+        assert!(
+            s.moved[0].starts_with("evaluate-A: the re-run metrics do not read as the stage's record"),
+            "{:?}",
+            s.moved
+        );
+        let s = stage_stats("evaluate-A", &good, &good, None).unwrap();
+        assert!(s.within_tolerance() && s.deviations.len() == 2, "{s:?}");
+        assert!(stage_stats("train-A", &json!({}), &json!({}), None).is_none());
     }
 
     #[test]

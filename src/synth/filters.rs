@@ -54,15 +54,15 @@ pub struct FilterDef {
     /// The key in the synthesize entry's rejection counts and in `rejected.jsonl`.
     pub name: &'static str,
     /// How the threshold reads in REPORT.md: a minijinja expression over the synthesize entry's
-    /// metrics (`thresholds.*` as [`thresholds_json`] records them, `embedding_model`).
+    /// metrics (`thresholds.*` as [`Thresholds`] records them, `embedding_model`).
     pub threshold: &'static str,
     /// The measured value when the candidate fails this filter, `None` when it passes.
     pub rejects: fn(&Checked, &FilterCfg) -> Option<f64>,
 }
 
 /// Every filter, in the order a candidate meets them. Adding a filter: a variant of [`Filter`], a row
-/// here, its measurement in [`Checked`] / [`FilterState::check`], and its thresholds in
-/// [`thresholds_json`] (see docs/ARCHITECTURE.md).
+/// here, its measurement in [`Checked`] / [`FilterState::check`], and its thresholds in [`Thresholds`]
+/// (see docs/ARCHITECTURE.md).
 pub const FILTERS: [FilterDef; 5] = [
     FilterDef {
         filter: Filter::ExactDuplicate,
@@ -107,15 +107,42 @@ pub fn rejection_reasons() -> impl Iterator<Item = (&'static str, &'static str)>
     std::iter::once(MALFORMED).chain(FILTERS.iter().map(|f| (f.name, f.threshold)))
 }
 
-/// The thresholds the synthesize entry records (what [`FilterDef::threshold`] texts refer to).
-pub fn thresholds_json(f: &FilterCfg) -> serde_json::Value {
-    serde_json::json!({
-        "ngram_n": f.ngram_n, "ngram_max_overlap": f.ngram_max_overlap, "semantic_max_cosine": f.semantic_max_cosine,
-        "minhash_shingle_words": f.minhash_shingle_words, "minhash_permutations": f.minhash_permutations,
-        "minhash_bands": f.minhash_bands, "minhash_rows": f.minhash_rows, "minhash_jaccard": f.minhash_jaccard,
-        "lsh_threshold_implied": crate::data::stats::round6((1.0 / f.minhash_bands as f64).powf(1.0 / f.minhash_rows as f64)),
-        "min_words": f.min_words, "max_words": f.max_words,
-    })
+/// The thresholds the synthesize entry records (what [`FilterDef::threshold`] texts refer to): the
+/// config's `[filters]` settings the filters read, and the LSH threshold the bands and rows imply.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Thresholds {
+    pub ngram_n: usize,
+    pub ngram_max_overlap: f64,
+    pub semantic_max_cosine: f64,
+    pub minhash_shingle_words: usize,
+    pub minhash_permutations: usize,
+    pub minhash_bands: usize,
+    pub minhash_rows: usize,
+    pub minhash_jaccard: f64,
+    /// (1 / bands)^(1 / rows), rounded to 6 decimals.
+    pub lsh_threshold_implied: f64,
+    pub min_words: usize,
+    pub max_words: usize,
+}
+
+impl Thresholds {
+    pub fn of(f: &FilterCfg) -> Self {
+        Self {
+            ngram_n: f.ngram_n,
+            ngram_max_overlap: f.ngram_max_overlap,
+            semantic_max_cosine: f.semantic_max_cosine,
+            minhash_shingle_words: f.minhash_shingle_words,
+            minhash_permutations: f.minhash_permutations,
+            minhash_bands: f.minhash_bands,
+            minhash_rows: f.minhash_rows,
+            minhash_jaccard: f.minhash_jaccard,
+            lsh_threshold_implied: crate::data::stats::round6(
+                (1.0 / f.minhash_bands as f64).powf(1.0 / f.minhash_rows as f64),
+            ),
+            min_words: f.min_words,
+            max_words: f.max_words,
+        }
+    }
 }
 
 impl Filter {
@@ -443,7 +470,7 @@ mod tests {
             assert_eq!(f.def().name, f.name());
         }
         // Every threshold text names only recorded thresholds.
-        let th = thresholds_json(&cfg());
+        let th = serde_json::to_value(Thresholds::of(&cfg())).unwrap();
         for (name, text) in rejection_reasons() {
             for part in text.split("thresholds.").skip(1) {
                 let key: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
