@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::stages::compare::{Comparison, LegacyEstimate, LegacyGaps, RecordedHypothesis};
+use crate::stages::compare::{Comparison, RecordedHypothesis};
 use crate::stages::evaluate::EvaluateMetrics;
 
 /// One compared quantity: a metric mean, a gap or a recovery, recorded vs re-run.
@@ -204,15 +204,14 @@ pub fn comparison_stats(recorded: &Comparison, now: &Comparison) -> StageStats {
     }
     for (k, g) in recorded.gaps.iter().flatten() {
         let ng = now.gaps.as_ref().and_then(|gaps| gaps.get(k));
-        let parts: [(fn(&LegacyGaps) -> &LegacyEstimate, &str); 3] = [
-            (|g| &g.a_minus_b, "A−B gap in"),
-            (|g| &g.c_minus_b, "C−B gap in"),
-            (|g| &g.recovery, "recovery (C−B)/(A−B) of"),
+        let parts = [
+            (&g.a_minus_b, ng.map(|g| &g.a_minus_b), "A−B gap in"),
+            (&g.c_minus_b, ng.map(|g| &g.c_minus_b), "C−B gap in"),
+            (&g.recovery, ng.map(|g| &g.recovery), "recovery (C−B)/(A−B) of"),
         ];
-        for (part, words) in parts {
-            let e = part(g);
+        for (e, now_e, words) in parts {
             let r = Recorded { value: e.estimate.unwrap_or(f64::NAN), interval: e.ci95.and_then(interval) };
-            let n = ng.map(|g| part(g).estimate.unwrap_or(f64::NAN));
+            let n = now_e.map(|x| x.estimate.unwrap_or(f64::NAN));
             check(stage, format!("{words} {}", label(k)), k, r, n, &mut out);
         }
     }
@@ -378,7 +377,7 @@ mod tests {
     use super::*;
     use crate::analysis::HypothesisResult;
     use crate::metrics::stats::{Contrast, Interval, Side, SignFlip, Verdict};
-    use crate::stages::compare::{Cell, LegacyHypothesis, SampleDefinitions, Samples};
+    use crate::stages::compare::{Cell, LegacyEstimate, LegacyGaps, LegacyHypothesis, SampleDefinitions, Samples};
     use crate::stages::evaluate::Estimate;
     use serde_json::json;
 
