@@ -41,8 +41,8 @@ pub struct ReportMetrics {
     pub report: String,
 }
 
-/// An entry's metrics read as its stage's typed record (`stage`), with the executor's `resources`
-/// (absent from older entries) split off first.
+/// An entry's metrics read as its stage's typed record `T`, with the executor's `resources` (absent from
+/// older entries) split off first. An error names the entry and the key that does not read.
 pub fn read_record<T: DeserializeOwned>(e: &Entry) -> Result<(T, Option<Resources>), ReportError> {
     let err = |at: String, message: String| ReportError::Record {
         seq: e.seq,

@@ -13,6 +13,6 @@ pub enum ReportError {
     #[error("the synthesize entry counts rejections by {0:?}, a filter this hsx does not know")]
     UnknownFilter(String),
     /// An entry's metrics that are not its stage's record (a renamed or missing key, a wrong type).
-    #[error("ledger entry {seq} ({stage}): its metrics are not a {stage} record: {message}")]
+    #[error("ledger entry {seq} ({stage}): its metrics do not read as the stage's record: {message}")]
     Record { seq: u64, stage: String, message: String },
 }

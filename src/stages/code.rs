@@ -84,6 +84,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/reproduce.rs", &[]),
     ("src/reproduce/", &[]),
     ("src/repro_stats.rs", &[]),
+    ("src/repro_stats/", &[]),
     ("src/bench.rs", &[]),
     // The Slurm driver and a job's entry point: each job runs its stage through the shared executor.
     ("src/slurm.rs", &[]),
