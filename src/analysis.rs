@@ -45,6 +45,7 @@ pub struct PowerCheck {
 /// The recovery ratio (C−B)/(A−B), reported only where H1 is supported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ratio {
+    #[serde(deserialize_with = "crate::metrics::stats::nan_if_null")]
     pub estimate: f64,
     /// Conditional on resamples where A−B ≠ 0.
     pub ci: Interval,

@@ -5,7 +5,7 @@ use crate::config::ConfigError;
 use crate::data::DataError;
 use crate::ledger::LedgerError;
 use crate::model::ModelError;
-use crate::report::ReportError;
+use crate::report::error::ReportError;
 use crate::stages::registry::UnknownStage;
 
 #[derive(Debug, thiserror::Error)]

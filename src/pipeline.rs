@@ -22,6 +22,7 @@ use crate::ledger::files::{hash_file, record_path};
 use crate::ledger::{
     Append, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec,
 };
+use crate::model::usage::Resources;
 use crate::stages::{self, Instance, Stage, StageCtx};
 
 pub use crate::error::PipelineError;
@@ -212,7 +213,7 @@ impl Setup {
             let meter = Meter::start();
             let mut outcome = stages::run(&ctx)?;
             if let Some(m) = outcome.metrics.as_object_mut() {
-                m.insert("resources".into(), meter.finish());
+                m.insert("resources".into(), serde_json::to_value(meter.finish()).map_err(PipelineError::Record)?);
             }
             finish(outcome)
         })??;
@@ -238,18 +239,20 @@ impl Meter {
         Meter { start: std::time::Instant::now(), hwm_reset }
     }
 
-    fn finish(self) -> Value {
+    fn finish(self) -> Resources {
         let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         });
-        serde_json::json!({
-            "wall_seconds": (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            "peak_rss_bytes": peak.map(|kb| kb * 1024),
-            "peak_rss_scope": if self.hwm_reset { "this stage" } else { "the process so far (the high-water mark could not be reset)" },
-            "tokens": crate::model::usage::now(),
-        })
+        let scope =
+            if self.hwm_reset { "this stage" } else { "the process so far (the high-water mark could not be reset)" };
+        Resources {
+            wall_seconds: (self.start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            peak_rss_bytes: peak.map(|kb| kb * 1024),
+            peak_rss_scope: scope.into(),
+            tokens: crate::model::usage::now(),
+        }
     }
 }
 

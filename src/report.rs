@@ -7,6 +7,8 @@
 //! hsx report --ledger ledger/exp-42.json --out report/REPORT.md
 //! ```
 use minijinja::{Environment, UndefinedBehavior, Value as MjValue};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,21 +16,85 @@ use std::path::{Path, PathBuf};
 use crate::ledger::verify::Failure;
 use crate::ledger::{Entry, Ledger};
 use crate::metrics::registry;
-use crate::stages::registry::{Arm, Model, Stage};
+use crate::model::usage::Resources;
+use crate::stages::base_model::BaseModelMetrics;
+use crate::stages::compare::Comparison;
+use crate::stages::contaminate::ContaminateMetrics;
+use crate::stages::evaluate::EvaluateMetrics;
+use crate::stages::generator::GeneratorMetrics;
+use crate::stages::prepare::PrepareMetrics;
+use crate::stages::preregister::PreregisterMetrics;
+use crate::stages::registry::{Arm, Instance, Model, Stage};
+use crate::stages::synthesize::SynthesizeMetrics;
+use crate::stages::train::TrainMetrics;
 use crate::synth::{filters, Strategy};
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("report template {name}: {message}")]
-    Template { name: String, message: String },
-    #[error("the ledger has no `{0}` entry yet; run `hsx run` through the compare stage first")]
-    MissingStage(String),
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("the synthesize entry counts rejections by {0:?}, a filter this hsx does not know")]
-    UnknownFilter(String),
+pub(crate) mod error;
+pub use error::ReportError;
+
+/// The report stage's entry metrics: how many files it wrote, and where REPORT.md is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportMetrics {
+    pub files: usize,
+    pub report: String,
+}
+
+/// An entry's metrics read as its stage's typed record `T`, with the executor's `resources` (absent from
+/// older entries) split off first. An error names the entry and the key that does not read.
+pub fn read_record<T: DeserializeOwned>(e: &Entry) -> Result<(T, Option<Resources>), ReportError> {
+    let err = |at: String, message: String| ReportError::Record {
+        seq: e.seq,
+        stage: e.stage.clone(),
+        message: format!("at `{at}`: {message}"),
+    };
+    let mut metrics = e.metrics.clone();
+    let resources = metrics.as_object_mut().and_then(|m| m.remove("resources"));
+    let record =
+        serde_path_to_error::deserialize(metrics).map_err(|x| err(x.path().to_string(), x.inner().to_string()))?;
+    let resources = resources
+        .map(serde_path_to_error::deserialize)
+        .transpose()
+        .map_err(|x| err(format!("resources.{}", x.path()), x.inner().to_string()))?;
+    Ok((record, resources))
+}
+
+/// `record` (and `resources`) as the JSON the template reads: exactly the fields the record declares, so
+/// a key the template names and the record lacks is a render error, never a blank.
+fn record_value<T: Serialize>(e: &Entry, record: &T, resources: Option<Resources>) -> Result<Value, ReportError> {
+    let err = |x: serde_json::Error| ReportError::Record { seq: e.seq, stage: e.stage.clone(), message: x.to_string() };
+    let mut v = serde_json::to_value(record).map_err(err)?;
+    if let (Some(r), Some(m)) = (resources, v.as_object_mut()) {
+        m.insert("resources".into(), serde_json::to_value(r).map_err(err)?);
+    }
+    Ok(v)
+}
+
+fn typed<T: DeserializeOwned + Serialize>(e: &Entry) -> Result<Value, ReportError> {
+    let (record, resources) = read_record::<T>(e)?;
+    record_value(e, &record, resources)
+}
+
+/// An entry's metrics read as the typed record of its stage, and written back as JSON: what the report
+/// renders from. Every entry of a ledger hsx wrote reads back unchanged (older entries included: the
+/// fields they lack are options).
+pub fn entry_record(e: &Entry) -> Result<Value, ReportError> {
+    let stage = Instance::parse(&e.stage)
+        .map_err(|x| ReportError::Record { seq: e.seq, stage: e.stage.clone(), message: x.to_string() })?
+        .stage;
+    match stage {
+        Stage::Prepare => typed::<PrepareMetrics>(e),
+        Stage::Preregister => typed::<PreregisterMetrics>(e),
+        Stage::BaseModel => typed::<BaseModelMetrics>(e),
+        Stage::Contaminate => typed::<ContaminateMetrics>(e),
+        Stage::Generator => typed::<GeneratorMetrics>(e),
+        Stage::Synthesize => typed::<SynthesizeMetrics>(e),
+        Stage::Train(_) => typed::<TrainMetrics>(e),
+        Stage::Evaluate(_) => typed::<EvaluateMetrics>(e),
+        Stage::Compare => typed::<Comparison>(e),
+        Stage::Report => typed::<ReportMetrics>(e),
+    }
 }
 
 fn seconds_between(a: &str, b: &str) -> Option<f64> {
@@ -72,7 +138,7 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
             json!({
                 "seq": e.seq, "hash": e.hash, "short": &e.hash[..10], "cite": format!("[#{} {}]", e.seq, &e.hash[..8]),
                 "started": e.started, "finished": e.finished, "wall_seconds": wall,
-                "metrics": e.metrics, "params": e.params, "seed": e.seeds.stage,
+                "metrics": entry_record(e)?, "params": e.params, "seed": e.seeds.stage,
                 "determinism": e.determinism,
             }),
         );
@@ -80,7 +146,8 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
     let last = by[Stage::Compare.name()];
     let env = &last.env;
     // The compared metrics the compare entry recorded, in registry order.
-    let recorded = |key: &str| last.metrics.pointer(&format!("/table/{}/{key}", Arm::A.letter())).is_some();
+    let (comparison, _) = read_record::<Comparison>(last)?;
+    let recorded = |key: &str| comparison.table.get(Arm::A.letter()).is_some_and(|row| row.contains_key(key));
     let metrics: Vec<Value> = registry::compared()
         .filter(|m| recorded(m.key))
         .map(|m| json!({"key": m.key, "label": m.label, "title": m.title}))
@@ -106,7 +173,7 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
             .collect::<Vec<_>>(),
         "metrics": metrics,
         "metric_titles": registry::METRICS.iter().map(|m| (m.key.to_string(), json!(m.title))).collect::<serde_json::Map<_, _>>(),
-        "filters": filter_rows(&by[Stage::Synthesize.name()].metrics)?,
+        "filters": filter_rows(&read_record::<SynthesizeMetrics>(by[Stage::Synthesize.name()])?.0)?,
         "strategies": Strategy::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
@@ -119,15 +186,14 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
 /// One row per rejection reason the synthesize entry lists (`filter_order`): its name, its threshold
 /// text from the filter registry rendered with the recorded thresholds, its counts, and per strategy (in
 /// `Strategy::ALL` order) its first-failing and would-fail counts (`n/a` where the entry has none).
-fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
+fn filter_rows(sy: &SynthesizeMetrics) -> Result<Vec<Value>, ReportError> {
     let env = environment();
     let ctx = MjValue::from_serialize(sy);
-    let count = |table: &str, name: &str| sy.get(table).and_then(|t| t.get(name)).cloned().unwrap_or(json!(0));
-    let order = sy.get("filter_order").and_then(Value::as_array).cloned().unwrap_or_default();
-    order
+    let count = |table: &BTreeMap<String, usize>, name: &str| table.get(name).copied().unwrap_or(0);
+    sy.filter_order
         .iter()
-        .map(|n| {
-            let name = n.as_str().unwrap_or_default();
+        .map(|name| {
+            let name = name.as_str();
             let (_, text) = filters::rejection_reasons()
                 .find(|(r, _)| *r == name)
                 .ok_or_else(|| ReportError::UnknownFilter(name.into()))?;
@@ -138,16 +204,17 @@ fn filter_rows(sy: &Value) -> Result<Vec<Value>, ReportError> {
             let by_strategy: Vec<Value> = Strategy::ALL
                 .iter()
                 .map(|s| {
-                    let c = |table: &str| {
-                        sy.pointer(&format!("/per_strategy/{}/{table}/{name}", s.name()))
-                            .cloned()
-                            .unwrap_or(json!("n/a"))
+                    let counts = sy.per_strategy.get(s.name());
+                    // A count, or "n/a" where the entry has none (older entries count per strategy only in total).
+                    let c = |table: Option<&BTreeMap<String, usize>>| {
+                        table.and_then(|t| t.get(name)).map_or(json!("n/a"), |n| json!(n))
                     };
-                    json!({"strategy": s.name(), "first_failing": c("first_failing"), "would_fail": c("would_fail")})
+                    json!({"strategy": s.name(), "first_failing": c(counts.and_then(|c| c.first_failing.as_ref())),
+                           "would_fail": c(counts.and_then(|c| c.would_fail.as_ref()))})
                 })
                 .collect();
-            Ok(json!({"name": name, "threshold": threshold, "first_failing": count("rejections_first_failing", name),
-                      "would_fail": count("rejections_would_fail", name), "by_strategy": by_strategy}))
+            Ok(json!({"name": name, "threshold": threshold, "first_failing": count(&sy.rejections_first_failing, name),
+                      "would_fail": count(&sy.rejections_would_fail, name), "by_strategy": by_strategy}))
         })
         .collect()
 }

@@ -10,12 +10,16 @@
 //!   to judge them by (the ledger has no evaluate/compare stage re-run).
 //!
 //! Also here: the message for a re-run file whose bytes differ (where the first difference is) and a
-//! stage's time against its recorded time. The module reads only JSON values and files; it decides
-//! nothing about how stages are run.
+//! stage's time against its recorded time. It reads the evaluate and compare entries as their stages'
+//! typed records ([`EvaluateMetrics`], [`Comparison`]) and decides nothing about how stages are run.
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::stages::compare::{Comparison, RecordedHypothesis};
+use crate::stages::evaluate::EvaluateMetrics;
 
 /// One compared quantity: a metric mean, a gap or a recovery, recorded vs re-run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -72,15 +76,14 @@ impl StageStats {
     }
 }
 
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|x| x.is_finite())
+/// A finite number, or None.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
-/// A recorded interval in any of the forms the stages write: `ci95: [lo, hi]` (evaluate), `ci: [lo, hi]`
-/// (compare's table) or `ci: {lo, hi, level}` (compare's hypothesis contrasts).
-fn interval(v: &Value) -> Option<(f64, f64)> {
-    let pair = |a: &Value| Some((num(&a[0])?, num(&a[1])?));
-    pair(&v["ci95"]).or_else(|| pair(&v["ci"])).or_else(|| Some((num(&v["ci"]["lo"])?, num(&v["ci"]["hi"])?)))
+/// A recorded interval `[lo, hi]`, when both ends are numbers.
+fn interval(v: [f64; 2]) -> Option<(f64, f64)> {
+    Some((finite(v[0])?, finite(v[1])?))
 }
 
 const LABELS: [(&str, &str); 6] = [
@@ -96,17 +99,21 @@ fn label(metric: &str) -> &str {
     LABELS.iter().find(|(k, _)| *k == metric).map(|(_, l)| *l).unwrap_or(metric)
 }
 
-/// Compares `{mean, ci95}` objects: the re-run mean must lie in the recorded interval.
-fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now: &Value, out: &mut StageStats) {
-    let (Some(r), Some(n)) =
-        (num(&recorded["mean"]).or(num(&recorded["estimate"])), num(&now["mean"]).or(num(&now["estimate"])))
-    else {
-        if !recorded.is_null() && now.is_null() {
-            out.moved.push(format!("{quantity} ({stage}): recorded, but the re-run has none"));
-        }
+/// A recorded quantity (a mean or an estimate) and the interval the re-run value must lie in.
+struct Recorded {
+    value: f64,
+    interval: Option<(f64, f64)>,
+}
+
+/// Checks a re-run value (`None`: the re-run does not have the quantity) against its recording: it must
+/// lie in the recorded interval. A quantity that is not a number on either side is not compared.
+fn check(stage: &str, quantity: String, metric: &str, recorded: Recorded, now: Option<f64>, out: &mut StageStats) {
+    let Some(now) = now else {
+        out.moved.push(format!("{quantity} ({stage}): recorded, but the re-run has none"));
         return;
     };
-    let iv = interval(recorded);
+    let (Some(r), Some(n)) = (finite(recorded.value), finite(now)) else { return };
+    let iv = recorded.interval;
     let within = iv.is_none_or(|(lo, hi)| lo <= n && n <= hi);
     let d = Deviation {
         stage: stage.to_owned(),
@@ -123,26 +130,23 @@ fn check_mean(stage: &str, quantity: String, metric: &str, recorded: &Value, now
     out.deviations.push(d);
 }
 
-/// An evaluate stage's statistics: `recorded`/`now` are the stage's metrics object
-/// (`{"model", "n", "metrics": {metric: {mean, ci95}}}`); `rows` the recorded and re-run per-example
-/// score rows (`scores.jsonl`), when both are readable.
-pub fn evaluate_stats(stage: &str, recorded: &Value, now: &Value, rows: Option<(&[Value], &[Value])>) -> StageStats {
+/// An evaluate stage's statistics: its recorded and re-run records (the mean and 95% interval of each
+/// metric); `rows` the recorded and re-run per-example score rows (`scores.jsonl`), when both are readable.
+pub fn evaluate_stats(
+    stage: &str,
+    recorded: &EvaluateMetrics,
+    now: &EvaluateMetrics,
+    rows: Option<(&[Value], &[Value])>,
+) -> StageStats {
     let mut out = StageStats::default();
-    let model = recorded["model"].as_str().unwrap_or("?");
-    if recorded["n"] != now["n"] {
-        out.moved.push(format!("{stage}: evaluated on {} examples recorded, {} now", recorded["n"], now["n"]));
+    let model = &recorded.model;
+    if recorded.n != now.n {
+        out.moved.push(format!("{stage}: evaluated on {} examples recorded, {} now", recorded.n, now.n));
     }
-    if let Some(m) = recorded["metrics"].as_object() {
-        for (k, rv) in m {
-            check_mean(
-                stage,
-                format!("mean {} of model {model}", label(k)),
-                k,
-                rv,
-                &now["metrics"][k.as_str()],
-                &mut out,
-            );
-        }
+    for (k, rv) in &recorded.metrics {
+        let r = Recorded { value: rv.mean, interval: interval(rv.ci95) };
+        let quantity = format!("mean {} of model {model}", label(k));
+        check(stage, quantity, k, r, now.metrics.get(k).map(|e| e.mean), &mut out);
     }
     if let Some((r, n)) = rows {
         out.items = item_changes(r, n);
@@ -152,6 +156,7 @@ pub fn evaluate_stats(stage: &str, recorded: &Value, now: &Value, rows: Option<(
 
 /// Per-example changes between two score-row lists (matched by `id`).
 pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
+    let num = |v: &Value| v.as_f64().and_then(finite);
     let by_id: BTreeMap<&str, &Value> = now.iter().filter_map(|r| Some((r["id"].as_str()?, r))).collect();
     let mut out = Vec::new();
     let missing = recorded.iter().filter(|r| r["id"].as_str().is_none_or(|id| !by_id.contains_key(id))).count();
@@ -183,77 +188,87 @@ pub fn item_changes(recorded: &[Value], now: &[Value]) -> Vec<String> {
     out
 }
 
-/// The compare stage's statistics: `recorded`/`now` are comparison objects (`compare/comparison.json`:
-/// the table of means, each hypothesis's contrast estimate and verdict; `gaps` in ledgers made before the
-/// pre-registered hypotheses). A re-run mean or estimate must lie in its recorded interval.
-pub fn comparison_stats(recorded: &Value, now: &Value) -> StageStats {
+/// The compare stage's statistics: its recorded and re-run records (the table of means, each
+/// pre-registered contrast's estimate and every hypothesis's verdict; `gaps` in ledgers made before the
+/// pre-registered hypotheses). A re-run mean or estimate must lie in its recorded interval. A hypothesis
+/// is one claim on one metric: it is matched by its id and metric.
+pub fn comparison_stats(recorded: &Comparison, now: &Comparison) -> StageStats {
     let stage = "compare";
     let mut out = StageStats::default();
-    if let Some(table) = recorded["table"].as_object() {
-        for (model, row) in table {
-            for (k, rv) in row.as_object().into_iter().flatten() {
-                check_mean(
-                    stage,
-                    format!("mean {} of model {model}", label(k)),
-                    k,
-                    rv,
-                    &now["table"][model.as_str()][k.as_str()],
-                    &mut out,
-                );
-            }
+    for (model, row) in &recorded.table {
+        for (k, cell) in row {
+            let r = Recorded { value: cell.mean, interval: cell.interval().and_then(interval) };
+            let n = now.table.get(model).and_then(|row| row.get(k)).map(|c| c.mean);
+            check(stage, format!("mean {} of model {model}", label(k)), k, r, n, &mut out);
         }
     }
-    if let Some(gaps) = recorded["gaps"].as_object() {
-        for (k, g) in gaps {
-            let ng = &now["gaps"][k.as_str()];
-            for (key, words) in
-                [("a_minus_b", "A−B gap in"), ("c_minus_b", "C−B gap in"), ("recovery", "recovery (C−B)/(A−B) of")]
-            {
-                check_mean(stage, format!("{words} {}", label(k)), k, &g[key], &ng[key], &mut out);
-            }
+    for (k, g) in recorded.gaps.iter().flatten() {
+        let ng = now.gaps.as_ref().and_then(|gaps| gaps.get(k));
+        let parts = [
+            (&g.a_minus_b, ng.map(|g| &g.a_minus_b), "A−B gap in"),
+            (&g.c_minus_b, ng.map(|g| &g.c_minus_b), "C−B gap in"),
+            (&g.recovery, ng.map(|g| &g.recovery), "recovery (C−B)/(A−B) of"),
+        ];
+        for (e, now_e, words) in parts {
+            let r = Recorded { value: e.estimate.unwrap_or(f64::NAN), interval: e.ci95.and_then(interval) };
+            let n = now_e.map(|x| x.estimate.unwrap_or(f64::NAN));
+            check(stage, format!("{words} {}", label(k)), k, r, n, &mut out);
         }
     }
-    for h in recorded["hypotheses"].as_array().into_iter().flatten() {
-        let (Some(id), Some(metric)) = (h["id"].as_str(), h["metric"].as_str()) else { continue };
-        if h["contrast"].is_null() {
-            continue;
-        }
-        let now_h = now["hypotheses"].as_array().into_iter().flatten().find(|x| x["id"].as_str() == Some(id));
-        let contrast = h["contrast_label"].as_str().unwrap_or("contrast");
-        let now_c = now_h.map(|x| &x["contrast"]).unwrap_or(&Value::Null);
-        check_mean(stage, format!("{id} {contrast} in {}", label(metric)), metric, &h["contrast"], now_c, &mut out);
+    for h in recorded.tested() {
+        let now_h = now.tested().find(|x| x.id == h.id && x.metric == h.metric);
+        let r = Recorded { value: h.contrast.estimate, interval: interval([h.contrast.ci.lo, h.contrast.ci.hi]) };
+        let quantity = format!("{} {} in {}", h.id, h.contrast_label, label(&h.metric));
+        check(stage, quantity, &h.metric, r, now_h.map(|x| x.contrast.estimate), &mut out);
     }
-    let verdicts = |v: &Value| -> BTreeMap<String, String> {
-        v["hypotheses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| Some((h["id"].as_str()?.to_owned(), h["verdict"].as_str()?.to_owned())))
+    let verdicts = |c: &Comparison| -> BTreeMap<(String, String), String> {
+        c.hypotheses
+            .iter()
+            .map(|h| match h {
+                RecordedHypothesis::Tested(t) => ((t.id.clone(), t.metric.clone()), t.verdict.as_str().to_owned()),
+                RecordedHypothesis::Legacy(l) => ((l.id.clone(), l.metric.clone()), l.verdict.clone()),
+            })
             .collect()
     };
     let (rv, nv) = (verdicts(recorded), verdicts(now));
-    for (id, v) in &rv {
-        match nv.get(id) {
+    for ((id, metric), v) in &rv {
+        let which = format!("hypothesis {id} on {}", label(metric));
+        match nv.get(&(id.clone(), metric.clone())) {
             Some(w) if w == v => {}
-            Some(w) => out.moved.push(format!("hypothesis {id}: {v} recorded, {w} now")),
-            None => out.moved.push(format!("hypothesis {id}: {v} recorded, no verdict now")),
+            Some(w) => out.moved.push(format!("{which}: {v} recorded, {w} now")),
+            None => out.moved.push(format!("{which}: {v} recorded, no verdict now")),
         }
     }
     out
 }
 
+/// The recorded and re-run metrics of `stage` read as its typed record, or what keeps them from reading.
+fn records<T: DeserializeOwned>(stage: &str, recorded: &Value, now: &Value) -> Result<(T, T), String> {
+    let read = |which: &str, v: &Value| {
+        T::deserialize(v).map_err(|e| format!("{stage}: the {which} metrics do not read as the stage's record ({e})"))
+    };
+    Ok((read("recorded", recorded)?, read("re-run", now)?))
+}
+
 /// The statistics of a stage that has them (evaluate-*, compare); None for the others, whose bytes are
-/// judged by what they lead to.
+/// judged by what they lead to. Metrics that do not read as the stage's record are a divergence that says so.
 pub fn stage_stats(
     stage: &str,
     recorded_metrics: &Value,
     now_metrics: &Value,
     rows: Option<(&[Value], &[Value])>,
 ) -> Option<StageStats> {
+    let unreadable = |why: String| StageStats { moved: vec![why], ..Default::default() };
     if stage.starts_with("evaluate-") {
-        Some(evaluate_stats(stage, recorded_metrics, now_metrics, rows))
+        Some(match records::<EvaluateMetrics>(stage, recorded_metrics, now_metrics) {
+            Ok((r, n)) => evaluate_stats(stage, &r, &n, rows),
+            Err(why) => unreadable(why),
+        })
     } else if stage == "compare" {
-        Some(comparison_stats(recorded_metrics, now_metrics))
+        Some(match records::<Comparison>(stage, recorded_metrics, now_metrics) {
+            Ok((r, n)) => comparison_stats(&r, &n),
+            Err(why) => unreadable(why),
+        })
     } else {
         None
     }
@@ -358,148 +373,4 @@ pub fn time_vs_recorded(recorded_seconds: Option<f64>, now_seconds: Option<f64>)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn eval(model: &str, f1: f64, ci: (f64, f64), em: f64) -> Value {
-        json!({"model": model, "n": 100, "metrics": {"f1": {"mean": f1, "ci95": [ci.0, ci.1]}, "em": {"mean": em, "ci95": [0.1, 0.3]}}})
-    }
-
-    #[test]
-    fn means_inside_the_recorded_interval_are_within_tolerance_with_the_largest_deviation() {
-        let r = eval("A", 0.40, (0.35, 0.45), 0.20);
-        let n = eval("A", 0.43, (0.38, 0.48), 0.21);
-        let s = evaluate_stats("evaluate-A", &r, &n, None);
-        assert!(s.within_tolerance(), "{:?}", s.moved);
-        let stats = [s];
-        let o = overall(&[
-            StageResult { stage: "base-model", bytes_identical: false, stats: None },
-            StageResult { stage: "evaluate-A", bytes_identical: false, stats: Some(&stats[0]) },
-        ]);
-        assert_eq!(o.verdict, WITHIN_TOLERANCE);
-        assert!(
-            o.largest["f1"].contains("0.400000 recorded, 0.430000 now")
-                && o.largest["f1"].contains("[0.350000, 0.450000]"),
-            "{:?}",
-            o.largest
-        );
-        assert!(o.largest["em"].contains("Δ +1.000e-2"), "{:?}", o.largest);
-    }
-
-    #[test]
-    fn a_mean_outside_its_interval_diverges_and_says_what_moved() {
-        let r = eval("B", 0.40, (0.35, 0.45), 0.20);
-        let n = eval("B", 0.47, (0.42, 0.52), 0.20);
-        let s = evaluate_stats("evaluate-B", &r, &n, None);
-        assert_eq!(s.moved.len(), 1);
-        assert!(
-            s.moved[0].starts_with("mean F1 of model B (evaluate-B): 0.400000 recorded, 0.470000 now")
-                && s.moved[0].contains("OUTSIDE"),
-            "{}",
-            s.moved[0]
-        );
-        let o = overall(&[StageResult { stage: "evaluate-B", bytes_identical: false, stats: Some(&s) }]);
-        assert_eq!(o.verdict, DIVERGED);
-        assert_eq!(o.moved, s.moved);
-        // The interval's ends are inside it.
-        let edge = eval("B", 0.45, (0.40, 0.50), 0.20);
-        assert!(evaluate_stats("evaluate-B", &r, &edge, None).within_tolerance());
-    }
-
-    #[test]
-    fn a_different_data_split_diverges_even_when_the_means_agree() {
-        let s = StageStats::default();
-        let o = overall(&[
-            StageResult { stage: "prepare", bytes_identical: false, stats: None },
-            StageResult { stage: "compare", bytes_identical: false, stats: Some(&s) },
-        ]);
-        assert_eq!(o.verdict, DIVERGED);
-        assert!(o.moved[0].starts_with("prepare: the data differ"), "{:?}", o.moved);
-    }
-
-    #[test]
-    fn identical_bytes_are_identical_whatever_the_statistics() {
-        let s = StageStats::default();
-        let o = overall(&[
-            StageResult { stage: "prepare", bytes_identical: true, stats: None },
-            StageResult { stage: "compare", bytes_identical: true, stats: Some(&s) },
-        ]);
-        assert_eq!(o.verdict, IDENTICAL);
-    }
-
-    #[test]
-    fn different_bytes_with_nothing_to_judge_them_by_diverge() {
-        let o = overall(&[
-            StageResult { stage: "prepare", bytes_identical: true, stats: None },
-            StageResult { stage: "base-model", bytes_identical: false, stats: None },
-        ]);
-        assert_eq!(o.verdict, DIVERGED);
-        assert!(o.moved[0].starts_with("base-model: different bytes"), "{:?}", o.moved);
-    }
-
-    fn comparison(f1_a: f64, gap: f64, gap_ci: (f64, f64), h1: &str) -> Value {
-        json!({
-            "table": {"A": {"f1": {"mean": f1_a, "ci95": [0.3, 0.5]}}},
-            "gaps": {"f1": {"a_minus_b": {"estimate": gap, "ci95": [gap_ci.0, gap_ci.1], "p_value": 0.01},
-                            "c_minus_b": {"estimate": 0.01, "ci95": [-0.02, 0.04]},
-                            "recovery": {"estimate": null, "ci95": null}}},
-            "hypotheses": [{"id": "H1", "verdict": h1}, {"id": "H2", "verdict": "inconclusive"}],
-        })
-    }
-
-    #[test]
-    fn comparison_checks_gaps_and_hypothesis_verdicts() {
-        let r = comparison(0.40, 0.05, (0.02, 0.08), "supported");
-        let same_science = comparison(0.41, 0.06, (0.03, 0.09), "supported");
-        let s = comparison_stats(&r, &same_science);
-        assert!(s.within_tolerance(), "{:?}", s.moved);
-        assert!(s.deviations.iter().any(|d| d.quantity == "A−B gap in F1" && (d.abs() - 0.01).abs() < 1e-12));
-        let flipped = comparison(0.41, 0.01, (-0.02, 0.04), "inconclusive");
-        let s = comparison_stats(&r, &flipped);
-        assert!(s.moved.iter().any(|m| m == "hypothesis H1: supported recorded, inconclusive now"), "{:?}", s.moved);
-        assert!(
-            s.moved.iter().any(|m| m.starts_with("A−B gap in F1 (compare): 0.050000 recorded, 0.010000 now")),
-            "{:?}",
-            s.moved
-        );
-    }
-
-    /// The forms compare writes today: `ci` arrays in the table, `{estimate, ci: {lo, hi}}` contrasts.
-    fn comparison_now(f1_a: f64, h1: f64, verdict: &str) -> Value {
-        json!({
-            "table": {"A": {"f1": {"mean": f1_a, "ci": [0.08, 0.11]}}},
-            "hypotheses": [{"id": "H1", "metric": "f1", "contrast_label": "A − B", "verdict": verdict,
-                            "contrast": {"estimate": h1, "ci": {"lo": 0.02, "hi": 0.05, "level": 0.95}}}],
-        })
-    }
-
-    #[test]
-    fn comparison_checks_table_means_and_contrasts_in_todays_format() {
-        let r = comparison_now(0.097, 0.03, "supported");
-        let s = comparison_stats(&r, &comparison_now(0.10, 0.04, "supported"));
-        assert!(s.within_tolerance(), "{:?}", s.moved);
-        assert_eq!(s.deviations.len(), 2, "{:?}", s.deviations);
-        assert!(s.deviations.iter().all(|d| d.interval.is_some()), "every quantity is checked against its interval");
-        let s = comparison_stats(&r, &comparison_now(0.12, 0.06, "supported"));
-        assert!(s.moved.iter().any(|m| m.starts_with("mean F1 of model A (compare)")), "{:?}", s.moved);
-        assert!(s.moved.iter().any(|m| m.starts_with("H1 A − B in F1 (compare)")), "{:?}", s.moved);
-    }
-
-    #[test]
-    fn item_changes_count_and_locate_the_largest() {
-        let r = vec![json!({"id": "q1", "f1": 0.5, "em": 0.0}), json!({"id": "q2", "f1": 1.0, "em": 1.0})];
-        let n = vec![json!({"id": "q2", "f1": 0.25, "em": 0.0}), json!({"id": "q1", "f1": 0.5, "em": 0.0})];
-        let c = item_changes(&r, &n);
-        assert!(c.contains(&"EM changed on 1 of 2 examples (largest |Δ| 1.0000, example q2)".to_owned()), "{c:?}");
-        assert!(c.contains(&"F1 changed on 1 of 2 examples (largest |Δ| 0.7500, example q2)".to_owned()), "{c:?}");
-    }
-
-    #[test]
-    fn stage_times_are_compared_with_the_recording() {
-        let r = seconds_between("2026-11-25T13:14:46.796794Z", "2026-11-25T13:16:20.506886Z").unwrap();
-        assert!((r - 93.710092).abs() < 1e-6);
-        assert_eq!(time_vs_recorded(Some(10.0), Some(12.5)), "12.5 s (recorded 10.0 s, ×1.25)");
-        assert_eq!(time_vs_recorded(None, Some(1.0)), "1.0 s (no recorded time)");
-    }
-}
+mod tests;

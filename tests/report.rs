@@ -151,8 +151,11 @@ fn an_hf_dir_base_model_gets_the_flan_cosmosqa_limitation_with_model_0s_score() 
     for e in v["entries"].as_array_mut().unwrap() {
         e["config"]["model"] = model.clone();
     }
+    // flan-t5-base's shapes, as its config.json gives them (the record holds the loaded T5 config).
+    let config = serde_json::json!({"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 2048, "num_layers": 12,
+                                    "num_heads": 12, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false});
     stage(&mut v, "base-model")["metrics"] =
-        serde_json::json!({"source": "hf-dir", "path": path, "parameters": 1, "config": {}});
+        serde_json::json!({"source": "hf-dir", "path": path, "parameters": 247577856, "config": config});
     let cmp = stage(&mut v, "compare")["metrics"].clone();
     let text = render_value(v).unwrap_or_else(|e| panic!("{e}"));
     let line = text.lines().find(|l| l.contains(LIMITATION)).expect("the FLAN/CosmosQA limitation");
@@ -319,4 +322,69 @@ fn a_replicated_report_shows_each_seed_and_the_across_replicate_results_the_verd
     insta::with_settings!({filters => report_filters()}, {
         insta::assert_snapshot!("replicated_report", text);
     });
+}
+
+/// The ledgers the report must still read: the first (format 1) exp-42, the shipped one, the fixtures.
+const LEDGERS: [&str; 5] = [
+    "tests/inputs/exp-42-v1.json",
+    "ledger/exp-42.json",
+    "tests/inputs/ledger_complete.json",
+    "tests/inputs/ledger_shortfall.json",
+    "tests/inputs/ledger_failed_hypothesis.json",
+];
+
+fn ledger(rel: &str) -> Ledger {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_entry_of_the_old_and_shipped_ledgers_reads_back_unchanged_as_its_stages_record() {
+    for rel in LEDGERS {
+        let l = ledger(rel);
+        assert!(!l.entries.is_empty(), "{rel}");
+        for e in &l.entries {
+            // Read as the typed record of its stage (older entries' missing fields are options) and
+            // written back: every key and value as recorded, none dropped, none added.
+            let back = hsx::report::entry_record(e).unwrap_or_else(|err| panic!("{rel}: {err}"));
+            assert_eq!(back, e.metrics, "{rel}: entry {} ({}) does not read back unchanged", e.seq, e.stage);
+        }
+    }
+}
+
+#[test]
+fn the_shipped_ledger_renders_its_shipped_report_and_the_first_ledger_names_what_it_lacks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = ledger("ledger/exp-42.json");
+    let last_report = shipped.entries.iter().rev().find(|e| e.stage == "report").expect("the shipped report's entry");
+    let dir = last_report.params["report_dir"].as_str().expect("its report_dir");
+    assert!(root.join(dir).join("REPORT.md").is_file(), "the shipped {dir}/REPORT.md");
+    // `hsx verify`'s check: re-rendered from the entries before the report entry, byte for byte.
+    if let Some(f) = hsx::report::check_report_entry(&shipped, root) {
+        panic!("the shipped report does not re-render from the typed records: {f}");
+    }
+    // The format-1 ledger predates the pre-registration and model 0: it reads (above), but a report
+    // needs both, and says so.
+    let v1 = ledger("tests/inputs/exp-42-v1.json");
+    let e = render(&v1, report_entries(&v1), DEFAULT_TEMPLATE).unwrap_err().to_string();
+    assert!(e.contains("no `preregister` entry"), "{e}");
+}
+
+#[test]
+fn a_renamed_or_mistyped_key_is_a_read_error_naming_the_entry_and_the_key() {
+    let mut v = fixture("ledger_complete.json");
+    let p = stage(&mut v, "prepare");
+    let seq = p["seq"].as_u64().unwrap();
+    let m = p["metrics"].as_object_mut().unwrap();
+    let n = m.remove("examples_read").unwrap();
+    m.insert("rows_read".into(), n);
+    let e = render_value(v).unwrap_err().to_string();
+    assert!(e.contains(&format!("ledger entry {seq} (prepare)")) && e.contains("examples_read"), "{e}");
+    let mut v = fixture("ledger_complete.json");
+    let c = stage(&mut v, "compare");
+    let seq = c["seq"].as_u64().unwrap();
+    c["metrics"]["table"]["A"]["f1"]["mean"] = "high".into();
+    let e = render_value(v).unwrap_err().to_string();
+    assert!(e.contains(&format!("ledger entry {seq} (compare)")) && e.contains("table.A.f1.mean"), "{e}");
 }

@@ -1,18 +1,18 @@
 //! Dataset statistics: sizes, unique questions and contexts, word lengths, "None of the above" share.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 use super::QaExample;
 
 pub const NONE_OF_THE_ABOVE: &str = "None of the above choices .";
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LengthStats {
     pub mean: f64,
     pub median: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SplitStats {
     pub examples: usize,
     pub unique_questions: usize,
@@ -92,7 +92,7 @@ pub fn vocabulary_size<'a>(texts: impl IntoIterator<Item = &'a str>) -> usize {
 
 /// How a set of replacement answers compares with the human answers they replace (aligned pairs):
 /// what the report says about the AI-contaminated answers.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AnswerComparison {
     pub pairs: usize,
     /// Mean SQuAD token F1 of the replacement against the human answer.

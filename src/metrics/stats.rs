@@ -77,10 +77,19 @@ impl Clusters {
     }
 }
 
+/// JSON has no NaN: serde_json writes a non-finite float as null. This reads such a null back as NaN
+/// (`#[serde(deserialize_with = "nan_if_null")]`), so a recorded interval that was undefined (a ratio's,
+/// when no resample defined it) reads back as it was written.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// A two-sided interval at `level` (e.g. 0.95).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
+    #[serde(deserialize_with = "nan_if_null")]
     pub lo: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub hi: f64,
     pub level: f64,
 }

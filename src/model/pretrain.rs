@@ -309,7 +309,7 @@ pub struct PretrainResult {
 /// The held-out slice of the pretraining corpus and its eval-mode span-corruption loss (token
 /// cross-entropy, mean over every target token: sentinels, hidden tokens and `</s>`), measured with the
 /// same corruption masks on the initialised model and on the model after the last optimiser step.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HeldOut {
     /// `model.pretrain.heldout_share`: the share of the corpus's documents held out.
     pub share: f64,

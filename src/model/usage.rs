@@ -4,7 +4,7 @@
 //! same arithmetic: T5 encoder and decoder positions, split into those run in training mode (a forward
 //! and a backward pass) and those run for inference; and BERT (MiniLM) positions for BERTScore and the
 //! semantic filter.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static ENCODER_TRAIN: AtomicU64 = AtomicU64::new(0);
@@ -14,7 +14,7 @@ static DECODER_INFER: AtomicU64 = AtomicU64::new(0);
 static BERT: AtomicU64 = AtomicU64::new(0);
 
 /// Token positions since the last [`reset`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// T5 encoder positions in training mode (forward and backward).
     pub t5_encoder_train: u64,
@@ -26,6 +26,19 @@ pub struct Usage {
     pub t5_decoder_infer: u64,
     /// BERT encoder positions (BERTScore, the semantic filter).
     pub bert: u64,
+}
+
+/// What one stage cost, as its ledger entry records it in `metrics.resources` (the executor measures it,
+/// `crate::pipeline`; the report's §13 prints it; `reproduce` does not compare it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Seconds, rounded to the millisecond.
+    pub wall_seconds: f64,
+    /// The process's peak resident memory during the stage; null where `/proc/self/status` has none.
+    pub peak_rss_bytes: Option<u64>,
+    /// What the peak covers: "this stage", or the process so far when the high-water mark could not be reset.
+    pub peak_rss_scope: String,
+    pub tokens: Usage,
 }
 
 pub fn reset() {

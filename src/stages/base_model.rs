@@ -2,18 +2,122 @@
 //! split, or (base profile) a check that `models/flan-t5-base` loads as the flan-t5 architecture, or
 //! (the base profile's rehearsal) a randomly initialised T5 of flan-t5-base's shapes written as an HF
 //! directory and loaded back through the hf-dir path.
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::ctx::{write_json, StageCtx};
-use crate::config::{Config, ModelSpec};
+use super::ctx::{present, write_record, StageCtx};
+use crate::config::{Config, ModelSpec, Runtime};
 use crate::data::{self, DataError};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
+use crate::model::pretrain::HeldOut;
+use crate::model::train::TrainReport;
+use crate::model::T5Config;
+
+/// The base-model stage's parameters: the config's `[model]` and `[runtime]`.
+#[derive(Serialize)]
+struct BaseModelParams<'a> {
+    model: &'a ModelSpec,
+    runtime: &'a Runtime,
+}
+
+/// The base-model entry's metrics, by the config's `model.source`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum BaseModelMetrics {
+    /// A Hugging Face directory (flan-t5-base), loaded as the flan-t5 architecture.
+    HfDir { path: String, parameters: i64, config: T5Config },
+    /// Random weights at the configured shapes (the base profile's rehearsal), loaded back as an HF directory.
+    Random { parameters: i64, config: T5Config, tokenizer: TokenizerSize },
+    /// This run's own tokenizer and span-corruption pretraining.
+    Scratch(Box<ScratchMetrics>),
+}
+
+/// The rehearsal's tokenizer: its entries, and the pieces learnt from the train split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerSize {
+    pub entries: usize,
+    pub learnt_pieces: usize,
+}
+
+/// A scratch base model's record: `base-model/pretrain_metrics.json` and, with the wall time, the entry's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScratchMetrics {
+    pub vocab_size: usize,
+    /// Pretraining chunks.
+    pub examples: usize,
+    /// On the first training batch, before training (kept for older readers; the report prints the
+    /// held-out figures).
+    pub initial_loss: f64,
+    /// The held-out slice's loss before and after pretraining: null when `model.pretrain.heldout_share` is
+    /// 0, absent from entries older than the held-out figures.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub heldout: Option<Option<HeldOut>>,
+    /// [`last_window`] of the loss curve: null for an empty curve, absent from older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub train_loss_last_window: Option<Option<LossWindow>>,
+    pub pretrain: PretrainReport,
+    /// In the entry only: the file holds what a re-run reproduces bit for bit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+}
+
+/// The pretraining loop's report ([`TrainReport`]) without its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainReport {
+    pub optimizer_steps: usize,
+    pub epochs: usize,
+    /// (optimiser step, mean loss since the previous point).
+    pub loss_curve: Vec<(usize, f64)>,
+    pub val_loss_per_epoch: Vec<f64>,
+    pub best_epoch: usize,
+    pub final_train_loss: f64,
+    /// Absent from entries older than the precision record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_precision: Option<String>,
+    pub tokens_seen: usize,
+    pub padding_share: f64,
+    pub trainable_parameters: i64,
+    pub total_parameters: i64,
+    pub trainable_share: f64,
+    /// The recipe as recorded (the config's `[train]`-shaped settings with the seed and precision): kept as
+    /// the JSON it was written as, since `[train]` refuses unknown fields and so cannot be read back flattened.
+    pub recipe: Value,
+}
+
+impl PretrainReport {
+    fn of(r: &TrainReport) -> Result<Self, PipelineError> {
+        Ok(Self {
+            optimizer_steps: r.optimizer_steps,
+            epochs: r.epochs,
+            loss_curve: r.loss_curve.clone(),
+            val_loss_per_epoch: r.val_loss_per_epoch.clone(),
+            best_epoch: r.best_epoch,
+            final_train_loss: r.final_train_loss,
+            compute_precision: Some(r.compute_precision.to_owned()),
+            tokens_seen: r.tokens_seen,
+            padding_share: r.padding_share,
+            trainable_parameters: r.trainable_parameters,
+            total_parameters: r.total_parameters,
+            trainable_share: r.trainable_share,
+            recipe: serde_json::to_value(&r.recipe).map_err(PipelineError::Record)?,
+        })
+    }
+}
+
+/// The last logged window of a loss curve: the mean training loss (the mean over its optimiser steps of
+/// each step's batch loss) over steps `first_step` to `last_step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossWindow {
+    pub first_step: usize,
+    pub last_step: usize,
+    pub mean_loss: f64,
+}
 
 pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::BaseModel.name().into(),
-        params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
+        params: super::ctx::params(&BaseModelParams { model: &cfg.model, runtime: &cfg.runtime }),
         inputs: match &cfg.model {
             ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
             ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => vec![super::ctx::human("train")],
@@ -35,11 +139,9 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 .into());
             }
             let m = crate::model::load_t5(&dir, device)?;
-            let params = crate::model::train::parameter_count(&m.vs);
-            Ok(StageOutcome {
-                outputs: vec![],
-                metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }),
-            })
+            let parameters = crate::model::train::parameter_count(&m.vs);
+            let metrics = BaseModelMetrics::HfDir { path: path.clone(), parameters, config: m.model.cfg.clone() };
+            StageOutcome::of(vec![], &metrics)
         }
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
             let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
@@ -47,16 +149,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let r = crate::model::pretrain::build_random_model(&texts, arch, *vocab_size, tokenizer, ctx.seed, &out)?;
             // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
             let m = crate::model::load_t5(&out, device)?;
-            let params = crate::model::train::parameter_count(&m.vs);
-            Ok(StageOutcome {
-                outputs: vec![(Root::Run, "base-model/model".into())],
-                metrics: json!({
-                    "source": "random",
-                    "parameters": params,
-                    "config": m.model.cfg,
-                    "tokenizer": {"entries": r.tokenizer_size, "learnt_pieces": r.tokenizer_pieces_learnt},
-                }),
-            })
+            let metrics = BaseModelMetrics::Random {
+                parameters: crate::model::train::parameter_count(&m.vs),
+                config: m.model.cfg.clone(),
+                tokenizer: TokenizerSize { entries: r.tokenizer_size, learnt_pieces: r.tokenizer_pieces_learnt },
+            };
+            StageOutcome::of(vec![(Root::Run, "base-model/model".into())], &metrics)
         }
         ModelSpec::Scratch { arch, tokenizer, pretrain } => {
             let tok_texts = train_texts(ctx, pretrain.corpus)?;
@@ -74,40 +172,35 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 &out,
                 progress.as_ref(),
             )?;
-            let mut metrics = json!({
-                "source": "scratch",
-                "vocab_size": r.vocab_size,
-                "examples": r.examples,
-                // On the first training batch, before training (kept for older readers; the report prints
-                // the held-out figures).
-                "initial_loss": r.initial_loss,
-                "heldout": r.heldout,
-                "train_loss_last_window": last_window(&r.report.loss_curve),
-                "pretrain": r.report,
-            });
+            let mut record = ScratchMetrics {
+                vocab_size: r.vocab_size,
+                examples: r.examples,
+                initial_loss: r.initial_loss,
+                heldout: Some(r.heldout),
+                train_loss_last_window: Some(last_window(&r.report.loss_curve)),
+                pretrain: PretrainReport::of(&r.report)?,
+                wall_seconds: None,
+            };
             // The file holds what a re-run reproduces bit for bit; the wall time lives in the entry.
-            let wall = metrics["pretrain"].as_object_mut().and_then(|m| m.remove("wall_seconds"));
-            write_json(&ctx.run_path("base-model/pretrain_metrics.json"), &metrics)?;
-            metrics["wall_seconds"] = wall.unwrap_or(Value::Null);
-            Ok(StageOutcome {
-                outputs: vec![
-                    (Root::Run, "base-model/model".into()),
-                    (Root::Run, "base-model/pretrain_metrics.json".into()),
-                ],
-                metrics,
-            })
+            write_record(
+                &ctx.run_path("base-model/pretrain_metrics.json"),
+                &BaseModelMetrics::Scratch(Box::new(record.clone())),
+            )?;
+            record.wall_seconds = Some(r.report.wall_seconds);
+            let outputs =
+                vec![(Root::Run, "base-model/model".into()), (Root::Run, "base-model/pretrain_metrics.json".into())];
+            StageOutcome::of(outputs, &BaseModelMetrics::Scratch(Box::new(record)))
         }
     }
 }
 
-/// The last logged window of a loss curve: the mean training loss (the mean over its optimiser steps of
-/// each step's batch loss) over steps `first_step` to `last_step`; null for an empty curve.
-pub fn last_window(curve: &[(usize, f64)]) -> Value {
+/// The last logged window of a loss curve (see [`LossWindow`]); None for an empty curve.
+pub fn last_window(curve: &[(usize, f64)]) -> Option<LossWindow> {
     match curve {
-        [] => Value::Null,
+        [] => None,
         [.., (last, loss)] => {
             let first = if curve.len() > 1 { curve[curve.len() - 2].0 + 1 } else { 1 };
-            json!({"first_step": first, "last_step": last, "mean_loss": loss})
+            Some(LossWindow { first_step: first, last_step: *last, mean_loss: *loss })
         }
     }
 }
@@ -133,16 +226,13 @@ fn train_texts(ctx: &StageCtx, corpus: crate::config::PretrainCorpus) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::last_window;
-    use serde_json::json;
+    use super::{last_window, LossWindow};
 
     #[test]
     fn the_last_window_runs_from_the_step_after_the_previous_point() {
-        assert_eq!(last_window(&[]), serde_json::Value::Null);
-        assert_eq!(last_window(&[(10, 4.0)]), json!({"first_step": 1, "last_step": 10, "mean_loss": 4.0}));
-        assert_eq!(
-            last_window(&[(10, 4.0), (20, 3.5), (25, 3.25)]),
-            json!({"first_step": 21, "last_step": 25, "mean_loss": 3.25})
-        );
+        let window = |first_step, last_step, mean_loss| Some(LossWindow { first_step, last_step, mean_loss });
+        assert_eq!(last_window(&[]), None);
+        assert_eq!(last_window(&[(10, 4.0)]), window(1, 10, 4.0));
+        assert_eq!(last_window(&[(10, 4.0), (20, 3.5), (25, 3.25)]), window(21, 25, 3.25));
     }
 }

@@ -18,19 +18,23 @@ use super::registry::{Arm, Model, Stage};
 
 include!(concat!(env!("OUT_DIR"), "/code_files.rs"));
 
-/// The evaluations, and compare, which reads their prediction rows with the evaluate stage's type.
-const EVALUATE_AND_COMPARE: [Stage; 5] = [
+/// The evaluations; compare, which reads their prediction rows with the evaluate stage's type; and the
+/// report, which reads their entries as the evaluate stage's record.
+const EVALUATE_COMPARE_REPORT: [Stage; 6] = [
     Stage::Evaluate(Model::Base),
     Stage::Evaluate(Model::Arm(Arm::A)),
     Stage::Evaluate(Model::Arm(Arm::B)),
     Stage::Evaluate(Model::Arm(Arm::C)),
     Stage::Compare,
+    Stage::Report,
 ];
 
 /// Files (or directories, ending in `/`) run only by the listed stages (by none: the entry points).
-/// Every file not listed here is part of every stage's code.
+/// Every file not listed here is part of every stage's code. The report reads each entry as its stage's
+/// typed record, declared in the stage's file, so it runs every stage file (and what those name): an
+/// edit of a stage file re-renders the report, as the stage's new entry would anyway.
 pub const OWNED: &[(&str, &[Stage])] = &[
-    ("src/stages/prepare.rs", &[Stage::Prepare]),
+    ("src/stages/prepare.rs", &[Stage::Prepare, Stage::Report]),
     // The train stage (and so the generator, which uses its loop) reads the plan the pre-registration wrote.
     (
         "src/stages/preregister.rs",
@@ -41,25 +45,35 @@ pub const OWNED: &[(&str, &[Stage])] = &[
             Stage::Train(Arm::B),
             Stage::Train(Arm::C),
             Stage::Compare,
+            Stage::Report,
         ],
     ),
-    ("src/stages/base_model.rs", &[Stage::BaseModel]),
-    ("src/model/pretrain.rs", &[Stage::BaseModel]),
-    ("src/stages/contaminate.rs", &[Stage::Contaminate]),
-    ("src/stages/generator.rs", &[Stage::Generator]),
-    ("src/stages/synthesize.rs", &[Stage::Synthesize]),
+    ("src/stages/base_model.rs", &[Stage::BaseModel, Stage::Report]),
+    // The base model's record holds the pretraining's held-out figures (`HeldOut`).
+    ("src/model/pretrain.rs", &[Stage::BaseModel, Stage::Report]),
+    ("src/stages/contaminate.rs", &[Stage::Contaminate, Stage::Report]),
+    ("src/stages/generator.rs", &[Stage::Generator, Stage::Report]),
+    ("src/stages/synthesize.rs", &[Stage::Synthesize, Stage::Report]),
     // The generator trains its adapter with the train stage's loop; compare reads its typed record
     // (`TrainMetrics`) from each `train_metrics.json`.
     (
         "src/stages/train.rs",
-        &[Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Generator, Stage::Compare],
+        &[
+            Stage::Train(Arm::A),
+            Stage::Train(Arm::B),
+            Stage::Train(Arm::C),
+            Stage::Generator,
+            Stage::Compare,
+            Stage::Report,
+        ],
     ),
-    ("src/stages/evaluate.rs", &EVALUATE_AND_COMPARE),
-    ("src/model/choice.rs", &EVALUATE_AND_COMPARE),
-    ("src/stages/compare.rs", &[Stage::Compare]),
-    ("src/stages/compare/", &[Stage::Compare]),
-    ("src/analysis.rs", &[Stage::Compare]),
-    ("src/analysis/", &[Stage::Compare]),
+    ("src/stages/evaluate.rs", &EVALUATE_COMPARE_REPORT),
+    ("src/model/choice.rs", &EVALUATE_COMPARE_REPORT),
+    // compare's record holds the analysis's results (`HypothesisResult`, `PowerCheck`, ...).
+    ("src/stages/compare.rs", &[Stage::Compare, Stage::Report]),
+    ("src/stages/compare/", &[Stage::Compare, Stage::Report]),
+    ("src/analysis.rs", &[Stage::Compare, Stage::Report]),
+    ("src/analysis/", &[Stage::Compare, Stage::Report]),
     ("src/stages/report.rs", &[Stage::Report]),
     ("src/report.rs", &[Stage::Report]),
     ("templates/", &[Stage::Report]),
@@ -70,6 +84,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/reproduce.rs", &[]),
     ("src/reproduce/", &[]),
     ("src/repro_stats.rs", &[]),
+    ("src/repro_stats/", &[]),
     ("src/bench.rs", &[]),
     // The Slurm driver and a job's entry point: each job runs its stage through the shared executor.
     ("src/slurm.rs", &[]),
@@ -149,15 +164,29 @@ mod tests {
         for stage in Stage::ALL {
             assert_ne!(identity_of(stage, CODE_FILES), identity_of(stage, &edited), "{stage}");
         }
-        // The train loop is the three train stages' and the generator's; compare reads its typed record.
+        // The train loop is the three train stages' and the generator's; compare and the report read its
+        // typed record.
         let mut edited: Vec<(&str, &str)> = CODE_FILES.to_vec();
         edited.iter_mut().find(|(f, _)| *f == "src/stages/train.rs").expect("train.rs is hashed").1 = "00";
         let changed: Vec<Stage> =
             Stage::ALL.into_iter().filter(|s| identity_of(*s, CODE_FILES) != identity_of(*s, &edited)).collect();
         assert_eq!(
             changed,
-            [Stage::Generator, Stage::Train(Arm::A), Stage::Train(Arm::B), Stage::Train(Arm::C), Stage::Compare]
+            [
+                Stage::Generator,
+                Stage::Train(Arm::A),
+                Stage::Train(Arm::B),
+                Stage::Train(Arm::C),
+                Stage::Compare,
+                Stage::Report
+            ]
         );
+        // A stage's file changes its own identity and the report's, which reads its record; no other's.
+        let mut edited: Vec<(&str, &str)> = CODE_FILES.to_vec();
+        edited.iter_mut().find(|(f, _)| *f == "src/stages/contaminate.rs").expect("hashed").1 = "00";
+        let changed: Vec<Stage> =
+            Stage::ALL.into_iter().filter(|s| identity_of(*s, CODE_FILES) != identity_of(*s, &edited)).collect();
+        assert_eq!(changed, [Stage::Contaminate, Stage::Report]);
     }
 
     /// Module declarations and stage dispatch, the error types, and this table (it names every owned

@@ -13,15 +13,15 @@
 //!
 //! The entry records the config's `[analysis]` in `params.analysis` (its resume key) and the plan it
 //! used in `metrics.plan`; `hsx verify` holds both to the pre-registration ([`crate::prereg::check_ledger`]).
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ctx::{write_json, Arm, Instance, Model, Stage, StageCtx};
+use super::ctx::{write_record, Arm, Instance, Model, Stage, StageCtx};
 use super::evaluate::Prediction;
 use super::train::TrainMetrics;
 use crate::analysis::{self, AnalysisResult, QuestionType, Scores};
-use crate::config::Config;
+use crate::config::{Analysis, Config, Eval};
 use crate::data::{self, stats::round6, DataError, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
@@ -30,6 +30,16 @@ use crate::metrics::registry::{self, ScoreRow};
 use crate::metrics::stats::{Clusters, Resampling};
 use crate::metrics::Metric;
 use crate::prereg::AnalysisPlan;
+
+mod record;
+pub use record::*;
+
+/// compare's parameters: the config's `[eval]` and `[analysis]`.
+#[derive(serde::Serialize)]
+struct CompareParams<'a> {
+    eval: &'a Eval,
+    analysis: &'a Analysis,
+}
 
 pub fn spec(cfg: &Config) -> StageSpec {
     let mut inputs = vec![super::preregister::plan_input(), super::ctx::human("test"), super::ctx::human("train")];
@@ -53,7 +63,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
     }
     StageSpec {
         stage: Stage::Compare.name().into(),
-        params: json!({ "eval": cfg.eval, "analysis": cfg.analysis }),
+        params: super::ctx::params(&CompareParams { eval: &cfg.eval, analysis: &cfg.analysis }),
         inputs,
         determinism: Determinism::Bitwise,
     }
@@ -107,8 +117,8 @@ fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
 }
 
 /// Each baseline's per-item scores, its description (label, the constant's answer), and the BERTScore
-/// encoder it was scored with.
-type BaselineResults = (BTreeMap<String, Scores>, BTreeMap<String, Value>, Value);
+/// encoder (model, layer) they were scored with.
+type BaselineResults = (BTreeMap<String, Scores>, BTreeMap<String, BaselineDescription>, (String, usize));
 
 /// Per-item scores of each trivial baseline on every compared metric of the registry: the lexical
 /// metrics, BERTScore with the encoder and options the models are scored with (`bert`, `bopts`), and
@@ -123,12 +133,12 @@ fn baseline_scores(
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     let mut scores = BTreeMap::new();
     let mut described = BTreeMap::new();
-    let mut encoder = Value::Null;
+    let mut encoder = None;
     for b in Baseline::ALL {
         let preds = baselines::predictions(b, train, test);
         let mut per = crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], stem);
         let bs = crate::metrics::bertscore::bertscore(bert, &preds, &refs, bopts)?;
-        encoder = json!({"bertscore_model": bs.model, "bertscore_layer": bs.layer});
+        encoder = Some((bs.model, bs.layer));
         per.bertscore_precision = bs.precision;
         per.bertscore_recall = bs.recall;
         per.bertscore_f1 = bs.f1;
@@ -139,15 +149,17 @@ fn baseline_scores(
             .collect();
         scores.insert(b.key().to_string(), s);
         let example = if b == Baseline::Constant { preds.first().cloned() } else { None };
-        described.insert(b.key().to_string(), json!({"label": b.label(), "answer": example}));
+        described.insert(b.key().to_string(), BaselineDescription { label: b.label().into(), answer: example });
     }
+    let encoder = encoder.ok_or_else(|| stage_error("no trivial baseline was scored".into()))?;
     Ok((scores, described, encoder))
 }
 
-/// Rounds every float in a JSON value to 6 decimals (the ledger's figures).
+/// Rounds every float in a JSON value to 6 decimals (the ledger's figures): a pass over the serialised
+/// record, so every float of every nested type is rounded alike.
 fn rounded(v: Value) -> Value {
     match v {
-        Value::Number(n) if n.is_f64() => json!(round6(n.as_f64().unwrap_or(f64::NAN))),
+        Value::Number(n) if n.is_f64() => Value::from(round6(n.as_f64().unwrap_or(f64::NAN))),
         Value::Array(a) => Value::Array(a.into_iter().map(rounded).collect()),
         Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
         v => v,
@@ -230,10 +242,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let (base_scores, base_described, encoder) =
         baseline_scores(&train, &test, ctx.cfg.eval.rouge_stemmer, &bert, &bopts)?;
     // How the baselines were scored beyond the lexical metrics (what the report states).
-    let mut baseline_scoring =
-        json!({"mc_rule": baselines::MC_RULE, "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0)});
-    baseline_scoring["bertscore_model"] = encoder["bertscore_model"].clone();
-    baseline_scoring["bertscore_layer"] = encoder["bertscore_layer"].clone();
+    let baseline_scoring = BaselineScoring {
+        mc_rule: baselines::MC_RULE.into(),
+        mc_options: test.first().map(|e| e.choices.len()).unwrap_or(0),
+        bertscore_model: encoder.0,
+        bertscore_layer: encoder.1,
+    };
     // The verdicts that count: across replicates (with one replicate, exactly the one-seed analysis).
     let result: AnalysisResult =
         analysis::analyse_replicated(&plan, &models_by_replicate, &base_scores, &clusters, seed)
@@ -245,10 +259,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
 
     // The results tables (models; baselines) from the clustered means.
     let level = 1.0 - 2.0 * plan.alpha;
-    let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
-    let mut baseline_table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut table = Table::new();
+    let mut baseline_table = Table::new();
     for m in &result.means {
-        let cell = json!({"mean": round6(m.mean), "ci": [round6(m.ci.lo), round6(m.ci.hi)]});
+        let cell = Cell { mean: round6(m.mean), ci: Some([round6(m.ci.lo), round6(m.ci.hi)]), ci95: None };
         let t = if models.contains_key(&m.system) { &mut table } else { &mut baseline_table };
         t.entry(m.system.clone()).or_default().insert(m.metric.clone(), cell);
     }
@@ -264,11 +278,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             if analysis::is_none_of_the_above(&e.answer) { "none of the above" } else { "other answers" }.to_string()
         })
         .collect();
-    let breakdowns = json!({
-        "metric": plan.primary_metric,
-        "question_type": analysis::breakdown(&qtype, &cluster_keys, &systems, &plan.primary_metric, level, r),
-        "none_of_the_above": analysis::breakdown(&nota, &cluster_keys, &systems, &plan.primary_metric, level, r),
-    });
+    let breakdowns = Breakdowns {
+        metric: plan.primary_metric.clone(),
+        question_type: analysis::breakdown(&qtype, &cluster_keys, &systems, &plan.primary_metric, level, r),
+        none_of_the_above: analysis::breakdown(&nota, &cluster_keys, &systems, &plan.primary_metric, level, r),
+    };
 
     // Samples of the seed's three kinds, deterministic: the first three in test-id order.
     // Every replicate's predictions are checked; the samples show the master seed's.
@@ -301,60 +315,68 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     order.sort_by(|&x, &y| ids[x].cmp(&ids[y]));
     let em = |a: Arm, i: usize| v(a, "em")[i];
     let f1 = |a: Arm, i: usize| v(a, "f1")[i];
-    let pick = |f: &dyn Fn(usize) -> bool| -> Vec<Value> {
+    let pick = |f: &dyn Fn(usize) -> bool| -> Vec<Sample> {
         order
             .iter()
             .copied()
             .filter(|&i| f(i))
             .take(3)
-            .map(|i| {
-                let mut s = json!({"id": ids[i], "reference": preds[&Model::Base][i].reference, "f1": {}});
+            .map(|i| Sample {
+                id: ids[i].clone(),
+                reference: preds[&Model::Base][i].reference.clone(),
                 // Model 0's answer is shown beside the arms'; the selection rules read A, B and C only.
-                for m in Model::ALL {
-                    s[m.label()] = json!(preds[&m][i].prediction);
-                    s["f1"][m.label()] = json!(round6(scores[&m].values["f1"][i]));
-                }
-                s
+                f1: Model::ALL.iter().map(|m| (m.label().into(), round6(scores[m].values["f1"][i]))).collect(),
+                answers: Model::ALL.iter().map(|m| (m.label().into(), preds[m][i].prediction.clone())).collect(),
             })
             .collect()
     };
-    let samples = json!({
-        "all_correct": pick(&|i| Arm::ALL.iter().all(|&a| em(a, i) == 1.0)),
-        "b_fails_c_succeeds": pick(&|i| em(Arm::B, i) == 0.0 && em(Arm::C, i) == 1.0),
-        "all_struggle": pick(&|i| Arm::ALL.iter().all(|&a| f1(a, i) < 0.2)),
-        "definitions": {"all_correct": "EM = 1 for A, B and C", "b_fails_c_succeeds": "EM of B = 0 and EM of C = 1", "all_struggle": "F1 < 0.2 for A, B and C"},
-    });
+    let samples = Samples {
+        all_correct: pick(&|i| Arm::ALL.iter().all(|&a| em(a, i) == 1.0)),
+        b_fails_c_succeeds: pick(&|i| em(Arm::B, i) == 0.0 && em(Arm::C, i) == 1.0),
+        all_struggle: pick(&|i| Arm::ALL.iter().all(|&a| f1(a, i) < 0.2)),
+        definitions: SampleDefinitions {
+            all_correct: "EM = 1 for A, B and C".into(),
+            b_fails_c_succeeds: "EM of B = 0 and EM of C = 1".into(),
+            all_struggle: "F1 < 0.2 for A, B and C".into(),
+        },
+    };
 
     let dir = ctx.out_dir()?;
     std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
     std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table))
         .map_err(|e| io(&dir, e))?;
-    let mut comparison = json!({
-        "n": ids.len(),
-        "primary_metric": plan.primary_metric,
-        "interval_level": level,
-        "resample_unit": result.resample_unit,
-        "clusters": result.clusters,
-        "bootstrap_resamples": plan.bootstrap_resamples,
-        "permutation_resamples": plan.permutation_resamples,
-        "table": table,
-        "baselines": base_described,
-        "baseline_table": baseline_table,
-        "baseline_scoring": baseline_scoring,
-        "power": result.power,
-        "hypotheses": result.hypotheses,
-        "differences": differences,
-        "breakdowns": breakdowns,
-        "samples": samples,
-    });
-    if replicated {
-        comparison["replicates"] =
-            replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?;
-    }
-    let mut comparison = rounded(comparison);
+    let replicates = if replicated {
+        Some(replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?)
+    } else {
+        None
+    };
+    let comparison = Comparison {
+        n: ids.len(),
+        primary_metric: plan.primary_metric.clone(),
+        interval_level: Some(level),
+        resample_unit: Some(result.resample_unit),
+        clusters: Some(result.clusters),
+        bootstrap_resamples: plan.bootstrap_resamples,
+        permutation_resamples: plan.permutation_resamples,
+        table,
+        baselines: Some(base_described),
+        baseline_table: Some(baseline_table),
+        baseline_scoring: Some(baseline_scoring),
+        power: Some(result.power),
+        hypotheses: result.hypotheses.into_iter().map(RecordedHypothesis::Tested).collect(),
+        differences: Some(differences),
+        breakdowns: Some(breakdowns),
+        samples,
+        replicates,
+        plan: None,
+        gaps: None,
+    };
+    let mut rounded = rounded(serde_json::to_value(&comparison).map_err(PipelineError::Record)?);
     // The plan as registered, unrounded: `hsx verify` compares it with the preregister entry's.
-    comparison["plan"] = serde_json::to_value(&plan).expect("an analysis plan serialises");
-    write_json(&dir.join("comparison.json"), &comparison)?;
+    rounded["plan"] = serde_json::to_value(&plan).map_err(PipelineError::Record)?;
+    // The record as written: what the plots draw and the entry holds.
+    let comparison: Comparison = serde_json::from_value(rounded).map_err(PipelineError::Record)?;
+    write_record(&dir.join("comparison.json"), &comparison)?;
     let losses: BTreeMap<Arm, Option<TrainMetrics>> = Arm::ALL
         .iter()
         .map(|&a| {
@@ -368,17 +390,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         (Root::Run, "compare/comparison.json".to_owned()),
         (Root::Run, "compare/plots".to_owned()),
     ];
-    Ok(StageOutcome { outputs, metrics: comparison })
-}
-
-/// A replicate's training summary, read from its `train_metrics.json` (null where that is unreadable).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ReplicateTraining {
-    pub stage: String,
-    pub trained: Option<bool>,
-    pub examples: Option<usize>,
-    pub optimizer_steps: Option<usize>,
-    pub best_epoch: Option<usize>,
+    StageOutcome::of(outputs, &comparison)
 }
 
 /// The compare entry's `replicates`: the training seeds, each replicate's own analysis (the one-seed
@@ -393,17 +405,15 @@ fn replicates_section(
     clusters: &Clusters,
     seeds: &[u64],
     master: u64,
-) -> Result<Value, PipelineError> {
+) -> Result<Replicates, PipelineError> {
     let mut per_replicate = Vec::new();
     for (j, &s) in seeds.iter().enumerate() {
         let r = analysis::analyse(plan, &analysis::replicate(models, j), baselines, clusters, ctx.seed)
             .map_err(|e| stage_error(format!("analysis of the replicate with training seed {s}: {e}")))?;
-        let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        let mut table = Table::new();
         for m in r.means.iter().filter(|m| Arm::ALL.iter().any(|a| Model::Arm(*a).label() == m.system)) {
-            table
-                .entry(m.system.clone())
-                .or_default()
-                .insert(m.metric.clone(), json!({"mean": m.mean, "ci": [m.ci.lo, m.ci.hi]}));
+            let cell = Cell { mean: m.mean, ci: Some([m.ci.lo, m.ci.hi]), ci95: None };
+            table.entry(m.system.clone()).or_default().insert(m.metric.clone(), cell);
         }
         let mut stages = BTreeMap::new();
         let mut train = BTreeMap::new();
@@ -424,39 +434,36 @@ fn replicates_section(
                 },
             );
         }
-        per_replicate.push(json!({
-            "seed": s,
-            "master": s == master,
-            "evaluate": stages,
-            "train": train,
-            "table": table,
-            "power": r.power,
-            "hypotheses": r.hypotheses,
-        }));
+        per_replicate.push(ReplicateAnalysis {
+            seed: s,
+            master: s == master,
+            evaluate: stages,
+            train,
+            table,
+            power: r.power,
+            hypotheses: r.hypotheses,
+        });
     }
-    Ok(json!({
-        "seeds": seeds,
-        "count": seeds.len(),
-        "master_seed": master,
-        "per_replicate": per_replicate,
-        "across": {
-            "results": "the top-level table, power, hypotheses and differences",
-            "estimate": "mean over the test items of the per-item mean over the replicates",
-            "interval_method": analysis::ACROSS_INTERVAL_METHOD,
-            "test_method": analysis::ACROSS_TEST_METHOD,
-            "verdicts": "the verdict rule on the across-replicate interval and that test: a verdict needs both",
-            "trained_once": "model 0 and the trivial baselines keep the one-seed cluster bootstrap",
+    Ok(Replicates {
+        seeds: seeds.to_vec(),
+        count: seeds.len(),
+        master_seed: master,
+        per_replicate,
+        across: Across {
+            results: "the top-level table, power, hypotheses and differences".into(),
+            estimate: "mean over the test items of the per-item mean over the replicates".into(),
+            interval_method: analysis::ACROSS_INTERVAL_METHOD.into(),
+            test_method: analysis::ACROSS_TEST_METHOD.into(),
+            verdicts: "the verdict rule on the across-replicate interval and that test: a verdict needs both".into(),
+            trained_once: "model 0 and the trivial baselines keep the one-seed cluster bootstrap".into(),
         },
-        "derived": REPLICATED_OUTPUTS,
-    }))
+        derived: REPLICATED_OUTPUTS.into(),
+    })
 }
 
 /// `System,EM,EM_ci_low,EM_ci_high,F1,...` with one row per model, then one per baseline (`baseline:<key>`;
 /// a metric a baseline was not scored on is empty).
-pub fn metrics_table_csv(
-    table: &BTreeMap<String, BTreeMap<String, Value>>,
-    baselines: &BTreeMap<String, BTreeMap<String, Value>>,
-) -> String {
+pub fn metrics_table_csv(table: &Table, baselines: &Table) -> String {
     let mut s = String::from("System");
     for def in registry::compared() {
         let label = def.label;
@@ -468,10 +475,10 @@ pub fn metrics_table_csv(
     for (m, row) in rows {
         s.push_str(&m);
         for def in registry::compared() {
-            let num = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
             match row.get(def.key) {
-                Some(v) => {
-                    s.push_str(&format!(",{:.6},{:.6},{:.6}", num(&v["mean"]), num(&v["ci"][0]), num(&v["ci"][1])))
+                Some(c) => {
+                    let [lo, hi] = c.interval().unwrap_or([f64::NAN; 2]);
+                    s.push_str(&format!(",{:.6},{lo:.6},{hi:.6}", c.mean))
                 }
                 None => s.push_str(",,,"),
             }

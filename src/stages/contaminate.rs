@@ -4,21 +4,73 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::ctx::StageCtx;
-use crate::config::Config;
-use crate::data::{self, stats::round6, QaExample};
+use crate::config::{Config, Contaminate, Runtime};
+use crate::data::stats::{compare_answers, round6, vocabulary_size, AnswerComparison};
+use crate::data::{self, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::metrics::squad;
 use crate::model::{generate_texts, GenerateOptions};
 use crate::synth::{self, ContaminatedRow};
 
+/// The contaminate stage's parameters: the config's `[contaminate]`, the prompt length and `[runtime]`.
+#[derive(Serialize)]
+struct ContaminateParams<'a> {
+    contaminate: &'a Contaminate,
+    max_input_tokens: usize,
+    runtime: &'a Runtime,
+}
+
+/// The contaminate entry's metrics: how many answers of each kind were written and how they differ from
+/// the human answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContaminateMetrics {
+    pub rows: usize,
+    /// Rows answered by the base model, and rows whose human answer it paraphrased.
+    pub ai: usize,
+    pub paraphrase: usize,
+    /// Shares of answers that differ from the human one after SQuAD normalisation: all, per kind.
+    pub answer_difference_rate: f64,
+    pub answer_difference_rate_ai: f64,
+    pub answer_difference_rate_paraphrase: f64,
+    pub mean_answer_words_before: f64,
+    pub mean_answer_words_after: f64,
+    /// Answers still empty after the retries (kept, never dropped), and rows retried.
+    pub empty_outputs: usize,
+    pub retried: usize,
+    pub temperature: f64,
+    /// The seed's §4.2: the contaminated answers against the human ones. Absent from older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_human: Option<AnswerComparison>,
+    /// Per kind: the base model's own answers, and its paraphrases against the originals they rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_human_by_kind: Option<ByKind>,
+    /// Distinct lower-cased answer words, contaminated and human. Absent from older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_vocabulary: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_answer_vocabulary: Option<usize>,
+}
+
+/// One value per kind of contaminated answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ByKind {
+    pub ai: AnswerComparison,
+    pub paraphrase: AnswerComparison,
+}
+
 pub fn spec(cfg: &Config) -> StageSpec {
+    let params = ContaminateParams {
+        contaminate: &cfg.contaminate,
+        max_input_tokens: cfg.train.max_input_tokens,
+        runtime: &cfg.runtime,
+    };
     StageSpec {
         stage: super::ctx::Stage::Contaminate.name().into(),
-        params: json!({ "contaminate": cfg.contaminate, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+        params: super::ctx::params(&params),
         inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
@@ -92,29 +144,33 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let differ = rows.iter().zip(&human).filter(|(r, h)| differs(r, h)).count();
     let per_kind = |k: &str| rows.iter().filter(|r| r.kind == k).count();
     let per_kind_differ = |k: &str| rows.iter().zip(&human).filter(|(r, h)| r.kind == k && differs(r, h)).count();
-    Ok(StageOutcome {
-        outputs: vec![(Root::Run, "contaminate/ai_contaminated.jsonl".into())],
-        metrics: json!({
-            "rows": rows.len(),
-            "ai": per_kind("ai"),
-            "paraphrase": per_kind("paraphrase"),
-            "answer_difference_rate": round6(differ as f64 / n),
-            "answer_difference_rate_ai": round6(per_kind_differ("ai") as f64 / per_kind("ai").max(1) as f64),
-            "answer_difference_rate_paraphrase": round6(per_kind_differ("paraphrase") as f64 / per_kind("paraphrase").max(1) as f64),
-            "mean_answer_words_before": round6(human.iter().map(|h| words(&h.answer)).sum::<f64>() / n),
-            "mean_answer_words_after": round6(rows.iter().map(|r| words(&r.answer)).sum::<f64>() / n),
-            "empty_outputs": rows.iter().filter(|r| r.answer.is_empty()).count(),
-            "retried": attempts.iter().filter(|&&a| a > 1).count(),
-            "temperature": c.temperature,
-            // The seed's §4.2: the contaminated answers against the human ones, and the vocabularies.
-            "vs_human": crate::data::stats::compare_answers(&human.iter().zip(&rows).map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
-            // Per kind: the base model's own answers, and its paraphrases against the originals they rewrite.
-            "vs_human_by_kind": {
-                "ai": crate::data::stats::compare_answers(&human.iter().zip(&rows).filter(|(_, r)| r.kind == "ai").map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
-                "paraphrase": crate::data::stats::compare_answers(&human.iter().zip(&rows).filter(|(_, r)| r.kind == "paraphrase").map(|(h, r)| (h.answer.as_str(), r.answer.as_str())).collect::<Vec<_>>()),
-            },
-            "answer_vocabulary": crate::data::stats::vocabulary_size(rows.iter().map(|r| r.answer.as_str())),
-            "human_answer_vocabulary": crate::data::stats::vocabulary_size(human.iter().map(|h| h.answer.as_str())),
-        }),
-    })
+    let vs_human = |kind: Option<&str>| {
+        let pairs: Vec<(&str, &str)> = human
+            .iter()
+            .zip(&rows)
+            .filter(|(_, r)| kind.is_none_or(|k| r.kind == k))
+            .map(|(h, r)| (h.answer.as_str(), r.answer.as_str()))
+            .collect();
+        compare_answers(&pairs)
+    };
+    let metrics = ContaminateMetrics {
+        rows: rows.len(),
+        ai: per_kind("ai"),
+        paraphrase: per_kind("paraphrase"),
+        answer_difference_rate: round6(differ as f64 / n),
+        answer_difference_rate_ai: round6(per_kind_differ("ai") as f64 / per_kind("ai").max(1) as f64),
+        answer_difference_rate_paraphrase: round6(
+            per_kind_differ("paraphrase") as f64 / per_kind("paraphrase").max(1) as f64,
+        ),
+        mean_answer_words_before: round6(human.iter().map(|h| words(&h.answer)).sum::<f64>() / n),
+        mean_answer_words_after: round6(rows.iter().map(|r| words(&r.answer)).sum::<f64>() / n),
+        empty_outputs: rows.iter().filter(|r| r.answer.is_empty()).count(),
+        retried: attempts.iter().filter(|&&a| a > 1).count(),
+        temperature: c.temperature,
+        vs_human: Some(vs_human(None)),
+        vs_human_by_kind: Some(ByKind { ai: vs_human(Some("ai")), paraphrase: vs_human(Some("paraphrase")) }),
+        answer_vocabulary: Some(vocabulary_size(rows.iter().map(|r| r.answer.as_str()))),
+        human_answer_vocabulary: Some(vocabulary_size(human.iter().map(|h| h.answer.as_str()))),
+    };
+    StageOutcome::of(vec![(Root::Run, "contaminate/ai_contaminated.jsonl".into())], &metrics)
 }

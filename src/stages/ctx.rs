@@ -115,6 +115,24 @@ pub fn write_record<T: serde::Serialize>(path: &Path, record: &T) -> Result<(), 
     write_json(path, &serde_json::to_value(record).map_err(PipelineError::Record)?)
 }
 
+/// A stage's parameters (its resume key: a typed struct of config parts) as the JSON value its spec holds.
+pub fn params<T: serde::Serialize>(params: &T) -> Value {
+    // Config parts are structs and maps with string keys, which always serialise (as `json!` assumed).
+    serde_json::to_value(params).expect("a stage's parameters serialise as JSON")
+}
+
+/// Deserialises a record field that older entries lack and newer ones may record as null, into
+/// `Option<Option<T>>`: `None` when absent, `Some(None)` when null. With
+/// `#[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]` the record
+/// reads and writes both forms exactly as the ledger holds them (the report tells them apart).
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 pub fn mkdir(path: &Path) -> Result<(), PipelineError> {
     std::fs::create_dir_all(path).map_err(|source| DataError::Io { path: path.to_owned(), source }.into())
 }

@@ -4,10 +4,10 @@
 //! accuracy by rank classification included) per example (`scores.jsonl`, typed [`ScoreRow`]s) and as a
 //! mean with a bootstrap 95% interval. The one body below scores every model: only the loading differs.
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::ctx::{Instance, Model, Stage, StageCtx};
-use crate::config::Config;
+use super::ctx::{present, Instance, Model, Stage, StageCtx};
+use crate::config::{Config, Eval, Runtime};
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
@@ -22,6 +22,45 @@ pub struct Prediction {
     pub id: String,
     pub prediction: String,
     pub reference: String,
+}
+
+/// An evaluate stage's parameters: the config's `[eval]`, the prompt length and `[runtime]` (the same for
+/// every model).
+#[derive(Serialize)]
+struct EvaluateParams<'a> {
+    eval: &'a Eval,
+    max_input_tokens: usize,
+    runtime: &'a Runtime,
+}
+
+/// An evaluate entry's metrics: the model's mean of every compared metric with its bootstrap interval,
+/// and how it was scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateMetrics {
+    /// The model's label (`0`, `A`, `B`, `C`).
+    pub model: String,
+    /// The LoRA adapter the base model was loaded with: null for model 0 (zero-shot), absent from entries
+    /// older than model 0.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub adapter: Option<Option<String>>,
+    /// Test examples.
+    pub n: usize,
+    /// Per compared metric (registry key).
+    pub metrics: BTreeMap<String, Estimate>,
+    pub bertscore_model: String,
+    pub bertscore_layer: usize,
+    pub rouge_stemmer: bool,
+    pub empty_predictions: usize,
+    /// CosmosQA's answer options per question (multiple-choice accuracy); absent from older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mc_options: Option<usize>,
+}
+
+/// A mean with its bootstrap 95% interval, rounded to 6 decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub ci95: [f64; 2],
 }
 
 /// The model's LoRA adapter under the run directory (`train-X/adapter`, a replicate's
@@ -51,7 +90,11 @@ pub fn spec(cfg: &Config, model: Model, instance: Instance) -> StageSpec {
     inputs.push(super::ctx::base_input(cfg));
     StageSpec {
         stage: instance.name(),
-        params: json!({ "eval": cfg.eval, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+        params: super::ctx::params(&EvaluateParams {
+            eval: &cfg.eval,
+            max_input_tokens: cfg.train.max_input_tokens,
+            runtime: &cfg.runtime,
+        }),
         inputs,
         determinism: Determinism::Bitwise,
     }
@@ -115,28 +158,26 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
     data::write_jsonl(&dir.join("predictions.jsonl"), &rows)?;
     let ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
     data::write_jsonl(&dir.join("scores.jsonl"), &ScoreRow::from_per_example(&ids, &per))?;
-    let mut means = serde_json::Map::new();
+    let mut means = BTreeMap::new();
     for (k, def) in registry::compared().enumerate() {
         let e =
             crate::metrics::estimate((def.values)(&per), cfg.eval.bootstrap_resamples, ctx.seed.wrapping_add(k as u64));
-        means.insert(def.key.into(), json!({"mean": round6(e.mean), "ci95": [round6(e.ci95.0), round6(e.ci95.1)]}));
+        means.insert(def.key.into(), Estimate { mean: round6(e.mean), ci95: [round6(e.ci95.0), round6(e.ci95.1)] });
     }
     let name = ctx.instance.name();
-    Ok(StageOutcome {
-        outputs: vec![(Root::Run, format!("{name}/predictions.jsonl")), (Root::Run, format!("{name}/scores.jsonl"))],
-        metrics: json!({
-            "model": model.label(),
-            // The LoRA adapter the base model was loaded with; null for model 0 (zero-shot).
-            "adapter": adapter,
-            "n": test.len(),
-            "metrics": means,
-            "bertscore_model": bs.model,
-            "bertscore_layer": bs.layer,
-            "rouge_stemmer": cfg.eval.rouge_stemmer,
-            "empty_predictions": preds.iter().filter(|p| p.is_empty()).count(),
-            "mc_options": test.first().map(|e| e.choices.len()).unwrap_or(0),
-        }),
-    })
+    let metrics = EvaluateMetrics {
+        model: model.label().into(),
+        adapter: Some(adapter),
+        n: test.len(),
+        metrics: means,
+        bertscore_model: bs.model,
+        bertscore_layer: bs.layer,
+        rouge_stemmer: cfg.eval.rouge_stemmer,
+        empty_predictions: preds.iter().filter(|p| p.is_empty()).count(),
+        mc_options: Some(test.first().map(|e| e.choices.len()).unwrap_or(0)),
+    };
+    let outputs = vec![(Root::Run, format!("{name}/predictions.jsonl")), (Root::Run, format!("{name}/scores.jsonl"))];
+    StageOutcome::of(outputs, &metrics)
 }
 
 #[cfg(test)]

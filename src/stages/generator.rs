@@ -4,19 +4,29 @@
 //! training as a validation slice and the epoch with the lowest loss on it is kept (the cost: those
 //! contexts' pairs are not trained on); with 0 it keeps its last epoch.
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::ctx::StageCtx;
-use crate::config::Config;
+use crate::config::{Config, GeneratorCfg, Lora, Runtime, Train};
 use crate::data::{self, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 
+/// The generator stage's parameters: the config's `[generator]`, `[train]`, `[lora]` and `[runtime]`.
+#[derive(Serialize)]
+struct GeneratorParams<'a> {
+    generator: &'a GeneratorCfg,
+    train: &'a Train,
+    lora: &'a Lora,
+    runtime: &'a Runtime,
+}
+
 pub fn spec(cfg: &Config) -> StageSpec {
+    let params =
+        GeneratorParams { generator: &cfg.generator, train: &cfg.train, lora: &cfg.lora, runtime: &cfg.runtime };
     StageSpec {
         stage: super::ctx::Stage::Generator.name().into(),
-        params: json!({ "generator": cfg.generator, "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
+        params: super::ctx::params(&params),
         inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
         determinism: Determinism::Bitwise,
     }
@@ -36,12 +46,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     }
     let record = GeneratorMetrics {
         training,
-        validation: GeneratorValidation {
+        validation: Some(GeneratorValidation {
             share: ctx.cfg.generator.val_share,
             examples: held.len(),
             pairs: val_pairs.len(),
             train_examples: fit.len(),
-        },
+        }),
         pairs_per_task,
     };
     let outputs = vec![
@@ -58,7 +68,9 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
 pub struct GeneratorMetrics {
     #[serde(flatten)]
     pub training: super::train::TrainMetrics,
-    pub validation: GeneratorValidation,
+    /// Absent from entries older than the generator's validation slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<GeneratorValidation>,
     /// Training pairs per generator task.
     pub pairs_per_task: BTreeMap<String, usize>,
 }

@@ -4,10 +4,10 @@
 //! sha256. The entry's `metrics.plan` is the signed record; `preregister/analysis_plan.json` is the
 //! file every train stage and `compare` read (so a changed plan re-runs the models, and compare can use
 //! no other plan).
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::ctx::{write_json, Stage, StageCtx};
-use crate::config::Config;
+use super::ctx::{write_record, Stage, StageCtx};
+use crate::config::{Analysis, Config};
 use crate::data::DataError;
 use crate::error::PipelineError;
 use crate::ledger::files::hash_file;
@@ -28,14 +28,31 @@ pub fn planned_metrics() -> Vec<&'static str> {
     registry::compared().map(|m| m.key).collect()
 }
 
+/// The preregister stage's parameters: the config's `[analysis]`, the metrics planned and, when the
+/// experiment has them, the training seeds.
+#[derive(Serialize)]
+struct PreregisterParams<'a> {
+    analysis: &'a Analysis,
+    metrics: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicates: Option<&'a Vec<u64>>,
+}
+
+/// The preregister entry's metrics: the signed plan, as in `preregister/analysis_plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreregisterMetrics {
+    pub plan: AnalysisPlan,
+}
+
 pub fn spec(cfg: &Config) -> StageSpec {
-    let mut params = json!({ "analysis": cfg.analysis, "metrics": planned_metrics() });
-    if let Some(r) = &cfg.experiment.replicates {
-        params["replicates"] = json!(r);
-    }
+    let params = PreregisterParams {
+        analysis: &cfg.analysis,
+        metrics: planned_metrics(),
+        replicates: cfg.experiment.replicates.as_ref(),
+    };
     StageSpec {
         stage: Stage::Preregister.name().into(),
-        params,
+        params: super::ctx::params(&params),
         inputs: vec![super::ctx::human("test")],
         determinism: Determinism::Bitwise,
     }
@@ -52,7 +69,6 @@ pub fn plan_for(cfg: &Config, test_path: &std::path::Path) -> Result<AnalysisPla
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let plan = plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
     let dir = ctx.out_dir()?;
-    let v = serde_json::to_value(&plan).expect("an analysis plan serialises");
-    write_json(&dir.join("analysis_plan.json"), &v)?;
-    Ok(StageOutcome { outputs: vec![plan_input()], metrics: json!({ "plan": v }) })
+    write_record(&dir.join("analysis_plan.json"), &plan)?;
+    StageOutcome::of(vec![plan_input()], &PreregisterMetrics { plan })
 }

@@ -1,22 +1,29 @@
 //! `report`: REPORT.md rendered from the ledger's entries (up to `compare`) by [`crate::report`], with
 //! the table and plots, into `experiment.report_dir` under the workspace — or, for a self-contained run
 //! (`hsx run --out`, a reproduction), under the run directory.
-use serde_json::json;
 use std::path::PathBuf;
 
 use super::ctx::{Stage, StageCtx};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
-use crate::report::{write_report, DEFAULT_TEMPLATE};
+use crate::report::{write_report, ReportMetrics, DEFAULT_TEMPLATE};
+
+/// The report stage's parameters: where the report goes, and the template it is rendered with.
+#[derive(serde::Serialize)]
+struct ReportParams<'a> {
+    report_dir: &'a str,
+    template_sha256: String,
+}
 
 pub fn spec(cfg: &Config) -> StageSpec {
+    let params = ReportParams {
+        report_dir: &cfg.experiment.report_dir,
+        template_sha256: crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
+    };
     StageSpec {
         stage: Stage::Report.name().into(),
-        params: json!({
-            "report_dir": cfg.experiment.report_dir,
-            "template_sha256": crate::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
-        }),
+        params: super::ctx::params(&params),
         inputs: vec![(Root::Run, Stage::Compare.name().into())],
         determinism: Determinism::Bitwise,
     }
@@ -34,8 +41,6 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     };
     let mut outputs: Vec<(Root, String)> = written.iter().map(|p| (root, rel(p))).collect();
     outputs.sort();
-    Ok(StageOutcome {
-        outputs,
-        metrics: json!({"files": written.len(), "report": format!("{}/REPORT.md", cfg.experiment.report_dir)}),
-    })
+    let metrics = ReportMetrics { files: written.len(), report: format!("{}/REPORT.md", cfg.experiment.report_dir) };
+    StageOutcome::of(outputs, &metrics)
 }

@@ -4,24 +4,146 @@
 //! filter and measured value.
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::Device;
 
-use super::ctx::StageCtx;
-use crate::config::Config;
+use super::ctx::{present, StageCtx};
+use crate::config::{Config, Filters, Runtime, Synth};
 use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::model::adapter::load_with_adapter;
 use crate::model::{generate_texts, GenerateOptions};
-use crate::synth::filters::{self, Fields, FilterState, Part, Scope};
-use crate::synth::{self, Strategy, SyntheticRow};
+use crate::synth::filters::{self, Fields, FilterState, Part, Scope, Thresholds};
+use crate::synth::{self, QuotedExample, Strategy, SyntheticRow};
+
+/// The synthesize stage's parameters: the config's `[synth]` and `[filters]`, the prompt length and
+/// `[runtime]`.
+#[derive(Serialize)]
+struct SynthesizeParams<'a> {
+    synth: &'a Synth,
+    filters: &'a Filters,
+    max_input_tokens: usize,
+    runtime: &'a Runtime,
+}
+
+/// The synthesize entry's metrics: the target, the attempts, what passed and why the rest was rejected
+/// (in total and per strategy, by the filter names of [`filters::rejection_reasons`]), the thresholds,
+/// quotes of accepted examples and the full-text sensitivity figure. Fields added after the first ledgers
+/// are options, absent from the entries that predate them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SynthesizeMetrics {
+    pub seed_examples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
+    pub target: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts_factor: Option<f64>,
+    pub attempt_cap: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_cap_hit: Option<bool>,
+    pub attempts: usize,
+    pub passed: usize,
+    pub shortfall: usize,
+    pub rejected: usize,
+    /// Per reason, the candidates it rejected first, and those it would have rejected (reasons with none
+    /// are left out).
+    pub rejections_first_failing: BTreeMap<String, usize>,
+    pub rejections_would_fail: BTreeMap<String, usize>,
+    /// Every rejection reason, in the order a candidate meets them (`malformed` first).
+    pub filter_order: Vec<String>,
+    /// `filters.scope`, and per strategy the parts of an example its similarity filters judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_parts: Option<BTreeMap<String, Vec<String>>>,
+    pub per_strategy: BTreeMap<String, StrategyCounts>,
+    /// How the accepted examples of `per_strategy.*.examples` were chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_examples: Option<QuoteRule>,
+    pub final_strategy_distribution: BTreeMap<String, usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_text_sensitivity: Option<Sensitivity>,
+    pub thresholds: Thresholds,
+    pub embedding_model: String,
+}
+
+/// One strategy's candidates. Each reason of `filter_order` has a count in `first_failing` and
+/// `would_fail` (0 when none), so the report reads a full table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyCounts {
+    pub attempts: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed: Option<usize>,
+    /// Of the attempts: null when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub malformed_share: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failing: Option<BTreeMap<String, usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_fail: Option<BTreeMap<String, usize>>,
+    pub passed: usize,
+    /// Of the attempts: null when there were none.
+    pub pass_rate: Option<f64>,
+    /// Up to [`synth::QUOTED_PER_STRATEGY`] accepted examples, the first in generation order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<Vec<QuotedExample>>,
+}
+
+/// The rule the quoted examples follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuoteRule {
+    pub per_strategy: usize,
+    pub context_chars: usize,
+    pub rule: String,
+}
+
+/// How many of the accepted examples would also pass every filter reading the whole example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sensitivity {
+    pub accepted: usize,
+    pub would_pass: usize,
+    /// Of the accepted: null when none was accepted.
+    pub pass_rate: Option<f64>,
+    /// Per filter, the accepted examples it would reject.
+    pub would_fail: BTreeMap<String, usize>,
+}
+
+/// A row of `rejected.jsonl`: a malformed output, or a candidate with its first failing filter, the
+/// part it judged and the value it measured.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Rejected {
+    Malformed {
+        strategy: Strategy,
+        seed_id: String,
+        output: String,
+        filter: &'static str,
+        value: Option<f64>,
+    },
+    Filtered {
+        strategy: Strategy,
+        seed_id: String,
+        context: String,
+        question: String,
+        answer: String,
+        filter: &'static str,
+        part: Option<Part>,
+        value: f64,
+    },
+}
 
 pub fn spec(cfg: &Config) -> StageSpec {
+    let params = SynthesizeParams {
+        synth: &cfg.synth,
+        filters: &cfg.filters,
+        max_input_tokens: cfg.train.max_input_tokens,
+        runtime: &cfg.runtime,
+    };
     StageSpec {
         stage: super::ctx::Stage::Synthesize.name().into(),
-        params: json!({ "synth": cfg.synth, "filters": cfg.filters, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
+        params: super::ctx::params(&params),
         inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg), (Root::Run, "generator/adapter".into())],
         determinism: Determinism::Bitwise,
     }
@@ -63,7 +185,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut accepted: Vec<SyntheticRow> = Vec::new();
-    let mut rejected: Vec<Value> = Vec::new();
+    let mut rejected: Vec<Rejected> = Vec::new();
     let mut attempts = 0usize;
     let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
     let mut round_no = 0u64;
@@ -175,7 +297,13 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let c = counts.entry(strat).or_default();
             c.attempts += 1;
             c.malformed += 1;
-            rejected.push(json!({"strategy": strat, "seed_id": sid, "output": text, "filter": filters::MALFORMED.0, "value": Value::Null}));
+            rejected.push(Rejected::Malformed {
+                strategy: strat,
+                seed_id: sid,
+                output: text,
+                filter: filters::MALFORMED.0,
+                value: None,
+            });
         }
         if cands.is_empty() {
             continue;
@@ -215,8 +343,16 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 }
                 Some((flt, value)) => {
                     *n.first_failing.entry(flt.name()).or_default() += 1;
-                    rejected.push(json!({"strategy": c.strategy, "seed_id": c.seed_id, "context": c.context, "question": c.question,
-                                         "answer": c.answer, "filter": flt.name(), "part": checked.part(*flt), "value": value}));
+                    rejected.push(Rejected::Filtered {
+                        part: checked.part(*flt),
+                        strategy: c.strategy,
+                        seed_id: c.seed_id,
+                        context: c.context,
+                        question: c.question,
+                        answer: c.answer,
+                        filter: flt.name(),
+                        value: *value,
+                    });
                 }
             }
         }
@@ -224,66 +360,69 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let sensitivity = full_text_sensitivity(f, &seed_fields, &accepted, &seed_emb[&Part::Full], &bert, seed)?;
     let dir = ctx.out_dir()?;
     data::write_jsonl(&dir.join("synthetic.jsonl"), &accepted)?;
+    // Each row through a JSON value, whose keys are sorted: the bytes do not depend on the field order.
+    let rejected: Vec<serde_json::Value> =
+        rejected.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(PipelineError::Record)?;
     data::write_jsonl(&dir.join("rejected.jsonl"), &rejected)?;
-    let mut dist: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dist: BTreeMap<String, usize> = BTreeMap::new();
     for a in &accepted {
-        *dist.entry(a.strategy.name()).or_default() += 1;
+        *dist.entry(a.strategy.name().into()).or_default() += 1;
     }
     let reasons: Vec<&str> = filters::rejection_reasons().map(|(name, _)| name).collect();
     // Totals over the strategies; `malformed` is its own reason, first in the order.
-    let mut first_fail: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut would_fail: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut first_fail: BTreeMap<String, usize> = BTreeMap::new();
+    let mut would_fail: BTreeMap<String, usize> = BTreeMap::new();
     for c in counts.values() {
         for (k, v) in c.first_failing_with_malformed() {
-            *first_fail.entry(k).or_default() += v;
+            *first_fail.entry(k.into()).or_default() += v;
         }
         for (k, v) in c.would_fail_with_malformed() {
-            *would_fail.entry(k).or_default() += v;
+            *would_fail.entry(k.into()).or_default() += v;
         }
     }
     first_fail.retain(|_, v| *v > 0);
     would_fail.retain(|_, v| *v > 0);
     // Up to QUOTED_PER_STRATEGY accepted examples of each strategy, the first in generation order.
     let mut quotes = synth::quoted_examples(&accepted, synth::QUOTED_PER_STRATEGY, synth::QUOTED_CONTEXT_CHARS);
-    let per_strategy: BTreeMap<&str, Value> = counts
+    let per_strategy: BTreeMap<String, StrategyCounts> = counts
         .iter()
-        .map(|(k, c)| {
-            let mut v = c.to_json(&reasons);
-            v["examples"] = json!(quotes.remove(k.name()).unwrap_or_default());
-            (k.name(), v)
-        })
+        .map(|(k, c)| (k.name().into(), c.record(&reasons, quotes.remove(k.name()).unwrap_or_default())))
         .collect();
     let rejected_total: usize = first_fail.values().sum();
-    Ok(StageOutcome {
-        outputs: vec![
-            (Root::Run, "synthesize/synthetic.jsonl".into()),
-            (Root::Run, "synthesize/rejected.jsonl".into()),
-        ],
-        metrics: json!({
-            "seed_examples": human.len(),
-            "multiplier": s.multiplier,
-            "target": target,
-            "max_attempts_factor": s.max_attempts_factor,
-            "attempt_cap": cap,
-            "attempt_cap_hit": attempts >= cap,
-            "attempts": attempts,
-            "passed": accepted.len(),
-            "shortfall": target.saturating_sub(accepted.len()),
-            "rejected": rejected_total,
-            "rejections_first_failing": first_fail,
-            "rejections_would_fail": would_fail,
-            "filter_order": reasons,
-            "scope": scope.name(),
-            "judged_parts": Strategy::ALL.iter().map(|s| (s.name(), filters::judged_parts(*s, scope).iter().map(|p| p.name()).collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
-            "per_strategy": per_strategy,
-            "quoted_examples": {"per_strategy": synth::QUOTED_PER_STRATEGY, "context_chars": synth::QUOTED_CONTEXT_CHARS,
-                                "rule": "the first accepted examples of each strategy in generation order (synthetic.jsonl's order)"},
-            "final_strategy_distribution": dist,
-            "full_text_sensitivity": sensitivity,
-            "thresholds": filters::thresholds_json(f),
-            "embedding_model": "all-MiniLM-L6-v2",
+    let judged_parts = Strategy::ALL
+        .iter()
+        .map(|s| (s.name().into(), filters::judged_parts(*s, scope).iter().map(|p| p.name().into()).collect()))
+        .collect();
+    let metrics = SynthesizeMetrics {
+        seed_examples: human.len(),
+        multiplier: Some(s.multiplier),
+        target,
+        max_attempts_factor: Some(s.max_attempts_factor),
+        attempt_cap: cap,
+        attempt_cap_hit: Some(attempts >= cap),
+        attempts,
+        passed: accepted.len(),
+        shortfall: target.saturating_sub(accepted.len()),
+        rejected: rejected_total,
+        rejections_first_failing: first_fail,
+        rejections_would_fail: would_fail,
+        filter_order: reasons.iter().map(|r| r.to_string()).collect(),
+        scope: Some(scope.name().into()),
+        judged_parts: Some(judged_parts),
+        per_strategy,
+        quoted_examples: Some(QuoteRule {
+            per_strategy: synth::QUOTED_PER_STRATEGY,
+            context_chars: synth::QUOTED_CONTEXT_CHARS,
+            rule: "the first accepted examples of each strategy in generation order (synthetic.jsonl's order)".into(),
         }),
-    })
+        final_strategy_distribution: dist,
+        full_text_sensitivity: Some(sensitivity),
+        thresholds: Thresholds::of(f),
+        embedding_model: "all-MiniLM-L6-v2".into(),
+    };
+    let outputs =
+        vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())];
+    StageOutcome::of(outputs, &metrics)
 }
 
 /// One strategy's candidates: attempts, malformed outputs, first failing and would-fail counts per
@@ -308,22 +447,24 @@ impl Counts {
         m.insert(filters::MALFORMED.0, self.malformed);
         m
     }
-    /// Every reason in `reasons` gets a count (0 when none), so the report reads a full table.
-    fn to_json(&self, reasons: &[&str]) -> Value {
+    /// The strategy's record: every reason in `reasons` gets a count (0 when none), so the report reads a
+    /// full table.
+    fn record(&self, reasons: &[&str], examples: Vec<QuotedExample>) -> StrategyCounts {
         let (first, would) = (self.first_failing_with_malformed(), self.would_fail_with_malformed());
         let full = |m: &BTreeMap<&str, usize>| {
-            reasons
-                .iter()
-                .map(|r| (r.to_string(), json!(m.get(r).copied().unwrap_or(0))))
-                .collect::<serde_json::Map<_, _>>()
+            reasons.iter().map(|r| (r.to_string(), m.get(r).copied().unwrap_or(0))).collect::<BTreeMap<_, _>>()
         };
-        let share =
-            |x: usize| if self.attempts == 0 { Value::Null } else { json!(round6(x as f64 / self.attempts as f64)) };
-        json!({
-            "attempts": self.attempts, "malformed": self.malformed, "malformed_share": share(self.malformed),
-            "first_failing": full(&first), "would_fail": full(&would),
-            "passed": self.passed, "pass_rate": share(self.passed),
-        })
+        let share = |x: usize| (self.attempts > 0).then(|| round6(x as f64 / self.attempts as f64));
+        StrategyCounts {
+            attempts: self.attempts,
+            malformed: Some(self.malformed),
+            malformed_share: Some(share(self.malformed)),
+            first_failing: Some(full(&first)),
+            would_fail: Some(full(&would)),
+            passed: self.passed,
+            pass_rate: share(self.passed),
+            examples: Some(examples),
+        }
     }
 }
 
@@ -360,7 +501,7 @@ fn full_text_sensitivity(
     seed_full: &tch::Tensor,
     bert: &crate::model::bert::Bert,
     seed: u64,
-) -> Result<Value, PipelineError> {
+) -> Result<Sensitivity, PipelineError> {
     let mut state = FilterState::new(f, Scope::Full, seed_fields, seed);
     let cos = if accepted.is_empty() {
         Vec::new()
@@ -369,17 +510,17 @@ fn full_text_sensitivity(
         max_cosine(&bert.embed(&texts, f.embed_batch_size, 256)?, seed_full, 4096)
     };
     let mut pass = 0usize;
-    let mut would_fail: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut would_fail: BTreeMap<String, usize> = BTreeMap::new();
     for (a, c) in accepted.iter().zip(cos) {
         let fails = state.check(a.strategy, a.fields(), &[(Part::Full, c)]).failures(f);
         for (flt, _) in &fails {
-            *would_fail.entry(flt.name()).or_default() += 1;
+            *would_fail.entry(flt.name().into()).or_default() += 1;
         }
         pass += usize::from(fails.is_empty());
         state.accept(a.strategy, a.fields());
     }
-    let rate = if accepted.is_empty() { Value::Null } else { json!(round6(pass as f64 / accepted.len() as f64)) };
-    Ok(json!({"accepted": accepted.len(), "would_pass": pass, "pass_rate": rate, "would_fail": would_fail}))
+    let pass_rate = (!accepted.is_empty()).then(|| round6(pass as f64 / accepted.len() as f64));
+    Ok(Sensitivity { accepted: accepted.len(), would_pass: pass, pass_rate, would_fail })
 }
 
 /// For each row of `a` [n, d] (normalised), its largest dot product with any row of `b` [m, d], in

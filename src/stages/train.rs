@@ -2,11 +2,10 @@
 //! contaminated / synthetic data, best epoch by loss on the human validation split. Also the adapter
 //! training the `generator` stage shares.
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::ctx::{write_record, Arm, Instance, QaLike, Stage, StageCtx};
-use crate::config::Config;
+use crate::config::{Config, Lora, Runtime, Train};
 use crate::data::{self, DataError};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
@@ -25,12 +24,20 @@ pub fn training_file(arm: Arm) -> &'static str {
     }
 }
 
+/// A train stage's parameters: the config's `[train]`, `[lora]` and `[runtime]` (the same for every arm).
+#[derive(Serialize)]
+struct TrainParams<'a> {
+    train: &'a Train,
+    lora: &'a Lora,
+    runtime: &'a Runtime,
+}
+
 /// The spec of `instance` (`train-X` or a replicate `train-X@seed`) of arm `arm`.
 pub fn spec(cfg: &Config, arm: Arm, instance: Instance) -> StageSpec {
     debug_assert_eq!(instance.stage, Stage::Train(arm));
     StageSpec {
         stage: instance.name(),
-        params: json!({ "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
+        params: super::ctx::params(&TrainParams { train: &cfg.train, lora: &cfg.lora, runtime: &cfg.runtime }),
         // The plan is an input: a model trained before (or under another) pre-registration is re-trained.
         inputs: vec![
             (Root::Run, training_file(arm).into()),
@@ -75,7 +82,9 @@ pub struct TrainMetrics {
 pub struct TrainRun {
     pub epochs: usize,
     pub final_train_loss: f64,
-    pub compute_precision: String,
+    /// Absent from entries older than the precision record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_precision: Option<String>,
     pub tokens_seen: usize,
     pub padding_share: f64,
     pub trainable_parameters: i64,
@@ -102,7 +111,7 @@ impl TrainMetrics {
             run: Some(TrainRun {
                 epochs: r.epochs,
                 final_train_loss: r.final_train_loss,
-                compute_precision: r.compute_precision.to_owned(),
+                compute_precision: Some(r.compute_precision.to_owned()),
                 tokens_seen: r.tokens_seen,
                 padding_share: r.padding_share,
                 trainable_parameters: r.trainable_parameters,

@@ -131,7 +131,19 @@ pub const QUOTED_CONTEXT_CHARS: usize = 200;
 /// One accepted example as the synthesize entry quotes it: id, seed example, question and answer
 /// verbatim, the context verbatim up to `context_chars` characters (then cut at that character, with
 /// "…" appended), and the context's full length in characters.
-pub fn quote(row: &SyntheticRow, context_chars: usize) -> serde_json::Value {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotedExample {
+    pub id: String,
+    pub seed_id: String,
+    pub context: String,
+    pub context_chars: usize,
+    pub context_truncated: bool,
+    pub question: String,
+    pub answer: String,
+}
+
+/// `row` quoted with its context cut to `context_chars` characters.
+pub fn quote(row: &SyntheticRow, context_chars: usize) -> QuotedExample {
     let length = row.context.chars().count();
     let context = if length > context_chars {
         let mut cut: String = row.context.chars().take(context_chars).collect();
@@ -140,10 +152,15 @@ pub fn quote(row: &SyntheticRow, context_chars: usize) -> serde_json::Value {
     } else {
         row.context.clone()
     };
-    serde_json::json!({
-        "id": row.id, "seed_id": row.seed_id, "context": context, "context_chars": length,
-        "context_truncated": length > context_chars, "question": row.question, "answer": row.answer,
-    })
+    QuotedExample {
+        id: row.id.clone(),
+        seed_id: row.seed_id.clone(),
+        context,
+        context_chars: length,
+        context_truncated: length > context_chars,
+        question: row.question.clone(),
+        answer: row.answer.clone(),
+    }
 }
 
 /// Per strategy (every one of [`Strategy::ALL`], empty when it accepted none), the first `per` of the
@@ -153,7 +170,7 @@ pub fn quoted_examples(
     accepted: &[SyntheticRow],
     per: usize,
     context_chars: usize,
-) -> std::collections::BTreeMap<&'static str, Vec<serde_json::Value>> {
+) -> std::collections::BTreeMap<&'static str, Vec<QuotedExample>> {
     Strategy::ALL
         .iter()
         .map(|s| {
@@ -262,20 +279,19 @@ mod tests {
             assert_eq!(got.len(), want.len(), "{strategy}");
             for (g, &k) in got.iter().zip(&want) {
                 let line = &lines[k];
-                assert_eq!(g["id"], line.id.as_str());
-                assert_eq!(g["seed_id"], line.seed_id.as_str());
-                assert_eq!(g["question"], line.question.as_str());
-                assert_eq!(g["answer"], line.answer.as_str());
-                let c = g["context"].as_str().unwrap();
-                assert_eq!(g["context_chars"], line.context.chars().count());
+                assert_eq!(g.id, line.id);
+                assert_eq!(g.seed_id, line.seed_id);
+                assert_eq!(g.question, line.question);
+                assert_eq!(g.answer, line.answer);
+                assert_eq!(g.context_chars, line.context.chars().count());
                 if line.context.chars().count() > QUOTED_CONTEXT_CHARS {
-                    let kept = c.strip_suffix('…').expect("a cut context ends in an ellipsis");
+                    let kept = g.context.strip_suffix('…').expect("a cut context ends in an ellipsis");
                     assert_eq!(kept.chars().count(), QUOTED_CONTEXT_CHARS);
                     assert!(line.context.starts_with(kept));
-                    assert_eq!(g["context_truncated"], true);
+                    assert!(g.context_truncated);
                 } else {
-                    assert_eq!(c, line.context);
-                    assert_eq!(g["context_truncated"], false);
+                    assert_eq!(g.context, line.context);
+                    assert!(!g.context_truncated);
                 }
             }
         }

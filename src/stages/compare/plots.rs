@@ -1,11 +1,10 @@
 //! compare's plots: the comparison bar charts and the training-loss curves, drawn with plotters and the
 //! font the binary carries.
 use plotters::prelude::*;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::io;
+use super::{io, Cell, Comparison};
 use crate::error::PipelineError;
 use crate::metrics::registry;
 use crate::stages::ctx::{Arm, Model};
@@ -133,30 +132,37 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     Ok(())
 }
 
-pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMetrics>>) -> Result<(), PipelineError> {
+pub(super) fn plots(
+    dir: &Path,
+    c: &Comparison,
+    losses: &BTreeMap<Arm, Option<TrainMetrics>>,
+) -> Result<(), PipelineError> {
     register_font();
-    let triple = |v: &Value| {
-        (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0))
+    // A missing cell, and a value that is not a number (recorded as null), are drawn at 0.
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let triple = |v: Option<&Cell>| {
+        v.map_or((0.0, 0.0, 0.0), |v| {
+            let [lo, hi] = v.interval().unwrap_or([0.0; 2]);
+            (finite(v.mean), finite(lo), finite(hi))
+        })
     };
-    let cell = |m: Model, k: &str| triple(&c["table"][m.label()][k]);
+    let cell = |m: Model, k: &str| triple(c.table.get(m.label()).and_then(|row| row.get(k)));
     let names = |m: Model| format!("{} ({})", m.label(), m.data());
-    let pct = (100.0 * c["interval_level"].as_f64().unwrap_or(0.95)).round();
-    let unit = c["resample_unit"].as_str().unwrap_or("item");
+    let pct = (100.0 * c.interval_level.unwrap_or(0.95)).round();
+    let unit = c.resample_unit.as_deref().unwrap_or("item");
     // The fine-tuned models' intervals: across training seeds when there are replicates.
-    let method = match c["replicates"]["count"].as_u64() {
-        Some(r) => format!("A, B, C: two-stage bootstrap over {r} training seeds and {unit}"),
+    let method = match &c.replicates {
+        Some(r) => format!("A, B, C: two-stage bootstrap over {} training seeds and {unit}", r.count),
         None => format!("cluster bootstrap by {unit}"),
     };
-    let pm = c["primary_metric"].as_str().unwrap_or("f1");
+    let pm = c.primary_metric.as_str();
     let pm_label = registry::by_key(pm).map(|d| d.label).unwrap_or(pm);
     // The primary metric for the models and the trivial baselines.
     let mut groups: Vec<String> = Model::ALL.iter().map(|&m| names(m)).collect();
     let mut vals: Vec<Bar> = Model::ALL.iter().map(|&m| cell(m, pm)).collect();
-    if let Some(bt) = c["baseline_table"].as_object() {
-        for (b, row) in bt {
-            groups.push(format!("{b}*"));
-            vals.push(triple(&row[pm]));
-        }
+    for (b, row) in c.baseline_table.iter().flatten() {
+        groups.push(format!("{b}*"));
+        vals.push(triple(row.get(pm)));
     }
     let p = dir.join(format!("comparison_{pm}.png"));
     bar_chart(
@@ -179,23 +185,11 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMe
     )
     .map_err(|e| io(&p, e))?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
-    let empty = vec![];
-    let hs = c["hypotheses"].as_array().unwrap_or(&empty);
-    let primary: Vec<&Value> = hs.iter().filter(|h| h["primary"] == json!(true)).collect();
-    let labels: Vec<String> = primary
-        .iter()
-        .map(|h| format!("{} {}", h["id"].as_str().unwrap_or(""), h["contrast_label"].as_str().unwrap_or("")))
-        .collect();
+    let primary: Vec<_> = c.tested().filter(|h| h.primary).collect();
+    let labels: Vec<String> = primary.iter().map(|h| format!("{} {}", h.id, h.contrast_label)).collect();
     let gaps: Vec<Bar> = primary
         .iter()
-        .map(|h| {
-            let x = &h["contrast"];
-            (
-                x["estimate"].as_f64().unwrap_or(0.0),
-                x["ci"]["lo"].as_f64().unwrap_or(0.0),
-                x["ci"]["hi"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|h| (finite(h.contrast.estimate), finite(h.contrast.ci.lo), finite(h.contrast.ci.hi)))
         .collect();
     bar_chart(
         &p,

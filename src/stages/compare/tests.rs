@@ -3,13 +3,11 @@ use super::*;
 
 #[test]
 fn the_csv_has_three_columns_per_compared_metric() {
-    let row: BTreeMap<String, Value> =
-        registry::compared().map(|m| (m.key.to_string(), json!({"mean": 0.5, "ci": [0.25, 0.75]}))).collect();
+    let cell = |mean, lo, hi| Cell { mean, ci: Some([lo, hi]), ci95: None };
+    let row: BTreeMap<String, Cell> =
+        registry::compared().map(|m| (m.key.to_string(), cell(0.5, 0.25, 0.75))).collect();
     let table = BTreeMap::from([("A".to_string(), row)]);
-    let base = BTreeMap::from([(
-        "constant".to_string(),
-        BTreeMap::from([("em".to_string(), json!({"mean": 0.1, "ci": [0.05, 0.15]}))]),
-    )]);
+    let base = BTreeMap::from([("constant".to_string(), BTreeMap::from([("em".to_string(), cell(0.1, 0.05, 0.15))]))]);
     let csv = metrics_table_csv(&table, &base);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     assert_eq!(header.len(), 1 + 3 * registry::compared().count());
@@ -84,7 +82,7 @@ fn a_baselines_scores_are_its_predictions_scored_directly_on_every_compared_metr
         ),
     ];
     let (scores, described, encoder) = baseline_scores(&train, &test, true, &bert, &bopts).unwrap();
-    assert_eq!(encoder["bertscore_model"], "all-MiniLM-L6-v2");
+    assert_eq!(encoder.0, "all-MiniLM-L6-v2");
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     for b in Baseline::ALL {
         let s = &scores[b.key()];
@@ -101,7 +99,7 @@ fn a_baselines_scores_are_its_predictions_scored_directly_on_every_compared_metr
     }
     // The rule, by hand: the constant answer "None of the above choices ." picks option 4 (right on
     // x3 only); the context sentence of x2 ("She was tired so she went to sleep.") picks option 2 (right).
-    assert_eq!(described["constant"]["answer"], "None of the above choices .");
+    assert_eq!(described["constant"].answer.as_deref(), Some("None of the above choices ."));
     assert_eq!(scores["constant"]["mc_accuracy"], vec![0.0, 0.0, 1.0]);
     assert_eq!(scores["context-sentence"]["mc_accuracy"][1], 1.0);
     // An answer identical to its reference has BERTScore F1 1 (x3's constant answer).
