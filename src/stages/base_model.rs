@@ -44,7 +44,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
             let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
             let out = ctx.out_dir()?.join("model");
-            let r = crate::model::pretrain::build_random_model(&texts, arch, *vocab_size, tokenizer, ctx.seed, &out)?;
+            let r = crate::model::pretrain::build_random_model(
+                &texts,
+                arch,
+                *vocab_size,
+                tokenizer,
+                ctx.seed,
+                &ctx.run_dir,
+                &out,
+            )?;
             // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
             let m = crate::model::load_t5(&out, device)?;
             let params = crate::model::train::parameter_count(&m.vs);
@@ -71,6 +79,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 ctx.seed,
                 device,
                 bf16,
+                &ctx.run_dir,
                 &out,
                 progress.as_ref(),
             )?;
@@ -87,7 +96,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             });
             // The file holds what a re-run reproduces bit for bit; the wall time lives in the entry.
             let wall = metrics["pretrain"].as_object_mut().and_then(|m| m.remove("wall_seconds"));
-            write_json(&ctx.run_path("base-model/pretrain_metrics.json"), &metrics)?;
+            write_json(&ctx.run_dir, &ctx.run_path("base-model/pretrain_metrics.json"), &metrics)?;
             metrics["wall_seconds"] = wall.unwrap_or(Value::Null);
             Ok(StageOutcome {
                 outputs: vec![

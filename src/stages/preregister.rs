@@ -53,6 +53,6 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let plan = plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
     let dir = ctx.out_dir()?;
     let v = serde_json::to_value(&plan).expect("an analysis plan serialises");
-    write_json(&dir.join("analysis_plan.json"), &v)?;
+    write_json(&ctx.run_dir, &dir.join("analysis_plan.json"), &v)?;
     Ok(StageOutcome { outputs: vec![plan_input()], metrics: json!({ "plan": v }) })
 }

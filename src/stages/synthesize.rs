@@ -223,8 +223,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     }
     let sensitivity = full_text_sensitivity(f, &seed_fields, &accepted, &seed_emb[&Part::Full], &bert, seed)?;
     let dir = ctx.out_dir()?;
-    data::write_jsonl(&dir.join("synthetic.jsonl"), &accepted)?;
-    data::write_jsonl(&dir.join("rejected.jsonl"), &rejected)?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("synthetic.jsonl"), &accepted)?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("rejected.jsonl"), &rejected)?;
     let mut dist: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &accepted {
         *dist.entry(a.strategy.name()).or_default() += 1;

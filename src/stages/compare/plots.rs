@@ -133,7 +133,18 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     Ok(())
 }
 
-pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMetrics>>) -> Result<(), PipelineError> {
+/// Draws a plot at `path` below `root` (the run directory) through [`crate::fsx::place_file`]: plotters
+/// only takes a path.
+fn drawn(root: &Path, path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<(), PipelineError> {
+    crate::fsx::place_file(root, path, |at| draw(at).map_err(|e| io(path, e)))
+}
+
+pub(super) fn plots(
+    root: &Path,
+    dir: &Path,
+    c: &Value,
+    losses: &BTreeMap<Arm, Option<TrainMetrics>>,
+) -> Result<(), PipelineError> {
     register_font();
     let triple = |v: &Value| {
         (v["mean"].as_f64().unwrap_or(0.0), v["ci"][0].as_f64().unwrap_or(0.0), v["ci"][1].as_f64().unwrap_or(0.0))
@@ -159,25 +170,27 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMe
         }
     }
     let p = dir.join(format!("comparison_{pm}.png"));
-    bar_chart(
-        &p,
-        &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"),
-        &groups,
-        &[(pm_label.to_owned(), vals)],
-        pm_label,
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"),
+            &groups,
+            &[(pm_label.to_owned(), vals)],
+            pm_label,
+        )
+    })?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<Series> =
         Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(
-        &p,
-        &format!("All metrics by model ({pct}% CI, {method})"),
-        &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(),
-        &series,
-        "score",
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("All metrics by model ({pct}% CI, {method})"),
+            &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(),
+            &series,
+            "score",
+        )
+    })?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
     let empty = vec![];
     let hs = c["hypotheses"].as_array().unwrap_or(&empty);
@@ -197,14 +210,15 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMe
             )
         })
         .collect();
-    bar_chart(
-        &p,
-        &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"),
-        &labels,
-        &[(format!("{pm_label} difference"), gaps)],
-        &format!("{pm_label} difference"),
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"),
+            &labels,
+            &[(format!("{pm_label} difference"), gaps)],
+            &format!("{pm_label} difference"),
+        )
+    })?;
     for (m, v) in losses {
         let (curve, val, steps, epochs) = match v {
             Some(t) => (
@@ -216,8 +230,8 @@ pub(super) fn plots(dir: &Path, c: &Value, losses: &BTreeMap<Arm, Option<TrainMe
             None => (vec![], vec![], 0.0, 1.0),
         };
         let p = dir.join(format!("training_loss_{m}.png"));
-        loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs)
-            .map_err(|e| io(&p, e))?;
+        let title = format!("Model {} training loss", names(Model::Arm(*m)));
+        drawn(root, &p, |at| loss_chart(at, &title, &curve, &val, steps / epochs))?;
     }
     Ok(())
 }
