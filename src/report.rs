@@ -345,6 +345,10 @@ pub fn write_report(
             }
         }
     }
+    // Every destination is checked (no link, no `..`, no hard link) before the first is written.
+    for (dst, _) in &planned {
+        crate::fsx::check_writable(&target.root, dst)?;
+    }
     let mut written = Vec::with_capacity(planned.len());
     for (dst, bytes) in planned {
         crate::fsx::write(&target.root, &dst, &bytes)?;

@@ -203,6 +203,8 @@ pub(crate) fn open_root(root: &Path, create: bool) -> Result<OwnedFd, FsError> {
 
 /// The file type and link count of `name` in `dir`, without following a symbolic link; `None` when
 /// there is nothing by that name.
+// `st_nlink` is a u64 on x86-64 but a u32 on other Linux targets: the conversion is not useless there.
+#[allow(clippy::useless_conversion)]
 pub(crate) fn stat_name(dir: impl AsFd, name: &OsStr, path: &Path) -> Result<Option<(FileType, u64, u32)>, FsError> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some((FileType::from_raw_mode(st.st_mode), u64::from(st.st_nlink), st.st_mode & 0o7777))),

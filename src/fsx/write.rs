@@ -239,9 +239,8 @@ fn remove_tree(dir: &OwnedFd, name: &OsStr) {
                 }
             }
             for (n, ft) in names {
-                if ft == FileType::Directory {
-                    remove_tree(&sub, &n);
-                } else if rustix::fs::unlinkat(&sub, &n, AtFlags::empty()) == Err(Errno::ISDIR) {
+                // A directory (or an entry whose type the directory listing did not say) is emptied first.
+                if ft == FileType::Directory || rustix::fs::unlinkat(&sub, &n, AtFlags::empty()) == Err(Errno::ISDIR) {
                     remove_tree(&sub, &n);
                 }
             }
