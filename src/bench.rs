@@ -8,8 +8,6 @@ use crate::model::ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not the expected JSON")]
     Json {
         path: PathBuf,
@@ -18,10 +16,13 @@ pub enum BenchError {
     },
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A file that could not be written or read safely (see `crate::fsx`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.to_owned(), source })?;
+    let text = crate::fsx::read_file_string(path, crate::fsx::Limit::JSON)?;
     serde_json::from_str(&text).map_err(|source| BenchError::Json { path: path.to_owned(), source })
 }
 
@@ -86,7 +87,7 @@ pub fn embed(data: &Path, threads: usize, batch: usize, reps: usize, out: Option
         let flat: Vec<f32> =
             Vec::<f32>::try_from(e.flatten(0, -1)).map_err(|err| ModelError::Config(format!("embeddings: {err}")))?;
         let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
-        std::fs::write(path, bytes).map_err(|source| BenchError::Io { path: path.to_owned(), source })?;
+        crate::fsx::write(crate::fsx::dir_of(path), path, &bytes)?;
     }
     let pins: serde_json::Map<String, Value> = crate::runtime::PORTABLE_PINS
         .iter()

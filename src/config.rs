@@ -19,8 +19,10 @@ mod validate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The file could not be read: absent, not a regular file (a FIFO, a device), or over
+    /// [`crate::fsx::Limit::CONFIG`].
+    #[error("cannot read config {0}")]
+    Read(#[from] crate::fsx::FsError),
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: key `{key}`: {message}")]
@@ -561,7 +563,7 @@ impl Default for Eval {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = crate::fsx::read_file_string(path, crate::fsx::Limit::CONFIG)?;
         Self::from_toml_str(&text, path)
     }
 

@@ -16,6 +16,9 @@ pub enum PipelineError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A file that could not be written or read safely (see `crate::fsx`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]

@@ -2,7 +2,7 @@
 //! artifact. See README.md, docs/DESIGN.md (the experiment and its decisions) and docs/ARCHITECTURE.md
 //! (the rooms and the arrows between them).
 //!
-//! Ground floor (no hsx imports above it): `canonical`, `config`, `ledger`, `provenance`, `data`,
+//! Ground floor (no hsx imports above it): `fsx` (every file write and outside read), `canonical`, `config`, `ledger`, `provenance`, `data`,
 //! `runtime`, `model`, `metrics`, `synth`. Top floor: `stages` (one file per stage), `pipeline` (the
 //! executor), `report`, `reproduce`, `audit` (verify), `bench`; `error` and `progress` are shared by it.
 pub mod analysis;
@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fsx;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::data::DataError;
 use crate::ledger::files::{hash_file, record_path};
+use crate::ledger::store::{claim_dir, Claimed, DirClaim};
 use crate::ledger::{
     Append, Entry, GitState, LedgerError, LedgerWriter, Recorder, Root, Roots, SigningKeyFile, StageOutcome, StageSpec,
 };
@@ -183,6 +184,33 @@ impl Setup {
         Ok(Setup { git: crate::provenance::git_state(workspace), cfg, roots, config_value, self_contained: false })
     }
 
+    /// The directory the report directory is relative to: the run directory of a self-contained run,
+    /// else the workspace.
+    pub fn report_base(&self) -> PathBuf {
+        let base = if self.self_contained { &self.roots.run } else { &self.roots.workspace };
+        base.clone().unwrap_or_default()
+    }
+
+    /// Claims the report directory (`experiment.report_dir` under [`Setup::report_base`]) for the ledger
+    /// of `writer` until the claim is dropped, before any stage runs: a second ledger's report there is
+    /// refused, naming both. A directory with no claim is adopted when everything in it is something
+    /// this ledger recorded (a report rendered before directories were claimed), and refused otherwise.
+    pub fn claim_report_dir(&self, writer: &LedgerWriter) -> Result<DirClaim, PipelineError> {
+        let base = self.report_base();
+        let dir = base.join(&self.cfg.experiment.report_dir);
+        crate::fsx::create_dirs(&base, &dir)?;
+        let recorded: Vec<PathBuf> = writer
+            .ledger()
+            .entries
+            .iter()
+            .flat_map(|e| &e.outputs)
+            .filter_map(|r| self.roots.get(r.root).and_then(|b| b.canonicalize().ok()).map(|b| b.join(&r.path)))
+            .collect();
+        let header = writer.ledger().header.sha256();
+        let may_hold = |p: &Path| recorded.iter().any(|r| r.starts_with(p));
+        Ok(claim_dir(Claimed::Report, &dir, &header, writer.path(), &may_hold)?)
+    }
+
     /// Runs `instance` as a signed entry of `writer` (the ledger, or a Slurm job's fragment). `finish`
     /// sees the outcome before it is recorded (reproduce compares it there); `source_ledger` is the
     /// ledger the report renders.
@@ -304,6 +332,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     )?;
     let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
+    let _report_dir = setup.claim_report_dir(&writer)?;
     let mut summary = RunSummary {
         ledger: opts.ledger_path.display().to_string(),
         run_dir: run_dir.display().to_string(),

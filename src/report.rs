@@ -323,12 +323,35 @@ pub fn report_entries(ledger: &Ledger) -> &[Entry] {
     }
 }
 
-/// Writes REPORT.md, metrics_table.csv and the plots into `out_dir`, copying plots from the run
-/// directory after checking each against the hash the compare entry recorded.
+/// Where a report is written, and what it may replace.
+#[derive(Debug, Clone)]
+pub struct ReportTarget {
+    /// The directory every write stays in: the workspace or run directory (the report stage), or the
+    /// directory of `hsx report --out FILE`.
+    pub root: PathBuf,
+    /// The markdown file (`<report_dir>/REPORT.md`, or `--out FILE`); the table (`metrics_table.csv`)
+    /// and the plots (`plots/*.png`) that it links to go beside it. Nothing else is written.
+    pub markdown: PathBuf,
+    /// The ledger the report is rendered from (as a directory claim names it).
+    pub ledger: PathBuf,
+    /// The caller claimed the directory for this ledger (the report stage: its executor holds the claim),
+    /// so the files there are this ledger's to replace.
+    pub claimed: bool,
+    /// Replace files that differ from the report's even where the directory is not this ledger's
+    /// (`hsx report --force`).
+    pub force: bool,
+}
+
+/// Writes the report: the markdown file, and beside it `metrics_table.csv` and `plots/*.png`, copied
+/// from the run directory after checking each against the hash the compare entry recorded. Every file is
+/// checked before any is written: a directory claimed by another ledger is refused naming both (unless
+/// `force`), and where the directory is not claimed for this ledger an existing file with other contents
+/// is refused (unless `force`), so nothing is replaced that this ledger did not write. Returns the files
+/// written, the markdown last.
 pub fn write_report(
     ledger: &Ledger,
     run_dir: &Path,
-    out_dir: &Path,
+    target: &ReportTarget,
     template: &str,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let entries = report_entries(ledger);
@@ -336,30 +359,63 @@ pub fn write_report(
     let by = latest_by_stage(entries);
     let compare =
         by.get(Stage::Compare.name()).ok_or_else(|| ReportError::MissingStage(Stage::Compare.name().into()))?;
-    let io = |p: &Path, e: std::io::Error| ReportError::File { path: p.to_owned(), message: e.to_string() };
-    std::fs::create_dir_all(out_dir.join("plots")).map_err(|e| io(out_dir, e))?;
-    let mut written = Vec::new();
+    let dir = crate::fsx::dir_of(&target.markdown).to_owned();
+    let mut planned: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for r in &compare.outputs {
+        let name = Path::new(&r.path).file_name().map(|n| n.to_owned()).unwrap_or_default();
+        if name == "comparison.json" {
+            continue;
+        }
         let src = run_dir.join(&r.path);
-        let (_, sha) = crate::ledger::files::hash_file(&src).map_err(|e| io(&src, e))?;
+        let bytes = crate::fsx::read(run_dir, &src, crate::fsx::Limit::ARTIFACT)?;
+        let sha = crate::canonical::sha256_hex(&bytes);
         if sha != r.sha256 {
             return Err(ReportError::File {
                 path: src,
                 message: format!("differs from the compare entry's record (sha256 {sha}, recorded {})", r.sha256),
             });
         }
-        let name = Path::new(&r.path).file_name().map(|n| n.to_owned()).unwrap_or_default();
-        let dst =
-            if r.path.starts_with("compare/plots/") { out_dir.join("plots").join(&name) } else { out_dir.join(&name) };
-        if name == "comparison.json" {
-            continue;
+        let dst = if r.path.starts_with("compare/plots/") { dir.join("plots").join(&name) } else { dir.join(&name) };
+        planned.push((dst, bytes));
+    }
+    planned.push((target.markdown.clone(), text.into_bytes()));
+    if !target.force {
+        let header = ledger.header.sha256();
+        crate::ledger::store::check_claim(&dir, &header, &target.ledger, crate::ledger::store::Claimed::Report)?;
+        let owned =
+            target.claimed || crate::ledger::store::read_claim(&dir)?.is_some_and(|c| c.header_sha256 == header);
+        if !owned {
+            let mut foreign = Vec::new();
+            for (dst, bytes) in &planned {
+                match crate::fsx::read(&target.root, dst, crate::fsx::Limit::ARTIFACT) {
+                    Err(e) if e.is_not_found() => {}
+                    Ok(old) if old == *bytes => {}
+                    Ok(_) | Err(_) => foreign.push(dst.display().to_string()),
+                }
+            }
+            if !foreign.is_empty() {
+                return Err(ReportError::File {
+                    path: dir.clone(),
+                    message: format!(
+                        "would replace {} ({}), which this ledger did not write (the directory is not the report \
+                         directory of {}); pass --force to replace them, or write the report elsewhere",
+                        if foreign.len() == 1 { "a file" } else { "files" },
+                        foreign.join(", "),
+                        target.ledger.display()
+                    ),
+                });
+            }
         }
-        std::fs::copy(&src, &dst).map_err(|e| io(&dst, e))?;
+    }
+    // Every destination is checked (no link, no `..`, no hard link) before the first is written.
+    for (dst, _) in &planned {
+        crate::fsx::check_writable(&target.root, dst)?;
+    }
+    let mut written = Vec::with_capacity(planned.len());
+    for (dst, bytes) in planned {
+        crate::fsx::write(&target.root, &dst, &bytes)?;
         written.push(dst);
     }
-    let md = out_dir.join("REPORT.md");
-    std::fs::write(&md, text).map_err(|e| io(&md, e))?;
-    written.push(md);
     Ok(written)
 }
 
@@ -411,7 +467,13 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     let recorded_sha = e.params.get("template_sha256").and_then(|v| v.as_str()).unwrap_or("(none)");
     let other_template = (recorded_sha != template_sha)
         .then(|| format!(" (it was rendered with template sha256 {recorded_sha}, this hsx carries {template_sha})"));
-    let on_disk = std::fs::read_to_string(workspace.join(dir).join("REPORT.md")).ok()?;
+    // Read as untrusted input: inside its root, a regular file (a FIFO never blocks verify), bounded.
+    let path = workspace.join(dir).join("REPORT.md");
+    let on_disk = match crate::fsx::read_string(workspace, &path, crate::fsx::Limit::REPORT) {
+        Ok(text) => text,
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => return Some(fail("outputs", format!("{dir}/REPORT.md cannot be checked: {e}"))),
+    };
     let why = other_template.clone().unwrap_or_default();
     let field = if other_template.is_some() { "params.template_sha256" } else { "outputs" };
     // The report stage rendered the entries recorded before it; a stage re-run later must not change that.

@@ -346,7 +346,7 @@ pub fn overall(stages: &[StageResult]) -> Overall {
 
 /// The rows of a JSONL file (`scores.jsonl`), or None when it cannot be read whole.
 pub fn read_rows(path: &Path) -> Option<Vec<Value>> {
-    std::fs::read_to_string(path)
+    crate::fsx::read_file_string(path, crate::fsx::Limit::DATA)
         .ok()?
         .lines()
         .filter(|l| !l.trim().is_empty())

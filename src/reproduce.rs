@@ -169,6 +169,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         &crate::ledger::Locations::new(out.clone(), &opts.workspace),
         key,
     )?;
+    let _report_dir = setup.claim_report_dir(&writer)?;
     let env_now = pipeline::environment_now();
     let mut env_diff = env_differences(&first.env, &env_now);
     env_diff.extend(crate::runtime::pin_differences(&first.env["torch"], &env_now["torch"]));
@@ -275,15 +276,13 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     })
 }
 
-/// A stage before `--from`: its recorded outputs are the inputs of later stages; copy them in.
+/// A stage before `--from`: its recorded outputs are the inputs of later stages; copy them in (each
+/// read inside the original run directory, written inside the reproduction's, through [`crate::fsx`]).
 fn copy_recorded_outputs(e: &Entry, original_run: &Path, out: &Path) -> Result<(), PipelineError> {
     for r in e.outputs.iter().filter(|r| r.root == Root::Run) {
         let src = original_run.join(&r.path);
         let dst = out.join(&r.path);
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|source| crate::data::DataError::Io { path: p.to_owned(), source })?;
-        }
-        std::fs::copy(&src, &dst).map_err(|err| {
+        crate::fsx::copy(original_run, &src, crate::fsx::Limit::ARTIFACT, out, &dst).map_err(|err| {
             PipelineError::Usage(format!(
                 "--from: cannot copy the earlier output {} of stage {} ({err}); reproduce from the start",
                 src.display(),

@@ -209,7 +209,8 @@ impl Driver<'_> {
     fn write_jobs_file(&self) -> Result<(), PipelineError> {
         let path = self.run_dir.join(JOBS_FILE);
         let v = json!({ "ledger": self.opts.ledger_path.display().to_string(), "jobs": self.jobs });
-        crate::ledger::files::write_bytes_atomic(&path, &serde_json::to_vec_pretty(&v).expect("jobs serialise"))?;
+        let bytes = serde_json::to_vec_pretty(&v).expect("jobs serialise");
+        crate::fsx::write(&self.run_dir, &path, &bytes).map_err(LedgerError::from)?;
         Ok(())
     }
 
@@ -228,9 +229,7 @@ impl Driver<'_> {
             let dep_ids: Vec<String> = deps.iter().map(|d| ids[d].clone()).collect();
             // A fragment left from an earlier attempt must not be taken for this job's.
             let frag = self.run_dir.join(fragment::fragment_rel(&inst.name()));
-            if frag.exists() {
-                std::fs::remove_file(&frag).map_err(|source| LedgerError::Io { path: frag.clone(), source })?;
-            }
+            crate::fsx::remove_file(&self.run_dir, &frag).map_err(LedgerError::from)?;
             let id = self.sbatch(inst, &dep_ids)?;
             let log = self.run_dir.join(LOGS_DIR).join(format!("{}.{id}.log", inst.name()));
             let after = if deps.is_empty() {
@@ -389,6 +388,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     let slurm = cfg.slurm.clone().unwrap_or_default();
     let mut setup = Setup::place(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
+    let _report_dir = setup.claim_report_dir(&writer)?;
     let mut summary = RunSummary {
         ledger: opts.ledger_path.display().to_string(),
         run_dir: run_dir.display().to_string(),
@@ -396,8 +396,15 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
     };
 
     // Jobs of an earlier driver still in the queue would write the same fragments.
-    if let Ok(text) = std::fs::read_to_string(run_dir.join(JOBS_FILE)) {
-        let old: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    // Read as untrusted input: a FIFO or a link in the state directory is refused, never waited on while
+    // the ledger is locked.
+    let jobs_file = match crate::fsx::read(&run_dir, &run_dir.join(JOBS_FILE), crate::fsx::Limit::SLURM_STATE) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(LedgerError::from(e).into()),
+    };
+    if let Some(bytes) = jobs_file {
+        let old: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         for j in old["jobs"].as_array().into_iter().flatten() {
             let (Some(id), Some(inst)) = (j["job_id"].as_str(), j["instance"].as_str()) else { continue };
             if id.chars().all(|c| c.is_ascii_digit())
@@ -436,8 +443,7 @@ pub fn run(opts: &RunOptions, progress: &dyn Progress) -> Result<RunSummary, Pip
         wave.push(inst);
     }
     let mut driver = Driver { opts, progress, setup, run_dir: run_dir.clone(), slurm, jobs: Vec::new() };
-    std::fs::create_dir_all(run_dir.join(LOGS_DIR))
-        .map_err(|source| LedgerError::Io { path: run_dir.join(LOGS_DIR), source })?;
+    crate::fsx::create_dirs(&run_dir, &run_dir.join(LOGS_DIR)).map_err(LedgerError::from)?;
     if !wave.is_empty() {
         let (done, failure) = driver.submit_and_wait(&wave, &plan)?;
         join(&mut writer, &run_dir, &plan, &done, progress, &mut summary)?;
@@ -481,7 +487,7 @@ pub fn run_job(opts: &RunOptions, instance: &str, progress: &dyn Progress) -> Re
     let run_dir = pipeline::run_dir_of(opts, &cfg);
     let mut setup = Setup::new(cfg, &opts.workspace, opts.data_mirror.as_deref(), run_dir.clone())?;
     setup.self_contained = opts.out.is_some();
-    let mut writer = FragmentWriter::new(run_dir.join(fragment::fragment_rel(&inst.name())), ledger.header, key)?;
+    let mut writer = FragmentWriter::new(&run_dir, &inst.name(), ledger.header, key)?;
     let spec = stages::spec(inst, &setup.cfg);
     setup.execute(inst, spec, &mut writer, &opts.ledger_path, progress, Ok)
 }

@@ -34,8 +34,7 @@ fn setup(dir: &Path) -> (Fx, LedgerWriter) {
 /// What one job does: runs stage `name` (reading `reads` under the run directory, writing
 /// `<name>/out.txt`) and writes its fragment, bound to the ledger's header.
 fn job(fx: &Fx, header: &hsx::ledger::Header, name: &str, reads: &[&str], key: &Path) -> Result<(), LedgerError> {
-    let mut fw =
-        FragmentWriter::new(fx.run.join(fragment_rel(name)), header.clone(), SigningKeyFile::load(key).unwrap())?;
+    let mut fw = FragmentWriter::new(&fx.run, name, header.clone(), SigningKeyFile::load(key).unwrap())?;
     let mut rec = Recorder {
         writer: &mut fw,
         roots: fx.roots.clone(),

@@ -71,7 +71,7 @@ fn training_steps_match_peft() {
         assert!((loss - want).abs() <= 1e-5, "step {step}: loss {loss}, peft {want}");
     }
     let tmp = tempfile::tempdir().unwrap();
-    save_adapter(&lora_vs, &cfg, "tests/fixtures/t5/model", tmp.path()).unwrap();
+    save_adapter(&lora_vs, &cfg, "tests/fixtures/t5/model", tmp.path(), tmp.path()).unwrap();
     let ours = adapter_tensors(tmp.path());
     let theirs = adapter_tensors(&lora.join("final"));
     assert_eq!(ours.iter().map(|t| &t.0).collect::<Vec<_>>(), theirs.iter().map(|t| &t.0).collect::<Vec<_>>());
@@ -114,7 +114,7 @@ fn merged_model_equals_model_with_adapter() {
     let (base, lora, exp) = paths();
     let (m, _v) = load_with_adapter(&base, &lora.join("final"), common::test_device()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    merge_and_save(&base, &m, tmp.path()).unwrap();
+    merge_and_save(&base, &m, tmp.path(), tmp.path()).unwrap();
     let merged = load_t5(tmp.path(), common::test_device()).unwrap();
     let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
     let texts: Vec<Vec<i64>> = exp["greedy_texts"]
@@ -150,7 +150,7 @@ fn tiny_train(seed: u64, threads: i32) -> (Vec<(String, Tensor)>, hsx::model::tr
     let total = hsx::model::train::parameter_count(&m.vs) + hsx::model::train::parameter_count(&lora_vs);
     let rep = train(&m.model, &lora_vs, total, &pairs, &pairs[..6], &recipe, 0, &NoProgress).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    save_adapter(&lora_vs, &cfg, "base", tmp.path()).unwrap();
+    save_adapter(&lora_vs, &cfg, "base", tmp.path(), tmp.path()).unwrap();
     (adapter_tensors(tmp.path()), rep)
 }
 

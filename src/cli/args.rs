@@ -257,8 +257,14 @@ pub struct ReportArgs {
     pub trusted_keys: Option<PathBuf>,
     #[arg(long)]
     pub template: Option<PathBuf>,
+    /// The markdown file to write. Beside it go the files it links to, and nothing else:
+    /// metrics_table.csv and plots/*.png (the compare stage's figures) in the same directory.
     #[arg(long, default_value = "report/REPORT.md")]
     pub out: PathBuf,
+    /// Replace existing files that this ledger did not write (by default a file there with other
+    /// contents is refused, unless the directory is this ledger's report directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -126,16 +126,21 @@ pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
     let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
     let ledger = hsx::ledger::open_verified(&a.ledger, trusted.as_ref())?;
     let template = match &a.template {
-        Some(t) => std::fs::read_to_string(t).with_context(|| format!("cannot read the template {}", t.display()))?,
+        Some(t) => hsx::fsx::read_file_string(t, hsx::fsx::Limit::TEMPLATE)
+            .with_context(|| format!("cannot read the template {}", t.display()))?,
         None => hsx::report::DEFAULT_TEMPLATE.to_owned(),
     };
     let run_dir = hsx::ledger::store::locate(&a.ledger, &ledger.header)?.run;
-    let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
-    let written = hsx::report::write_report(&ledger, &run_dir, &out_dir, &template)?;
-    let md = out_dir.join("REPORT.md");
-    if md != a.out {
-        std::fs::rename(&md, &a.out).with_context(|| format!("moving the report to {}", a.out.display()))?;
-    }
+    let out_dir = hsx::fsx::dir_of(&a.out).to_owned();
+    // Only the files --out names: the markdown file, and beside it the table and plots it links to.
+    let target = hsx::report::ReportTarget {
+        root: out_dir.clone(),
+        markdown: a.out.clone(),
+        ledger: hsx::ledger::store::resolve_ledger_path(&a.ledger)?,
+        claimed: false,
+        force: a.force,
+    };
+    let written = hsx::report::write_report(&ledger, &run_dir, &target, &template)?;
     if out.json {
         print_json(&json!({"report": a.out, "files": written}));
     } else if !out.quiet {
@@ -232,12 +237,14 @@ pub fn train(out: Out, a: &TrainArgs) -> Result<u8> {
     let progress = BarProgress::new(out, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}");
     let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, &progress)?;
     progress.bar.finish_and_clear();
-    save_adapter(&lora_vs, &lora, &a.model.display().to_string(), &a.out)?;
+    // OUT is the directory the user named: everything is written below it, through hsx::fsx.
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    save_adapter(&lora_vs, &lora, &a.model.display().to_string(), &a.out, &a.out)?;
     let metrics = serde_json::to_value(&report)?;
-    std::fs::write(a.out.join("train_metrics.json"), format!("{}\n", serde_json::to_string_pretty(&metrics)?))
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let text = format!("{}\n", serde_json::to_string_pretty(&metrics)?);
+    hsx::fsx::write(&a.out, &a.out.join("train_metrics.json"), text.as_bytes())?;
     if a.merge {
-        merge_and_save(&a.model, &m, &a.out.join("merged"))?;
+        merge_and_save(&a.model, &m, &a.out, &a.out.join("merged"))?;
     }
     if out.json {
         print_json(&json!({"event": "done", "out": a.out, "metrics": metrics}));

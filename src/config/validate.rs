@@ -60,10 +60,18 @@ impl Config {
             }
             Ok(())
         }
+        /// A path that must stay inside the workspace (or the run directory): relative, no `..`
+        /// component, no control character; every write below it goes through `crate::fsx`.
         fn relative_path(key: &str, p: &str) -> Result<(), (String, String)> {
             let path = Path::new(p);
             if p.is_empty() || path.is_absolute() {
                 return err(key, format!("must be a non-empty relative path, got {p:?}"));
+            }
+            if path.components().any(|c| c == std::path::Component::ParentDir) {
+                return err(key, format!("must stay inside the workspace: {p:?} climbs out of it with '..'"));
+            }
+            if p.chars().any(char::is_control) || p.contains('\\') {
+                return err(key, format!("must be a plain path: {p:?} holds a control character or a backslash"));
             }
             Ok(())
         }

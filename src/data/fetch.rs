@@ -58,14 +58,13 @@ pub fn fetch(base_url: &str, files: &[String], dir: &Path) -> Result<Vec<Fetched
                 "could not download {url}: {e} (no network? use HSX_DATA_MIRROR for an offline copy)"
             ))
         })?;
-        let tmp = dir.join(format!(".{file}.part"));
-        let io = |source| DataError::Io { path: tmp.clone(), source };
+        let io = |source| DataError::Io { path: target.clone(), source };
         let mut reader = resp.into_reader().take(MAX_DOWNLOAD_BYTES + 1);
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0u64;
-        let result: Result<(), DataError> = (|| {
+        // Into `dir` only, through a temporary file that is renamed into place once the hash checks out.
+        let (total, sha, expected) = crate::fsx::write_with(dir, &target, |f| {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
             loop {
                 let n = reader
                     .read(&mut buf)
@@ -80,22 +79,13 @@ pub fn fetch(base_url: &str, files: &[String], dir: &Path) -> Result<Vec<Fetched
                 h.update(&buf[..n]);
                 f.write_all(&buf[..n]).map_err(io)?;
             }
-            f.sync_all().map_err(io)?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let sha = hex::encode(h.finalize());
-        let expected = known_hash(file);
-        if let Some(exp) = expected {
-            if exp != sha {
-                let _ = std::fs::remove_file(&tmp);
+            let sha = hex::encode(h.finalize());
+            let expected = known_hash(file);
+            if let Some(exp) = expected.filter(|exp| *exp != sha) {
                 return Err(DataError::HashMismatch { path: PathBuf::from(&url), expected: exp.into(), actual: sha });
             }
-        }
-        std::fs::rename(&tmp, &target).map_err(|source| DataError::Io { path: target.clone(), source })?;
+            Ok((total, sha, expected))
+        })?;
         out.push(Fetched {
             file: file.clone(),
             path: target,

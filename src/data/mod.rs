@@ -42,6 +42,9 @@ pub enum DataError {
     Split(String),
     #[error("{0}")]
     Missing(String),
+    /// A file that could not be written or read safely (see `crate::fsx`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
 }
 
 /// One question-answer example.
@@ -153,9 +156,11 @@ pub fn read_file(path: &Path, opts: &ReadOptions) -> Result<ReadResult, DataErro
     }
 }
 
-fn open(path: &Path) -> Result<std::fs::File, DataError> {
-    std::fs::File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+/// Opens a data file for reading: a regular file only (a FIFO is refused without blocking), at most
+/// [`crate::fsx::Limit::DATA`] read.
+fn open(path: &Path) -> Result<crate::fsx::Bounded, DataError> {
+    crate::fsx::open_file(path, crate::fsx::Limit::DATA).map_err(|e| {
+        if e.is_not_found() {
             DataError::Missing(format!(
                 "{} does not exist; fetch the official files with `hsx data fetch`, or point HSX_DATA_MIRROR \
                  at a directory holding cosmosqa/{}",
@@ -163,7 +168,7 @@ fn open(path: &Path) -> Result<std::fs::File, DataError> {
                 path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
             ))
         } else {
-            DataError::Io { path: path.to_owned(), source }
+            e.into()
         }
     })
 }
@@ -321,20 +326,18 @@ fn trim_newline(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }
 
-/// Writes examples as JSONL (one object per line, fields in declaration order), atomically.
-pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), DataError> {
+/// Writes examples as JSONL (one object per line, fields in declaration order) to `path` below `root`
+/// (the run directory), atomically, through [`crate::fsx::write_with`].
+pub fn write_jsonl<T: Serialize>(root: &Path, path: &Path, rows: &[T]) -> Result<(), DataError> {
     use std::io::Write;
     let io = |source| DataError::Io { path: path.to_owned(), source };
-    let tmp = path.with_extension("jsonl.tmp");
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+    crate::fsx::write_with(root, path, |w| {
         for r in rows {
-            serde_json::to_writer(&mut w, r).map_err(|e| io(std::io::Error::other(e)))?;
+            serde_json::to_writer(&mut *w, r).map_err(|e| io(std::io::Error::other(e)))?;
             w.write_all(b"\n").map_err(io)?;
         }
-        w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+        Ok::<_, DataError>(())
+    })
 }
 
 /// Reads a JSONL file of `T`, naming the line of the first bad row.

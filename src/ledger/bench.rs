@@ -46,7 +46,7 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
     for k in 0..4 {
         let rel = format!("shared/f{k}.bin");
         let body: Vec<u8> = (0..64 * 1024).map(|i| ((i * 31 + k * 7) % 251) as u8).collect();
-        std::fs::write(run.join(&rel), &body).map_err(|e| io(&run, e))?;
+        crate::fsx::write(&run, &run.join(&rel), &body)?;
         files.push(super::FileRecord {
             root: super::Root::Run,
             path: rel,
@@ -81,56 +81,56 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
     // Streamed to disk one entry at a time (compact JSON), so generating 100k entries needs little memory.
     use std::io::Write;
     let path = ws.join(format!("ledger/bench-{n}.json"));
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| io(&path, e))?);
     let wio = |e| LedgerError::Io { path: path.clone(), source: e };
-    write!(w, "{{\"header\":{},\"entries\":[", serde_json::to_string(&header).expect("header serialises"))
-        .map_err(wio)?;
-    let mut last: Option<Entry> = None;
-    let mut prev = ZERO_HASH.to_owned();
-    for i in 0..n {
-        let t = |s: u64| {
-            let secs = 1_767_225_600 + (i as u64) * 10 + s;
-            time::OffsetDateTime::from_unix_timestamp(secs as i64)
-                .ok()
-                .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_default()
-        };
-        let mut e = Entry {
-            seq: i as u64,
-            stage: format!("stage-{}", i % 13),
-            experiment: "bench".into(),
-            header_sha256: header_sha.clone(),
-            prev: prev.clone(),
-            started: t(0),
-            finished: t(5),
-            git: GitState::Repository {
-                commit: "0123456789abcdef0123456789abcdef01234567".into(),
-                dirty: false,
-                diff_sha256: None,
-            },
-            env: env.clone(),
-            seeds: Seeds { master: 42, stage: super::stage_seed(42, &format!("stage-{i}")) },
-            params: json!({"stage": i % 13, "lr": 3e-4}),
-            config: config.clone(),
-            config_sha256: config_sha.clone(),
-            inputs: vec![files[i % 4].clone(), files[(i + 1) % 4].clone()],
-            outputs: vec![files[(i + 2) % 4].clone(), files[(i + 3) % 4].clone()],
-            determinism: Determinism::Bitwise,
-            metrics: json!({"loss": [2.5, 1.25, 0.625 + i as f64 * 1e-6], "f1": 0.4206, "em": 0.0006, "n": i}),
-            hash: String::new(),
-            signature: String::new(),
-        };
-        e.seal(&key);
-        prev = e.hash.clone();
-        if i > 0 {
-            w.write_all(b",").map_err(wio)?;
+    let last = crate::fsx::write_with(&ws, &path, |w| -> Result<Option<Entry>, LedgerError> {
+        write!(w, "{{\"header\":{},\"entries\":[", serde_json::to_string(&header).expect("header serialises"))
+            .map_err(wio)?;
+        let mut last: Option<Entry> = None;
+        let mut prev = ZERO_HASH.to_owned();
+        for i in 0..n {
+            let t = |s: u64| {
+                let secs = 1_767_225_600 + (i as u64) * 10 + s;
+                time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                    .ok()
+                    .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default()
+            };
+            let mut e = Entry {
+                seq: i as u64,
+                stage: format!("stage-{}", i % 13),
+                experiment: "bench".into(),
+                header_sha256: header_sha.clone(),
+                prev: prev.clone(),
+                started: t(0),
+                finished: t(5),
+                git: GitState::Repository {
+                    commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                    dirty: false,
+                    diff_sha256: None,
+                },
+                env: env.clone(),
+                seeds: Seeds { master: 42, stage: super::stage_seed(42, &format!("stage-{i}")) },
+                params: json!({"stage": i % 13, "lr": 3e-4}),
+                config: config.clone(),
+                config_sha256: config_sha.clone(),
+                inputs: vec![files[i % 4].clone(), files[(i + 1) % 4].clone()],
+                outputs: vec![files[(i + 2) % 4].clone(), files[(i + 3) % 4].clone()],
+                determinism: Determinism::Bitwise,
+                metrics: json!({"loss": [2.5, 1.25, 0.625 + i as f64 * 1e-6], "f1": 0.4206, "em": 0.0006, "n": i}),
+                hash: String::new(),
+                signature: String::new(),
+            };
+            e.seal(&key);
+            prev = e.hash.clone();
+            if i > 0 {
+                w.write_all(b",").map_err(wio)?;
+            }
+            serde_json::to_writer(&mut *w, &e).map_err(|e| wio(e.into()))?;
+            last = Some(e);
         }
-        serde_json::to_writer(&mut w, &e).map_err(|e| wio(e.into()))?;
-        last = Some(e);
-    }
-    w.write_all(b"]}\n").map_err(wio)?;
-    w.flush().map_err(wio)?;
-    drop(w);
+        w.write_all(b"]}\n").map_err(wio)?;
+        Ok(last)
+    })?;
     let head = last.map(|e| super::Head { seq: e.seq, hash: e.hash });
     SignedHead::from_parts(&header, n as u64, head, &key).write(&head_path_for(&path))?;
     Ok(path)

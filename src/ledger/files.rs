@@ -7,10 +7,11 @@
 //! refused with that name rather than silently recorded without it.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::LedgerError;
+use crate::fsx::{Bounded, Limit};
 
 /// Which directory a recorded path is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,37 +93,6 @@ pub fn check_relative(rel: &str) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// `O_NONBLOCK`: opening a FIFO that was swapped in after the type check must not block.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-const O_NONBLOCK: i32 = 0o4000;
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-const O_NONBLOCK: i32 = 0;
-
-fn not_regular(path: &Path, what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("{} is {what}, not a regular file; refused", path.display()),
-    )
-}
-
 fn kind_of(ft: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if ft.is_fifo() {
@@ -140,20 +110,10 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Opens a regular file for reading; anything else (FIFO, device, socket, directory) is refused
-/// before it is opened, and checked again on the open handle.
-pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let before = std::fs::metadata(path)?;
-    if !before.is_file() {
-        return Err(not_regular(path, kind_of(&before.file_type())));
-    }
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(path)?;
-    let after = f.metadata()?;
-    if !after.is_file() || after.ino() != before.ino() || after.dev() != before.dev() {
-        return Err(not_regular(path, "a file replaced while it was opened"));
-    }
-    Ok(f)
+/// Opens a regular file for reading, through [`crate::fsx::open_file`]: anything else (FIFO, device,
+/// socket, directory) is refused on the open handle, which was opened without blocking.
+pub fn open_regular(path: &Path, limit: Limit) -> std::io::Result<Bounded> {
+    Ok(crate::fsx::open_file(path, limit)?)
 }
 
 /// Resolves `rel` under `root` and checks the result stays inside the (resolved) root: a symlink that
@@ -206,15 +166,12 @@ pub fn check_recorded(root: &Path, rec: &FileRecord) -> OnDisk {
         Ok(None) => return OnDisk::Missing,
         Err(msg) => return OnDisk::Refused(msg),
     };
-    let f = match open_regular(&full) {
+    let f = match crate::fsx::open_file(&full, Limit::ARTIFACT) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return OnDisk::Missing,
+        Err(e) if e.is_not_found() => return OnDisk::Missing,
         Err(e) => return OnDisk::Refused(e.to_string()),
     };
-    let len = match f.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return OnDisk::Refused(e.to_string()),
-    };
+    let len = f.size();
     if len != rec.bytes {
         return OnDisk::Differs { bytes: len, sha256: None };
     }
@@ -228,12 +185,12 @@ pub fn check_recorded(root: &Path, rec: &FileRecord) -> OnDisk {
 /// Streams a regular file through SHA-256 (never reads it whole). Returns (bytes, hex digest).
 /// FIFOs, devices and sockets are refused.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    hash_open_file(open_regular(path)?, None)
+    hash_open_file(open_regular(path, Limit::ARTIFACT)?, None)
 }
 
 /// Hashes an open file; with `limit`, stops one byte past it (a file that grows while it is read
 /// cannot keep the reader busy).
-fn hash_open_file(f: std::fs::File, limit: Option<u64>) -> std::io::Result<(u64, String)> {
+fn hash_open_file(f: impl Read, limit: Option<u64>) -> std::io::Result<(u64, String)> {
     let mut f = f.take(limit.map(|l| l + 1).unwrap_or(u64::MAX));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -324,35 +281,13 @@ fn collect_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Led
     Ok(())
 }
 
-/// Writes `bytes` atomically to `path` (temp file, fsync, rename, fsync directory). The temp file is
-/// removed on every error path, and an existing file's permission bits are kept.
+/// Writes `bytes` to `path` through [`crate::fsx::write`], with `path`'s own directory as the root (a
+/// ledger, its head, a claim: their directories are resolved before): a temporary file with an
+/// unpredictable name, created without following links, synced and renamed over `path`; a `path` that
+/// is a symbolic link, a hard link or not a regular file is refused. The temporary file is removed on
+/// every error path, and an existing file's permission bits are kept.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| LedgerError::Io { path: path.to_owned(), source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ledger".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mode = std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(m) = mode {
-            f.set_permissions(std::fs::Permissions::from_mode(m))?;
-        }
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    let d = std::fs::File::open(&dir).map_err(io)?;
-    d.sync_all().map_err(io)?;
-    Ok(())
+    Ok(crate::fsx::write(crate::fsx::dir_of(path), path, bytes)?)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-use super::files::{write_bytes_atomic, FileRecord, Root};
+use super::files::{FileRecord, Root};
 use super::keys::SigningKeyFile;
 use super::{entry_canonical_bytes, verify_entry_signature, Append, Entry, Header, LedgerError, VERSION, ZERO_HASH};
 
@@ -22,8 +22,6 @@ pub const FRAGMENT_FORMAT: &str = "hsx-fragment";
 pub const FRAGMENT_VERSION: u32 = 1;
 /// Where fragments live, relative to the run directory.
 pub const FRAGMENTS_DIR: &str = "slurm/fragments";
-/// A fragment holds one entry (with the config it ran under); anything larger is refused unread.
-const MAX_FRAGMENT_BYTES: u64 = 16 << 20;
 
 /// A fragment file: one stage instance's signed entry, not yet in the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +55,8 @@ pub enum FragmentError {
 
 /// Writes the one entry of a Slurm job's stage instance into its fragment file.
 pub struct FragmentWriter {
+    /// The run directory: the fragment is written below it, never through a link.
+    run_dir: PathBuf,
     path: PathBuf,
     header: Header,
     key: SigningKeyFile,
@@ -64,9 +64,11 @@ pub struct FragmentWriter {
 }
 
 impl FragmentWriter {
-    /// A writer for the fragment at `path`, bound to the ledger whose header is `header` (the driver's,
-    /// read by the job from the ledger file). The key must be the header's signer.
-    pub fn new(path: PathBuf, header: Header, key: SigningKeyFile) -> Result<Self, LedgerError> {
+    /// A writer for the fragment of `instance` in the run directory `run_dir`, bound to the ledger whose
+    /// header is `header` (the driver's, read by the job from the ledger file). The key must be the
+    /// header's signer.
+    pub fn new(run_dir: &Path, instance: &str, header: Header, key: SigningKeyFile) -> Result<Self, LedgerError> {
+        let path = run_dir.join(fragment_rel(instance));
         if key.signer().key_id != header.signer.key_id {
             return Err(LedgerError::Stage {
                 stage: path.display().to_string(),
@@ -77,7 +79,7 @@ impl FragmentWriter {
                 ),
             });
         }
-        Ok(FragmentWriter { path, header, key, written: false })
+        Ok(FragmentWriter { run_dir: run_dir.to_owned(), path, header, key, written: false })
     }
 }
 
@@ -98,11 +100,8 @@ impl Append for FragmentWriter {
             ledger_header_sha256: entry.header_sha256.clone(),
             entry: entry.clone(),
         };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io { path: dir.to_owned(), source })?;
-        }
         let bytes = serde_json::to_vec_pretty(&f).expect("a fragment serialises");
-        write_bytes_atomic(&self.path, &bytes)?;
+        crate::fsx::write(&self.run_dir, &self.path, &bytes)?;
         self.written = true;
         Ok(entry)
     }
@@ -123,23 +122,12 @@ pub fn read_checked(run_dir: &Path, instance: &str, header: &Header) -> Result<C
     let path = run_dir.join(&rel);
     let invalid =
         |field: &str, message: String| FragmentError::Invalid { path: path.clone(), field: field.into(), message };
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(FragmentError::Missing { path, instance: instance.into() })
-        }
-        Err(e) => return Err(FragmentError::Read { path, message: e.to_string() }),
+    // Inside the run directory, a regular file (no link followed, a FIFO never waited on), bounded.
+    let bytes = match crate::fsx::read(run_dir, &path, crate::fsx::Limit::FRAGMENT) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(FragmentError::Missing { path, instance: instance.into() }),
+        Err(e) => return Err(FragmentError::Read { path, message: std::io::Error::from(e).to_string() }),
     };
-    if !meta.is_file() {
-        return Err(FragmentError::Read { path, message: "not a regular file".into() });
-    }
-    if meta.len() > MAX_FRAGMENT_BYTES {
-        return Err(FragmentError::Read {
-            path,
-            message: format!("{} bytes, more than the {MAX_FRAGMENT_BYTES} byte limit", meta.len()),
-        });
-    }
-    let bytes = std::fs::read(&path).map_err(|e| FragmentError::Read { path: path.clone(), message: e.to_string() })?;
     let sha256 = crate::canonical::sha256_hex(&bytes);
     let raw: Value = serde_json::from_slice(&bytes).map_err(|e| invalid("(json)", e.to_string()))?;
     let f: Fragment =

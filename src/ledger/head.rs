@@ -81,9 +81,6 @@ pub struct SignedHead {
     pub signature: String,
 }
 
-/// Head files are tiny; a larger one is refused before reading.
-const MAX_HEAD_BYTES: u64 = 64 * 1024;
-
 impl SignedHead {
     fn statement(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("head serialises");
@@ -118,14 +115,11 @@ impl SignedHead {
 
     /// Reads a head file as untrusted input; `Ok(None)` when there is none.
     pub fn read(path: &Path) -> Result<Option<Self>, String> {
-        let text = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-            Ok(m) if !m.is_file() => return Err(format!("{} is not a regular file", path.display())),
-            Ok(m) if m.len() > MAX_HEAD_BYTES => {
-                return Err(format!("{} is larger than {MAX_HEAD_BYTES} bytes", path.display()))
-            }
-            Ok(_) => super::keys::read_small_regular_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        // Beside its ledger: a regular file (no link followed), at most `Limit::HEAD`.
+        let text = match crate::fsx::read_string(crate::fsx::dir_of(path), path, crate::fsx::Limit::HEAD) {
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+            Ok(text) => text,
         };
         let v = crate::canonical::parse_strict(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_value(v).map(Some).map_err(|e| format!("{}: {e}", path.display()))

@@ -41,30 +41,11 @@ pub enum KeyError {
     Location { path: PathBuf, message: String },
 }
 
-/// Key and trusted-key files are small; anything larger is refused before reading.
-const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
-
-/// Reads a small regular file, refusing FIFOs, devices, sockets and directories *before* opening it
-/// (opening a FIFO for reading blocks until a writer appears), and anything over `MAX_KEY_FILE_BYTES`.
+/// Reads a small regular file (a key, `trusted_keys`) through [`crate::fsx::read_file_string`]: FIFOs,
+/// devices, sockets and directories are refused without blocking, and anything over
+/// [`crate::fsx::Limit::KEY`].
 pub fn read_small_regular_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device, socket or directory)",
-        ));
-    }
-    if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} bytes, more than the {MAX_KEY_FILE_BYTES} byte limit", meta.len()),
-        ));
-    }
-    let f = crate::ledger::files::open_regular(path)?;
-    let mut text = String::new();
-    f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text)?;
-    Ok(text)
+    Ok(crate::fsx::read_file_string(path, crate::fsx::Limit::KEY)?)
 }
 
 /// Refuses a signing-key location inside a git work tree, or below a directory that group or others
@@ -136,8 +117,7 @@ impl std::fmt::Debug for SigningKeyFile {
 impl SigningKeyFile {
     /// Creates a new key at `path` with mode 0600 (parent directories 0700 when created).
     pub fn generate(path: &Path, force: bool) -> Result<Self, KeyError> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         if path.exists() && !force {
             return Err(KeyError::Exists { path: path.to_owned() });
         }
@@ -155,19 +135,11 @@ impl SigningKeyFile {
         let pem = key
             .to_pkcs8_pem(Default::default())
             .map_err(|e| KeyError::Malformed { path: path.to_owned(), message: e.to_string() })?;
-        let tmp = path.with_extension("pem.tmp");
-        let io = |source| KeyError::Io { path: path.to_owned(), source };
-        let _ = std::fs::remove_file(&tmp);
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(pem.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
+        // Mode 0600 from its creation, through a temporary file nobody can predict or plant a link at;
+        // without --force an existing key is never replaced, even one that appeared meanwhile.
+        let opts = crate::fsx::WriteOptions { mode: Some(0o600), create_new: !force };
+        crate::fsx::write_opts(crate::fsx::dir_of(path), path, pem.as_bytes(), opts)
+            .map_err(|e| KeyError::Io { path: path.to_owned(), source: e.into() })?;
         Ok(Self { key })
     }
 

@@ -76,12 +76,16 @@
 //! The writer locks `<ledger>.lock` next to the *resolved* ledger path (a symlink to a ledger shares
 //! its lock and is written through, never replaced), and claims the run directory: `.hsx-run.lock`
 //! held for the writer's lifetime, and `.hsx-ledger` recording the header hash and ledger path of the
-//! one ledger the directory belongs to; a second ledger is refused with both named.
+//! one ledger the directory belongs to; a second ledger is refused with both named. The executor claims
+//! the report directory the same way (`.hsx-report.lock`, `.hsx-ledger`; see `claim`). Every file is
+//! written through `crate::fsx`: nothing is written through a symbolic link or a hard link, or outside
+//! its directory.
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
 
 pub mod bench;
+pub mod claim;
 pub mod files;
 pub mod fragment;
 pub mod head;
@@ -115,12 +119,15 @@ pub const ENTRY_PAYLOAD_TYPE: &str = "application/vnd.hsx.ledger-entry+json; ver
 pub const HEAD_PAYLOAD_TYPE: &str = "application/vnd.hsx.ledger-head+json; version=2";
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Ledgers larger than this are refused before parsing (a ledger is untrusted input).
-pub const MAX_LEDGER_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_LEDGER_BYTES: u64 = crate::fsx::Limit::LEDGER.bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(transparent)]
     Fragment(#[from] fragment::FragmentError),
+    /// A file that could not be written or read safely (see `crate::fsx`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("ledger {path} is not a valid hsx ledger: {message}")]

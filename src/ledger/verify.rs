@@ -85,18 +85,16 @@ fn run_file(
     opts: &VerifyOptions,
     keep: bool,
 ) -> Result<(VerifyReport, Option<Ledger>), LedgerError> {
-    use std::io::Read;
-    let io = |source| LedgerError::Io { path: path.to_owned(), source };
+    // A regular file only (a FIFO or device is refused without blocking), at most `Limit::LEDGER`.
     let open = || -> Result<_, LedgerError> {
-        let f = super::files::open_regular(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
-        if len > super::MAX_LEDGER_BYTES {
-            return Err(LedgerError::Format {
+        let f = crate::fsx::open_file(path, crate::fsx::Limit::LEDGER).map_err(|e| match e {
+            crate::fsx::FsError::TooLarge { size, limit, .. } => LedgerError::Format {
                 path: path.to_owned(),
-                message: format!("{len} bytes is larger than the {} byte limit", super::MAX_LEDGER_BYTES),
-            });
-        }
-        Ok(std::io::BufReader::with_capacity(1 << 20, f.take(super::MAX_LEDGER_BYTES + 1)))
+                message: format!("{size} bytes is larger than the {limit} byte limit"),
+            },
+            e => e.into(),
+        })?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, f))
     };
     let mut c = Checker::new(path, opts, keep);
     let parse = |c: &mut Checker, pass: Pass| -> Result<(), LedgerError> {

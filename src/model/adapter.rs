@@ -18,7 +18,7 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 /// Reads a peft `adapter_config.json`, refusing the options hsx does not implement.
 pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, ModelError> {
     let p = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
+    let text = crate::fsx::read_file_string(&p, crate::fsx::Limit::JSON)?;
     let v: Value = serde_json::from_str(&text).map_err(|e| file_err(&p, format!("not JSON: {e}")))?;
     let get = |k: &str| v.get(k).filter(|x| !x.is_null());
     let bad = |k: &str, m: &str| Err(file_err(&p, format!("`{k}` {m}")));
@@ -56,16 +56,23 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, ModelError> {
     Ok(LoraConfig { r, alpha, dropout, targets })
 }
 
-/// Writes the adapter in peft's format.
-pub fn save_adapter(lora_vs: &nn::VarStore, cfg: &LoraConfig, base_model: &str, dir: &Path) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+/// Writes the adapter in peft's format into `dir`, below `root` (the run directory, or the directory a
+/// user named), through [`crate::fsx`].
+pub fn save_adapter(
+    lora_vs: &nn::VarStore,
+    cfg: &LoraConfig,
+    base_model: &str,
+    root: &Path,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    crate::fsx::create_dirs(root, dir)?;
     let mut vars: Vec<(String, Tensor)> = lora_vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let cpu: Vec<(String, Tensor)> =
         vars.into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())).collect();
-    let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
-    Tensor::write_safetensors(&cpu, &tmp)?;
-    std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(|e| file_err(dir, e.to_string()))?;
+    crate::fsx::place_file(root, &dir.join(ADAPTER_WEIGHTS), |at| {
+        Ok::<_, ModelError>(Tensor::write_safetensors(&cpu, at)?)
+    })?;
     let conf = json!({
         "peft_type": "LORA",
         "task_type": "SEQ_2_SEQ_LM",
@@ -89,7 +96,7 @@ pub fn save_adapter(lora_vs: &nn::VarStore, cfg: &LoraConfig, base_model: &str, 
     });
     let mut text = serde_json::to_string_pretty(&conf).expect("json");
     text.push('\n');
-    std::fs::write(dir.join(ADAPTER_CONFIG), text).map_err(|e| file_err(dir, e.to_string()))?;
+    crate::fsx::write(root, &dir.join(ADAPTER_CONFIG), text.as_bytes())?;
     Ok(())
 }
 
@@ -137,9 +144,10 @@ pub fn load_with_adapter(
     load_t5_lora(dir, device, &cfg, Some(adapter_dir))
 }
 
-/// Folds the adapter into the base weights (`W += B A · alpha/r`) and saves an HF directory.
-pub fn merge_and_save(base_dir: &Path, loaded: &LoadedT5, out: &Path) -> Result<(), ModelError> {
-    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+/// Folds the adapter into the base weights (`W += B A · alpha/r`) and saves an HF directory `out`
+/// below `root`.
+pub fn merge_and_save(base_dir: &Path, loaded: &LoadedT5, root: &Path, out: &Path) -> Result<(), ModelError> {
+    crate::fsx::create_dirs(root, out)?;
     let mut weights: std::collections::BTreeMap<String, Tensor> =
         loaded.vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
     for lin in loaded.model.linears() {
@@ -148,11 +156,11 @@ pub fn merge_and_save(base_dir: &Path, loaded: &LoadedT5, out: &Path) -> Result<
         }
     }
     let merged: Vec<(String, Tensor)> = weights.into_iter().collect();
-    let tmp = out.join("model.safetensors.tmp");
-    Tensor::write_safetensors(&merged, &tmp)?;
-    std::fs::rename(&tmp, out.join("model.safetensors")).map_err(|e| file_err(out, e.to_string()))?;
+    crate::fsx::place_file(root, &out.join("model.safetensors"), |at| {
+        Ok::<_, ModelError>(Tensor::write_safetensors(&merged, at)?)
+    })?;
     for f in ["config.json", "tokenizer.json"] {
-        std::fs::copy(base_dir.join(f), out.join(f)).map_err(|e| file_err(&base_dir.join(f), e.to_string()))?;
+        crate::fsx::copy(base_dir, &base_dir.join(f), crate::fsx::Limit::JSON, root, &out.join(f))?;
     }
     Ok(())
 }

@@ -119,7 +119,7 @@ pub struct TokenEmbeddings {
 impl Bert {
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
         let cp = dir.join("config.json");
-        let text = std::fs::read_to_string(&cp).map_err(|e| file_err(&cp, format!("cannot read: {e}")))?;
+        let text = super::read_json_text(&cp)?;
         let cfg: BertConfig =
             serde_json::from_str(&text).map_err(|e| file_err(&cp, format!("not a BERT config: {e}")))?;
         if cfg.model_type.as_deref().is_some_and(|t| t != "bert") {
@@ -132,8 +132,7 @@ impl Bert {
             return Err(file_err(&cp, "hidden_size must be a multiple of num_attention_heads"));
         }
         let tp = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tp)
-            .map_err(|e| file_err(&tp, format!("not a readable tokenizer.json: {e}")))?;
+        let mut tokenizer = super::read_tokenizer(&tp)?;
         // The file pads and truncates to 128; hsx pads itself and truncates explicitly.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| file_err(&tp, e.to_string()))?;

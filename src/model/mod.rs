@@ -39,16 +39,42 @@ pub enum ModelError {
     Missing { dir: PathBuf, count: usize, first: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A file that could not be written or read safely (see `crate::fsx`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
 }
 
 fn file_err(path: &Path, message: impl Into<String>) -> ModelError {
     ModelError::File { path: path.to_owned(), message: message.into() }
 }
 
+/// Reads a JSON file of a model directory (a config, an index) through [`crate::fsx`]: a regular file,
+/// at most [`crate::fsx::Limit::JSON`].
+pub(crate) fn read_json_text(p: &Path) -> Result<String, ModelError> {
+    crate::fsx::read_file_string(p, crate::fsx::Limit::JSON)
+        .map_err(|e| file_err(p, format!("cannot read: {}", std::io::Error::from(e))))
+}
+
+/// Reads a tokenizer (`tokenizer.json`) through [`crate::fsx`], as [`read_json_text`] does.
+pub(crate) fn read_tokenizer(p: &Path) -> Result<tokenizers::Tokenizer, ModelError> {
+    let bytes = crate::fsx::read_file(p, crate::fsx::Limit::JSON)
+        .map_err(|e| file_err(p, format!("cannot read: {}", std::io::Error::from(e))))?;
+    tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| file_err(p, format!("not a readable tokenizer.json: {e}")))
+}
+
+/// Reads a safetensors file through [`crate::fsx`] (a regular file, at most
+/// [`crate::fsx::Limit::WEIGHTS`]; libtorch reads the file that was checked).
+pub fn read_safetensors(p: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
+    let f = crate::fsx::open_file(p, crate::fsx::Limit::WEIGHTS)
+        .map_err(|e| file_err(p, format!("cannot read: {}", std::io::Error::from(e))))?;
+    Tensor::read_safetensors(f.reopen_path())
+        .map_err(|e| file_err(p, format!("not a readable safetensors file (truncated or corrupt?): {e}")))
+}
+
 /// Reads and validates `config.json` of an HF-format T5 directory.
 pub fn read_t5_config(dir: &Path) -> Result<T5Config, ModelError> {
     let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
+    let text = read_json_text(&p)?;
     let cfg: T5Config = serde_json::from_str(&text).map_err(|e| file_err(&p, format!("not a T5 config: {e}")))?;
     cfg.validate().map_err(|e| file_err(&p, e.to_string()))?;
     Ok(cfg)
@@ -68,7 +94,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
             "no model.safetensors or model.safetensors.index.json (an HF-format directory is expected)",
         ));
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| file_err(&index, e.to_string()))?;
+    let text = read_json_text(&index)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(&index, format!("not JSON: {e}")))?;
     let map =
         v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| file_err(&index, "no weight_map object"))?;
@@ -89,8 +115,7 @@ pub fn load_weights(vs: &nn::VarStore, files: &[PathBuf], dir: &Path, ignore: &[
     let vars: HashMap<String, Tensor> = vs.variables();
     let mut seen = BTreeSet::new();
     for f in files {
-        let tensors = Tensor::read_safetensors(f)
-            .map_err(|e| file_err(f, format!("not a readable safetensors file (truncated or corrupt?): {e}")))?;
+        let tensors = read_safetensors(f)?;
         for (name, t) in tensors {
             match vars.get(&name) {
                 Some(var) => {

@@ -184,7 +184,7 @@ pub fn init_like_transformers(vs: &nn::VarStore, cfg: &T5Config) {
 
 /// Writes `config.json` in the layout transformers writes for flan-t5 (`T5ForConditionalGeneration`,
 /// gated-GELU, untied head), which [`super::read_t5_config`] reads back.
-pub fn write_hf_config(cfg: &T5Config, out: &Path) -> Result<(), ModelError> {
+pub fn write_hf_config(cfg: &T5Config, root: &Path, out: &Path) -> Result<(), ModelError> {
     let mut cfg_text = serde_json::to_string_pretty(&json!({
         "architectures": ["T5ForConditionalGeneration"],
         "model_type": "t5",
@@ -199,16 +199,24 @@ pub fn write_hf_config(cfg: &T5Config, out: &Path) -> Result<(), ModelError> {
     }))
     .expect("json");
     cfg_text.push('\n');
-    std::fs::write(out.join("config.json"), cfg_text).map_err(|e| file_err(out, e.to_string()))
+    Ok(crate::fsx::write(root, &out.join("config.json"), cfg_text.as_bytes())?)
 }
 
 /// Writes every variable of `vs` to `out/model.safetensors` under its (transformers) name, in name order.
-fn write_weights(vs: &nn::VarStore, out: &Path) -> Result<(), ModelError> {
+fn write_weights(vs: &nn::VarStore, root: &Path, out: &Path) -> Result<(), ModelError> {
     let mut vars: Vec<(String, Tensor)> =
         vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu))).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&vars, out.join("model.safetensors"))?;
-    Ok(())
+    crate::fsx::place_file(root, &out.join("model.safetensors"), |at| {
+        Ok::<_, ModelError>(Tensor::write_safetensors(&vars, at)?)
+    })
+}
+
+/// Saves `tok` as `out/tokenizer.json` below `root`, through [`crate::fsx::place_file`].
+fn save_tokenizer(tok: &tokenizers::Tokenizer, root: &Path, out: &Path) -> Result<(), ModelError> {
+    crate::fsx::place_file(root, &out.join("tokenizer.json"), |at| {
+        tok.save(at, false).map_err(|e| file_err(out, e.to_string()))
+    })
 }
 
 /// What [`build_random_model`] wrote.
@@ -227,9 +235,10 @@ pub fn build_random_model(
     vocab_size: usize,
     tok_spec: &crate::config::TokenizerSpec,
     seed: u64,
+    root: &Path,
     out: &Path,
 ) -> Result<RandomModel, ModelError> {
-    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+    crate::fsx::create_dirs(root, out)?;
     let tok = train_tokenizer_filled(texts, tok_spec.vocab_size, tok_spec.extra_ids)?;
     let tokenizer_size = tok.get_vocab_size(true);
     let tokenizer_pieces_learnt = tok.get_vocab(true).keys().filter(|p| !p.starts_with(PLACEHOLDER_MARK)).count();
@@ -238,14 +247,14 @@ pub fn build_random_model(
             "the tokenizer has {tokenizer_size} entries, more than model.vocab_size = {vocab_size}"
         )));
     }
-    tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
+    save_tokenizer(&tok, root, out)?;
     let cfg = scratch_config(arch, vocab_size);
-    write_hf_config(&cfg, out)?;
+    write_hf_config(&cfg, root, out)?;
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = T5::new(&vs.root(), &cfg, None)?;
     init_like_transformers(&vs, &cfg);
-    write_weights(&vs, out)?;
+    write_weights(&vs, root, out)?;
     Ok(RandomModel { tokenizer_pieces_learnt, tokenizer_size })
 }
 
@@ -387,17 +396,18 @@ pub fn build_base_model(
     seed: u64,
     device: Device,
     bf16: bool,
+    root: &Path,
     out: &Path,
     progress: &dyn TrainProgress,
 ) -> Result<PretrainResult, ModelError> {
-    std::fs::create_dir_all(out).map_err(|e| file_err(out, e.to_string()))?;
+    crate::fsx::create_dirs(root, out)?;
     let (train_docs, held_docs) = split_corpus(texts, pre.heldout_share, seed);
     let train_owned: Vec<String> = train_docs.iter().map(|t| (*t).clone()).collect();
     let tok = train_tokenizer(&train_owned, tok_spec.vocab_size, tok_spec.extra_ids)?;
     let vocab_size = tok.get_vocab_size(true);
-    tok.save(out.join("tokenizer.json"), false).map_err(|e| file_err(out, e.to_string()))?;
+    save_tokenizer(&tok, root, out)?;
     let cfg = scratch_config(arch, vocab_size);
-    write_hf_config(&cfg, out)?;
+    write_hf_config(&cfg, root, out)?;
 
     // Span-corrupted examples: passes over the contexts, each with fresh masks, until steps × batch.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -482,7 +492,7 @@ pub fn build_base_model(
         loss_start: crate::data::stats::round6(start),
         loss_end: crate::data::stats::round6(super::train::evaluate_loss(&model, &held_batches, bf16)),
     });
-    write_weights(&vs, out)?;
+    write_weights(&vs, root, out)?;
     Ok(PretrainResult { report, initial_loss, vocab_size, examples: examples.len(), heldout })
 }
 
@@ -596,10 +606,13 @@ mod tests {
             heldout_share: 0.1,
         };
         let dir = std::env::temp_dir().join(format!("hsx-heldout-{}", std::process::id()));
-        let r =
-            build_base_model(&texts, &arch, &tok, &pre, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress)
-                .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let build = |pre: &crate::config::Pretrain| {
+            let quiet = &super::super::train::NoProgress;
+            let r = build_base_model(&texts, &arch, &tok, pre, 7, Device::Cpu, false, &dir, &dir, quiet).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            r
+        };
+        let r = build(&pre);
         let h = r.heldout.expect("a held-out slice");
         assert_eq!(h.documents, 12);
         assert!(h.chunks >= h.documents && h.target_tokens > h.chunks, "{h:?}");
@@ -607,10 +620,7 @@ mod tests {
         assert!(h.loss_end < h.loss_start, "held-out loss did not fall: {} -> {}", h.loss_start, h.loss_end);
         // Without a share there are no held-out figures.
         let none = crate::config::Pretrain { heldout_share: 0.0, steps: 2, ..pre };
-        let r =
-            build_base_model(&texts, &arch, &tok, &none, 7, Device::Cpu, false, &dir, &super::super::train::NoProgress)
-                .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let r = build(&none);
         assert!(r.heldout.is_none());
     }
 }

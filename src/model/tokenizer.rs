@@ -12,10 +12,7 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::File {
-            path: path.to_owned(),
-            message: format!("not a readable tokenizer.json: {e}"),
-        })?;
+        let mut tok = super::read_tokenizer(path)?;
         // Padding and truncation are done here, explicitly, whatever the file says.
         tok.with_padding(None);
         tok.with_truncation(None).map_err(|e| ModelError::File { path: path.to_owned(), message: e.to_string() })?;

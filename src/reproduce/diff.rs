@@ -168,8 +168,8 @@ fn jsonl_diff(ta: &str, tb: &str) -> OutputDiff {
 }
 
 fn tensor_difference(a: &Path, b: &Path) -> Option<String> {
-    let mut ta = tch::Tensor::read_safetensors(a).ok()?;
-    let mut tb = tch::Tensor::read_safetensors(b).ok()?;
+    let mut ta = crate::model::read_safetensors(a).ok()?;
+    let mut tb = crate::model::read_safetensors(b).ok()?;
     ta.sort_by(|x, y| x.0.cmp(&y.0));
     tb.sort_by(|x, y| x.0.cmp(&y.0));
     if ta.len() != tb.len() {
@@ -193,7 +193,7 @@ fn tensor_difference(a: &Path, b: &Path) -> Option<String> {
 /// Where a recorded file and its re-run (whose hashes differ) differ, in terms of its format.
 pub fn pinpoint(recorded_path: &Path, new_path: &Path) -> OutputDiff {
     let name = new_path.to_string_lossy();
-    let text = |p: &Path| std::fs::read_to_string(p).ok();
+    let text = |p: &Path| crate::fsx::read_file_string(p, crate::fsx::Limit::DATA).ok();
     let content =
         |detail: Option<String>| OutputDiff::Content { detail: detail.unwrap_or_else(|| "contents differ".into()) };
     if name.ends_with(".safetensors") {

@@ -146,7 +146,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
             let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
             let out = ctx.out_dir()?.join("model");
-            let r = crate::model::pretrain::build_random_model(&texts, arch, *vocab_size, tokenizer, ctx.seed, &out)?;
+            let r = crate::model::pretrain::build_random_model(
+                &texts,
+                arch,
+                *vocab_size,
+                tokenizer,
+                ctx.seed,
+                &ctx.run_dir,
+                &out,
+            )?;
             // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
             let m = crate::model::load_t5(&out, device)?;
             let metrics = BaseModelMetrics::Random {
@@ -169,6 +177,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 ctx.seed,
                 device,
                 bf16,
+                &ctx.run_dir,
                 &out,
                 progress.as_ref(),
             )?;
@@ -183,6 +192,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             };
             // The file holds what a re-run reproduces bit for bit; the wall time lives in the entry.
             write_record(
+                &ctx.run_dir,
                 &ctx.run_path("base-model/pretrain_metrics.json"),
                 &BaseModelMetrics::Scratch(Box::new(record.clone())),
             )?;

@@ -103,7 +103,7 @@ pub fn differences_with_model_0() -> Vec<[&'static str; 2]> {
 /// uses no other values.
 fn read_plan(ctx: &StageCtx) -> Result<AnalysisPlan, PipelineError> {
     let path = ctx.run_path(super::preregister::PLAN_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let text = crate::fsx::read_file_string(&path, crate::fsx::Limit::JSON)?;
     let plan: AnalysisPlan =
         serde_json::from_str(&text).map_err(|e| io(&path, format!("not an analysis plan: {e}")))?;
     let expected = super::preregister::plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
@@ -342,9 +342,9 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     };
 
     let dir = ctx.out_dir()?;
-    std::fs::create_dir_all(dir.join("plots")).map_err(|e| io(&dir, e))?;
-    std::fs::write(dir.join("metrics_table.csv"), metrics_table_csv(&table, &baseline_table))
-        .map_err(|e| io(&dir, e))?;
+    crate::fsx::create_dirs(&ctx.run_dir, &dir.join("plots"))?;
+    let csv = metrics_table_csv(&table, &baseline_table);
+    crate::fsx::write(&ctx.run_dir, &dir.join("metrics_table.csv"), csv.as_bytes())?;
     let replicates = if replicated {
         Some(replicates_section(ctx, &plan, &models_by_replicate, &base_scores, &clusters, &seeds, master)?)
     } else {
@@ -376,7 +376,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     rounded["plan"] = serde_json::to_value(&plan).map_err(PipelineError::Record)?;
     // The record as written: what the plots draw and the entry holds.
     let comparison: Comparison = serde_json::from_value(rounded).map_err(PipelineError::Record)?;
-    write_record(&dir.join("comparison.json"), &comparison)?;
+    write_record(&ctx.run_dir, &dir.join("comparison.json"), &comparison)?;
     let losses: BTreeMap<Arm, Option<TrainMetrics>> = Arm::ALL
         .iter()
         .map(|&a| {
@@ -384,7 +384,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             (a, TrainMetrics::read_file(&p).ok())
         })
         .collect();
-    plots(&dir.join("plots"), &comparison, &losses)?;
+    plots(&ctx.run_dir, &dir.join("plots"), &comparison, &losses)?;
     let outputs = vec![
         (Root::Run, "compare/metrics_table.csv".to_owned()),
         (Root::Run, "compare/comparison.json".to_owned()),

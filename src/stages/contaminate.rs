@@ -137,7 +137,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             attempts: attempts[i],
         })
         .collect();
-    data::write_jsonl(&ctx.out_dir()?.join("ai_contaminated.jsonl"), &rows)?;
+    data::write_jsonl(&ctx.run_dir, &ctx.out_dir()?.join("ai_contaminated.jsonl"), &rows)?;
     let words = |s: &str| s.split_whitespace().count() as f64;
     let n = rows.len().max(1) as f64;
     let differs = |r: &ContaminatedRow, h: &QaExample| squad::normalize(&r.answer) != squad::normalize(&h.answer);

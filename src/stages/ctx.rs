@@ -82,10 +82,11 @@ impl<'a> StageCtx<'a> {
         self.run_dir.join(rel)
     }
 
-    /// This stage's own folder of the run directory, created.
+    /// This stage's own folder of the run directory, created (a real directory: a symbolic link there is
+    /// refused).
     pub fn out_dir(&self) -> Result<PathBuf, PipelineError> {
         let dir = self.run_dir.join(self.instance.name());
-        mkdir(&dir)?;
+        crate::fsx::create_dirs(&self.run_dir, &dir).map_err(DataError::from)?;
         Ok(dir)
     }
 }
@@ -103,16 +104,17 @@ pub fn human(split: &str) -> (Root, String) {
     (Root::Run, format!("prepare/human_{split}.jsonl"))
 }
 
-/// Writes pretty JSON with a trailing newline.
-pub fn write_json(path: &Path, v: &Value) -> Result<(), PipelineError> {
-    std::fs::write(path, format!("{}\n", serde_json::to_string_pretty(v).expect("a JSON value serialises")))
-        .map_err(|source| DataError::Io { path: path.to_owned(), source }.into())
+/// Writes pretty JSON with a trailing newline to `path` below `root` (the run directory), through
+/// [`crate::fsx::write`].
+pub fn write_json(root: &Path, path: &Path, v: &Value) -> Result<(), PipelineError> {
+    let text = format!("{}\n", serde_json::to_string_pretty(v).expect("a JSON value serialises"));
+    Ok(crate::fsx::write(root, path, text.as_bytes()).map_err(DataError::from)?)
 }
 
 /// Writes a stage's typed record as pretty JSON. It goes through a JSON value, whose keys are sorted, so
 /// the bytes do not depend on the order of the struct's fields.
-pub fn write_record<T: serde::Serialize>(path: &Path, record: &T) -> Result<(), PipelineError> {
-    write_json(path, &serde_json::to_value(record).map_err(PipelineError::Record)?)
+pub fn write_record<T: serde::Serialize>(root: &Path, path: &Path, record: &T) -> Result<(), PipelineError> {
+    write_json(root, path, &serde_json::to_value(record).map_err(PipelineError::Record)?)
 }
 
 /// A stage's parameters (its resume key: a typed struct of config parts) as the JSON value its spec holds.
@@ -131,10 +133,6 @@ where
     T: serde::Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
-}
-
-pub fn mkdir(path: &Path) -> Result<(), PipelineError> {
-    std::fs::create_dir_all(path).map_err(|source| DataError::Io { path: path.to_owned(), source }.into())
 }
 
 /// Any row with context, question and answer (human, contaminated and synthetic files alike).

@@ -155,9 +155,9 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
         .zip(&preds)
         .map(|(e, p)| Prediction { id: e.id.clone(), prediction: p.clone(), reference: e.answer.clone() })
         .collect();
-    data::write_jsonl(&dir.join("predictions.jsonl"), &rows)?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("predictions.jsonl"), &rows)?;
     let ids: Vec<String> = test.iter().map(|e| e.id.clone()).collect();
-    data::write_jsonl(&dir.join("scores.jsonl"), &ScoreRow::from_per_example(&ids, &per))?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("scores.jsonl"), &ScoreRow::from_per_example(&ids, &per))?;
     let mut means = BTreeMap::new();
     for (k, def) in registry::compared().enumerate() {
         let e =

@@ -37,9 +37,9 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let (fit, held) = hold_out_contexts(&human, ctx.cfg.generator.val_share, ctx.seed);
     let pairs = crate::synth::generator_pairs(&fit, ctx.cfg.generator.max_pairs_per_task, ctx.seed);
     let val_pairs = crate::synth::generator_pairs(&held, 0, ctx.seed.wrapping_add(1));
-    data::write_jsonl(&ctx.out_dir()?.join("generator_train.jsonl"), &pairs)?;
+    data::write_jsonl(&ctx.run_dir, &ctx.out_dir()?.join("generator_train.jsonl"), &pairs)?;
     let (training, _) = super::train::train_adapter(ctx, &pairs, &val_pairs, ctx.cfg.generator.epochs)?;
-    training.write_file(&ctx.run_path("generator/train_metrics.json"))?;
+    training.write_file(&ctx.run_dir, &ctx.run_path("generator/train_metrics.json"))?;
     let mut pairs_per_task: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pairs {
         *pairs_per_task.entry(p.task.clone()).or_default() += 1;

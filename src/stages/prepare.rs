@@ -102,15 +102,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let sizes = split::SplitSizes { train: cfg.split.train, val: cfg.split.val, test: cfg.split.test };
     let s = split::split_by_context(all, sizes, ctx.seed, cfg.split.allow_shrink)?;
     let out_dir = ctx.out_dir()?;
-    data::write_jsonl(&out_dir.join("human_train.jsonl"), &s.train)?;
-    data::write_jsonl(&out_dir.join("human_val.jsonl"), &s.val)?;
-    data::write_jsonl(&out_dir.join("human_test.jsonl"), &s.test)?;
+    data::write_jsonl(&ctx.run_dir, &out_dir.join("human_train.jsonl"), &s.train)?;
+    data::write_jsonl(&ctx.run_dir, &out_dir.join("human_val.jsonl"), &s.val)?;
+    data::write_jsonl(&ctx.run_dir, &out_dir.join("human_test.jsonl"), &s.test)?;
     let stats = Splits {
         train: stats::split_stats(&s.train),
         val: stats::split_stats(&s.val),
         test: stats::split_stats(&s.test),
     };
-    write_record(&out_dir.join("stats.json"), &stats)?;
+    write_record(&ctx.run_dir, &out_dir.join("stats.json"), &stats)?;
     let outputs = ["human_train.jsonl", "human_val.jsonl", "human_test.jsonl", "stats.json"]
         .iter()
         .map(|f| (Root::Run, format!("prepare/{f}")))

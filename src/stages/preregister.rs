@@ -69,6 +69,6 @@ pub fn plan_for(cfg: &Config, test_path: &std::path::Path) -> Result<AnalysisPla
 pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let plan = plan_for(ctx.cfg, &ctx.run_path("prepare/human_test.jsonl"))?;
     let dir = ctx.out_dir()?;
-    write_record(&dir.join("analysis_plan.json"), &plan)?;
+    write_record(&ctx.run_dir, &dir.join("analysis_plan.json"), &plan)?;
     StageOutcome::of(vec![plan_input()], &PreregisterMetrics { plan })
 }

@@ -359,11 +359,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     }
     let sensitivity = full_text_sensitivity(f, &seed_fields, &accepted, &seed_emb[&Part::Full], &bert, seed)?;
     let dir = ctx.out_dir()?;
-    data::write_jsonl(&dir.join("synthetic.jsonl"), &accepted)?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("synthetic.jsonl"), &accepted)?;
     // Each row through a JSON value, whose keys are sorted: the bytes do not depend on the field order.
     let rejected: Vec<serde_json::Value> =
         rejected.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(PipelineError::Record)?;
-    data::write_jsonl(&dir.join("rejected.jsonl"), &rejected)?;
+    data::write_jsonl(&ctx.run_dir, &dir.join("rejected.jsonl"), &rejected)?;
     let mut dist: BTreeMap<String, usize> = BTreeMap::new();
     for a in &accepted {
         *dist.entry(a.strategy.name().into()).or_default() += 1;

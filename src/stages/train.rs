@@ -124,14 +124,15 @@ impl TrainMetrics {
         })
     }
 
-    /// Writes `train_metrics.json`: the record without the wall time.
-    pub fn write_file(&self, path: &std::path::Path) -> Result<(), PipelineError> {
-        write_record(path, &Self { wall_seconds: None, ..self.clone() })
+    /// Writes `train_metrics.json` (at `path` below the run directory `root`): the record without the
+    /// wall time.
+    pub fn write_file(&self, root: &std::path::Path, path: &std::path::Path) -> Result<(), PipelineError> {
+        write_record(root, path, &Self { wall_seconds: None, ..self.clone() })
     }
 
     /// Reads a stage's `train_metrics.json`.
     pub fn read_file(path: &std::path::Path) -> Result<Self, PipelineError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+        let bytes = crate::fsx::read_file(path, crate::fsx::Limit::JSON).map_err(DataError::from)?;
         Ok(serde_json::from_slice(&bytes)
             .map_err(|e| DataError::File { path: path.to_owned(), message: e.to_string() })?)
     }
@@ -149,7 +150,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
         tch::manual_seed(ctx.seed as i64);
         let (_m, lora_vs) = load_t5_lora(&ctx.base_model(), ctx.device()?, &lora, None)?;
         let dir = ctx.out_dir()?;
-        save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
+        save_adapter(&lora_vs, &lora, "base-model", &ctx.run_dir, &dir.join("adapter"))?;
         let record = TrainMetrics {
             examples: 0,
             trained: Some(false),
@@ -163,7 +164,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
             validation: None,
             wall_seconds: None,
         };
-        record.write_file(&dir.join("train_metrics.json"))?;
+        record.write_file(&ctx.run_dir, &dir.join("train_metrics.json"))?;
         return StageOutcome::of(outputs, &record);
     }
     let (mut record, m) = train_adapter(ctx, &qa_pairs(&rows, "train"), &qa_pairs(&val, "val"), ctx.cfg.train.epochs)?;
@@ -172,7 +173,7 @@ pub fn run(ctx: &StageCtx, arm: Arm) -> Result<StageOutcome, PipelineError> {
     // In the file too: it is a deterministic function of the adapter, and the tiny-profile study reads it.
     record.trained = Some(true);
     record.validation = Some(validation_check(ctx, &m, &human_train, &human_val)?);
-    record.write_file(&ctx.run_path(&format!("{out}/train_metrics.json")))?;
+    record.write_file(&ctx.run_dir, &ctx.run_path(&format!("{out}/train_metrics.json")))?;
     StageOutcome::of(outputs, &record)
 }
 
@@ -353,7 +354,7 @@ pub fn train_adapter(
     let progress = ctx.trainer();
     let report = train(&m.model, &lora_vs, total, &train_ex, &val_ex, &recipe, m.tokenizer.pad_id, progress.as_ref())?;
     let dir = ctx.out_dir()?;
-    save_adapter(&lora_vs, &lora, "base-model", &dir.join("adapter"))?;
+    save_adapter(&lora_vs, &lora, "base-model", &ctx.run_dir, &dir.join("adapter"))?;
     Ok((TrainMetrics::from_report(report, train_pairs.len(), val_pairs.len())?, m))
 }
 

@@ -268,7 +268,7 @@ mod tests {
             })
             .collect();
         let path = std::env::temp_dir().join(format!("hsx-quotes-{}.jsonl", std::process::id()));
-        crate::data::write_jsonl(&path, &rows).unwrap();
+        crate::data::write_jsonl(crate::fsx::dir_of(&path), &path, &rows).unwrap();
         let lines: Vec<SyntheticRow> = crate::data::read_jsonl_as(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         let q = quoted_examples(&lines, QUOTED_PER_STRATEGY, QUOTED_CONTEXT_CHARS);

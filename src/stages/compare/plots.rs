@@ -132,7 +132,14 @@ fn loss_chart(path: &Path, title: &str, curve: &[(f64, f64)], val: &[f64], steps
     Ok(())
 }
 
+/// Draws a plot at `path` below `root` (the run directory) through [`crate::fsx::place_file`]: plotters
+/// only takes a path.
+fn drawn(root: &Path, path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<(), PipelineError> {
+    crate::fsx::place_file(root, path, |at| draw(at).map_err(|e| io(path, e)))
+}
+
 pub(super) fn plots(
+    root: &Path,
     dir: &Path,
     c: &Comparison,
     losses: &BTreeMap<Arm, Option<TrainMetrics>>,
@@ -165,25 +172,27 @@ pub(super) fn plots(
         vals.push(triple(row.get(pm)));
     }
     let p = dir.join(format!("comparison_{pm}.png"));
-    bar_chart(
-        &p,
-        &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"),
-        &groups,
-        &[(pm_label.to_owned(), vals)],
-        pm_label,
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("{pm_label}: models and *trivial baselines ({pct}% CI, {method})"),
+            &groups,
+            &[(pm_label.to_owned(), vals)],
+            pm_label,
+        )
+    })?;
     let p = dir.join("comparison_multi_metric.png");
     let series: Vec<Series> =
         Model::ALL.iter().map(|&m| (names(m), registry::compared().map(|d| cell(m, d.key)).collect())).collect();
-    bar_chart(
-        &p,
-        &format!("All metrics by model ({pct}% CI, {method})"),
-        &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(),
-        &series,
-        "score",
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("All metrics by model ({pct}% CI, {method})"),
+            &registry::compared().map(|d| d.label.to_string()).collect::<Vec<_>>(),
+            &series,
+            "score",
+        )
+    })?;
     let p = dir.join(format!("gap_analysis_{pm}.png"));
     let primary: Vec<_> = c.tested().filter(|h| h.primary).collect();
     let labels: Vec<String> = primary.iter().map(|h| format!("{} {}", h.id, h.contrast_label)).collect();
@@ -191,14 +200,15 @@ pub(super) fn plots(
         .iter()
         .map(|h| (finite(h.contrast.estimate), finite(h.contrast.ci.lo), finite(h.contrast.ci.hi)))
         .collect();
-    bar_chart(
-        &p,
-        &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"),
-        &labels,
-        &[(format!("{pm_label} difference"), gaps)],
-        &format!("{pm_label} difference"),
-    )
-    .map_err(|e| io(&p, e))?;
+    drawn(root, &p, |at| {
+        bar_chart(
+            at,
+            &format!("{pm_label} contrasts of H1–H4 ({pct}% CI, {method})"),
+            &labels,
+            &[(format!("{pm_label} difference"), gaps)],
+            &format!("{pm_label} difference"),
+        )
+    })?;
     for (m, v) in losses {
         let (curve, val, steps, epochs) = match v {
             Some(t) => (
@@ -210,8 +220,8 @@ pub(super) fn plots(
             None => (vec![], vec![], 0.0, 1.0),
         };
         let p = dir.join(format!("training_loss_{m}.png"));
-        loss_chart(&p, &format!("Model {} training loss", names(Model::Arm(*m))), &curve, &val, steps / epochs)
-            .map_err(|e| io(&p, e))?;
+        let title = format!("Model {} training loss", names(Model::Arm(*m)));
+        drawn(root, &p, |at| loss_chart(at, &title, &curve, &val, steps / epochs))?;
     }
     Ok(())
 }
