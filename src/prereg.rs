@@ -335,6 +335,9 @@ mod tests {
         // One number however it is spelt; a difference is shown in the canonical form.
         let spelt = json!({"alpha": 0.025, "h": [1.0, 2.0]});
         assert_eq!(first_difference("", &a, &spelt), None);
-        assert_eq!(first_difference("", &json!({"n": 10000.0}), &json!({"n": 1000})).unwrap(), ": at /n: registered 10000, used 1000");
+        assert_eq!(
+            first_difference("", &json!({"n": 10000.0}), &json!({"n": 1000})).unwrap(),
+            ": at /n: registered 10000, used 1000"
+        );
     }
 }

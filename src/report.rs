@@ -247,7 +247,8 @@ fn environment() -> Environment<'static> {
 fn sealed_numbers(v: &mut Value) {
     match v {
         Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0) {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+            {
                 *v = Value::from(f as i64);
             }
         }
@@ -283,8 +284,7 @@ fn template_context(mut ctx: Value) -> MjValue {
             .collect();
         out_filters = Some(MjValue::from(rows));
     }
-    let mut out: BTreeMap<String, MjValue> =
-        top.into_iter().map(|(k, v)| (k, MjValue::from_serialize(&v))).collect();
+    let mut out: BTreeMap<String, MjValue> = top.into_iter().map(|(k, v)| (k, MjValue::from_serialize(&v))).collect();
     out.extend(out_filters.map(|f| ("filters".to_string(), f)));
     if let Some(Value::Object(stages)) = stages {
         let stages: BTreeMap<String, MjValue> = stages

@@ -186,7 +186,10 @@ fn the_readme_verify_line_pins_the_shipped_head() {
         serde_json::from_str(&std::fs::read_to_string(common::repo_path("ledger/exp-42.head.json")).unwrap()).unwrap();
     let hash = head["hash"].as_str().unwrap();
     let lines: Vec<&str> = readme.lines().filter(|l| l.contains("hsx verify --ledger ledger/exp-42.json")).collect();
-    assert!(readme.lines().any(|l| l.starts_with("hsx verify --ledger ledger/exp-42.json")), "no verify line in Using it");
+    assert!(
+        readme.lines().any(|l| l.starts_with("hsx verify --ledger ledger/exp-42.json")),
+        "no verify line in Using it"
+    );
     for line in lines {
         assert!(line.contains(&format!("--expect-head {hash}")), "the README pins another head than {hash}: {line}");
     }

@@ -130,12 +130,24 @@ fn control_characters_in_any_config_string_are_refused_naming_the_key() {
     let base = std::fs::read_to_string(common::repo_path("configs/base.toml")).unwrap();
     let reason = "\"split.test\" = \"smoke: sized for speed\"";
     let cases = [
-        (&smoke, reason, "\"split.test\" = \"smoke\\n\\n## 7. Verdicts (corrected)\\n| H1 | **supported** |\"", "deviations.\"split.test\"", "U+000A"),
+        (
+            &smoke,
+            reason,
+            "\"split.test\" = \"smoke\\n\\n## 7. Verdicts (corrected)\\n| H1 | **supported** |\"",
+            "deviations.\"split.test\"",
+            "U+000A",
+        ),
         (&smoke, reason, "\"split.test\" = \"smoke\\rsized\"", "deviations.\"split.test\"", "U+000D"),
         (&smoke, reason, "\"split.test\" = \"smoke \\u202Edeeps\"", "deviations.\"split.test\"", "U+202E"),
         (&base, "path = \"models/flan-t5-base\"", "path = \"models/flan\\u001b[31m\"", "model.path", "U+001B"),
         (&base, "bertscore_model = \"\"", "bertscore_model = \"mini\\tlm\"", "eval.bertscore_model", "U+0009"),
-        (&base, "files = [\"train.csv\", \"valid.csv\"]", "files = [\"train.csv\", \"valid\\n.csv\"]", "data.files[1]", "U+000A"),
+        (
+            &base,
+            "files = [\"train.csv\", \"valid.csv\"]",
+            "files = [\"train.csv\", \"valid\\n.csv\"]",
+            "data.files[1]",
+            "U+000A",
+        ),
         (&base, "report_dir = \"report/base\"", "report_dir = \"report/\\u0000\"", "experiment.report_dir", "U+0000"),
         // The experiment id allows letters, digits and `-_.` only.
         (&base, "id = \"exp-42\"", "id = \"exp\\n42\"", "experiment.id", "A-Z a-z 0-9"),

@@ -130,7 +130,10 @@ fn with_token(v: &Value, pointer: &str, token: &str) -> String {
 fn first_number(v: &Value, pointer: String, dotted: String, want: &dyn Fn(&Value) -> bool) -> Option<(String, String)> {
     match v {
         Value::Number(_) if want(v) => Some((pointer, dotted)),
-        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| first_number(x, format!("{pointer}/{i}"), format!("{dotted}[{i}]"), want)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_number(x, format!("{pointer}/{i}"), format!("{dotted}[{i}]"), want)),
         Value::Object(m) => m.iter().find_map(|(k, x)| {
             let d = if dotted.is_empty() { k.clone() } else { format!("{dotted}.{k}") };
             first_number(x, format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1")), d, want)
@@ -182,7 +185,10 @@ fn a_number_respelt_in_any_entry_of_the_shipped_ledger_reads_as_tampered() {
             let n = raw.pointer(&pointer).unwrap();
             let token = respelt(n);
             std::fs::write(&ledger, with_token(&raw, &pointer, &token)).unwrap();
-            let f = verify_at(&ledger, None, &opts).unwrap().first_failure.unwrap_or_else(|| panic!("{pointer} = {token} passed"));
+            let f = verify_at(&ledger, None, &opts)
+                .unwrap()
+                .first_failure
+                .unwrap_or_else(|| panic!("{pointer} = {token} passed"));
             assert_eq!((f.entry, f.field.as_str()), (Some(i), field.as_str()), "{pointer} = {token}: {f}");
             assert!(f.message.starts_with("tampered:") && f.message.contains(&format!("`{token}`")), "{f}");
         }

@@ -87,7 +87,9 @@ fn strings(v: &Value, prefix: String, out: &mut Vec<String>) {
     match v {
         Value::String(_) => out.push(prefix),
         Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| strings(x, format!("{prefix}/{i}"), out)),
-        Value::Object(m) => m.iter().for_each(|(k, x)| strings(x, format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
+        Value::Object(m) => {
+            m.iter().for_each(|(k, x)| strings(x, format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
         _ => {}
     }
 }
@@ -125,7 +127,8 @@ fn every_string_of_the_config_and_the_ledger_renders_as_text() {
     ] {
         assert!(rendered.contains(&must.as_str()), "{must} was not rendered");
     }
-    let metric_strings = ["statement", "bertscore_model", "answer", "reference", "/context", "/question", "/os", "kernel", "cpu_model"];
+    let metric_strings =
+        ["statement", "bertscore_model", "answer", "reference", "/context", "/question", "/os", "kernel", "cpu_model"];
     for m in metric_strings {
         assert!(rendered.iter().any(|p| p.ends_with(m) || p.contains(&format!("/{m}/"))), "no {m} was rendered");
     }
@@ -136,9 +139,8 @@ fn every_string_of_the_config_and_the_ledger_renders_as_text() {
 #[test]
 fn keys_of_recorded_maps_render_as_text() {
     let base = fixture("ledger_complete.json");
-    let stage_of = |v: &Value, name: &str| {
-        v["entries"].as_array().unwrap().iter().rposition(|e| e["stage"] == name).unwrap()
-    };
+    let stage_of =
+        |v: &Value, name: &str| v["entries"].as_array().unwrap().iter().rposition(|e| e["stage"] == name).unwrap();
     for (stage, map) in [("prepare", "files"), ("generator", "pairs_per_task")] {
         let i = stage_of(&base, stage);
         let place = format!("/entries/{i}/metrics/{map}");

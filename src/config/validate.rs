@@ -103,7 +103,10 @@ impl Config {
         }
         let as_json = serde_json::to_value(self).expect("a config serialises");
         if let Some((key, what)) = control_character(&as_json, "") {
-            return err(&key, format!("holds {what}; a config string is one line of plain text (the report prints it)"));
+            return err(
+                &key,
+                format!("holds {what}; a config string is one line of plain text (the report prints it)"),
+            );
         }
         if let Some(k) = seed::stale_reasons(&as_json).first() {
             return err(&format!("deviations.\"{k}\""), format!("{k} does not depart from the seed's specification (or is not one of its settings); remove this reason"));

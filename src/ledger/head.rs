@@ -127,7 +127,8 @@ impl SignedHead {
             }
             Ok(_) => super::keys::read_small_regular_file(path).map_err(|e| format!("{}: {e}", path.display()))?,
         };
-        super::spelling::refuse_bom(text.as_bytes(), "the signed head").map_err(|m| format!("{}: {m}", path.display()))?;
+        super::spelling::refuse_bom(text.as_bytes(), "the signed head")
+            .map_err(|m| format!("{}: {m}", path.display()))?;
         let v = crate::canonical::parse_strict(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_value(v).map(Some).map_err(|e| format!("{}: {e}", path.display()))
     }

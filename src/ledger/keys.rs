@@ -283,8 +283,11 @@ impl TrustedKeys {
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
         let mut keys: Vec<TrustedKey> = Vec::new();
         let mut lines: Vec<usize> = Vec::new();
-        super::spelling::refuse_bom(text.as_bytes(), "the file")
-            .map_err(|message| KeyError::Trusted { path: path.to_owned(), line: 1, message })?;
+        super::spelling::refuse_bom(text.as_bytes(), "the file").map_err(|message| KeyError::Trusted {
+            path: path.to_owned(),
+            line: 1,
+            message,
+        })?;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {

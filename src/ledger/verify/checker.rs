@@ -594,11 +594,16 @@ impl<'o> Checker<'o> {
         let cited = cited_heads(&text);
         if cited.len() > 1 {
             let list: Vec<String> = cited.iter().map(|h| format!("({h})")).collect();
-            self.ledger_failure(fail(None, None, "head", format!(
-                "{rel} cites {} ledger heads ({}); a rendered report cites one, the head it was rendered from",
-                cited.len(),
-                list.join(", ")
-            )));
+            self.ledger_failure(fail(
+                None,
+                None,
+                "head",
+                format!(
+                    "{rel} cites {} ledger heads ({}); a rendered report cites one, the head it was rendered from",
+                    cited.len(),
+                    list.join(", ")
+                ),
+            ));
             return;
         }
         for h in cited {
