@@ -239,6 +239,12 @@ pub fn sha256_of<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
     Ok(sha256_canonical(&serde_json::to_value(value)?))
 }
 
+/// Whether two JSON values are one sealed value: equal canonical forms, so `10000`, `10000.0` and `1e4`
+/// are the same number. hsx compares values read from a ledger this way, never by their spelling.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    to_canonical_string(a) == to_canonical_string(b)
+}
+
 /// Parses JSON text as untrusted input into a [`Value`], refusing duplicate member names anywhere
 /// (the error names the key and the line/column). Nesting is limited by serde_json's recursion limit.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {

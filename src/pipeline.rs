@@ -383,7 +383,7 @@ pub fn preflight(spec: &StageSpec, roots: &Roots, cfg: &Config) -> Result<(), Pi
 pub fn resumable<'a>(entries: &'a [Entry], stage: Stage, spec: &StageSpec, setup: &Setup) -> Option<&'a Entry> {
     let pos = entries.iter().rposition(|e| e.stage == spec.stage)?;
     let e = &entries[pos];
-    if e.params != spec.params || e.seeds.master != setup.cfg.experiment.seed {
+    if !crate::canonical::same_value(&e.params, &spec.params) || e.seeds.master != setup.cfg.experiment.seed {
         return None;
     }
     if e.env.get("stage_code_sha256").and_then(Value::as_str) != Some(stages::code::identity(stage).sha256.as_str()) {

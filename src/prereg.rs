@@ -238,7 +238,7 @@ pub fn check_ledger(entries: &[Entry]) -> Option<Violation> {
             }
         }
         match (plan_of_preregister(p), plan_of_compare(c)) {
-            (Some(registered), Some(used)) if registered == used => {}
+            (Some(registered), Some(used)) if crate::canonical::same_value(registered, used) => {}
             (Some(registered), Some(used)) => {
                 let diff = first_difference("", registered, used).unwrap_or_default();
                 return violation(
@@ -276,7 +276,9 @@ pub fn check_ledger(entries: &[Entry]) -> Option<Violation> {
     None
 }
 
-/// The first JSON path where two values differ, as ": at <path>: registered X, used Y".
+/// The first JSON path where two values differ, as ": at <path>: registered X, used Y". Values are
+/// compared and shown in their canonical form, the one the entries' hashes cover: `10000` and `10000.0`
+/// are one number.
 fn first_difference(path: &str, a: &Value, b: &Value) -> Option<String> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -289,13 +291,18 @@ fn first_difference(path: &str, a: &Value, b: &Value) -> Option<String> {
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             x.iter().zip(y).enumerate().find_map(|(i, (u, v))| first_difference(&format!("{path}/{i}"), u, v))
         }
-        _ if a == b => None,
-        _ => Some(format!(": at {}: registered {a}, used {b}", if path.is_empty() { "/" } else { path })),
+        _ if crate::canonical::same_value(a, b) => None,
+        _ => Some(format!(
+            ": at {}: registered {}, used {}",
+            if path.is_empty() { "/" } else { path },
+            show(Some(a)),
+            show(Some(b))
+        )),
     }
 }
 
 fn show(v: Option<&Value>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
+    v.map(crate::canonical::to_canonical_string).unwrap_or_else(|| "nothing".into())
 }
 
 #[cfg(test)]
@@ -325,5 +332,12 @@ mod tests {
         let b = json!({"alpha": 0.05, "h": [1, 2]});
         assert_eq!(first_difference("", &a, &b).unwrap(), ": at /alpha: registered 0.025, used 0.05");
         assert_eq!(first_difference("", &a, &a), None);
+        // One number however it is spelt; a difference is shown in the canonical form.
+        let spelt = json!({"alpha": 0.025, "h": [1.0, 2.0]});
+        assert_eq!(first_difference("", &a, &spelt), None);
+        assert_eq!(
+            first_difference("", &json!({"n": 10000.0}), &json!({"n": 1000})).unwrap(),
+            ": at /n: registered 10000, used 1000"
+        );
     }
 }

@@ -29,6 +29,8 @@ use crate::stages::synthesize::SynthesizeMetrics;
 use crate::stages::train::TrainMetrics;
 use crate::synth::{filters, Strategy};
 
+pub mod markdown;
+
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
 
 pub(crate) mod error;
@@ -104,6 +106,12 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some(((b - a).as_seconds_f64() * 10.0).round() / 10.0)
 }
 
+/// The first `n` characters of a hash (all of it when shorter: a ledger read without verifying may hold
+/// anything there).
+fn prefix(hash: &str, n: usize) -> &str {
+    hash.char_indices().nth(n).map(|(i, _)| &hash[..i]).unwrap_or(hash)
+}
+
 /// The latest entry of each stage.
 pub fn latest_by_stage(entries: &[Entry]) -> BTreeMap<String, &Entry> {
     let mut m = BTreeMap::new();
@@ -136,7 +144,7 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         stages.insert(
             s.template_key(),
             json!({
-                "seq": e.seq, "hash": e.hash, "short": &e.hash[..10], "cite": format!("[#{} {}]", e.seq, &e.hash[..8]),
+                "seq": e.seq, "hash": e.hash, "short": prefix(&e.hash, 10), "cite": format!("[#{} {}]", e.seq, prefix(&e.hash, 8)),
                 "started": e.started, "finished": e.finished, "wall_seconds": wall,
                 "metrics": entry_record(e)?, "params": e.params, "seed": e.seeds.stage,
                 "determinism": e.determinism,
@@ -178,7 +186,9 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.
         "ledger_head": entries.last().map(|e| crate::ledger::head::citation(&crate::ledger::Head { seq: e.seq, hash: e.hash.clone() })),
-        "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": &e.hash[..10],
+        // Its hash, for the `--expect-head` of the reproduce commands.
+        "ledger_head_sha256": entries.last().map(|e| &e.hash),
+        "entries": entries.iter().map(|e| json!({"seq": e.seq, "stage": e.stage, "short": prefix(&e.hash, 10),
             "wall_seconds": seconds_between(&e.started, &e.finished).unwrap_or(0.0)})).collect::<Vec<_>>(),
     }))
 }
@@ -188,7 +198,10 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
 /// `Strategy::ALL` order) its first-failing and would-fail counts (`n/a` where the entry has none).
 fn filter_rows(sy: &SynthesizeMetrics) -> Result<Vec<Value>, ReportError> {
     let env = environment();
-    let ctx = MjValue::from_serialize(sy);
+    let mut sealed = serde_json::to_value(sy)
+        .map_err(|e| ReportError::Template { name: "synthesize entry".into(), message: e.to_string() })?;
+    sealed_numbers(&mut sealed);
+    let ctx = MjValue::from_serialize(&sealed);
     let count = |table: &BTreeMap<String, usize>, name: &str| table.get(name).copied().unwrap_or(0);
     sy.filter_order
         .iter()
@@ -197,7 +210,8 @@ fn filter_rows(sy: &SynthesizeMetrics) -> Result<Vec<Value>, ReportError> {
             let (_, text) = filters::rejection_reasons()
                 .find(|(r, _)| *r == name)
                 .ok_or_else(|| ReportError::UnknownFilter(name.into()))?;
-            let threshold = env.render_str(text, &ctx).map_err(|e| ReportError::Template {
+            // The registry's text is markup; the recorded values in it are escaped (a `.md` name).
+            let threshold = env.render_named_str("threshold.md", text, &ctx).map_err(|e| ReportError::Template {
                 name: format!("threshold of filter {name}"),
                 message: format!("{e:#}"),
             })?;
@@ -223,62 +237,141 @@ fn num(v: &MjValue) -> Option<f64> {
     f64::try_from(v.clone()).ok().or_else(|| i64::try_from(v.clone()).ok().map(|i| i as f64))
 }
 
-/// The report's minijinja environment: strict undefined behaviour and the number filters.
+/// A number filter's text: hsx wrote it from numbers alone, so it holds no markup (printed as it is).
+type Computed = Result<MjValue, minijinja::Error>;
+
+fn computed(text: String) -> Computed {
+    Ok(MjValue::from_safe_string(text))
+}
+
+/// The report's minijinja environment: strict undefined behaviour, every printed value escaped for
+/// Markdown in REPORT.md ([`markdown`]), and the number filters.
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    env.set_auto_escape_callback(markdown::auto_escape);
+    env.set_formatter(markdown::format);
     // f(x, n): fixed decimals; a missing or non-numeric value is an error.
-    env.add_filter("f", |v: MjValue, digits: Option<usize>| -> Result<String, minijinja::Error> {
+    env.add_filter("f", |v: MjValue, digits: Option<usize>| -> Computed {
         let x = num(&v).ok_or_else(|| {
             minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}"))
         })?;
-        Ok(if x.is_finite() { format!("{:.*}", digits.unwrap_or(4), x) } else { "n/a".to_owned() })
+        computed(if x.is_finite() { format!("{:.*}", digits.unwrap_or(4), x) } else { "n/a".to_owned() })
     });
-    env.add_filter("pct", |v: MjValue| -> Result<String, minijinja::Error> {
+    env.add_filter("pct", |v: MjValue| -> Computed {
         let x = num(&v).ok_or_else(|| {
             minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a number: {v}"))
         })?;
-        Ok(format!("{:.1}%", 100.0 * x))
+        computed(format!("{:.1}%", 100.0 * x))
     });
-    env.add_filter("ci", |v: MjValue| -> Result<String, minijinja::Error> {
+    env.add_filter("ci", |v: MjValue| -> Computed {
         let lo = v.get_item(&MjValue::from(0)).ok().and_then(|x| num(&x));
         let hi = v.get_item(&MjValue::from(1)).ok().and_then(|x| num(&x));
         match (lo, hi) {
-            (Some(l), Some(h)) => Ok(format!("[{l:.4}, {h:.4}]")),
-            _ => Ok("[n/a]".to_owned()),
+            (Some(l), Some(h)) => computed(format!("[{l:.4}, {h:.4}]")),
+            _ => computed("[n/a]".to_owned()),
         }
     });
     // iv(interval): an interval object `{lo, hi, level}` as "[lo, hi]".
-    env.add_filter("iv", |v: MjValue| -> Result<String, minijinja::Error> {
+    env.add_filter("iv", |v: MjValue| -> Computed {
         let get = |k: &str| v.get_attr(k).ok().and_then(|x| num(&x));
         match (get("lo"), get("hi")) {
-            (Some(l), Some(h)) if l.is_finite() && h.is_finite() => Ok(format!("[{l:.4}, {h:.4}]")),
-            (Some(_), Some(_)) => Ok("[undefined]".to_owned()),
+            (Some(l), Some(h)) if l.is_finite() && h.is_finite() => computed(format!("[{l:.4}, {h:.4}]")),
+            (Some(_), Some(_)) => computed("[undefined]".to_owned()),
             _ => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not an interval: {v}"))),
         }
     });
-    // verdict(v): a verdict of the enum as words ("not-testable" → "not testable").
+    // verdict(v): a verdict of the enum as words ("not-testable" → "not testable"); a value, so escaped.
     env.add_filter("verdict", |v: String| -> String { v.replace('-', " ") });
     // test(t): how a sign-flip p was computed.
-    env.add_filter("test", |v: MjValue| -> Result<String, minijinja::Error> {
+    env.add_filter("test", |v: MjValue| -> Computed {
         let exact = v.get_attr("exact").ok().map(|x| x.is_true());
         let n = v.get_attr("resamples").ok().and_then(|x| num(&x)).unwrap_or(0.0);
         let m = v.get_attr("clusters_differing").ok().and_then(|x| num(&x)).unwrap_or(0.0);
         if exact == Some(true) && m == 0.0 {
-            return Ok("no item differs: p = 1 exactly".to_owned());
+            return computed("no item differs: p = 1 exactly".to_owned());
         }
         match exact {
-            Some(true) => Ok(format!("exact over all {n:.0} sign vectors")),
-            Some(false) => Ok(format!("Monte Carlo, {n:.0} permutations")),
+            Some(true) => computed(format!("exact over all {n:.0} sign vectors")),
+            Some(false) => computed(format!("Monte Carlo, {n:.0} permutations")),
             None => {
                 Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("not a sign-flip test: {v}")))
             }
         }
     });
+    // json(v): a value as JSON text; it holds strings from the ledger, so it is escaped when printed.
     env.add_filter("json", |v: MjValue| -> String { serde_json::to_string(&v).unwrap_or_default() });
+    // code(v): a value as a code span (`path`), or as escaped text where a code span cannot hold it.
+    env.add_filter("code", |v: MjValue| -> MjValue {
+        markdown::code(&v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+    });
     env
+}
+
+/// Every whole number as an integer: the canonical form the entries' hashes cover writes `10000.0` as
+/// `10000`, so the report prints what was sealed, however the ledger's bytes spell it.
+fn sealed_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sealed_numbers),
+        Value::Object(m) => m.values_mut().for_each(sealed_numbers),
+        _ => {}
+    }
+}
+
+/// The context as the template sees it: numbers as sealed ([`sealed_numbers`]); each stage's citation
+/// `[#seq hash]` (hsx builds it from the entry's number and escaped hash) and each filter row's threshold
+/// text (rendered with its values escaped) safe to print.
+fn template_context(mut ctx: Value) -> MjValue {
+    sealed_numbers(&mut ctx);
+    let Value::Object(mut top) = ctx else { return MjValue::from_serialize(&ctx) };
+    let mut out_filters = None;
+    let stages = top.remove("stages");
+    // The filter rows' threshold texts: the filter registry's markup with the recorded values escaped.
+    if let Some(Value::Array(rows)) = top.remove("filters") {
+        let rows: Vec<MjValue> = rows
+            .into_iter()
+            .map(|row| {
+                let Value::Object(fields) = row else { return MjValue::from_serialize(&row) };
+                let fields: BTreeMap<String, MjValue> = fields
+                    .into_iter()
+                    .map(|(k, v)| match (k.as_str(), v) {
+                        ("threshold", Value::String(t)) => (k, MjValue::from_safe_string(t)),
+                        (_, v) => (k, MjValue::from_serialize(&v)),
+                    })
+                    .collect();
+                MjValue::from(fields)
+            })
+            .collect();
+        out_filters = Some(MjValue::from(rows));
+    }
+    let mut out: BTreeMap<String, MjValue> = top.into_iter().map(|(k, v)| (k, MjValue::from_serialize(&v))).collect();
+    out.extend(out_filters.map(|f| ("filters".to_string(), f)));
+    if let Some(Value::Object(stages)) = stages {
+        let stages: BTreeMap<String, MjValue> = stages
+            .into_iter()
+            .map(|(name, stage)| {
+                let Value::Object(fields) = stage else { return (name, MjValue::from_serialize(&stage)) };
+                let seq = fields.get("seq").and_then(Value::as_u64);
+                let hash = fields.get("hash").and_then(Value::as_str).map(|h| markdown::escape(prefix(h, 8)));
+                let mut fields: BTreeMap<String, MjValue> =
+                    fields.into_iter().map(|(k, v)| (k, MjValue::from_serialize(&v))).collect();
+                if let (Some(seq), Some(hash)) = (seq, hash) {
+                    fields.insert("cite".into(), MjValue::from_safe_string(format!("[#{seq} {hash}]")));
+                }
+                (name, MjValue::from(fields))
+            })
+            .collect();
+        out.insert("stages".into(), MjValue::from(stages));
+    }
+    MjValue::from(out)
 }
 
 /// Renders the report for `entries` (a prefix of the ledger's entries, ending at or after `compare`).
@@ -291,10 +384,16 @@ pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<Stri
         .get_template("REPORT.md")
         .map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: e.to_string() })?;
     let mut out = t
-        .render(MjValue::from_serialize(&ctx))
+        .render(template_context(ctx))
         .map_err(|e| ReportError::Template { name: "REPORT.md".into(), message: format!("{e:#}") })?;
     if !out.ends_with('\n') {
         out.push('\n');
+    }
+    // A report cites one ledger head, the one it was rendered from (or none, with a template that does
+    // not): text in a config or ledger value that reads as a second citation is refused, never printed.
+    let head = entries.last().map(|e| crate::ledger::Head { seq: e.seq, hash: e.hash.clone() });
+    if let Some(message) = citation_problem(&out, head.as_ref()) {
+        return Err(ReportError::Template { name: "REPORT.md".into(), message });
     }
     for bad in ["[FILL", "X.XXX", "TO BE FILLED", "TODO"] {
         if out.contains(bad) {
@@ -305,6 +404,26 @@ pub fn render(ledger: &Ledger, entries: &[Entry], template: &str) -> Result<Stri
         }
     }
     Ok(out)
+}
+
+/// What is wrong with the ledger heads `text` cites, given the head it was rendered from: `None` when
+/// it cites at most one, and that one is `head`.
+pub fn citation_problem(text: &str, head: Option<&crate::ledger::Head>) -> Option<String> {
+    let cited = crate::ledger::head::cited_heads(text);
+    let list = || cited.iter().map(|h| format!("({h})")).collect::<Vec<_>>().join(", ");
+    match (cited.as_slice(), head) {
+        ([], _) => None,
+        ([one], Some(h)) if one == h => None,
+        ([one], Some(h)) => Some(format!("it cites ledger head {one}, but it was rendered from {h}")),
+        ([_], None) => Some(format!("it cites ledger head {}, but it was rendered from no entry", list())),
+        (many, _) => Some(format!(
+            "it cites {} ledger heads ({}); a report cites one, the head it was rendered from{} (a value from the \
+             config or the ledger that reads `ledger head: seq …` is refused)",
+            many.len(),
+            list(),
+            head.map(|h| format!(" ({h})")).unwrap_or_default()
+        )),
+    }
 }
 
 /// The entries a report covers: everything before the first `report` entry after the last `compare`.
@@ -478,6 +597,11 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     let field = if other_template.is_some() { "params.template_sha256" } else { "outputs" };
     // The report stage rendered the entries recorded before it; a stage re-run later must not change that.
     let rendered_from = Ledger { header: ledger.header.clone(), entries: ledger.entries[..idx].to_vec() };
+    // It cites that head, once: any other citation (an earlier entry's, or a second one) fails.
+    let head = report_entries(&rendered_from).last().map(|e| crate::ledger::Head { seq: e.seq, hash: e.hash.clone() });
+    if let Some(problem) = citation_problem(&on_disk, head.as_ref()) {
+        return Some(fail("outputs", format!("{dir}/REPORT.md: {problem}")));
+    }
     match check_rendered(&rendered_from, &on_disk, DEFAULT_TEMPLATE) {
         Ok(None) => None,
         Ok(Some((line, expected, found))) => Some(fail(

@@ -146,6 +146,53 @@ fn keygen_then_run_then_verify_then_tamper() {
     let o = verify();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains(&format!("REPORT.md line {}", i + 1)), "{}", text(&o));
+
+    // The report cites the head it was rendered from, once; its reproduce command pins that head.
+    std::fs::write(&md, &body).unwrap();
+    let cited = hsx::ledger::head::cited_heads(&body);
+    assert_eq!(cited.len(), 1, "{cited:?}");
+    let pin = format!("--expect-head {}`", cited[0].hash);
+    assert!(body.lines().any(|l| l.starts_with("- Reproduce: ") && l.contains(&pin)), "no {pin} in the report");
+    let o = Command::new(common::hsx_bin())
+        .args(["verify", "--ledger", "ledger/s.json", "--trusted-keys", "trusted_keys", "--expect-head"])
+        .arg(&cited[0].hash)
+        .env("HSX_DATA_MIRROR", &mirror)
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A hand edit citing an earlier entry of the same ledger, or adding a second citation, fails verify.
+    let ledger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("ledger/s.json")).unwrap()).unwrap();
+    let first = hsx::ledger::Head { seq: 0, hash: ledger["entries"][0]["hash"].as_str().unwrap().to_owned() };
+    let (real, forged) = (hsx::ledger::head::citation(&cited[0]), hsx::ledger::head::citation(&first));
+    for (edited, says) in [
+        (body.replace(&real, &forged), "cites ledger head seq 0".to_string()),
+        (format!("{body}\nRendered from {forged}.\n"), "cites 2 ledger heads".to_string()),
+    ] {
+        std::fs::write(&md, edited).unwrap();
+        let o = verify();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(&says), "{says}: {}", text(&o));
+    }
+}
+
+/// The README's verify line pins the shipped ledger's head (`--expect-head`), the one its signed head
+/// file names: without it, a consistent rollback of ledger and head file verifies.
+#[test]
+fn the_readme_verify_line_pins_the_shipped_head() {
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo_path("ledger/exp-42.head.json")).unwrap()).unwrap();
+    let hash = head["hash"].as_str().unwrap();
+    let lines: Vec<&str> = readme.lines().filter(|l| l.contains("hsx verify --ledger ledger/exp-42.json")).collect();
+    assert!(
+        readme.lines().any(|l| l.starts_with("hsx verify --ledger ledger/exp-42.json")),
+        "no verify line in Using it"
+    );
+    for line in lines {
+        assert!(line.contains(&format!("--expect-head {hash}")), "the README pins another head than {hash}: {line}");
+    }
 }
 
 #[test]

@@ -121,3 +121,44 @@ fn validation_errors_name_file_and_key() {
         .to_string();
     assert!(e.contains("fp16") && e.contains("bf16"), "{e}");
 }
+
+/// A config string is one line of plain text: a control character (a line feed that would start a new
+/// section of REPORT.md, a carriage return, an escape) or a direction override is refused, naming the key.
+#[test]
+fn control_characters_in_any_config_string_are_refused_naming_the_key() {
+    let smoke = std::fs::read_to_string(common::repo_path("configs/smoke.toml")).unwrap();
+    let base = std::fs::read_to_string(common::repo_path("configs/base.toml")).unwrap();
+    let reason = "\"split.test\" = \"smoke: sized for speed\"";
+    let cases = [
+        (
+            &smoke,
+            reason,
+            "\"split.test\" = \"smoke\\n\\n## 7. Verdicts (corrected)\\n| H1 | **supported** |\"",
+            "deviations.\"split.test\"",
+            "U+000A",
+        ),
+        (&smoke, reason, "\"split.test\" = \"smoke\\rsized\"", "deviations.\"split.test\"", "U+000D"),
+        (&smoke, reason, "\"split.test\" = \"smoke \\u202Edeeps\"", "deviations.\"split.test\"", "U+202E"),
+        (&base, "path = \"models/flan-t5-base\"", "path = \"models/flan\\u001b[31m\"", "model.path", "U+001B"),
+        (&base, "bertscore_model = \"\"", "bertscore_model = \"mini\\tlm\"", "eval.bertscore_model", "U+0009"),
+        (
+            &base,
+            "files = [\"train.csv\", \"valid.csv\"]",
+            "files = [\"train.csv\", \"valid\\n.csv\"]",
+            "data.files[1]",
+            "U+000A",
+        ),
+        (&base, "report_dir = \"report/base\"", "report_dir = \"report/\\u0000\"", "experiment.report_dir", "U+0000"),
+        // The experiment id allows letters, digits and `-_.` only.
+        (&base, "id = \"exp-42\"", "id = \"exp\\n42\"", "experiment.id", "A-Z a-z 0-9"),
+    ];
+    for (text, from, to, key, char) in cases {
+        assert!(text.contains(from), "{from}");
+        let e = Config::from_toml_str(&text.replacen(from, to, 1), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains(key) && e.contains(char), "{to}: {e}");
+    }
+    // A multi-line TOML string in a reason: the same.
+    let multi = smoke.replacen(reason, "\"split.test\" = \"\"\"smoke:\nsized for speed\"\"\"", 1);
+    let e = Config::from_toml_str(&multi, Path::new("c.toml")).unwrap_err().to_string();
+    assert!(e.contains("deviations.\"split.test\"") && e.contains("line feed"), "{e}");
+}

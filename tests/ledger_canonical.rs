@@ -118,3 +118,135 @@ fn an_uppercase_or_otherwise_non_canonical_signature_is_refused() {
     assert_eq!((f.entry, f.field.as_str()), (Some(0), "signature"), "{f}");
     assert!(f.message.contains("lowercase"), "{f}");
 }
+
+/// `v` written as hsx writes a ledger, with the value at `pointer` written as the text `token` instead.
+fn with_token(v: &Value, pointer: &str, token: &str) -> String {
+    let mut m = v.clone();
+    *m.pointer_mut(pointer).unwrap() = Value::String("@@respelt@@".into());
+    serde_json::to_string_pretty(&m).unwrap().replace("\"@@respelt@@\"", token)
+}
+
+/// The first number under `v` (JSON pointer and the dotted path verify names) matching `want`.
+fn first_number(v: &Value, pointer: String, dotted: String, want: &dyn Fn(&Value) -> bool) -> Option<(String, String)> {
+    match v {
+        Value::Number(_) if want(v) => Some((pointer, dotted)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| first_number(x, format!("{pointer}/{i}"), format!("{dotted}[{i}]"), want)),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let d = if dotted.is_empty() { k.clone() } else { format!("{dotted}.{k}") };
+            first_number(x, format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1")), d, want)
+        }),
+        _ => None,
+    }
+}
+
+/// Another spelling of the number `n`: an exponent hsx never writes (`3` → `3e0`, `0.5` → `0.5e0`,
+/// `1e-8` → `1E-8`).
+fn respelt(n: &Value) -> String {
+    let s = n.to_string();
+    if s.contains('e') {
+        s.replace('e', "E")
+    } else {
+        format!("{s}e0")
+    }
+}
+
+/// Every entry of the shipped ledger (each stage kind: prepare … report), with its sequence number, an
+/// integer (a count or a seed) and a float of its metrics or config re-spelt: the hash and signature
+/// still hold (they cover the canonical form), and verify names the entry and the field as tampered.
+#[test]
+fn a_number_respelt_in_any_entry_of_the_shipped_ledger_reads_as_tampered() {
+    let d = tempfile::tempdir().unwrap();
+    let raw: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo_path("ledger/exp-42.json")).unwrap()).unwrap();
+    let ledger = d.path().join("exp-42.json");
+    std::fs::copy(common::repo_path("ledger/exp-42.head.json"), d.path().join("exp-42.head.json")).unwrap();
+    let tk = TrustedKeys::load(&common::repo_path("ledger/trusted_keys")).unwrap();
+    let opts = VerifyOptions { trusted: Some(tk), structure_only: true, ..Default::default() };
+    // Written again by serde_json (keys sorted): the same content, spelt as hsx spells it.
+    std::fs::write(&ledger, serde_json::to_string_pretty(&raw).unwrap()).unwrap();
+    let rep = verify_at(&ledger, None, &opts).unwrap();
+    assert!(rep.ok, "{:?}", rep.first_failure);
+    let entries = raw["entries"].as_array().unwrap();
+    let int = |v: &Value| v.is_u64() || v.is_i64();
+    let float = |v: &Value| v.is_f64();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let mut places = vec![(format!("/entries/{i}/seq"), "seq".to_string())];
+        for want in [&int as &dyn Fn(&Value) -> bool, &float] {
+            let found = first_number(&e["metrics"], format!("/entries/{i}/metrics"), "metrics".into(), want)
+                .or_else(|| first_number(&e["config"], format!("/entries/{i}/config"), "config".into(), want));
+            places.extend(found);
+        }
+        assert_eq!(places.len(), 3, "entry {i} has no integer or no float");
+        for (pointer, field) in places {
+            let n = raw.pointer(&pointer).unwrap();
+            let token = respelt(n);
+            std::fs::write(&ledger, with_token(&raw, &pointer, &token)).unwrap();
+            let f = verify_at(&ledger, None, &opts)
+                .unwrap()
+                .first_failure
+                .unwrap_or_else(|| panic!("{pointer} = {token} passed"));
+            assert_eq!((f.entry, f.field.as_str()), (Some(i), field.as_str()), "{pointer} = {token}: {f}");
+            assert!(f.message.starts_with("tampered:") && f.message.contains(&format!("`{token}`")), "{f}");
+        }
+        kinds.insert(e["stage"].as_str().unwrap().split('@').next().unwrap().to_owned());
+    }
+    assert_eq!(kinds.len(), hsx::stages::Stage::ALL.len(), "{kinds:?}");
+}
+
+/// `1e4`, `-0`, `1.50`, `1E4`, `0.10`: each refused where it stands; `+1` is not JSON at all.
+#[test]
+fn each_other_spelling_of_a_number_is_refused_and_plus_is_not_json() {
+    let d = tempfile::tempdir().unwrap();
+    let (ledger, _) = common::fixture_ledger(d.path());
+    let original = std::fs::read_to_string(&ledger).unwrap();
+    let raw: Value = serde_json::from_str(&original).unwrap();
+    let opts = VerifyOptions { structure_only: true, ..Default::default() };
+    // ingest's metrics: {"rows": 2, "share": 0.5}; transform's params: {"scale": 1.5, …}.
+    for (pointer, token, field) in [
+        ("/entries/0/metrics/rows", "2e0", "metrics.rows"),
+        ("/entries/0/metrics/rows", "2.0e0", "metrics.rows"),
+        ("/entries/0/metrics/share", "0.50", "metrics.share"),
+        ("/entries/0/metrics/share", "5E-1", "metrics.share"),
+        ("/entries/1/params/scale", "1.50", "params.scale"),
+        ("/entries/1/params/scale", "15e-1", "params.scale"),
+    ] {
+        std::fs::write(&ledger, with_token(&raw, pointer, token)).unwrap();
+        let f = verify_at(&ledger, None, &opts).unwrap().first_failure.unwrap_or_else(|| panic!("{token} passed"));
+        assert_eq!(f.field, field, "{token}: {f}");
+        assert!(f.message.starts_with("tampered:"), "{token}: {f}");
+    }
+    // A zero recorded as an integer, re-spelt `-0`.
+    let mut z = raw.clone();
+    z["entries"][0]["metrics"]["rows"] = Value::from(0);
+    let text = with_token(&z, "/entries/0/metrics/rows", "-0");
+    std::fs::write(&ledger, text).unwrap();
+    let f = verify_at(&ledger, None, &opts).unwrap().first_failure.expect("-0 passed");
+    assert!(f.message.starts_with("tampered:") && f.message.contains("`-0`"), "{f}");
+    std::fs::write(&ledger, with_token(&raw, "/entries/0/metrics/rows", "+2")).unwrap();
+    let e = verify_at(&ledger, None, &opts).unwrap_err().to_string();
+    assert!(e.contains("JSON error") && e.contains("expected value"), "{e}");
+    // The file as the recorder wrote it (header first, entries streamed in one pass), edited in place.
+    std::fs::write(&ledger, &original).unwrap();
+    assert!(verify_at(&ledger, None, &opts).unwrap().ok);
+    assert_eq!(original.matches("\"share\": 0.5").count(), 1);
+    std::fs::write(&ledger, original.replace("\"share\": 0.5", "\"share\": 5e-1")).unwrap();
+    let f = verify_at(&ledger, None, &opts).unwrap().first_failure.expect("5e-1 passed");
+    assert_eq!((f.entry, f.field.as_str()), (Some(0), "metrics.share"), "{f}");
+    assert!(f.message.starts_with("tampered:") && f.message.contains("`0.5`"), "{f}");
+}
+
+#[test]
+fn a_ledger_beginning_with_a_byte_order_mark_is_named_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let (ledger, _) = common::fixture_ledger(d.path());
+    let text = std::fs::read(&ledger).unwrap();
+    std::fs::write(&ledger, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    let e = verify_at(&ledger, None, &VerifyOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("byte-order mark") && !e.contains("expected value"), "{e}");
+    let e = hsx::ledger::store::read(&ledger).unwrap_err().to_string();
+    assert!(e.contains("byte-order mark"), "{e}");
+}

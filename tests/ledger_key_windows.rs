@@ -93,3 +93,37 @@ fn a_signing_key_inside_a_git_work_tree_or_a_world_writable_directory_is_refused
     SigningKeyFile::generate(&ww.join("k.pem"), false).unwrap();
     SigningKeyFile::load(&ok).unwrap();
 }
+
+#[test]
+fn a_repeated_option_is_an_error_naming_the_line_and_the_option() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap().signer();
+    // The later `valid-before` would have widened the window by a year.
+    for opts in [
+        "valid-before=2026-01-01T00:00:00Z,valid-before=2027-01-01T00:00:00Z",
+        "valid-after=2025-01-01T00:00:00Z,valid-before=2027-01-01T00:00:00Z,valid-after=2020-01-01T00:00:00Z",
+    ] {
+        let text = format!("# signers\n{} {opts} ed25519 {}\n", s.key_id, s.public_key);
+        let e = TrustedKeys::parse(&text, Path::new("tk")).unwrap_err().to_string();
+        let opt = if opts.matches("valid-before").count() == 2 { "valid-before" } else { "valid-after" };
+        assert!(e.contains("tk line 2") && e.contains(&format!("option {opt} is given twice")), "{e}");
+    }
+}
+
+#[test]
+fn a_byte_order_mark_in_trusted_keys_is_named_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap().signer();
+    let line = TrustedKeys::line_for(&s);
+    // At the start of the file (an editor's "UTF-8 with BOM"), read from disk as verify reads it.
+    let p = d.path().join("trusted_keys");
+    std::fs::write(&p, format!("\u{feff}{line}\n")).unwrap();
+    let e = TrustedKeys::load(&p).unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("byte-order mark"), "{e}");
+    assert!(!e.contains("does not match the public key"), "{e}");
+    // Inside the file (two files joined): the key id is shown with the mark, and the mark is named.
+    let e = TrustedKeys::parse(&format!("# keys\n\u{feff}{line}\n"), Path::new("tk")).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("\\u{feff}sha256:") && e.contains("byte-order mark"), "{e}");
+    // Without it, the same line is accepted.
+    assert_eq!(TrustedKeys::parse(&line, Path::new("tk")).unwrap().keys.len(), 1);
+}

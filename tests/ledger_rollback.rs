@@ -198,3 +198,16 @@ fn verify_from_another_directory_resolves_roots_from_the_ledger_and_counts_what_
     let s = String::from_utf8_lossy(&text.stdout);
     assert!(s.contains("8 of 8 recorded files checked"), "{s}");
 }
+
+#[test]
+fn a_report_citing_two_heads_fails_even_when_both_are_entries_of_this_ledger() {
+    let d = tempfile::tempdir().unwrap();
+    let (ledger, report) = ledger_with_report(d.path());
+    assert!(verify_at(&ledger, None, &VerifyOptions::default()).unwrap().ok);
+    let m = read(&ledger);
+    let first = hsx::ledger::Head { seq: 0, hash: m["entries"][0]["hash"].as_str().unwrap().to_owned() };
+    let text = std::fs::read_to_string(&report).unwrap();
+    std::fs::write(&report, format!("{text}\nCorrected: {}\n", citation(&first))).unwrap();
+    let f = verify_at(&ledger, None, &VerifyOptions::default()).unwrap().first_failure.expect("two citations passed");
+    assert!(f.field == "head" && f.message.contains("report/REPORT.md cites 2 ledger heads"), "{f}");
+}

@@ -174,3 +174,36 @@ fn a_compare_with_a_plan_but_no_pre_registration_fails() {
     let f = r.first_failure.expect("verify must fail");
     assert_eq!((f.entry, f.field.as_str()), (Some(3), "metrics.plan"), "{f}");
 }
+
+/// The review's attack: `bootstrap_resamples` of the pre-registration rewritten `1e4`. Every hash and
+/// signature still holds (they cover the canonical form, `10000` either way); verify reads the entry as
+/// tampered instead of blaming the signer for "settings that differ". The float spelling hsx itself
+/// writes (`10000.0`) is the same sealed number: compared canonically, it differs from nothing.
+#[test]
+fn a_respelt_pre_registration_is_tampered_not_a_difference_the_signer_made() {
+    let d = tempfile::tempdir().unwrap();
+    let a = Analysis::default();
+    let steps = [model("prepare"), preregister(&a), model("train-A"), model("evaluate-A"), compare(&a, &a)];
+    let path = ledger(d.path(), &steps);
+    let raw: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(raw["entries"][1]["metrics"]["plan"]["bootstrap_resamples"], json!(a.bootstrap_resamples));
+    let spelt = |token: &str| {
+        let mut m = raw.clone();
+        m["entries"][1]["metrics"]["plan"]["bootstrap_resamples"] = json!("@@n@@");
+        let text = serde_json::to_string_pretty(&m).unwrap().replace("\"@@n@@\"", token);
+        std::fs::write(&path, text).unwrap();
+        verify(&path)
+    };
+    let n = a.bootstrap_resamples;
+    let exponent = format!("{}e{}", n / 1000, 3);
+    let r = spelt(&exponent);
+    let f = r.first_failure.expect("a re-spelt pre-registration verified");
+    assert_eq!(
+        (f.entry, f.stage.as_deref(), f.field.as_str()),
+        (Some(1), Some("preregister"), "metrics.plan.bootstrap_resamples"),
+        "{f}"
+    );
+    assert!(f.message.starts_with("tampered:") && !f.message.contains("differ"), "{f}");
+    let r = spelt(&format!("{n}.0"));
+    assert!(r.ok, "{:?}", r.first_failure);
+}

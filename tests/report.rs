@@ -10,6 +10,7 @@ fn report_filters() -> Vec<(&'static str, &'static str)> {
         (r"\[#(\d+) [0-9a-f]{8}\]", "[#$1 hash]"),
         (r"`[0-9a-f]{10,16}`", "`[hash]`"),
         (r"sha256:[0-9a-f]{16}", "sha256:[key]"),
+        (r"--expect-head [0-9a-f]{64}", "--expect-head [head]"),
         (r"\| \d+\.\d \|", "| [secs] |"),
         (r"total \d+\.\d s", "total [secs] s"),
     ]

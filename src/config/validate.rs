@@ -110,6 +110,12 @@ impl Config {
             }
         }
         let as_json = serde_json::to_value(self).expect("a config serialises");
+        if let Some((key, what)) = control_character(&as_json, "") {
+            return err(
+                &key,
+                format!("holds {what}; a config string is one line of plain text (the report prints it)"),
+            );
+        }
         if let Some(k) = seed::stale_reasons(&as_json).first() {
             return err(&format!("deviations.\"{k}\""), format!("{k} does not depart from the seed's specification (or is not one of its settings); remove this reason"));
         }
@@ -303,5 +309,45 @@ impl Config {
             return err("analysis.cluster", format!("must be \"context\" or \"item\", got {:?}", an.cluster));
         }
         Ok(())
+    }
+}
+
+/// The first string (or key) of the config holding a control character or an invisible direction
+/// override or separator: its dotted key and the character, named. Such text would change what a
+/// reader of the report or of a terminal sees (a line feed in a deviation's reason starts a new
+/// section of REPORT.md); the report escapes it anyway, but a config must not hold it.
+fn control_character(v: &serde_json::Value, path: &str) -> Option<(String, String)> {
+    let bad = |s: &str| {
+        s.chars().find(|c| {
+            c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+    };
+    let name = |c: char| {
+        let what = match c {
+            '\n' => " (a line feed)",
+            '\r' => " (a carriage return)",
+            '\t' => " (a tab)",
+            _ => "",
+        };
+        format!("the control character U+{:04X}{what}", c as u32)
+    };
+    let key = |k: &str| {
+        let k = if k.contains('.') || bad(k).is_some() { format!("{k:?}") } else { k.to_owned() };
+        if path.is_empty() {
+            k
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) => bad(s).map(|c| (path.to_owned(), name(c))),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, x)| control_character(x, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, x)| match bad(k) {
+            Some(c) => Some((key(k), format!("{} in the key itself", name(c)))),
+            None => control_character(x, &key(k)),
+        }),
+        _ => None,
     }
 }

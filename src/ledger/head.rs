@@ -121,6 +121,8 @@ impl SignedHead {
             Err(e) => return Err(e.to_string()),
             Ok(text) => text,
         };
+        super::spelling::refuse_bom(text.as_bytes(), "the signed head")
+            .map_err(|m| format!("{}: {m}", path.display()))?;
         let v = crate::canonical::parse_strict(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_value(v).map(Some).map_err(|e| format!("{}: {e}", path.display()))
     }

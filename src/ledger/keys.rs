@@ -255,6 +255,11 @@ impl TrustedKeys {
     pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
         let mut keys: Vec<TrustedKey> = Vec::new();
         let mut lines: Vec<usize> = Vec::new();
+        super::spelling::refuse_bom(text.as_bytes(), "the file").map_err(|message| KeyError::Trusted {
+            path: path.to_owned(),
+            line: 1,
+            message,
+        })?;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -270,14 +275,27 @@ impl TrustedKeys {
             if alg != "ed25519" {
                 return Err(err(format!("unsupported algorithm {alg:?} (only ed25519)")));
             }
+            let hex_id = id.strip_prefix("sha256:").unwrap_or("");
+            if hex_id.len() != 64 || !hex_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(err(format!(
+                    "key id {id:?} is not `sha256:` followed by 64 lowercase hex digits{}",
+                    if id.contains('\u{feff}') { " (it holds a byte-order mark, U+FEFF)" } else { "" }
+                )));
+            }
             let public = parse_public_key(pk).map_err(&err)?;
             if key_id(&public) != id {
                 return Err(err(format!("key id {id} does not match the public key (its id is {})", key_id(&public))));
             }
             let mut tk =
                 TrustedKey { key_id: id.into(), public_key: pk.to_lowercase(), valid_after: None, valid_before: None };
+            let mut seen: Vec<&str> = Vec::new();
             for opt in opts.into_iter().flat_map(|o| o.split(',')) {
                 let (k, v) = opt.split_once('=').ok_or_else(|| err(format!("option {opt:?} is not key=value")))?;
+                // A second `valid-before=` would silently replace the first and move the window.
+                if seen.contains(&k) {
+                    return Err(err(format!("option {k} is given twice; give each option once")));
+                }
+                seen.push(k);
                 let t =
                     time::OffsetDateTime::parse(v.trim_matches('"'), &time::format_description::well_known::Rfc3339)
                         .map_err(|e| err(format!("option {k}: {v:?} is not an RFC 3339 time: {e}")))?;

@@ -92,6 +92,7 @@ pub mod head;
 pub mod keys;
 pub mod location;
 pub mod recorder;
+pub mod spelling;
 pub mod store;
 pub mod verify;
 

@@ -33,6 +33,8 @@ pub fn read_raw(path: &Path) -> Result<Value, LedgerError> {
         },
         e => e.into(),
     })?;
+    super::spelling::refuse_bom(&text, "the ledger")
+        .map_err(|message| LedgerError::Format { path: path.to_owned(), message })?;
     crate::canonical::parse_strict(&text).map_err(|e| LedgerError::Format {
         path: path.to_owned(),
         message: format!("JSON error at line {}, column {}: {e}", e.line(), e.column()),

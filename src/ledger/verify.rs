@@ -1,9 +1,10 @@
 //! `hsx verify`: format, chain, signatures, trusted signers, times, config hashes, signed head, the
 //! head a rendered report cites, and every recorded file.
 //!
-//! Checks run per entry in a fixed order, so a failure names the most specific field:
-//! typed form → `seq` → `experiment` → `header_sha256` → `prev` → times → `config_sha256` → file paths
-//! → `hash` → `signature` → trusted signer; files on disk are checked after the chain, and the first
+//! Checks run per entry in a fixed order, so a failure names the most specific field: number spelling
+//! (a number spelt as hsx never writes it is *tampered*: [`super::spelling`]) → typed form → `seq` →
+//! `experiment` → `header_sha256` → `prev` → times → `config_sha256` → file paths → `hash` →
+//! `signature` → trusted signer; files on disk are checked after the chain, and the first
 //! failure reported is the one of the earliest entry. A file that is absent (or whose root is not
 //! available on this machine, e.g. no data mirror) is *missing*; present but different is *tampered*;
 //! not a regular file, or resolving outside its root, is *refused* (never opened). A file record is
@@ -18,6 +19,7 @@
 //! hsx verify --ledger ledger/exp-42.json --trusted-keys ledger/trusted_keys [--expect-head <hash>]
 //! ```
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::path::Path;
 
@@ -28,6 +30,7 @@ use outcome::fail;
 pub use outcome::{EntryVerdict, Failure, RootsShown, VerifyOptions, VerifyReport};
 
 use super::files::Roots;
+use super::spelling::first_respelling;
 use super::{Header, Ledger, LedgerError};
 
 /// Verifies the ledger at `path` with the given roots. `Err` means the file could not be read as a
@@ -51,7 +54,8 @@ pub fn verify_collect(
     run_file(path, RootsFrom::Location(mirror), opts, true)
 }
 
-/// Verifies an already-parsed ledger document (tests, tools). No signed-head file is consulted.
+/// Verifies an already-parsed ledger document (tests, tools). No signed-head file is consulted, and no
+/// number spelling (a parsed value has none: see [`super::spelling`]).
 pub fn verify_value(
     raw: &Value,
     path: &Path,
@@ -67,9 +71,9 @@ pub fn verify_value(
     if let Some(extra) = obj.keys().find(|k| *k != "header" && *k != "entries") {
         c.header_failure(fail(None, None, extra.as_str(), "unknown top-level member"));
     }
-    c.header(header_raw);
+    c.header(header_raw, None);
     for e in entries_raw {
-        c.entry(e.clone());
+        c.entry(e.clone(), None);
     }
     Ok(c.finish(Some(roots.clone())).0)
 }
@@ -108,6 +112,13 @@ fn run_file(
             },
         })
     };
+    {
+        use std::io::BufRead;
+        let mut r = open()?;
+        let start = r.fill_buf().map_err(|source| LedgerError::Io { path: path.to_owned(), source })?;
+        super::spelling::refuse_bom(start, "the ledger")
+            .map_err(|message| LedgerError::Format { path: path.to_owned(), message })?;
+    }
     parse(&mut c, Pass::First)?;
     if !c.saw_header {
         return Err(LedgerError::Format { path: path.to_owned(), message: "no `header` member".into() });
@@ -165,9 +176,10 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
             }
             match (k.as_str(), self.pass) {
                 ("header", Pass::First) => {
-                    let v = map.next_value_seed(crate::canonical::StrictValue)?;
+                    let raw: Box<RawValue> = map.next_value()?;
+                    let v = strict(&raw)?;
                     self.c.saw_header = true;
-                    self.c.header(&v);
+                    self.c.header(&v, first_respelling(raw.get()));
                 }
                 ("entries", Pass::First) if !self.c.saw_header => {
                     map.next_value::<IgnoredAny>()?;
@@ -192,6 +204,11 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
     }
 }
 
+/// Parses an entry's (or the header's) raw text as untrusted JSON (duplicate member names refused).
+fn strict<E: serde::de::Error>(raw: &RawValue) -> Result<Value, E> {
+    crate::canonical::parse_strict(raw.get().as_bytes()).map_err(E::custom)
+}
+
 struct Entries<'c, 'o> {
     c: &'c mut Checker<'o>,
 }
@@ -211,8 +228,8 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             self.c.reading = Some(self.c.index);
-            match seq.next_element_seed(crate::canonical::StrictValue)? {
-                Some(v) => self.c.entry(v),
+            match seq.next_element::<Box<RawValue>>()? {
+                Some(raw) => self.c.entry(strict(&raw)?, first_respelling(raw.get())),
                 None => break,
             }
         }

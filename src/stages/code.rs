@@ -76,6 +76,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/analysis/", &[Stage::Compare, Stage::Report]),
     ("src/stages/report.rs", &[Stage::Report]),
     ("src/report.rs", &[Stage::Report]),
+    ("src/report/", &[Stage::Report]),
     ("templates/", &[Stage::Report]),
     // The entry points above the executor: no stage runs them, so editing them re-runs nothing.
     ("src/main.rs", &[]),

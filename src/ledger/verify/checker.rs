@@ -3,6 +3,7 @@
 use super::super::files::{check_recorded, check_relative, FileRecord, OnDisk, Root, Roots};
 use super::super::head::{cited_heads, head_path_for, Head, SignedHead};
 use super::super::keys::parse_public_key;
+use super::super::spelling::Respelling;
 use super::super::{
     entry_canonical_bytes, verify_entry_signature, Entry, Header, Ledger, FORMAT, READ_VERSIONS, ZERO_HASH,
 };
@@ -116,7 +117,12 @@ impl<'o> Checker<'o> {
         self.ledger_failures.push(f);
     }
 
-    pub(super) fn header(&mut self, raw: &Value) {
+    /// The header; `respelt`: a number its stored text spells as hsx never writes (see
+    /// [`super::super::spelling`]).
+    pub(super) fn header(&mut self, raw: &Value, respelt: Option<Respelling>) {
+        if let Some(r) = respelt {
+            return self.header_failure(fail(None, None, format!("header.{}", r.path), r.to_string()));
+        }
         let header: Header = match serde_path_to_error::deserialize(raw) {
             Ok(h) => h,
             Err(e) => {
@@ -177,7 +183,8 @@ impl<'o> Checker<'o> {
         self.header = Some(header);
     }
 
-    pub(super) fn entry(&mut self, raw: Value) {
+    /// The next entry; `respelt` as for [`Self::header`].
+    pub(super) fn entry(&mut self, raw: Value, respelt: Option<Respelling>) {
         let i = self.index;
         self.index += 1;
         let mut verdict = EntryVerdict {
@@ -197,7 +204,7 @@ impl<'o> Checker<'o> {
             self.prev_hash = hash;
             return;
         }
-        match self.check_entry(i, &raw, &verdict) {
+        match self.check_entry(i, &raw, &verdict, respelt) {
             Ok(e) => {
                 self.report.recorded_artifacts += e.inputs.len() + e.outputs.len();
                 for (kind, list) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
@@ -246,10 +253,20 @@ impl<'o> Checker<'o> {
         self.report.entries.push(verdict);
     }
 
-    fn check_entry(&self, i: usize, e_raw: &Value, verdict: &EntryVerdict) -> Result<Entry, Failure> {
+    fn check_entry(
+        &self,
+        i: usize,
+        e_raw: &Value,
+        verdict: &EntryVerdict,
+        respelt: Option<Respelling>,
+    ) -> Result<Entry, Failure> {
         let header = self.header.as_ref().expect("header checked");
         let public = self.public.as_ref().expect("header checked");
         let st = verdict.stage.as_deref();
+        // Bytes hsx never writes (a number re-spelt after signing): tampered, whatever the hash says.
+        if let Some(r) = respelt {
+            return Err(fail(Some(i), st, r.path.clone(), r.to_string()));
+        }
         let e: Entry = serde_path_to_error::deserialize(e_raw)
             .map_err(|err| fail(Some(i), st, err.path().to_string(), err.inner().to_string()))?;
         if e.seq != i as u64 {
@@ -574,7 +591,22 @@ impl<'o> Checker<'o> {
         let rel = format!("{}/REPORT.md", dir.trim_end_matches('/'));
         let Ok(Some(path)) = super::super::files::resolve_inside(ws, &rel) else { return };
         let Ok(text) = super::super::keys::read_small_regular_file(&path) else { return };
-        for h in cited_heads(&text) {
+        let cited = cited_heads(&text);
+        if cited.len() > 1 {
+            let list: Vec<String> = cited.iter().map(|h| format!("({h})")).collect();
+            self.ledger_failure(fail(
+                None,
+                None,
+                "head",
+                format!(
+                    "{rel} cites {} ledger heads ({}); a rendered report cites one, the head it was rendered from",
+                    cited.len(),
+                    list.join(", ")
+                ),
+            ));
+            return;
+        }
+        for h in cited {
             let have = self.hashes.get(h.seq as usize);
             if have != Some(&h.hash) {
                 let last = self.report.head.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "no entries".into());
