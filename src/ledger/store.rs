@@ -369,7 +369,7 @@ impl super::Append for LedgerWriter {
         entry.experiment = self.ledger.header.experiment.clone();
         entry.header_sha256 = self.ledger.header.sha256();
         entry.prev = self.ledger.entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| super::ZERO_HASH.into());
-        entry.seal(&self.key);
+        entry.seal(&self.key)?;
         let mut next = self.ledger.clone();
         next.entries.push(entry.clone());
         write_atomic(&self.path, &next)?;
