@@ -36,17 +36,13 @@ fn check_envelope(env: &Value, key: &VerifyingKey, keyid: &str, payload_type: &s
     payload
 }
 
-fn run_export(format: Format, ledger: &Path, out: &Path, key: &Path) -> Result<hsx::export::ExportSummary, ExportError> {
-    export(&ExportOptions {
-        format,
-        ledger,
-        out,
-        mirror: None,
-        trusted: None,
-        expect_head: None,
-        key,
-        expires: None,
-    })
+fn run_export(
+    format: Format,
+    ledger: &Path,
+    out: &Path,
+    key: &Path,
+) -> Result<hsx::export::ExportSummary, ExportError> {
+    export(&ExportOptions { format, ledger, out, mirror: None, trusted: None, expect_head: None, key, expires: None })
 }
 
 #[test]
@@ -141,7 +137,11 @@ fn in_toto_layout_matches_each_input_with_its_producers_product() {
     let rule = |r: &[&str]| json!(r);
     assert_eq!(
         rules(0, "expected_materials"),
-        json!([rule(&["REQUIRE", "workspace/inputs/a.txt"]), rule(&["ALLOW", "workspace/inputs/a.txt"]), rule(&["DISALLOW", "*"])])
+        json!([
+            rule(&["REQUIRE", "workspace/inputs/a.txt"]),
+            rule(&["ALLOW", "workspace/inputs/a.txt"]),
+            rule(&["DISALLOW", "*"])
+        ])
     );
     assert!(rules(1, "expected_materials").as_array().unwrap().contains(&rule(&[
         "MATCH",
@@ -267,8 +267,11 @@ fn slsa_statements_describe_train_and_evaluate_entries() {
     let (te, ee) = (&ledger.entries[1], &ledger.entries[2]);
     assert_eq!(train["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(train["predicateType"], "https://slsa.dev/provenance/v1");
-    assert_eq!(train["subject"], json!([{"name": "run/train-A/adapter/adapter_model.safetensors",
-        "digest": {"sha256": te.outputs[0].sha256}}]));
+    assert_eq!(
+        train["subject"],
+        json!([{"name": "run/train-A/adapter/adapter_model.safetensors",
+        "digest": {"sha256": te.outputs[0].sha256}}])
+    );
     assert_eq!(eval["subject"][0]["name"], "run/evaluate-A/scores.jsonl");
     let p = &train["predicate"];
     let ext = &p["buildDefinition"]["externalParameters"];
@@ -285,8 +288,11 @@ fn slsa_statements_describe_train_and_evaluate_entries() {
     let rd = &p["runDetails"];
     assert_eq!(rd["builder"]["version"], json!({"hsx": "9.9.9", "gitCommit": "ab".repeat(20)}));
     assert_eq!(rd["builder"]["id"], format!("urn:hsx:ledger-signer:{}", ledger.header.signer.key_id));
-    assert_eq!(rd["metadata"], json!({"invocationId": format!("sha256:{}", te.hash), "startedOn": te.started,
-        "finishedOn": te.finished}));
+    assert_eq!(
+        rd["metadata"],
+        json!({"invocationId": format!("sha256:{}", te.hash), "startedOn": te.started,
+        "finishedOn": te.finished})
+    );
     assert_eq!(rd["byproducts"][0]["digest"]["sha256"], te.hash);
     assert_eq!(rd["byproducts"][1]["name"], "run/train-A/train_metrics.json");
     assert_eq!(eval["predicate"]["runDetails"]["byproducts"][1]["name"], "run/evaluate-A/predictions.jsonl");
@@ -298,7 +304,8 @@ fn export_refuses_what_does_not_verify_and_says_why() {
     let d = tempfile::tempdir().unwrap();
     let (path, _) = common::fixture_ledger(d.path());
     let key = common::key(d.path(), "exporter.pem");
-    let err = |format, ledger: &Path, out: &Path, key: &Path| run_export(format, ledger, out, key).unwrap_err().to_string();
+    let err =
+        |format, ledger: &Path, out: &Path, key: &Path| run_export(format, ledger, out, key).unwrap_err().to_string();
 
     // A ledger that fails hsx verify: nothing is written.
     let tampered = d.path().join("ws/ledger/t.json");

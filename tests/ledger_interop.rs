@@ -104,11 +104,78 @@ fn every_entry_of_every_repository_ledger_rechecks_with_rfc8785_and_securesystem
     assert_eq!(shipped.canonicalised + shipped.integer_domain, shipped.entries);
     let doc: Value = serde_json::from_slice(&std::fs::read(common::repo_path("ledger/exp-42.json")).unwrap()).unwrap();
     let numeric_seed = |e: &Value| {
-        ["/metrics/recipe/seed", "/metrics/pretrain/recipe/seed"].iter().any(|p| e.pointer(p).is_some_and(|s| s.is_number()))
+        ["/metrics/recipe/seed", "/metrics/pretrain/recipe/seed"]
+            .iter()
+            .any(|p| e.pointer(p).is_some_and(|s| s.is_number()))
     };
     let pre_fix = doc["entries"].as_array().unwrap().iter().filter(|e| numeric_seed(e)).count();
     assert_eq!(shipped.integer_domain, pre_fix, "exp-42: entries with a numeric recipe seed");
     // The version-1 exp-42 recorded every stage seed as a number: no entry of it is RFC 8785 input.
     let v1 = all.iter().find(|(n, v, _)| n == "exp-42-v1.json" && *v == 1).expect("tests/inputs/exp-42-v1.json");
     assert_eq!(v1.2.integer_domain, v1.2.entries, "{:?}", v1.2);
+}
+
+#[test]
+fn sealing_refuses_a_number_outside_i_json_and_names_its_path() {
+    use hsx::ledger::{Determinism, LedgerError, Root, StageOutcome, StageSpec};
+    let d = tempfile::tempdir().unwrap();
+    let (path, roots) = common::fixture_ledger(d.path());
+    let before = std::fs::read(&path).unwrap();
+    let k = hsx::ledger::SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap();
+    let (run, ws) = (roots.run.clone().unwrap(), roots.workspace.clone().unwrap());
+    let mut w = hsx::ledger::LedgerWriter::open(&path, "fx", &hsx::ledger::Locations::new(&run, &ws), k).unwrap();
+    let mut rec = hsx::ledger::Recorder {
+        writer: &mut w,
+        roots,
+        config: serde_json::json!({"experiment": {"id": "fx", "seed": 42}}),
+        master_seed: 42,
+        git: hsx::ledger::GitState::NoRepository,
+        env: Box::new(|| serde_json::json!({})),
+    };
+    let limit = hsx::canonical::I_JSON_MAX_INTEGER;
+    let spec = |stage: &str| StageSpec {
+        stage: stage.into(),
+        params: serde_json::json!({}),
+        inputs: vec![(Root::Workspace, "inputs/a.txt".into())],
+        determinism: Determinism::Bitwise,
+    };
+    // The largest exact integer is sealed; one more is refused, named by its path, and nothing is written.
+    rec.record::<std::io::Error>(spec("edge"), |_| {
+        Ok(StageOutcome { outputs: vec![], metrics: serde_json::json!({"n": limit, "m": -(limit as i64)}) })
+    })
+    .unwrap()
+    .unwrap();
+    let after_edge = std::fs::read(&path).unwrap();
+    assert_ne!(after_edge, before);
+    let e = rec
+        .record::<std::io::Error>(spec("big"), |_| {
+            Ok(StageOutcome { outputs: vec![], metrics: serde_json::json!({"recipe": {"seed": limit + 1}}) })
+        })
+        .unwrap_err();
+    match &e {
+        LedgerError::NotIJson { stage, path, number } => {
+            assert_eq!((stage.as_str(), path.as_str(), number.as_str()), ("big", "metrics.recipe.seed", "9007199254740992"))
+        }
+        other => panic!("expected NotIJson, got {other}"),
+    }
+    assert!(e.to_string().contains("metrics.recipe.seed"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), after_edge, "a refused entry was written");
+}
+
+/// The shipped ledger, with its pre-fix entries, still passes `hsx verify` with its trusted keys and the
+/// head the README pins.
+#[test]
+fn the_shipped_ledger_still_verifies_with_the_pinned_head() {
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let pinned = readme
+        .split("--expect-head ")
+        .nth(1)
+        .map(|s| s.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
+        .expect("README pins the shipped head with --expect-head");
+    assert_eq!(pinned.len(), 64, "{pinned}");
+    let tk = hsx::ledger::TrustedKeys::load(&common::repo_path("ledger/trusted_keys")).unwrap();
+    let opts =
+        hsx::ledger::verify::VerifyOptions { trusted: Some(tk), expect_head: Some(pinned), ..Default::default() };
+    let rep = hsx::audit::verify(&common::repo_path("ledger/exp-42.json"), None, &opts).unwrap();
+    assert!(rep.ok, "{:?}", rep.first_failure);
 }

@@ -89,7 +89,8 @@ def main(export_dir, key_path, work):
         shutil.copytree(export_dir, d)
         what = prepare(d) or ""
         rc, out = in_toto_verify(d)
-        last = out.splitlines()[-1] if out else ""
+        lines = out.splitlines()
+        last = next((l for l in reversed(lines) if "Error" in l), lines[-1] if lines else "")
         ok = rc == 0
         good = ok == expect_ok and all(t in out for t in expect_text)
         print(f"in-toto-verify {name:9} {'passes' if ok else 'fails '} ({'as it must' if good else 'WRONG'}){what}"

@@ -139,7 +139,11 @@ pub fn load_verified(
         if meta.len() > crate::ledger::MAX_LEDGER_BYTES {
             return Err(LedgerError::Format {
                 path: path.to_owned(),
-                message: format!("{} bytes is larger than the {} byte limit", meta.len(), crate::ledger::MAX_LEDGER_BYTES),
+                message: format!(
+                    "{} bytes is larger than the {} byte limit",
+                    meta.len(),
+                    crate::ledger::MAX_LEDGER_BYTES
+                ),
             }
             .into());
         }
