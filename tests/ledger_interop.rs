@@ -154,7 +154,10 @@ fn sealing_refuses_a_number_outside_i_json_and_names_its_path() {
         .unwrap_err();
     match &e {
         LedgerError::NotIJson { stage, path, number } => {
-            assert_eq!((stage.as_str(), path.as_str(), number.as_str()), ("big", "metrics.recipe.seed", "9007199254740992"))
+            assert_eq!(
+                (stage.as_str(), path.as_str(), number.as_str()),
+                ("big", "metrics.recipe.seed", "9007199254740992")
+            )
         }
         other => panic!("expected NotIJson, got {other}"),
     }

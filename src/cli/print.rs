@@ -241,5 +241,8 @@ pub fn export_summary(out: Out, s: &hsx::export::ExportSummary) {
             s.entries_outside_i_json.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         );
     }
-    println!("files: export.json and {} more; checking them without hsx: docs/interop.md", s.files.len().saturating_sub(1));
+    println!(
+        "files: export.json and {} more; checking them without hsx: docs/interop.md",
+        s.files.len().saturating_sub(1)
+    );
 }
