@@ -9,6 +9,9 @@
 #                   shapes, random weights, bf16; docs/base-profile.md), then verify its ledger
 #   make slurm-check  the Slurm executor on a real one-node Slurm cluster on loopback (installs slurm-wlm
 #                   and munge when missing; root): smoke with two replicates as Slurm jobs (docs/slurm.md)
+#   make interop-check  the ledger checked by other ecosystems' verifiers (in-toto-verify, securesystemslib +
+#                   rfc8785, @sigstore/verify) on `hsx export`s of a smoke run (or of INTEROP_LEDGER=<ledger>),
+#                   and each on tampered copies it must refuse (docs/interop.md)
 #   make ship       maintainers: (re)make the shipped exp-42 (ledger/exp-42.json, report/), signed by the
 #                   key listed in ledger/trusted_keys
 SHELL := bash
@@ -29,9 +32,14 @@ REPRO_OUT ?= runs/local/exp-42-reproduce
 REHEARSAL_OUT ?= runs/local/base-rehearsal
 HSX := target/release/hsx
 
-.PHONY: bootstrap build lint test run reproduce ship smoke rehearse gpu-check slurm-check
+.PHONY: bootstrap build lint test run reproduce ship smoke rehearse gpu-check slurm-check interop-install interop-check
 bootstrap:
 	@scripts/bootstrap.sh
+
+# The independent verifiers (PyPI in-toto, securesystemslib, rfc8785; npm @sigstore/verify, @sigstore/bundle),
+# pinned, into $(HSX_CACHE)/interop: tests/ledger_interop.rs and tests/pipeline.rs call them.
+interop-install:
+	@scripts/interop-install.sh
 
 build: bootstrap
 	cargo build --release --locked
@@ -44,7 +52,7 @@ lint: bootstrap
 
 # The tests run under the CPU settings hsx pins for itself (src/runtime.rs PORTABLE_PINS), so that tests
 # comparing two trainings bit for bit do not depend on MKL/OpenMP adapting their thread teams to load.
-test: build
+test: build interop-install
 	ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE,STRICT MKL_DYNAMIC=FALSE OMP_DYNAMIC=FALSE \
 	ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_DEFAULT_FPMATH_MODE=STRICT TOKENIZERS_PARALLELISM=false \
 	cargo test --release --locked
@@ -70,6 +78,10 @@ rehearse: build
 	@$(HSX) -q keygen --if-missing
 	HSX_CPU_PINS=native $(HSX) run --config configs/base-rehearsal.toml --out $(REHEARSAL_OUT)
 	$(HSX) verify --ledger $(REHEARSAL_OUT)/ledger.json --require-artifacts --data-mirror $(HSX_DATA_MIRROR)
+
+INTEROP_LEDGER ?=
+interop-check: build
+	scripts/interop-check.sh $(INTEROP_LEDGER)
 
 # On a machine with a CUDA GPU: scripts/gpu-check.sh (parity, bf16, determinism, throughput, rehearsal).
 gpu-check: build

@@ -21,8 +21,11 @@
 //! One documented extension: RFC 8785 (via I-JSON) leaves integers beyond ±2^53 out of scope. A JSON
 //! integer that the parser holds exactly (it fits i64/u64) is written as its exact decimal digits,
 //! which for |n| ≤ 2^53 is exactly what JCS writes; beyond that JCS would round it to a double and two
-//! different integers could share one hash. hsx itself writes no such integer in a version-2 ledger
-//! (seeds are decimal strings).
+//! different integers could share one hash. hsx itself writes no such number in a version-2 ledger: u64
+//! values (seeds) are decimal strings, and sealing an entry refuses one that holds a number outside
+//! I-JSON's exact range ([`first_non_i_json_number`], named by its JSON path). Version-2 ledgers
+//! written before that rule (the shipped exp-42 of November 2026) hold such seeds; they still verify
+//! with hsx, but no RFC 8785 implementation can re-check those entries.
 //!
 //! `sha256_canonical(v)` is the lowercase hex SHA-256 of those bytes (UTF-8).
 //!
@@ -209,6 +212,67 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
+/// The largest integer magnitude I-JSON (RFC 7493 §2.2) interchanges exactly: 2^53 − 1. RFC 8785
+/// implementations refuse larger integers (Python's `rfc8785` raises `IntegerDomainError`) or round them
+/// (JavaScript's `JSON.parse`).
+pub const I_JSON_MAX_INTEGER: u64 = (1 << 53) - 1;
+
+/// A number that RFC 8785 tools cannot canonicalise exactly, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonIJsonNumber {
+    /// JSON path from the value's root: `metrics.recipe.seed`, `inputs[2].bytes`, `a["odd key"]`.
+    pub path: String,
+    /// The number as JSON text.
+    pub number: String,
+}
+
+/// The first number (in document order, object members in canonical order) outside I-JSON's exact
+/// range: an integer of magnitude above [`I_JSON_MAX_INTEGER`], or a double with such an integral value
+/// below 10^21, which the canonical form writes as plain digits that any reader takes for an integer
+/// (`2^60` as a double is written `1152921504606847000`). Doubles written with an exponent (≥ 10^21)
+/// read back as doubles and are accepted.
+pub fn first_non_i_json_number(value: &Value) -> Option<NonIJsonNumber> {
+    fn out_of_range(n: &Number) -> bool {
+        if let Some(u) = n.as_u64() {
+            u > I_JSON_MAX_INTEGER
+        } else if let Some(i) = n.as_i64() {
+            i.unsigned_abs() > I_JSON_MAX_INTEGER
+        } else {
+            n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() > I_JSON_MAX_INTEGER as f64 && f.abs() < 1e21)
+        }
+    }
+    fn walk(v: &Value, path: &mut String) -> Option<NonIJsonNumber> {
+        match v {
+            Value::Number(n) if out_of_range(n) => Some(NonIJsonNumber { path: path.clone(), number: n.to_string() }),
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                path.truncate(len);
+                found
+            }),
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+                keys.into_iter().find_map(|k| {
+                    let len = path.len();
+                    let plain = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    match (plain, path.is_empty()) {
+                        (true, true) => path.push_str(k),
+                        (true, false) => path.push_str(&format!(".{k}")),
+                        (false, _) => path.push_str(&format!("[{}]", Value::String(k.clone()))),
+                    }
+                    let found = walk(&map[k], path);
+                    path.truncate(len);
+                    found
+                })
+            }
+            _ => None,
+        }
+    }
+    walk(value, &mut String::new())
+}
+
 /// DSSE pre-authentication encoding: `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths
 /// as ASCII decimal byte counts. Signing these bytes rather than the body alone binds a signature to
 /// its payload type, so a signature over one kind of statement can never be replayed as another.
@@ -357,6 +421,23 @@ mod tests {
     fn pae_matches_the_dsse_layout() {
         assert_eq!(pae("t/x", b"hello"), b"DSSEv1 3 t/x 5 hello".to_vec());
         assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
+    }
+
+    #[test]
+    fn numbers_outside_i_json_are_found_with_their_path() {
+        let max = I_JSON_MAX_INTEGER;
+        let ok = json!({"a": max, "b": -(max as i64), "c": 1.5e300, "d": 1e21, "e": 0.1, "s": "18446744073709551615"});
+        assert_eq!(first_non_i_json_number(&ok), None);
+        let v = json!({"metrics": {"recipe": {"seed": max + 1}}, "a": 1});
+        let found = first_non_i_json_number(&v).unwrap();
+        assert_eq!((found.path.as_str(), found.number.as_str()), ("metrics.recipe.seed", "9007199254740992"));
+        let v = json!({"inputs": [{"bytes": 1}, {"bytes": -(max as i64) - 1}]});
+        assert_eq!(first_non_i_json_number(&v).unwrap().path, "inputs[1].bytes");
+        // A double with a large integral value is written as plain digits, read back as an integer.
+        let v = json!({"odd key": [2f64.powi(60)]});
+        let found = first_non_i_json_number(&v).unwrap();
+        assert_eq!(found.path, r#"["odd key"][0]"#);
+        assert_eq!(to_canonical_string(&json!(2f64.powi(60))), "1152921504606847000");
     }
 
     #[test]

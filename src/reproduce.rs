@@ -136,6 +136,13 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
         cfg.runtime.threads = t;
     }
     if let Some(s) = opts.seed {
+        if s > crate::canonical::I_JSON_MAX_INTEGER {
+            return Err(PipelineError::Usage(format!(
+                "--seed {s} is too large: the seed is recorded in the ledger, whose numbers RFC 8785 tools read \
+                 exactly only up to {} (2^53 - 1)",
+                crate::canonical::I_JSON_MAX_INTEGER
+            )));
+        }
         cfg.experiment.seed = s;
     }
     // Any directory will do (absolute, `./x`, `x/`, `../x`): the reproduction is a self-contained run, so

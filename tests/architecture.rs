@@ -1,5 +1,5 @@
 //! The house rules of docs/ARCHITECTURE.md that a reader can check mechanically: no import circle
-//! among the source files, and no source file much over 600 lines.
+//! among the source files, no source file much over 600 lines, and the export room's place.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -159,6 +159,26 @@ fn no_import_circle_among_the_source_files() {
     assert!(graph["src/pipeline.rs"].contains("src/stages/mod.rs"));
     let found = circles(&graph);
     assert!(found.is_empty(), "import circles among the source files: {found:?}");
+}
+
+/// The export room (docs/ARCHITECTURE.md): it starts from a ledger that passed `hsx verify` (it imports the
+/// audit), and only the CLI uses it: no room of the library imports it back.
+#[test]
+fn the_export_room_reads_verified_ledgers_and_nothing_below_it_imports_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let graph = import_graph(root);
+    assert!(graph["src/export/mod.rs"].contains("src/audit.rs"), "{:?}", graph["src/export/mod.rs"]);
+    for format in ["dsse", "sigstore", "intoto", "slsa"] {
+        let file = format!("src/export/{format}.rs");
+        assert!(graph.contains_key(&file), "no {file}");
+        assert!(graph[&file].contains("src/export/mod.rs"), "{file} does not write through the room's Writer");
+    }
+    let users: Vec<&String> = graph
+        .iter()
+        .filter(|(f, targets)| !f.starts_with("src/export/") && targets.iter().any(|t| t.starts_with("src/export/")))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(users.is_empty(), "library files importing the export room: {users:?}");
 }
 
 #[test]

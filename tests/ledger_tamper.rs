@@ -310,6 +310,9 @@ fn floats_in_metrics_survive_a_write_and_a_read() {
             2 => f64::from(rng.gen::<f32>()),
             _ => (rng.gen::<f64>() * 1e6).round() / 1e6,
         })
+        // Doubles in [2^53, 10^21) are written by RFC 8785 as integer digits beyond I-JSON's exact range,
+        // which sealing refuses (hsx::canonical::first_non_i_json_number; tests/ledger_interop.rs).
+        .filter(|f| !(f.abs() > hsx::canonical::I_JSON_MAX_INTEGER as f64 && f.abs() < 1e21))
         .collect();
     let mut rec = Recorder {
         writer: &mut w,

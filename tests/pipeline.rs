@@ -124,6 +124,18 @@ fn smoke_stages_rerun_byte_identical_and_verify() {
     let rep =
         hsx::ledger::verify::verify_file(&a.path().join("ledger/smoke.json"), &roots, &Default::default()).unwrap();
     assert!(rep.ok && rep.missing_artifacts == 0, "{:?}", rep.first_failure);
+
+    // Every entry of a fresh run is RFC 8785 input: an implementation nobody here wrote (PyPI rfc8785,
+    // securesystemslib) re-derives each one's bytes, hash and signature (tests/ledger_interop.rs).
+    let re = common::interop::recheck_ledger(&a.path().join("ledger/smoke.json"));
+    assert_eq!(re.entries.len(), ea.len());
+    for (e, py) in ea.iter().zip(&re.entries) {
+        assert_eq!(py["status"], "canonicalised", "entry {} ({}): {py}", e.seq, e.stage);
+        assert_eq!((&py["hash_matches"], &py["signature"]), (&true.into(), &"valid".into()), "entry {}", e.seq);
+    }
+    // The training recipes record their u64 seed as a decimal string.
+    let tr = ea.iter().find(|e| e.stage == "train-A").unwrap();
+    assert_eq!(tr.metrics["recipe"]["seed"], tr.seeds.stage.to_string(), "{}", tr.metrics["recipe"]);
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Render REPORT.md from the ledger's entries alone.
     Report(ReportArgs),
+    /// Write a verified ledger in another ecosystem's format (DSSE, Sigstore, in-toto, SLSA) for their
+    /// own verifiers (docs/interop.md).
+    Export(ExportArgs),
     /// Create an ed25519 signing key (mode 0600, outside the repository) and print its public key.
     Keygen(KeygenArgs),
     /// Score predictions against references: EM, token F1, ROUGE-1/2/L, BERTScore, with 95% CIs.
@@ -246,6 +249,41 @@ pub struct VerifyArgs {
     /// Fail unless the ledger contains the entry with this hash (the head you pinned, e.g. from REPORT.md).
     #[arg(long)]
     pub expect_head: Option<String>,
+}
+
+/// `--format`: the names of `hsx::export::Format` (one list, in the library).
+fn export_format(s: &str) -> Result<hsx::export::Format, String> {
+    hsx::export::Format::parse(s)
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// dsse (entry and head envelopes, JSONL), sigstore (bundles v0.3 with a public-key hint), in-toto
+    /// (layout and links for in-toto-verify), slsa (SLSA Provenance v1 statements for train and evaluate).
+    #[arg(long, value_parser = export_format)]
+    pub format: hsx::export::Format,
+    /// The ledger to export; it must pass `hsx verify` first.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// A new or empty directory for the export.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Refuse the ledger unless its signer is listed here (format of ledger/trusted_keys).
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
+    /// Refuse the ledger unless it contains the entry with this hash (the head you pinned).
+    #[arg(long)]
+    pub expect_head: Option<String>,
+    /// Directory holding cosmosqa/<files>, to check recorded data inputs.
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
+    /// in-toto and slsa sign new documents with this key, the export signer's (default: $HSX_SIGNING_KEY,
+    /// else `hsx keygen`'s); dsse and sigstore re-wrap the ledger's own signatures and need no key.
+    #[arg(long, env = "HSX_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+    /// in-toto: when the layout expires (RFC 3339; default one year from now).
+    #[arg(long)]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Args)]

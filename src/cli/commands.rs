@@ -74,6 +74,36 @@ pub fn verify(out: Out, a: &VerifyArgs) -> Result<u8> {
     Ok(if report.ok { 0 } else { 1 })
 }
 
+pub fn export(out: Out, a: &ExportArgs) -> Result<u8> {
+    let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
+    let expect_head =
+        a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| anyhow!(e))?;
+    if a.expires.is_some() && a.format != hsx::export::Format::InToto {
+        bail!("--expires applies to --format in-toto only (the layout's expiry)");
+    }
+    let expires = a
+        .expires
+        .as_deref()
+        .map(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| anyhow!("--expires {s:?} is not an RFC 3339 time: {e}"))
+        })
+        .transpose()?;
+    let key = a.key.clone().unwrap_or_else(keys::default_key_path);
+    let summary = hsx::export::export(&hsx::export::ExportOptions {
+        format: a.format,
+        ledger: &a.ledger,
+        out: &a.out,
+        mirror: a.data_mirror.as_deref(),
+        trusted: trusted.as_ref(),
+        expect_head: expect_head.as_deref(),
+        key: &key,
+        expires,
+    })?;
+    print::export_summary(out, &summary);
+    Ok(0)
+}
+
 pub fn keygen(out: Out, a: &KeygenArgs) -> Result<u8> {
     let path = a.out.clone().unwrap_or_else(keys::default_key_path);
     let (key, created) = if a.if_missing && path.exists() {

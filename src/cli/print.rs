@@ -216,3 +216,33 @@ pub fn reproduce_report(out: Out, rep: &ReproduceReport) {
         repro.display()
     );
 }
+
+/// `hsx export`: where the export went and who signed what.
+pub fn export_summary(out: Out, s: &hsx::export::ExportSummary) {
+    if out.json {
+        print_json(&serde_json::to_value(s).unwrap_or_default());
+        return;
+    }
+    if out.quiet {
+        return;
+    }
+    println!("exported {} as {} ({} documents) into {}", s.ledger, s.format, s.documents, s.out);
+    println!("ledger signer: {}", s.ledger_signer);
+    match &s.export_signer {
+        Some(k) if *k == s.ledger_signer => println!("export signer: {k} (the ledger's signer)"),
+        Some(k) => println!("export signer: {k} (not the ledger's signer: the new documents are signed by you)"),
+        None => println!("export signer: none (the ledger's own signatures, re-wrapped)"),
+    }
+    if !s.entries_outside_i_json.is_empty() {
+        println!(
+            "note: {} entries (seq {}) hold integers beyond 2^53 (sealed before hsx refused them): their signatures \
+             verify, but RFC 8785 tools cannot re-derive their canonical bytes",
+            s.entries_outside_i_json.len(),
+            s.entries_outside_i_json.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    println!(
+        "files: export.json and {} more; checking them without hsx: docs/interop.md",
+        s.files.len().saturating_sub(1)
+    );
+}

@@ -116,6 +116,18 @@ impl Config {
                 format!("holds {what}; a config string is one line of plain text (the report prints it)"),
             );
         }
+        // The config is recorded in every ledger entry, whose numbers must lie in I-JSON's exact range.
+        if let Some(n) = crate::canonical::first_non_i_json_number(&as_json) {
+            return err(
+                &n.path,
+                format!(
+                    "{} is too large: the config is recorded in the ledger, whose numbers RFC 8785 tools read \
+                     exactly only up to {} (2^53 - 1)",
+                    n.number,
+                    crate::canonical::I_JSON_MAX_INTEGER
+                ),
+            );
+        }
         if let Some(k) = seed::stale_reasons(&as_json).first() {
             return err(&format!("deviations.\"{k}\""), format!("{k} does not depart from the seed's specification (or is not one of its settings); remove this reason"));
         }

@@ -120,7 +120,7 @@ pub fn generate(dir: &Path, n: usize) -> Result<PathBuf, LedgerError> {
                 hash: String::new(),
                 signature: String::new(),
             };
-            e.seal(&key);
+            e.seal(&key)?;
             prev = e.hash.clone();
             if i > 0 {
                 w.write_all(b",").map_err(wio)?;

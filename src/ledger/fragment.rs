@@ -92,7 +92,7 @@ impl Append for FragmentWriter {
         entry.experiment = self.header.experiment.clone();
         entry.header_sha256 = self.header.sha256();
         entry.prev = ZERO_HASH.into();
-        entry.seal(&self.key);
+        entry.seal(&self.key)?;
         let f = Fragment {
             format: FRAGMENT_FORMAT.into(),
             version: FRAGMENT_VERSION,

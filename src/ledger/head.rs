@@ -90,8 +90,14 @@ impl SignedHead {
         v
     }
 
+    /// The signed statement's canonical (RFC 8785) bytes: every member but `signature`. The signature is
+    /// over `PAE(HEAD_PAYLOAD_TYPE, these bytes)`, so they are a DSSE envelope's payload as they are.
+    pub fn payload(&self) -> String {
+        crate::canonical::to_canonical_string(&self.statement())
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
-        crate::canonical::pae(HEAD_PAYLOAD_TYPE, crate::canonical::to_canonical_string(&self.statement()).as_bytes())
+        crate::canonical::pae(HEAD_PAYLOAD_TYPE, self.payload().as_bytes())
     }
 
     pub fn new(ledger: &Ledger, key: &SigningKeyFile) -> Self {

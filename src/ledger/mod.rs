@@ -26,6 +26,12 @@
 //!   `inputs`/`outputs` (`root`, `path`, `bytes`, `sha256` per file; directories are expanded to their
 //!   files in sorted order), `determinism`, `metrics`, `hash`, `signature`.
 //!
+//! Every number in an entry lies in I-JSON's exact range (integers of magnitude ≤ 2^53 − 1, RFC 7493),
+//! so that any RFC 8785 implementation can canonicalise it: u64 values (seeds, also a training recipe's
+//! `seed` in `metrics`) are decimal strings, and sealing refuses an entry holding a number outside
+//! that range, naming its path ([`crate::canonical::first_non_i_json_number`]). Readers accept the
+//! numeric form too: version-2 ledgers sealed before that rule hold such seeds as numbers, and verify.
+//!
 //! # Hash and signature
 //!
 //! Version 2: `hash` = lowercase hex SHA-256 of the RFC 8785 (JCS) canonical form (see
@@ -159,6 +165,12 @@ pub enum LedgerError {
     #[error("{path}: {message}")]
     RunDir { path: PathBuf, message: String },
     #[error(
+        "stage {stage}: the entry's member {path} is the number {number}, outside I-JSON's exact range \
+         (integers of magnitude at most 2^53 - 1), which RFC 8785 tools cannot canonicalise; hsx records such \
+         a value as a decimal string (see ledger::u64_text), so this is a bug in the code that built the entry"
+    )]
+    NotIJson { stage: String, path: String, number: String },
+    #[error(
         "ledger {path} is format version {version}, which this hsx verifies but never appends to (it writes version {VERSION}); \
          start a new ledger (hsx run --ledger ledger/<name>.json, or make run LEDGER=ledger/<name>.json) and check this one \
          with hsx verify / hsx reproduce"
@@ -224,8 +236,9 @@ pub struct Seeds {
 }
 
 /// A u64 written as a decimal string (RFC 8785 numbers are doubles: exact only up to 2^53); read
-/// from a string or, for version-1 ledgers, a JSON number.
-mod u64_text {
+/// from a canonical decimal string or, as older ledgers and files wrote it, a JSON number. For
+/// `#[serde(with = "crate::ledger::u64_text")]` (`serialize_with` on a type that is only written).
+pub mod u64_text {
     use serde::{de, Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
@@ -242,9 +255,9 @@ mod u64_text {
             Either::S(s)
                 if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) =>
             {
-                s.parse().map_err(|_| de::Error::custom(format!("seed {s:?} does not fit 64 bits")))
+                s.parse().map_err(|_| de::Error::custom(format!("{s:?} does not fit 64 bits")))
             }
-            Either::S(s) => Err(de::Error::custom(format!("seed {s:?} is not a canonical decimal integer"))),
+            Either::S(s) => Err(de::Error::custom(format!("{s:?} is not a canonical decimal integer"))),
         }
     }
 }
@@ -339,7 +352,8 @@ pub fn verify_entry_signature(
 }
 
 /// Fills in `hash` and `signature` (version 2) of an entry given as raw JSON, as the writer would:
-/// for tools and tests that build or re-sign entries by hand.
+/// for tools and tests that build or re-sign entries by hand. Unlike [`Entry::seal`] it does not
+/// refuse numbers outside I-JSON's range, so a test can build an entry as older hsx versions sealed it.
 pub fn seal_value(entry: &mut Value, key: &SigningKeyFile) {
     let canonical = entry_canonical_bytes(entry, VERSION);
     let hash = crate::canonical::sha256_hex(canonical.as_bytes());
@@ -356,16 +370,22 @@ impl Entry {
         entry_hash_of_value(&serde_json::to_value(self).expect("entry serialises"))
     }
 
-    /// Fills in `hash` and `signature` (version 2).
-    pub fn seal(&mut self, key: &SigningKeyFile) {
+    /// Fills in `hash` and `signature` (version 2), refusing an entry that holds a number outside
+    /// I-JSON's exact range (see the module docs): every sealed entry canonicalises with any RFC 8785
+    /// implementation.
+    pub fn seal(&mut self, key: &SigningKeyFile) -> Result<(), LedgerError> {
         let mut v = serde_json::to_value(&*self).expect("entry serialises");
         if let Value::Object(m) = &mut v {
             m.remove("hash");
             m.remove("signature");
         }
+        if let Some(n) = crate::canonical::first_non_i_json_number(&v) {
+            return Err(LedgerError::NotIJson { stage: self.stage.clone(), path: n.path, number: n.number });
+        }
         let canonical = crate::canonical::to_canonical_string(&v);
         self.hash = crate::canonical::sha256_hex(canonical.as_bytes());
         self.signature = key.sign_bytes(&crate::canonical::pae(ENTRY_PAYLOAD_TYPE, canonical.as_bytes()));
+        Ok(())
     }
 }
 

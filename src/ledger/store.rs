@@ -234,7 +234,7 @@ impl super::Append for LedgerWriter {
         entry.experiment = self.ledger.header.experiment.clone();
         entry.header_sha256 = self.ledger.header.sha256();
         entry.prev = self.ledger.entries.last().map(|e| e.hash.clone()).unwrap_or_else(|| super::ZERO_HASH.into());
-        entry.seal(&self.key);
+        entry.seal(&self.key)?;
         // The head is refused (a link planted there) before the ledger is written, not after.
         let head = head_path_for(&self.path);
         crate::fsx::check_writable(crate::fsx::dir_of(&head), &head)?;

@@ -32,6 +32,9 @@ use super::ModelError;
 pub struct Recipe {
     #[serde(flatten)]
     pub hyper: crate::config::Train,
+    /// Written as a decimal string: a stage seed is a full u64, beyond the 2^53 that JSON numbers carry
+    /// exactly (ledger entries hold only I-JSON numbers; `crate::ledger::u64_text`).
+    #[serde(serialize_with = "crate::ledger::u64_text::serialize")]
     pub seed: u64,
     pub bf16: bool,
 }

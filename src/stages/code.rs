@@ -82,6 +82,7 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/main.rs", &[]),
     ("src/cli/", &[]),
     ("src/audit.rs", &[]),
+    ("src/export/", &[]),
     ("src/reproduce.rs", &[]),
     ("src/reproduce/", &[]),
     ("src/repro_stats.rs", &[]),
