@@ -44,7 +44,10 @@ fn the_fixture_is_the_legacy_form() {
     assert_eq!(j["pre_tokenizer"]["pretokenizers"][0]["type"], "WhitespaceSplit");
     let meta = &j["pre_tokenizer"]["pretokenizers"][1];
     assert_eq!(meta, &serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "add_prefix_space": true}));
-    assert_eq!(j["decoder"], serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "add_prefix_space": true}));
+    assert_eq!(
+        j["decoder"],
+        serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "add_prefix_space": true})
+    );
     assert_eq!(j["post_processor"]["type"], "TemplateProcessing");
     assert_eq!(j["model"]["type"], "Unigram");
 }
@@ -71,7 +74,14 @@ fn hsx_gives_transformers_ids_and_text_on_every_fixture_input() {
             failures.push(format!("{}: decoded\n  hsx          {:?}\n  transformers {:?}", c.name, text, c.decoded));
         }
     }
-    assert!(failures.is_empty(), "{} of {} inputs differ from {}:\n{}", failures.len(), want.cases.len(), want.made_by, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs differ from {}:\n{}",
+        failures.len(),
+        want.cases.len(),
+        want.made_by,
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
         stage: super::ctx::Stage::BaseModel.name().into(),
         params: json!({ "model": cfg.model, "runtime": cfg.runtime }),
         inputs: match &cfg.model {
-            ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
+            ModelSpec::HfDir { .. } => super::ctx::base_inputs(cfg),
             ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => vec![super::ctx::human("train")],
         },
         determinism: Determinism::Bitwise,
@@ -29,23 +29,31 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let dir = ctx.base_model();
             if !dir.is_dir() {
                 return Err(DataError::Missing(format!(
-                    "{} does not exist; download the weights with `huggingface-cli download google/flan-t5-base --local-dir {path}`",
+                    "{} does not exist; download the weights as the README says (`huggingface-cli download \
+                     google/flan-t5-base --revision … --include config.json model.safetensors tokenizer.json \
+                     --local-dir {path}`)",
                     dir.display()
                 ))
                 .into());
             }
+            // Checked before anything loads: a malformed download fails here, naming file and key.
+            let checkpoint = crate::model::checkpoint::check_dir(&dir)?;
             let m = crate::model::load_t5(&dir, device)?;
             let params = crate::model::train::parameter_count(&m.vs);
+            // The hub revision the download names: provenance, not an input (see crate::model::hub).
+            let hub = crate::model::hub::provenance(&dir, |p| crate::ledger::files::memo::hash_file(p).map(|h| h.1));
             Ok(StageOutcome {
                 outputs: vec![],
-                metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg }),
+                metrics: json!({ "source": "hf-dir", "path": path, "parameters": params, "config": m.model.cfg,
+                                 "checkpoint": checkpoint, "hub": hub }),
             })
         }
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
             let texts = train_texts(ctx, crate::config::PretrainCorpus::ContextsQuestionsOptions)?;
             let out = ctx.out_dir()?.join("model");
             let r = crate::model::pretrain::build_random_model(&texts, arch, *vocab_size, tokenizer, ctx.seed, &out)?;
-            // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
+            // Checked and loaded back through the hf-dir path, exactly as flan-t5-base would be.
+            crate::model::checkpoint::check_dir(&out)?;
             let m = crate::model::load_t5(&out, device)?;
             let params = crate::model::train::parameter_count(&m.vs);
             Ok(StageOutcome {

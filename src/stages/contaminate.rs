@@ -19,7 +19,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::Contaminate.name().into(),
         params: json!({ "contaminate": cfg.contaminate, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
+        inputs: [vec![super::ctx::human("train")], super::ctx::base_inputs(cfg)].concat(),
         determinism: Determinism::Bitwise,
     }
 }

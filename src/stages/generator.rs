@@ -17,7 +17,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::Generator.name().into(),
         params: json!({ "generator": cfg.generator, "train": cfg.train, "lora": cfg.lora, "runtime": cfg.runtime }),
-        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
+        inputs: [vec![super::ctx::human("train")], super::ctx::base_inputs(cfg)].concat(),
         determinism: Determinism::Bitwise,
     }
 }

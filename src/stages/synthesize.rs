@@ -22,7 +22,12 @@ pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::Synthesize.name().into(),
         params: json!({ "synth": cfg.synth, "filters": cfg.filters, "max_input_tokens": cfg.train.max_input_tokens, "runtime": cfg.runtime }),
-        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg), (Root::Run, "generator/adapter".into())],
+        inputs: [
+            vec![super::ctx::human("train")],
+            super::ctx::base_inputs(cfg),
+            vec![(Root::Run, "generator/adapter".into())],
+        ]
+        .concat(),
         determinism: Determinism::Bitwise,
     }
 }
