@@ -335,4 +335,29 @@ mod tests {
             assert_eq!(copies.contains(&"lm_head.weight".to_owned()), tied);
         }
     }
+
+    #[test]
+    fn the_rehearsals_random_model_passes_the_checks() {
+        // base-model checks the random model of configs/base-rehearsal.toml too: what hsx writes must be a
+        // checkpoint in the shape it demands of flan-t5-base (here at a small size).
+        let d = tempfile::tempdir().unwrap();
+        let arch = crate::config::T5Arch {
+            d_model: 16,
+            d_ff: 32,
+            d_kv: 4,
+            num_heads: 4,
+            num_layers: 1,
+            num_decoder_layers: 2,
+            relative_attention_num_buckets: 32,
+            relative_attention_max_distance: 128,
+            dropout_rate: 0.1,
+        };
+        let texts: Vec<String> =
+            (0..40).map(|i| format!("the narrator went to the store on day {i} because she needed milk")).collect();
+        let tok = crate::config::TokenizerSpec { vocab_size: 200, extra_ids: 10 };
+        super::super::pretrain::build_random_model(&texts, &arch, 208, &tok, 7, d.path()).unwrap();
+        let s = check_dir(d.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((s.tokenizer_entries, s.embedding_rows), (200, 208));
+        assert_eq!(s.dtypes.keys().collect::<Vec<_>>(), ["F32"]);
+    }
 }
