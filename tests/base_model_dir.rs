@@ -111,6 +111,44 @@ fn resumes(ws: &Path, cfg: &Config) -> bool {
     pipeline::resumable(&entries, instance.stage, &stages::spec(instance, cfg), &setup).is_some()
 }
 
+/// Entries recording every stage instance of the plan as it would be recorded now: its current
+/// parameters, code identity and inputs (made from `template`, a real entry; run-root inputs are stand-in
+/// files).
+fn record_every_stage(ws: &Path, cfg: &Config, template: &hsx::ledger::Entry) -> Vec<hsx::ledger::Entry> {
+    let setup = pipeline::Setup::place(cfg.clone(), ws, None, ws.join(pipeline::run_dir_rel(cfg))).unwrap();
+    Instance::plan(cfg.experiment.seed, &cfg.experiment.replicate_seeds())
+        .iter()
+        .map(|i| {
+            let spec = stages::spec(*i, cfg);
+            let mut inputs = Vec::new();
+            for (root, rel) in &spec.inputs {
+                let path = setup.roots.get(*root).unwrap().join(rel);
+                if !path.exists() {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, format!("stand-in for {rel}")).unwrap();
+                }
+                inputs.extend(record_path(&setup.roots, *root, rel).unwrap());
+            }
+            let mut e = template.clone();
+            e.stage = spec.stage.clone();
+            e.params = spec.params.clone();
+            e.inputs = inputs;
+            e.outputs = vec![];
+            e.env["stage_code_sha256"] = hsx::stages::code::identity(i.stage).sha256.into();
+            e
+        })
+        .collect()
+}
+
+/// The executor's resume decision for every stage instance against `entries` (true: it would be skipped).
+fn resume_decisions(ws: &Path, cfg: &Config, entries: &[hsx::ledger::Entry]) -> Vec<(String, bool)> {
+    let setup = pipeline::Setup::place(cfg.clone(), ws, None, ws.join(pipeline::run_dir_rel(cfg))).unwrap();
+    Instance::plan(cfg.experiment.seed, &cfg.experiment.replicate_seeds())
+        .iter()
+        .map(|i| (i.name(), pipeline::resumable(entries, i.stage, &stages::spec(*i, cfg), &setup).is_some()))
+        .collect()
+}
+
 /// Runs base-model (forced, as `--only` does) and returns its new entry.
 fn run_base_model(ws: &Path, config: &Path) -> Result<(Status, hsx::ledger::Entry), String> {
     let opts = RunOptions {
@@ -177,6 +215,9 @@ fn the_identity_is_the_files_hsx_reads_and_nothing_else_in_the_download() {
     let (first, entry) = run_base_model(ws, &config).unwrap();
     assert_eq!(first, Status::Ran);
     assert!(resumes(ws, &cfg), "an unchanged directory resumes");
+    let recorded = record_every_stage(ws, &cfg, &entry);
+    let decisions = resume_decisions(ws, &cfg, &recorded);
+    assert!(decisions.iter().all(|(_, skip)| *skip), "every stage recorded as it is resumes: {decisions:?}");
     assert!(entry.metrics["hub"].is_null(), "no download metadata yet: {}", entry.metrics["hub"]);
     let tensors = Tensor::read_safetensors(model.join("model.safetensors")).unwrap().len();
     assert_eq!(entry.metrics["checkpoint"]["tensors"], tensors, "{}", entry.metrics["checkpoint"]);
@@ -186,6 +227,11 @@ fn the_identity_is_the_files_hsx_reads_and_nothing_else_in_the_download() {
         add_download_leftovers(&model, stamp);
         assert_eq!(model_inputs(ws, &cfg), before, "download leftovers ({stamp}) changed an input hash");
         assert!(resumes(ws, &cfg), "download leftovers ({stamp}) changed base-model's resume decision");
+        assert_eq!(
+            resume_decisions(ws, &cfg, &recorded),
+            decisions,
+            "download leftovers ({stamp}) changed a stage's resume decision"
+        );
     }
 
     // Editing what hsx reads changes every reader's input hash and re-runs base-model.
@@ -200,7 +246,14 @@ fn the_identity_is_the_files_hsx_reads_and_nothing_else_in_the_download() {
         ("model.safetensors", &edit_weights as &dyn Fn(&Path)),
     ] {
         let prev = model_inputs(ws, &cfg);
+        let recorded = record_every_stage(ws, &cfg, &entry);
+        assert!(resume_decisions(ws, &cfg, &recorded).iter().all(|(_, skip)| *skip));
         edit(&model.join(file));
+        // Every stage that reads the base model now re-runs; the others still resume.
+        let after = resume_decisions(ws, &cfg, &recorded);
+        for ((stage, skip), (_, recs)) in after.iter().zip(&prev) {
+            assert_eq!(*skip, recs.is_empty(), "editing {file}: {stage} resumes = {skip}");
+        }
         let now = model_inputs(ws, &cfg);
         for ((stage, a), (_, b)) in prev.iter().zip(&now) {
             if !a.is_empty() {
