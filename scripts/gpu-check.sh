@@ -7,7 +7,8 @@
 #   --dry-run       check the arguments, print the plan and the table with every cell "not run"; needs
 #                   no GPU (the test suite runs this so the script does not rot)
 #   --out DIR       logs, the rehearsal's run and results.md (default: runs/local/gpu-check)
-#   --steps LIST    comma-separated subset of: facts,build,parity,bf16,rehearsal,determinism,throughput
+#   --steps LIST    comma-separated subset of:
+#                   facts,build,parity,bf16,rehearsal,determinism,generation,throughput
 #                   (default: all; they run in that order)
 #   --prebuilt DIR  binaries built on another machine (hsx and the test executables t5_parity, lora,
 #                   bf16) instead of `cargo build` here; the build step then only checks they run
@@ -19,14 +20,19 @@
 #   build        cargo build --release and the test executables (or the prebuilt ones)
 #   parity       the T5 and LoRA parity tests (tests/t5_parity.rs, tests/lora.rs) on CUDA
 #   bf16         tests/bf16.rs on CUDA: bf16 autocast vs fp32 for a LoRA step and greedy generation
-#   rehearsal    configs/base-rehearsal.toml on CUDA (bf16), its ledger verified, time and tokens per stage
+#   rehearsal    configs/base-rehearsal.toml on CUDA (bf16), its ledger verified, time and tokens per stage,
+#                and the GPU facts every entry records (env.torch.cuda: GPU, driver, CUDA runtime, cuDNN,
+#                cuBLAS, CUDA settings)
 #   determinism  two identical bf16 LoRA trainings (`hsx train --device cuda`, deterministic algorithms
 #                on) on the rehearsal's flan-t5-base-shaped model, adapters compared bit for bit
+#   generation   on the same model, two identical greedy and two identical sampled (T = 0.7, seeded)
+#                generations (`hsx generate --device cuda --bf16`: 64 answer prompts, 64 new tokens, as the
+#                pipeline's batches), token ids compared bit for bit
 #   throughput   benches/generate.py and benches/train_lora.py at flan-t5-base's size on CUDA in bf16,
 #                hsx against transformers (+ peft) on the same GPU in the same run
 set -uo pipefail
 
-ALL_STEPS="facts,build,parity,bf16,rehearsal,determinism,throughput"
+ALL_STEPS="facts,build,parity,bf16,rehearsal,determinism,generation,throughput"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="runs/local/gpu-check"
 STEPS="$ALL_STEPS"
@@ -34,7 +40,7 @@ PREBUILT=""
 MINILM="${HSX_MINILM:-}"
 DRY=0
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "gpu-check.sh: $1" >&2; echo "run scripts/gpu-check.sh --help for the options" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -56,7 +62,7 @@ want() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 # The table: one row per check, filled as the steps run.
 declare -A RESULT DETAIL
-ROWS=(gpu build t5 lora bf16 determinism generate train rehearsal)
+ROWS=(gpu build t5 lora bf16 determinism gen_greedy gen_sampled generate train rehearsal cuda_facts)
 declare -A LABEL=(
     [gpu]="GPU, driver, libtorch"
     [build]="build"
@@ -64,9 +70,12 @@ declare -A LABEL=(
     [lora]="LoRA parity with peft on CUDA (tests/lora.rs)"
     [bf16]="bf16 autocast vs fp32 on CUDA (tests/bf16.rs)"
     [determinism]="two identical bf16 LoRA trainings, bit for bit"
+    [gen_greedy]="two identical greedy generations, flan-t5-base shape, bf16, bit for bit"
+    [gen_sampled]="two identical sampled generations (T = 0.7, seeded), flan-t5-base shape, bf16, bit for bit"
     [generate]="greedy generation, flan-t5-base shape, bf16: hsx / transformers"
     [train]="LoRA training, flan-t5-base shape, bf16: hsx / transformers+peft"
     [rehearsal]="base-profile rehearsal on CUDA (configs/base-rehearsal.toml)"
+    [cuda_facts]="GPU facts in every CUDA entry of the rehearsal (env.torch.cuda)"
 )
 for r in "${ROWS[@]}"; do RESULT[$r]="not run"; DETAIL[$r]=""; done
 
@@ -204,6 +213,26 @@ if want rehearsal; then
         RESULT[rehearsal]="FAILED (see $LOG)"
     fi
     DETAIL[rehearsal]="$((SECONDS - t0)) s end to end; $(stage_summary "$REH/ledger.json")"
+    if facts=$("$PY" - "$REH/ledger.json" 2>>"$LOG" <<'EOF'
+import json, sys
+entries = json.load(open(sys.argv[1]))["entries"]
+missing = [e["stage"] for e in entries if not (e["env"]["torch"].get("cuda") or {}).get("gpus")]
+if missing:
+    sys.exit("no GPU facts in: " + ", ".join(missing))
+c = entries[-1]["env"]["torch"]["cuda"]
+g = c["gpus"][0]
+unknown = [k for k in ("driver", "cuda_runtime", "cudnn", "cublas") if not c.get(k)]
+print("%d entries; %s, compute capability %s, %d MiB; driver %s, CUDA runtime %s, cuDNN %s, cuBLAS %s; %s%s" % (
+    len(entries), g["name"], g["compute_capability"], g["total_memory_bytes"] >> 20, c["driver"], c["cuda_runtime"],
+    c["cudnn"], c["cublas"], ", ".join("%s %s" % kv for kv in sorted(c["determinism"].items())),
+    "; UNKNOWN: " + ", ".join(unknown) if unknown else ""))
+EOF
+    ); then
+        if [[ "$facts" == *UNKNOWN* ]]; then RESULT[cuda_facts]="INCOMPLETE"; else RESULT[cuda_facts]="recorded"; fi
+        DETAIL[cuda_facts]="$facts"
+    else
+        RESULT[cuda_facts]="FAILED (see $LOG)"
+    fi
     say "rehearsal: ${RESULT[rehearsal]}"
 fi
 
@@ -239,6 +268,47 @@ EOF
     say "determinism: ${RESULT[determinism]}"
 fi
 
+# Two runs of one generation must give the same token ids, bit for bit: greedy, and sampled at the
+# synthesis temperature with a fixed seed (hsx generate runs with deterministic algorithms on, as the
+# pipeline's stages do).
+if want generation; then
+    model="$REH/base-model/model"
+    if [[ ! -f "$model/model.safetensors" ]]; then
+        RESULT[gen_greedy]="needs the rehearsal's base model (run the rehearsal step)"
+        RESULT[gen_sampled]="${RESULT[gen_greedy]}"
+    else
+        "$PY" - "$OUT/prompts.jsonl" <<'EOF'
+import json, random, sys
+rng = random.Random(29)
+words = "the a river town she he went saw because after before early late friend house road light".split()
+with open(sys.argv[1], "w") as f:
+    for i in range(64):
+        context = " ".join(rng.choice(words) for _ in range(rng.randint(60, 300)))
+        question = "what happened " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + " ?"
+        prompt = f"Answer the question given the context.\n\nContext: {context}\n\nQuestion: {question}"
+        f.write(json.dumps({"input": prompt}) + "\n")
+EOF
+        for mode in greedy sampled; do
+            if [[ $mode == greedy ]]; then args=(--temperature 0); else args=(--temperature 0.7 --seed 7); fi
+            ok=1
+            for k in 1 2; do
+                "$HSX" --json generate --model "$model" --input "$OUT/prompts.jsonl" --device cuda --bf16 \
+                    --max-new-tokens 64 "${args[@]}" >"$OUT/gen-$mode-$k.jsonl" 2>>"$LOG" || ok=0
+            done
+            row="gen_$mode"
+            if [[ $ok -eq 1 && -s "$OUT/gen-$mode-1.jsonl" ]]; then
+                a=$(sha256sum "$OUT/gen-$mode-1.jsonl" | cut -c1-16)
+                b=$(sha256sum "$OUT/gen-$mode-2.jsonl" | cut -c1-16)
+                if [[ "$a" == "$b" ]]; then RESULT[$row]="identical"; else RESULT[$row]="DIFFER"; fi
+                DETAIL[$row]="64 prompts, 64 new tokens, bf16, deterministic algorithms; ids and text sha256 $a / $b"
+            else
+                RESULT[$row]="FAILED (see $LOG)"
+            fi
+        done
+    fi
+    say "generation: greedy ${RESULT[gen_greedy]}, sampled ${RESULT[gen_sampled]}"
+fi
+
 if want throughput; then
     export HSX_CACHE="${HSX_CACHE:-$OUT/cache}"
     if g=$("$PY" benches/generate.py --sizes base --device cuda --bf16 --batch 64 --input-len 256 --new-tokens 64 --hsx "$HSX" 2>>"$LOG"); then
@@ -260,5 +330,5 @@ fi
 
 table | tee "$OUT/results.md"
 fail=0
-for r in "${ROWS[@]}"; do [[ "${RESULT[$r]}" == *FAIL* || "${RESULT[$r]}" == DIFFER ]] && fail=1; done
+for r in "${ROWS[@]}"; do [[ "${RESULT[$r]}" == *FAIL* || "${RESULT[$r]}" == DIFFER || "${RESULT[$r]}" == INCOMPLETE ]] && fail=1; done
 exit $fail

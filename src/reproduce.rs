@@ -22,6 +22,7 @@ use crate::ledger::{Determinism, Entry, LedgerWriter, Root, Roots, SigningKeyFil
 use crate::pipeline::{self, Progress, Setup};
 use crate::stages::{self, Instance, Stage};
 
+pub mod cause;
 pub mod diff;
 pub use diff::{OutputDiff, Verdict};
 
@@ -58,6 +59,10 @@ pub struct StageVerdict {
     /// stage diverges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code_changed: Option<String>,
+    /// Set when a bitwise stage recorded on CUDA diverged and this run's GPU, driver, CUDA libraries or
+    /// CUDA settings differ from the recorded ones ([`cause::likely_cause`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub likely_cause: Option<String>,
     /// The statistics of an evaluate/compare stage whose bytes differ (crate::repro_stats).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::repro_stats::StageStats>,
@@ -180,6 +185,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
     let env_now = pipeline::environment_now();
     let mut env_diff = env_differences(&first.env, &env_now);
     env_diff.extend(crate::runtime::pin_differences(&first.env["torch"], &env_now["torch"]));
+    env_diff.extend(crate::runtime::gpu_differences(&first.env, &env_now));
     let places = Places {
         original_run: original_run.clone(),
         new_roots: setup.roots.clone(),
@@ -235,6 +241,7 @@ pub fn reproduce(opts: &ReproduceOptions, progress: &dyn Progress) -> Result<Rep
             )),
             None => Some("the recorded entry has no code identity (recorded by an older hsx)".into()),
         };
+        v.likely_cause = cause::likely_cause(e, &v.verdict, &entry.env);
         v.time = Some(crate::repro_stats::time_vs_recorded(
             crate::repro_stats::seconds_between(&e.started, &e.finished),
             crate::repro_stats::seconds_between(&entry.started, &entry.finished),
@@ -311,6 +318,7 @@ fn not_compared(e: &Entry, why: String) -> StageVerdict {
         detail: Some(why),
         max_deviation: None,
         code_changed: None,
+        likely_cause: None,
         stats: None,
         time: None,
     }
@@ -406,6 +414,7 @@ pub fn compare_outputs(
         detail,
         max_deviation,
         code_changed: None,
+        likely_cause: None,
         stats: None,
         time: None,
     })

@@ -10,7 +10,9 @@
 use serde::Serialize;
 use std::os::raw::{c_char, c_int};
 
+mod cuda;
 mod pins;
+pub use cuda::{cuda_facts, cuda_version, cudnn_version, gpu_differences, CudaDeterminism, CudaFacts, GpuFacts};
 pub use pins::*;
 
 extern "C" {
@@ -142,22 +144,28 @@ pub struct TorchFacts {
     /// The processor-dependent settings in effect (absent from entries recorded before the pins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pins: Option<CpuPinFacts>,
+    /// The GPU, driver, CUDA libraries and CUDA numerics settings, in a process that uses CUDA only
+    /// (absent from CPU entries, and from entries recorded before hsx recorded them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<CudaFacts>,
 }
 
 pub fn facts() -> TorchFacts {
     let cuda_available = tch::Cuda::is_available();
+    // SAFETY: a read of libtorch's global context.
+    let deterministic_algorithms = unsafe { hsx_deterministic_algorithms() } == 1;
     TorchFacts {
         libtorch: LIBTORCH_VERSION.to_owned(),
         cpu_capability: cpu_capability(),
         intra_op_threads: tch::get_num_threads() as i64,
         inter_op_threads: tch::get_num_interop_threads() as i64,
-        // SAFETY: a read of libtorch's global context.
-        deterministic_algorithms: unsafe { hsx_deterministic_algorithms() } == 1,
+        deterministic_algorithms,
         cudnn_benchmark: false,
         cublas_workspace_config: std::env::var("CUBLAS_WORKSPACE_CONFIG").ok(),
         cuda_available,
         cuda_devices: if cuda_available { tch::Cuda::device_count() } else { 0 },
         cudnn_available: tch::Cuda::cudnn_is_available(),
         cpu_pins: Some(pin_facts()),
+        cuda: cuda_facts(deterministic_algorithms),
     }
 }

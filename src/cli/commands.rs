@@ -425,6 +425,9 @@ pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
     if texts.is_empty() {
         bail!("nothing to generate: give TEXT arguments or --input FILE.jsonl");
     }
+    // The pipeline's settings: deterministic algorithms (and cuBLAS's deterministic workspace) on, so two
+    // identical generations give the same ids on CUDA too (scripts/gpu-check.sh checks it).
+    hsx::runtime::set_deterministic(true).map_err(|m| anyhow!("cannot configure libtorch: {m}"))?;
     let device = parse_device(&a.device)?;
     let m = match &a.adapter {
         Some(ad) => hsx::model::adapter::load_with_adapter(&a.model, ad, device).map(|(m, _)| m),

@@ -179,7 +179,7 @@ pub fn reproduce_report(out: Out, rep: &ReproduceReport) {
         };
         let time = s.time.as_ref().map(|t| format!("  [{t}]")).unwrap_or_default();
         println!("{:>4}  {:<12} {}{}{}", s.seq, s.stage, s.verdict, extra, time);
-        if let Some(c) = &s.code_changed {
+        for c in s.code_changed.iter().chain(&s.likely_cause) {
             println!("{:>18} {c}", "");
         }
         for line in s.stats.iter().flat_map(|st| st.moved.iter().chain(&st.items)) {

@@ -140,6 +140,7 @@ impl Limit {
     /// A data file: CosmosQA CSV or JSONL, a stage's JSONL output.
     pub const DATA: Limit = Limit::new("a data file", 2 << 30);
     /// The Slurm driver's job list (`slurm/jobs.json`).
+    pub const HUB_METADATA: Limit = Limit::new("a hub download metadata file", 64 << 10);
     pub const SLURM_STATE: Limit = Limit::new("the Slurm job list", 16 << 20);
     /// Model weights (safetensors), read by libtorch.
     pub const WEIGHTS: Limit = Limit::new("model weights", 64 << 30);

@@ -28,6 +28,16 @@ impl Bounded {
         &self.path
     }
 
+    /// The open file itself (its metadata, a second handle), for readers that need more than `Read`.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The open file without the bound, for readers that seek within a file whose size they checked.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// A path that names this open file, for readers that only take a path (libtorch's safetensors
     /// reader): `/proc/self/fd/N` where the kernel offers it, so the file checked is the file read; else
     /// the file's own path.

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use super::LedgerError;
 use crate::fsx::{Bounded, Limit};
 
+pub mod memo;
+
 /// Which directory a recorded path is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -241,7 +243,9 @@ pub fn record_path(roots: &Roots, root: Root, rel: &str) -> Result<Vec<FileRecor
     let mut out = Vec::with_capacity(rels.len());
     for r in rels {
         let p = base.join(&r);
-        let (bytes, sha256) = hash_file(&p).map_err(|source| LedgerError::Io { path: p.clone(), source })?;
+        // Inputs are recorded again and again (before and after each stage, and when resuming): memo::hash_file
+        // hashes each settled file once per process.
+        let (bytes, sha256) = memo::hash_file(&p).map_err(|source| LedgerError::Io { path: p.clone(), source })?;
         out.push(FileRecord { root, path: r, bytes, sha256 });
     }
     Ok(out)

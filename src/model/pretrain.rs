@@ -150,6 +150,8 @@ pub fn scratch_config(arch: &crate::config::T5Arch, vocab_size: usize) -> T5Conf
         decoder_start_token_id: 0,
         model_type: Some("t5".into()),
         is_encoder_decoder: Some(true),
+        dense_act_fn: None,
+        is_gated_act: None,
     }
 }
 

@@ -21,7 +21,7 @@ use super::lora::{LoraConfig, LoraLinear, LoraSpec};
 use super::ModelError;
 
 mod config;
-pub use config::{Act, Ffn, T5Config};
+pub use config::{Act, Ffn, T5Config, REQUIRED_KEYS};
 
 /// T5's layer norm: `w * x / sqrt(mean(x²) + eps)`, the variance in fp32.
 #[derive(Debug)]
@@ -50,6 +50,7 @@ fn activation(x: &Tensor, act: Act) -> Tensor {
             let inner = (x + x.pow_tensor_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
             x * 0.5 * (inner.tanh() + 1.0)
         }
+        Act::Gelu => x.gelu("none"),
         Act::Relu => x.relu(),
         Act::Silu => x.silu(),
     }

@@ -6,6 +6,8 @@
 #include <gnu/libc-version.h>
 #include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <link.h>
 #include <cstdio>
 #include <cstring>
 #include <unistd.h>
@@ -162,6 +164,144 @@ int hsx_float32_matmul_precision() {
       case at::Float32MatmulPrecision::MEDIUM: return 2;
     }
     return -1;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// ---- CUDA facts (recorded in every CUDA entry; src/runtime/cuda.rs). Nothing here links a CUDA library:
+// the libraries libtorch_cuda.so brought in are found among the loaded objects at run time, so a CPU-only
+// build compiles and runs this file, and every call answers "unknown" (-1 / -100) where CUDA is absent.
+
+// The handle of a loaded shared object whose file name contains `needle` (e.g. "libcublas.so"), or null.
+struct hsx_find_ctx {
+  const char* needle;
+  std::string path;
+};
+static int hsx_find_cb(struct dl_phdr_info* info, size_t, void* data) {
+  auto* ctx = static_cast<hsx_find_ctx*>(data);
+  if (info->dlpi_name && std::strstr(info->dlpi_name, ctx->needle)) {
+    ctx->path = info->dlpi_name;
+    return 1;
+  }
+  return 0;
+}
+static void* hsx_loaded(const char* needle) {
+  hsx_find_ctx ctx{needle, std::string()};
+  dl_iterate_phdr(hsx_find_cb, &ctx);
+  if (ctx.path.empty()) return nullptr;
+  return dlopen(ctx.path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+}
+
+// The CUDA driver API (libcuda.so.1): loaded by the CUDA runtime once CUDA is initialised.
+static void* hsx_libcuda() {
+  void* h = hsx_loaded("libcuda.so");
+  if (!h) h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  return h;
+}
+
+// Device `ordinal`: its name (into name), compute capability and total memory in bytes. 0 on success,
+// -100 without the driver library, another negative value when a call failed.
+int hsx_cuda_device(int ordinal, char* name, size_t len, int* major, int* minor, unsigned long long* total) {
+  void* h = hsx_libcuda();
+  if (!h) return -100;
+  typedef int (*init_fn)(unsigned int);
+  typedef int (*get_fn)(int*, int);
+  typedef int (*name_fn)(char*, int, int);
+  typedef int (*mem_fn)(size_t*, int);
+  typedef int (*attr_fn)(int*, int, int);
+  auto cu_init = reinterpret_cast<init_fn>(dlsym(h, "cuInit"));
+  auto cu_get = reinterpret_cast<get_fn>(dlsym(h, "cuDeviceGet"));
+  auto cu_name = reinterpret_cast<name_fn>(dlsym(h, "cuDeviceGetName"));
+  auto cu_mem = reinterpret_cast<mem_fn>(dlsym(h, "cuDeviceTotalMem_v2"));
+  auto cu_attr = reinterpret_cast<attr_fn>(dlsym(h, "cuDeviceGetAttribute"));
+  if (!cu_init || !cu_get || !cu_name || !cu_mem || !cu_attr) return -101;
+  int dev = 0;
+  size_t bytes = 0;
+  if (cu_init(0) != 0 || cu_get(&dev, ordinal) != 0) return -102;
+  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR.
+  if (cu_name(name, static_cast<int>(len), dev) != 0 || cu_mem(&bytes, dev) != 0 ||
+      cu_attr(major, 75, dev) != 0 || cu_attr(minor, 76, dev) != 0)
+    return -103;
+  *total = bytes;
+  return 0;
+}
+
+// The CUDA version the driver supports (cuDriverGetVersion, e.g. 13000), or a negative value.
+int hsx_cuda_driver_api_version() {
+  void* h = hsx_libcuda();
+  if (!h) return -100;
+  typedef int (*ver_fn)(int*);
+  auto f = reinterpret_cast<ver_fn>(dlsym(h, "cuDriverGetVersion"));
+  int v = 0;
+  return f && f(&v) == 0 ? v : -101;
+}
+
+// The NVIDIA driver's version string (NVML), e.g. "580.159.04"; 0 on success.
+int hsx_nvidia_driver_version(char* buf, size_t len) {
+  void* h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!h) return -100;
+  typedef int (*init_fn)();
+  typedef int (*ver_fn)(char*, unsigned int);
+  auto init = reinterpret_cast<init_fn>(dlsym(h, "nvmlInit_v2"));
+  auto ver = reinterpret_cast<ver_fn>(dlsym(h, "nvmlSystemGetDriverVersion"));
+  auto shutdown = reinterpret_cast<init_fn>(dlsym(h, "nvmlShutdown"));
+  if (!init || !ver || init() != 0) return -101;
+  const int rc = ver(buf, static_cast<unsigned int>(len));
+  if (shutdown) shutdown();
+  return rc == 0 ? 0 : -102;
+}
+
+// The loaded CUDA runtime's version (cudaRuntimeGetVersion, e.g. 13000); failing that, the one libtorch
+// was built with (its CUDA hooks); -1 if neither answers.
+long hsx_cuda_runtime_version() {
+  if (void* h = hsx_loaded("libcudart.so")) {
+    typedef int (*ver_fn)(int*);
+    auto f = reinterpret_cast<ver_fn>(dlsym(h, "cudaRuntimeGetVersion"));
+    int v = 0;
+    if (f && f(&v) == 0) return v;
+  }
+  try {
+    return at::detail::getCUDAHooks().versionCUDART();
+  } catch (...) {
+    return -1;
+  }
+}
+
+// The loaded cuDNN's version (cudnnGetVersion through libtorch's CUDA hooks), or -1.
+long hsx_cudnn_version() {
+  try {
+    return at::detail::getCUDAHooks().versionRuntimeCuDNN();
+  } catch (...) {
+    return -1;
+  }
+}
+
+// cuBLAS's version (cublasGetProperty: 0 major, 1 minor, 2 patch) of the loaded libcublas; -100 if none.
+int hsx_cublas_version(int* major, int* minor, int* patch) {
+  void* h = hsx_loaded("libcublas.so");
+  if (!h) return -100;
+  typedef int (*prop_fn)(int, int*);
+  auto f = reinterpret_cast<prop_fn>(dlsym(h, "cublasGetProperty"));
+  if (!f) return -101;
+  return f(0, major) == 0 && f(1, minor) == 0 && f(2, patch) == 0 ? 0 : -102;
+}
+
+// libtorch's CUDA numerics settings, as bits: 1 deterministic cuDNN, 2 cuDNN benchmark, 4 cuDNN enabled,
+// 8 TF32 in cuBLAS matmuls, 16 TF32 in cuDNN, 32 reduced-precision fp16 reductions in cuBLAS, 64 the same
+// for bf16. -1 on failure.
+int hsx_cuda_numerics() {
+  try {
+    auto& c = at::globalContext();
+    int bits = 0;
+    if (c.deterministicCuDNN()) bits |= 1;
+    if (c.benchmarkCuDNN()) bits |= 2;
+    if (c.userEnabledCuDNN()) bits |= 4;
+    if (c.allowTF32CuBLAS()) bits |= 8;
+    if (c.allowTF32CuDNN()) bits |= 16;
+    if (c.allowFP16ReductionCuBLAS() == at::CuBLASReductionOption::AllowReducedPrecisionWithSplitK) bits |= 32;
+    if (c.allowBF16ReductionCuBLAS() == at::CuBLASReductionOption::AllowReducedPrecisionWithSplitK) bits |= 64;
+    return bits;
   } catch (...) {
     return -1;
   }

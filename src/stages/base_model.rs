@@ -26,7 +26,18 @@ struct BaseModelParams<'a> {
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum BaseModelMetrics {
     /// A Hugging Face directory (flan-t5-base), loaded as the flan-t5 architecture.
-    HfDir { path: String, parameters: i64, config: T5Config },
+    HfDir {
+        path: String,
+        parameters: i64,
+        config: T5Config,
+        /// What `model::checkpoint::check_dir` found (absent from entries made before the check).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<crate::model::checkpoint::CheckpointSummary>,
+        /// The hub revision the download's `.cache` metadata names: provenance, not an input; null where the
+        /// directory holds no such metadata.
+        #[serde(default)]
+        hub: Option<crate::model::hub::HubProvenance>,
+    },
     /// Random weights at the configured shapes (the base profile's rehearsal), loaded back as an HF directory.
     Random { parameters: i64, config: T5Config, tokenizer: TokenizerSize },
     /// This run's own tokenizer and span-corruption pretraining.
@@ -119,7 +130,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
         stage: super::ctx::Stage::BaseModel.name().into(),
         params: super::ctx::params(&BaseModelParams { model: &cfg.model, runtime: &cfg.runtime }),
         inputs: match &cfg.model {
-            ModelSpec::HfDir { path } => vec![(Root::Workspace, path.clone())],
+            ModelSpec::HfDir { .. } => super::ctx::base_inputs(cfg),
             ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => vec![super::ctx::human("train")],
         },
         determinism: Determinism::Bitwise,
@@ -133,14 +144,26 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             let dir = ctx.base_model();
             if !dir.is_dir() {
                 return Err(DataError::Missing(format!(
-                    "{} does not exist; download the weights with `huggingface-cli download google/flan-t5-base --local-dir {path}`",
+                    "{} does not exist; download the weights as the README says (`huggingface-cli download \
+                     google/flan-t5-base --revision … --include config.json model.safetensors tokenizer.json \
+                     --local-dir {path}`)",
                     dir.display()
                 ))
                 .into());
             }
+            // Checked before anything loads: a malformed download fails here, naming file and key.
+            let checkpoint = crate::model::checkpoint::check_dir(&dir)?;
             let m = crate::model::load_t5(&dir, device)?;
             let parameters = crate::model::train::parameter_count(&m.vs);
-            let metrics = BaseModelMetrics::HfDir { path: path.clone(), parameters, config: m.model.cfg.clone() };
+            // The hub revision the download names: provenance, not an input (see crate::model::hub).
+            let hub = crate::model::hub::provenance(&dir, |p| crate::ledger::files::memo::hash_file(p).map(|h| h.1));
+            let metrics = BaseModelMetrics::HfDir {
+                path: path.clone(),
+                parameters,
+                config: m.model.cfg.clone(),
+                checkpoint: Some(checkpoint),
+                hub,
+            };
             StageOutcome::of(vec![], &metrics)
         }
         ModelSpec::Random { arch, vocab_size, tokenizer } => {
@@ -155,7 +178,8 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 &ctx.run_dir,
                 &out,
             )?;
-            // Loaded back through the hf-dir path, exactly as flan-t5-base would be.
+            // Checked and loaded back through the hf-dir path, exactly as flan-t5-base would be.
+            crate::model::checkpoint::check_dir(&out)?;
             let m = crate::model::load_t5(&out, device)?;
             let metrics = BaseModelMetrics::Random {
                 parameters: crate::model::train::parameter_count(&m.vs),

@@ -71,7 +71,7 @@ pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::Contaminate.name().into(),
         params: super::ctx::params(&params),
-        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg)],
+        inputs: [vec![super::ctx::human("train")], super::ctx::base_inputs(cfg)].concat(),
         determinism: Determinism::Bitwise,
     }
 }

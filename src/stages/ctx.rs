@@ -91,11 +91,16 @@ impl<'a> StageCtx<'a> {
     }
 }
 
-/// The base model as a stage input.
-pub fn base_input(cfg: &Config) -> (Root, String) {
+/// The base model as stage inputs: for an HF directory (flan-t5-base), the files hsx reads from it
+/// ([`crate::model::hub::MODEL_FILES`]: its identity; other weight formats, `.cache/` and the rest of a
+/// download are not inputs); for a model `base-model` wrote, that directory, whole.
+pub fn base_inputs(cfg: &Config) -> Vec<(Root, String)> {
     match &cfg.model {
-        ModelSpec::HfDir { path } => (Root::Workspace, path.clone()),
-        ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => (Root::Run, "base-model/model".into()),
+        ModelSpec::HfDir { path } => crate::model::hub::MODEL_FILES
+            .iter()
+            .map(|f| (Root::Workspace, format!("{}/{f}", path.trim_end_matches('/'))))
+            .collect(),
+        ModelSpec::Scratch { .. } | ModelSpec::Random { .. } => vec![(Root::Run, "base-model/model".into())],
     }
 }
 

@@ -87,7 +87,7 @@ pub fn spec(cfg: &Config, model: Model, instance: Instance) -> StageSpec {
     debug_assert_eq!(instance.stage, Stage::Evaluate(model));
     let mut inputs = vec![super::ctx::human("test")];
     inputs.extend(adapter_dir(model, instance.replicate).map(|a| (Root::Run, a)));
-    inputs.push(super::ctx::base_input(cfg));
+    inputs.extend(super::ctx::base_inputs(cfg));
     StageSpec {
         stage: instance.name(),
         params: super::ctx::params(&EvaluateParams {
@@ -195,7 +195,7 @@ mod tests {
         let cfg = smoke();
         let s = spec(&cfg, Model::Base, Stage::Evaluate(Model::Base).into());
         assert_eq!(s.stage, "evaluate-0");
-        assert_eq!(s.inputs, vec![super::super::ctx::human("test"), super::super::ctx::base_input(&cfg)]);
+        assert_eq!(s.inputs, [vec![super::super::ctx::human("test")], super::super::ctx::base_inputs(&cfg)].concat());
         assert!(s.inputs.iter().all(|(_, p)| !p.starts_with("train-")), "{:?}", s.inputs);
         // Everything else as for the fine-tuned models: the same parameters (the resume key) and class.
         for a in Arm::ALL {

@@ -36,7 +36,7 @@ pub mod report;
 pub mod synthesize;
 pub mod train;
 
-pub use ctx::{base_input, human, QaLike, StageCtx};
+pub use ctx::{base_inputs, human, QaLike, StageCtx};
 pub use registry::{Arm, Instance, Model, Stage};
 
 /// The stage's spec: what it reads, its slice of the config (its resume key) and its determinism class.

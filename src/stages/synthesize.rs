@@ -144,7 +144,12 @@ pub fn spec(cfg: &Config) -> StageSpec {
     StageSpec {
         stage: super::ctx::Stage::Synthesize.name().into(),
         params: super::ctx::params(&params),
-        inputs: vec![super::ctx::human("train"), super::ctx::base_input(cfg), (Root::Run, "generator/adapter".into())],
+        inputs: [
+            vec![super::ctx::human("train")],
+            super::ctx::base_inputs(cfg),
+            vec![(Root::Run, "generator/adapter".into())],
+        ]
+        .concat(),
         determinism: Determinism::Bitwise,
     }
 }

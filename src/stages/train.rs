@@ -39,12 +39,12 @@ pub fn spec(cfg: &Config, arm: Arm, instance: Instance) -> StageSpec {
         stage: instance.name(),
         params: super::ctx::params(&TrainParams { train: &cfg.train, lora: &cfg.lora, runtime: &cfg.runtime }),
         // The plan is an input: a model trained before (or under another) pre-registration is re-trained.
-        inputs: vec![
-            (Root::Run, training_file(arm).into()),
-            super::ctx::human("val"),
-            super::ctx::base_input(cfg),
-            super::preregister::plan_input(),
-        ],
+        inputs: [
+            vec![(Root::Run, training_file(arm).into()), super::ctx::human("val")],
+            super::ctx::base_inputs(cfg),
+            vec![super::preregister::plan_input()],
+        ]
+        .concat(),
         determinism: Determinism::Bitwise,
     }
 }

@@ -3,7 +3,12 @@ use serde::Deserialize;
 
 use crate::model::ModelError;
 
-/// The `config.json` fields that matter; unknown keys are tolerated (HF configs carry many).
+/// The `config.json` fields that matter; unknown keys are tolerated (HF configs carry many). Every field
+/// hsx relies on must be present: none has a default here (an older or hand-written config that lacks
+/// one is refused, naming it, instead of being read as something it may not say). The `Option` fields
+/// are ones whose absence transformers itself defines: `num_decoder_layers` (= `num_layers`),
+/// `scale_decoder_outputs` (= `tie_word_embeddings`), `dense_act_fn` / `is_gated_act` (derived from
+/// `feed_forward_proj`; when present they must agree with it).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct T5Config {
     pub vocab_size: usize,
@@ -14,62 +19,60 @@ pub struct T5Config {
     #[serde(default)]
     pub num_decoder_layers: Option<usize>,
     pub num_heads: usize,
-    #[serde(default = "d_buckets")]
     pub relative_attention_num_buckets: usize,
-    #[serde(default = "d_maxdist")]
     pub relative_attention_max_distance: usize,
-    #[serde(default = "d_dropout")]
     pub dropout_rate: f64,
-    #[serde(default = "d_eps")]
     pub layer_norm_epsilon: f64,
-    #[serde(default = "d_ffproj")]
     pub feed_forward_proj: String,
-    /// transformers' T5Config default is true; flan-t5 sets false.
-    #[serde(default = "d_true")]
+    /// transformers' T5Config default is true; flan-t5 sets false. Required: the two read differently.
     pub tie_word_embeddings: bool,
     /// transformers 5 writes this: whether the decoder output is scaled by d_model^-0.5 before the head.
     /// Absent (transformers 4 configs) it follows `tie_word_embeddings`.
     #[serde(default)]
     pub scale_decoder_outputs: Option<bool>,
-    #[serde(default)]
     pub pad_token_id: usize,
-    #[serde(default = "d_eos")]
     pub eos_token_id: usize,
-    #[serde(default)]
     pub decoder_start_token_id: usize,
     #[serde(default)]
     pub model_type: Option<String>,
     #[serde(default)]
     pub is_encoder_decoder: Option<bool>,
+    /// What transformers 4 writes beside `feed_forward_proj` (and reads in preference to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_act_fn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_gated_act: Option<bool>,
 }
 
-fn d_buckets() -> usize {
-    32
-}
-fn d_maxdist() -> usize {
-    128
-}
-fn d_dropout() -> f64 {
-    0.1
-}
-fn d_eps() -> f64 {
-    1e-6
-}
-fn d_ffproj() -> String {
-    "relu".into()
-}
-fn d_true() -> bool {
-    true
-}
-fn d_eos() -> usize {
-    1
-}
+/// The `config.json` keys hsx reads and gives no default: each must be present. Deserialising
+/// [`T5Config`] names the first absent one; [`crate::model::checkpoint`] names them all at once, and
+/// requires `model_type` too.
+pub const REQUIRED_KEYS: [&str; 16] = [
+    "model_type",
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+    "dropout_rate",
+    "layer_norm_epsilon",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+    "pad_token_id",
+    "eos_token_id",
+    "decoder_start_token_id",
+];
 
 /// Feed-forward activation, parsed from `feed_forward_proj` at the boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
     /// transformers' `gelu_new`: the tanh approximation.
     GeluNew,
+    /// transformers' `gelu`: the exact (erf) GELU.
+    Gelu,
     Relu,
     Silu,
 }
@@ -91,22 +94,41 @@ impl T5Config {
         self.num_decoder_layers.unwrap_or(self.num_layers)
     }
 
+    /// The feed-forward layer `feed_forward_proj` names, read as transformers' T5Config reads it: `act` or
+    /// `gated-act`, with "gated-gelu" meaning gelu_new (transformers' backward-compatibility rule) and
+    /// plain "gelu" the exact GELU. A `dense_act_fn` or `is_gated_act` that disagrees with it is refused:
+    /// transformers would silently prefer those fields, and a config that says two things is not one to
+    /// guess about.
     pub fn ffn(&self) -> Result<Ffn, ModelError> {
         let s = self.feed_forward_proj.as_str();
-        let (gated, act) = match s.split_once('-') {
-            Some(("gated", a)) => (true, a),
+        let bad = |m: String| Err(ModelError::Config(format!("config.json: {m}")));
+        let (gated, act_name) = match s.split_once('-') {
+            Some(("gated", a)) if !a.contains('-') => (true, a),
             None => (false, s),
-            _ => return Err(ModelError::Config(format!("feed_forward_proj {s:?} is not `act` or `gated-act`"))),
+            _ => return bad(format!("`feed_forward_proj` {s:?} is not `act` or `gated-act`")),
         };
-        let act = match act {
-            // transformers maps "gated-gelu" to gelu_new; plain "gelu" too in T5.
-            "gelu" | "gelu_new" => Act::GeluNew,
+        let act_name = if s == "gated-gelu" { "gelu_new" } else { act_name };
+        if let Some(d) = &self.dense_act_fn {
+            if d != act_name {
+                return bad(format!(
+                    "`dense_act_fn` {d:?} disagrees with `feed_forward_proj` {s:?} (which means {act_name:?})"
+                ));
+            }
+        }
+        if let Some(g) = self.is_gated_act {
+            if g != gated {
+                return bad(format!("`is_gated_act` {g} disagrees with `feed_forward_proj` {s:?}"));
+            }
+        }
+        let act = match act_name {
+            "gelu_new" => Act::GeluNew,
+            "gelu" => Act::Gelu,
             "relu" => Act::Relu,
             "silu" | "swish" => Act::Silu,
             other => {
-                return Err(ModelError::Config(format!(
-                    "feed_forward_proj activation {other:?} is not supported (gelu, relu, silu)"
-                )))
+                return bad(format!(
+                    "`feed_forward_proj` activation {other:?} is not supported (gelu, gelu_new, relu, silu, swish)"
+                ))
             }
         };
         Ok(if gated { Ffn::Gated(act) } else { Ffn::Plain(act) })
@@ -141,6 +163,12 @@ impl T5Config {
         }
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon", "must be positive");
+        }
+        if self.is_encoder_decoder == Some(false) {
+            return bad("is_encoder_decoder", "is false; a T5 is an encoder-decoder");
+        }
+        if self.relative_attention_max_distance == 0 {
+            return bad("relative_attention_max_distance", "must be positive");
         }
         if self.pad_token_id >= self.vocab_size
             || self.eos_token_id >= self.vocab_size
