@@ -4,7 +4,7 @@
 //!
 //! Ground floor (no hsx imports above it): `canonical`, `config`, `ledger`, `provenance`, `data`,
 //! `runtime`, `model`, `metrics`, `synth`. Top floor: `stages` (one file per stage), `pipeline` (the
-//! executor), `report`, `reproduce`, `audit` (verify), `bench`; `error` and `progress` are shared by it.
+//! executor), `report`, `reproduce`, `audit` (verify), `export`, `bench`; `error` and `progress` are shared by it.
 pub mod analysis;
 pub mod audit;
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

@@ -39,6 +39,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Render REPORT.md from the ledger's entries alone.
     Report(ReportArgs),
+    /// Show a verified ledger's run where researchers look: a Hugging Face dataset with model cards (hf), or
+    /// runs in an MLflow tracking server (mlflow). A view of the ledger, never a second record.
+    Export(ExportArgs),
     /// Create an ed25519 signing key (mode 0600, outside the repository) and print its public key.
     Keygen(KeygenArgs),
     /// Score predictions against references: EM, token F1, ROUGE-1/2/L, BERTScore, with 95% CIs.
@@ -259,6 +262,43 @@ pub struct ReportArgs {
     pub template: Option<PathBuf>,
     #[arg(long, default_value = "report/REPORT.md")]
     pub out: PathBuf,
+}
+
+/// `--format`: the names of `hsx::export::Format` (one list, in the library).
+fn export_format(s: &str) -> Result<hsx::export::Format, String> {
+    hsx::export::Format::parse(s)
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// hf (a Hugging Face dataset and a model card per adapter, to push to the Hub as it is), mlflow (a
+    /// parent run and a child run per stage instance in an MLflow tracking server).
+    #[arg(long, value_parser = export_format)]
+    pub format: hsx::export::Format,
+    /// The ledger to export; it must pass `hsx verify` first.
+    #[arg(long)]
+    pub ledger: PathBuf,
+    /// A new or empty directory for the export, outside the recorded run directory (hf).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Refuse the ledger unless its signer is listed here (format of ledger/trusted_keys).
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
+    /// Refuse the ledger unless it contains the entry with this hash (the head you pinned).
+    #[arg(long)]
+    pub expect_head: Option<String>,
+    /// Directory holding cosmosqa/<files>, to check recorded data inputs.
+    #[arg(long, env = "HSX_DATA_MIRROR")]
+    pub data_mirror: Option<PathBuf>,
+    /// hf: the base model's Hub id, for a run whose base model is a local directory (e.g. google/flan-t5-base).
+    #[arg(long)]
+    pub base_model: Option<String>,
+    /// mlflow: the tracking server, http(s)://host:port (default: $MLFLOW_TRACKING_URI).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// mlflow: the experiment to write to (default: the ledger's experiment id).
+    #[arg(long)]
+    pub experiment: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -144,6 +144,39 @@ pub fn report(out: Out, a: &ReportArgs) -> Result<u8> {
     Ok(0)
 }
 
+pub fn export(out: Out, a: &ExportArgs) -> Result<u8> {
+    use hsx::export::Format;
+    // Where the export goes, checked before the ledger is verified.
+    let (dir, uri) = match a.format {
+        Format::Hf => (
+            Some(a.out.as_deref().ok_or_else(|| anyhow!("--format hf needs --out DIR (a new or empty directory)"))?),
+            None,
+        ),
+        Format::Mlflow if a.out.is_some() => bail!("--format mlflow writes to the tracking server, not to --out"),
+        Format::Mlflow => (
+            None,
+            Some(a.tracking_uri.clone().ok_or_else(|| {
+                anyhow!("--format mlflow needs --tracking-uri URI (or MLFLOW_TRACKING_URI), e.g. http://127.0.0.1:5000")
+            })?),
+        ),
+    };
+    let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
+    let expect_head =
+        a.expect_head.as_deref().map(hsx::ledger::head::parse_expected).transpose().map_err(|e| anyhow!(e))?;
+    let mirror = a.data_mirror.as_deref();
+    let verified = hsx::export::load_verified(&a.ledger, mirror, trusted.as_ref(), expect_head.as_deref())?;
+    let view = hsx::export::recorded::RunView::of(&verified, mirror)?;
+    if let Some(dir) = dir {
+        let opts = hsx::export::hf::HfOptions { base_model: a.base_model.clone() };
+        print::export_hf(out, &hsx::export::hf::export(&view, dir, &opts)?);
+    }
+    if let Some(tracking_uri) = uri {
+        let opts = hsx::export::mlflow::MlflowOptions { tracking_uri, experiment: a.experiment.clone() };
+        print::export_mlflow(out, &hsx::export::mlflow::export(&view, &opts)?);
+    }
+    Ok(0)
+}
+
 pub fn reproduce(out: Out, a: &ReproduceArgs) -> Result<u8> {
     let trusted = a.trusted_keys.as_deref().map(TrustedKeys::load).transpose()?;
     let ledger = hsx::ledger::open_verified(&a.ledger, trusted.as_ref())?;

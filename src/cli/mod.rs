@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Data(d) => commands::data(out, d),
         Command::Reproduce(a) => commands::reproduce(out, a),
         Command::Report(a) => commands::report(out, a),
+        Command::Export(a) => commands::export(out, a),
         Command::Score(a) => commands::score(out, a),
         Command::Generate(a) => commands::generate(out, a),
         Command::Embed(a) => commands::embed(out, a),
