@@ -367,10 +367,9 @@ fn base_card(
     b.push_str(&not_testable("The scores of models fine-tuned from it are not testable.", src, be));
     let params = m.pretrain.as_ref().map_or_else(|| "n/a".into(), |p| p.total_parameters.to_string());
     let steps = m.pretrain.as_ref().map_or_else(|| "none".into(), |p| p.optimizer_steps.to_string());
-    let heldout = m.heldout.as_ref().map_or_else(
-        || String::new(),
-        |h| format!("; span-corruption loss on held-out passages {:.4} before, {:.4} after", h.loss_start, h.loss_end),
-    );
+    let heldout = m.heldout.as_ref().map_or_else(String::new, |h| {
+        format!("; span-corruption loss on held-out passages {:.4} before, {:.4} after", h.loss_start, h.loss_end)
+    });
     let _ = writeln!(
         b,
         "\nA T5 of the flan-t5 architecture (source `{}`): {params} parameters, a Unigram vocabulary of {}, \
