@@ -7,6 +7,8 @@
 #   make reproduce  re-run the shipped ledger/exp-42.json, compare every stage, sign a reproduction ledger
 #   make rehearse   the base profile's rehearsal on this CPU (configs/base-rehearsal.toml: flan-t5-base
 #                   shapes, random weights, bf16; docs/base-profile.md), then verify its ledger
+#   make ecosystem-check  hsx export read by the real tools: a smoke run exported to a Hugging Face dataset and
+#                   cards (datasets, huggingface_hub, peft) and to a local MLflow server, twice (docs/ecosystem.md)
 #   make slurm-check  the Slurm executor on a real one-node Slurm cluster on loopback (installs slurm-wlm
 #                   and munge when missing; root): smoke with two replicates as Slurm jobs (docs/slurm.md)
 #   make interop-check  the ledger checked by other ecosystems' verifiers (in-toto-verify, securesystemslib +
@@ -32,7 +34,7 @@ REPRO_OUT ?= runs/local/exp-42-reproduce
 REHEARSAL_OUT ?= runs/local/base-rehearsal
 HSX := target/release/hsx
 
-.PHONY: bootstrap build lint test run reproduce ship smoke rehearse gpu-check slurm-check interop-install interop-check
+.PHONY: bootstrap build lint test run reproduce ship smoke rehearse gpu-check slurm-check interop-install interop-check ecosystem-check
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -96,3 +98,10 @@ slurm-check: build
 	SLURM_CONF="$$dir/slurm.conf" ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE,STRICT MKL_DYNAMIC=FALSE OMP_DYNAMIC=FALSE \
 	ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_DEFAULT_FPMATH_MODE=STRICT TOKENIZERS_PARALLELISM=false \
 	cargo test --release --locked --test slurm -- --ignored --nocapture
+
+# hsx export against the real tools, installed at pinned versions into $(HSX_CACHE)/ecosystem
+# (scripts/ecosystem-install.sh): a smoke run, or ECOSYSTEM_RUN=<run dir> [ECOSYSTEM_TRUSTED=<trusted_keys>].
+ECOSYSTEM_RUN ?=
+ECOSYSTEM_TRUSTED ?=
+ecosystem-check: build
+	scripts/ecosystem-check.sh $(ECOSYSTEM_RUN) $(ECOSYSTEM_TRUSTED)

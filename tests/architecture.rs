@@ -208,3 +208,34 @@ fn no_source_file_much_over_600_lines() {
         .collect();
     assert!(long.is_empty(), "split these files: {long:?}");
 }
+
+/// The export room (`src/export/`) is a view of a verified ledger (docs/ecosystem.md): no other source
+/// file imports it (only the CLI calls it, through the library), and it imports nothing that runs a
+/// stage — no executor, stage dispatch, stage context, Slurm driver or reproduction.
+#[test]
+fn the_export_room_is_a_leaf_that_runs_nothing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let graph = import_graph(root);
+    let in_room = |f: &str| f.starts_with("src/export/");
+    let room: Vec<&String> = graph.keys().filter(|f| in_room(f)).collect();
+    assert!(room.len() >= 4, "read {} files of src/export/", room.len());
+    for (file, targets) in graph.iter().filter(|(f, _)| !in_room(f)) {
+        let into: Vec<&String> = targets.iter().filter(|t| in_room(t)).collect();
+        assert!(into.is_empty(), "{file} imports the export room: {into:?}");
+    }
+    const RUNS: [&str; 6] = [
+        "src/pipeline.rs",
+        "src/stages/mod.rs",
+        "src/stages/ctx.rs",
+        "src/slurm.rs",
+        "src/reproduce.rs",
+        "src/runtime.rs",
+    ];
+    for f in room {
+        let bad: Vec<&String> = graph[f].iter().filter(|t| RUNS.contains(&t.as_str())).collect();
+        assert!(bad.is_empty(), "{f} imports what runs a stage: {bad:?}");
+    }
+    // The reader sees the room's own arrows.
+    assert!(graph["src/export/hf.rs"].contains("src/export/recorded.rs"), "{:?}", graph["src/export/hf.rs"]);
+    assert!(graph["src/export/recorded.rs"].contains("src/report.rs"));
+}

@@ -21,6 +21,7 @@ fn help_works_for_every_subcommand() {
         "reproduce",
         "verify",
         "report",
+        "export",
         "keygen",
         "score",
         "generate",
@@ -227,4 +228,40 @@ fn score_reads_id_matched_jsonl_and_rejects_bad_input() {
     let o = hsx(&["score", "--pred", "p.jsonl", "--ref", "r.jsonl", "--metrics", "bleu"], d.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("bleu"));
+}
+
+/// `hsx export`: its usage errors come before any work, and an export into the recorded run directory
+/// or to something that is not a tracking server is refused (the shipped ledger verifies from a clone,
+/// so these reach the export itself).
+#[test]
+fn export_refuses_bad_targets_with_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let ledger = common::repo_path("ledger/exp-42.json");
+    let ledger = ledger.to_str().unwrap();
+    let o = hsx(&["export", "--format", "csv", "--ledger", ledger], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("hf, mlflow"), "{}", text(&o));
+    let o = hsx(&["export", "--format", "hf", "--ledger", ledger], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("needs --out"), "{}", text(&o));
+    let o = hsx(&["export", "--format", "mlflow", "--ledger", ledger, "--out", "x"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not to --out"), "{}", text(&o));
+    let o = Command::new(common::hsx_bin())
+        .args(["export", "--format", "mlflow", "--ledger", ledger])
+        .current_dir(d.path())
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("needs --tracking-uri"), "{}", text(&o));
+    let o =
+        hsx(&["export", "--format", "mlflow", "--ledger", ledger, "--tracking-uri", "file:///tmp/mlruns"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not an http(s) URI"), "{}", text(&o));
+    let inside = common::repo_path("runs/exp-42/hf-export");
+    let o = hsx(&["export", "--format", "hf", "--ledger", ledger, "--out", inside.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("inside the recorded run directory"), "{}", text(&o));
+    assert!(!inside.exists());
 }

@@ -39,8 +39,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Render REPORT.md from the ledger's entries alone.
     Report(ReportArgs),
-    /// Write a verified ledger in another ecosystem's format (DSSE, Sigstore, in-toto, SLSA) for their
-    /// own verifiers (docs/interop.md).
+    /// Write a verified ledger for other tools: another ecosystem's provenance format (DSSE, Sigstore,
+    /// in-toto, SLSA; docs/interop.md), a Hugging Face dataset with model cards (hf), or runs in an MLflow
+    /// tracking server (mlflow; docs/ecosystem.md). A view of the ledger, never a second record.
     Export(ExportArgs),
     /// Create an ed25519 signing key (mode 0600, outside the repository) and print its public key.
     Keygen(KeygenArgs),
@@ -259,15 +260,18 @@ fn export_format(s: &str) -> Result<hsx::export::Format, String> {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// dsse (entry and head envelopes, JSONL), sigstore (bundles v0.3 with a public-key hint), in-toto
-    /// (layout and links for in-toto-verify), slsa (SLSA Provenance v1 statements for train and evaluate).
+    /// (layout and links for in-toto-verify), slsa (SLSA Provenance v1 statements for train and evaluate),
+    /// hf (a Hugging Face dataset and a model card per adapter, to push to the Hub as it is), mlflow (a
+    /// parent run and a child run per stage instance in an MLflow tracking server).
     #[arg(long, value_parser = export_format)]
     pub format: hsx::export::Format,
     /// The ledger to export; it must pass `hsx verify` first.
     #[arg(long)]
     pub ledger: PathBuf,
-    /// A new or empty directory for the export.
+    /// A new or empty directory for the export, outside the recorded run directory (every format but
+    /// mlflow).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// Refuse the ledger unless its signer is listed here (format of ledger/trusted_keys).
     #[arg(long)]
     pub trusted_keys: Option<PathBuf>,
@@ -284,6 +288,15 @@ pub struct ExportArgs {
     /// in-toto: when the layout expires (RFC 3339; default one year from now).
     #[arg(long)]
     pub expires: Option<String>,
+    /// hf: the base model's Hub id, for a run whose base model is a local directory (e.g. google/flan-t5-base).
+    #[arg(long)]
+    pub base_model: Option<String>,
+    /// mlflow: the tracking server, http(s)://host:port (default: $MLFLOW_TRACKING_URI).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// mlflow: the experiment to write to (default: the ledger's experiment id).
+    #[arg(long)]
+    pub experiment: Option<String>,
 }
 
 #[derive(Debug, Args)]

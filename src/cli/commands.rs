@@ -89,18 +89,59 @@ pub fn export(out: Out, a: &ExportArgs) -> Result<u8> {
                 .map_err(|e| anyhow!("--expires {s:?} is not an RFC 3339 time: {e}"))
         })
         .transpose()?;
+    let mirror = a.data_mirror.as_deref();
+    if !a.format.is_provenance() {
+        return export_view(out, a, trusted.as_ref(), expect_head.as_deref());
+    }
+    let dir =
+        a.out.as_deref().ok_or_else(|| anyhow!("--format {} needs --out DIR (a new or empty directory)", a.format))?;
     let key = a.key.clone().unwrap_or_else(keys::default_key_path);
     let summary = hsx::export::export(&hsx::export::ExportOptions {
         format: a.format,
         ledger: &a.ledger,
-        out: &a.out,
-        mirror: a.data_mirror.as_deref(),
+        out: dir,
+        mirror,
         trusted: trusted.as_ref(),
         expect_head: expect_head.as_deref(),
         key: &key,
         expires,
     })?;
     print::export_summary(out, &summary);
+    Ok(0)
+}
+
+/// `hsx export --format hf|mlflow`: the run shown where researchers look (docs/ecosystem.md).
+fn export_view(out: Out, a: &ExportArgs, trusted: Option<&TrustedKeys>, expect_head: Option<&str>) -> Result<u8> {
+    use hsx::export::Format;
+    // Where the export goes, checked before the ledger is verified.
+    let (dir, uri) = match a.format {
+        Format::Mlflow if a.out.is_some() => bail!("--format mlflow writes to the tracking server, not to --out"),
+        Format::Mlflow => (
+            None,
+            Some(a.tracking_uri.clone().ok_or_else(|| {
+                anyhow!("--format mlflow needs --tracking-uri URI (or MLFLOW_TRACKING_URI), e.g. http://127.0.0.1:5000")
+            })?),
+        ),
+        _ => (
+            Some(
+                a.out
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("--format {} needs --out DIR (a new or empty directory)", a.format))?,
+            ),
+            None,
+        ),
+    };
+    let mirror = a.data_mirror.as_deref();
+    let verified = hsx::export::load_verified(&a.ledger, mirror, trusted, expect_head)?;
+    let view = hsx::export::recorded::RunView::of(&verified, mirror)?;
+    if let Some(dir) = dir {
+        let opts = hsx::export::hf::HfOptions { base_model: a.base_model.clone() };
+        print::export_hf(out, &hsx::export::hf::export(&view, dir, &opts)?);
+    }
+    if let Some(tracking_uri) = uri {
+        let opts = hsx::export::mlflow::MlflowOptions { tracking_uri, experiment: a.experiment.clone() };
+        print::export_mlflow(out, &hsx::export::mlflow::export(&view, &opts)?);
+    }
     Ok(0)
 }
 

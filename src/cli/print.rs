@@ -246,3 +246,64 @@ pub fn export_summary(out: Out, s: &hsx::export::ExportSummary) {
         s.files.len().saturating_sub(1)
     );
 }
+
+pub fn export_hf(out: Out, s: &hsx::export::hf::HfSummary) {
+    if out.json {
+        print_json(&serde_json::to_value(s).unwrap_or_default());
+        return;
+    }
+    if out.quiet {
+        return;
+    }
+    println!("exported {} ({})", s.out.display(), s.ledger_head);
+    println!("dataset:  {}", s.dataset.display());
+    for c in &s.configs {
+        let splits: Vec<String> = c.splits.iter().map(|s| format!("{} {}", s.split, s.rows)).collect();
+        println!("  {:<16} {}", c.config, splits.join(", "));
+    }
+    for m in &s.models {
+        println!("model:    {} ({}, {} files)", m.dir.display(), m.stage, m.files);
+    }
+}
+
+pub fn export_mlflow(out: Out, s: &hsx::export::mlflow::MlflowSummary) {
+    if out.json {
+        print_json(&serde_json::to_value(s).unwrap_or_default());
+        return;
+    }
+    if let Some(why) = &s.artifacts_skipped {
+        eprintln!("warning: artifacts not uploaded: {why}");
+    }
+    if out.quiet {
+        return;
+    }
+    let created = s.children.iter().filter(|c| c.created).count();
+    println!(
+        "MLflow {} experiment {:?} (id {}): parent run {} ({})",
+        s.tracking_uri,
+        s.experiment,
+        s.experiment_id,
+        s.parent_run_id,
+        if s.parent_created { "created" } else { "found" }
+    );
+    for c in &s.children {
+        let what = if c.created {
+            format!("created: {} params, {} metrics, {} datasets", c.params, c.metrics, c.datasets)
+        } else {
+            "already exported".into()
+        };
+        println!("  {:<14} {} {what}", c.stage, c.run_id);
+    }
+    for d in &s.deleted {
+        println!("  deleted {d} (its entry was replaced, or an export left it unfinished)");
+    }
+    if !s.artifacts.is_empty() {
+        println!("artifacts: {}", s.artifacts.join(", "));
+    }
+    println!(
+        "{created} child run(s) created, {} already there; parent {}; {}",
+        s.children.len() - created,
+        if s.parent_updated { "updated" } else { "already up to date" },
+        s.ledger_head
+    );
+}

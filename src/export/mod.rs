@@ -38,7 +38,10 @@ use crate::ledger::verify::VerifyOptions;
 use crate::ledger::{keys, Entry, Header, Ledger, LedgerError, SigningKeyFile, TrustedKeys};
 
 pub mod dsse;
+pub mod hf;
 pub mod intoto;
+pub mod mlflow;
+pub mod recorded;
 pub mod sigstore;
 pub mod slsa;
 
@@ -53,10 +56,15 @@ pub enum Format {
     InToto,
     /// An in-toto Statement v1 with the SLSA Provenance v1 predicate per train and evaluate entry.
     Slsa,
+    /// A Hugging Face dataset (human, AI-contaminated and synthetic configs) and a model card per adapter.
+    Hf,
+    /// A parent run per ledger and a child run per stage instance in an MLflow tracking server.
+    Mlflow,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Dsse, Format::Sigstore, Format::InToto, Format::Slsa];
+    pub const ALL: [Format; 6] =
+        [Format::Dsse, Format::Sigstore, Format::InToto, Format::Slsa, Format::Hf, Format::Mlflow];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -64,13 +72,21 @@ impl Format {
             Format::Sigstore => "sigstore",
             Format::InToto => "in-toto",
             Format::Slsa => "slsa",
+            Format::Hf => "hf",
+            Format::Mlflow => "mlflow",
         }
+    }
+
+    /// Whether the format is a provenance format written by [`export`] (with `export.json`); `hf` and
+    /// `mlflow` are views of the run, written by [`hf::export`] and [`mlflow::export`].
+    pub const fn is_provenance(self) -> bool {
+        !matches!(self, Format::Hf | Format::Mlflow)
     }
 
     /// Whether the format's documents are new and signed by the export signer (see the module docs).
     pub const fn signs_new_documents(self) -> bool {
         match self {
-            Format::Dsse | Format::Sigstore => false,
+            Format::Dsse | Format::Sigstore | Format::Hf | Format::Mlflow => false,
             Format::InToto | Format::Slsa => true,
         }
     }
@@ -111,6 +127,28 @@ pub enum ExportError {
     Out { path: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    #[error("the ledger has no `{stage}` entry; {hint}")]
+    MissingStage { stage: String, hint: String },
+    #[error("entry #{seq} ({stage}): {message}")]
+    Entry { seq: u64, stage: String, message: String },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path} differs from what entry #{seq} ({stage}) recorded: {found}; refusing to export it")]
+    Tampered { path: PathBuf, seq: u64, stage: String, found: String },
+    #[error("MLflow {endpoint}: {message}")]
+    Mlflow { endpoint: String, message: String },
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
+}
+
+impl ExportError {
+    fn entry(e: &Entry, message: impl Into<String>) -> Self {
+        ExportError::Entry { seq: e.seq, stage: e.stage.clone(), message: message.into() }
+    }
+
+    fn file(path: &Path, message: impl std::fmt::Display) -> Self {
+        ExportError::File { path: path.to_owned(), message: message.to_string() }
+    }
 }
 
 /// A ledger that passed `hsx verify`, as it was read: the raw entries (the bytes their signatures are
@@ -307,6 +345,9 @@ impl Writer {
 /// Runs an export: verifies the ledger, writes the format's files and `export.json` into `opts.out`,
 /// which must not exist yet or be empty.
 pub fn export(opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    if !opts.format.is_provenance() {
+        return Err(view_format(opts.format));
+    }
     let v = load_verified(opts.ledger, opts.mirror, opts.trusted, opts.expect_head)?;
     let signer = if opts.format.signs_new_documents() {
         Some(SigningKeyFile::load(opts.key).map_err(|source| ExportError::Key { format: opts.format, source })?)
@@ -338,6 +379,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
         }
         (Format::Slsa, Some(k)) => slsa::write(&v, k, &mut w)?,
         (Format::InToto | Format::Slsa, None) => unreachable!("signs_new_documents loaded a key"),
+        (Format::Hf | Format::Mlflow, _) => return Err(view_format(opts.format)),
     }
     let outside = entries_outside_i_json(&v);
     let manifest = Manifest {
@@ -368,6 +410,13 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
         files: w.files,
         entries_outside_i_json: outside,
     })
+}
+
+fn view_format(f: Format) -> ExportError {
+    ExportError::Usage(format!(
+        "--format {f} is a view of the run (export::{}::export), not a provenance format",
+        f.name()
+    ))
 }
 
 /// The sequence numbers of entries holding a number outside I-JSON's exact range.

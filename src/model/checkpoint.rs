@@ -96,7 +96,8 @@ pub fn check_dir(dir: &Path) -> Result<CheckpointSummary, ModelError> {
 
 fn check_config(dir: &Path) -> Result<T5Config, ModelError> {
     let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
+    let text = crate::fsx::read_file_string(&p, crate::fsx::Limit::CONFIG)
+        .map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(&p, format!("not JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| file_err(&p, "is not a JSON object"))?;
     let missing: Vec<&str> =

@@ -1,7 +1,7 @@
 //! Each stage's code identity: the part of the resume key that says "the code that would run is the code
 //! that ran". It is the SHA-256 of every file the binary is built from (`src/`, `templates/`,
 //! `Cargo.toml`, `Cargo.lock`, `build.rs`; hashed by `build.rs` at compile time), except the files that
-//! only *other* stages run, or no stage (the CLI, verify, reproduce, benchmarks) ([`OWNED`]). So editing
+//! only *other* stages run, or no stage (the CLI, verify, reproduce, export, benchmarks) ([`OWNED`]). So editing
 //! the report template changes the report's identity and no other stage's: resuming re-renders the
 //! report and retrains nothing; editing the CLI's printing re-runs nothing. Editing anything shared (the
 //! model code, the data code, the executor, a dependency) changes every stage's identity, as it should.
@@ -88,6 +88,8 @@ pub const OWNED: &[(&str, &[Stage])] = &[
     ("src/repro_stats.rs", &[]),
     ("src/repro_stats/", &[]),
     ("src/bench.rs", &[]),
+    // `hsx export`: a view of a verified ledger; no stage runs it.
+    ("src/export/", &[]),
     // The Slurm driver and a job's entry point: each job runs its stage through the shared executor.
     ("src/slurm.rs", &[]),
 ];
