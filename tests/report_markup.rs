@@ -208,6 +208,8 @@ fn with_report(ws: &std::path::Path) -> (Ledger, String) {
         "report_dir": "report",
         "template_sha256": hsx::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
     });
+    // The report-stage code identity it was made with (the fixture's entries record none).
+    report["env"]["stage_code_sha256"] = Value::from("a".repeat(64));
     entries.push(report);
     let ledger: Ledger = serde_json::from_value(v).unwrap();
     let text = render(&ledger, report_entries(&ledger), DEFAULT_TEMPLATE).unwrap();
