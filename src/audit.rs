@@ -2,7 +2,8 @@
 //! signatures, signed head, trusted signers, times, config hashes, recorded files — with the roots
 //! resolved from the ledger's own location, never the working directory), then the analysis held to the
 //! pre-registration ([`crate::prereg::check_ledger`]), then REPORT.md re-rendered from the ledger entries
-//! it was rendered from and compared with the file on disk. The CLI only prints.
+//! it was rendered from and compared with the file on disk (a report made by other report code, by its
+//! recorded code identity, is held to its signed hash instead, with a note). The CLI only prints.
 use std::path::{Path, PathBuf};
 
 use crate::ledger::verify::{verify_collect, VerifyOptions, VerifyReport};
@@ -38,18 +39,24 @@ pub fn verify(ledger_path: &Path, mirror: Option<&Path>, opts: &VerifyOptions) -
     // A self-contained run keeps its report under its run directory; others under the workspace.
     let base = if ledger.header.run_dir == "." { report.roots.run.clone() } else { report.roots.workspace.clone() };
     let Some(base) = base.map(PathBuf::from) else { return Ok(report) };
-    if let Some(f) = crate::report::check_report_entry(&ledger, &base) {
-        match &mut report.first_failure {
-            // The file's hash already failed: add which line and number differ from the ledger.
-            Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),
-            Some(_) => {}
-            None => report.first_failure = Some(f.clone()),
+    let report_code = crate::stages::code::identity(crate::stages::registry::Stage::Report).sha256;
+    match crate::report::check_report_entry(&ledger, &base, &report_code) {
+        Ok(None) => {}
+        // Made by other report code: not re-rendered, held to its signed hash; the reader is told.
+        Ok(Some(note)) => report.notes.push(note),
+        Err(f) => {
+            match &mut report.first_failure {
+                // The file's hash already failed: add which line and number differ from the ledger.
+                Some(first) if first.entry == f.entry => first.message = format!("{}; {}", f.message, first.message),
+                Some(_) => {}
+                None => report.first_failure = Some(f.clone()),
+            }
+            if let Some(v) = f.entry.and_then(|i| report.entries.get_mut(i)) {
+                v.verdict = "failed".into();
+                v.failure.get_or_insert(f);
+            }
+            report.ok = false;
         }
-        if let Some(v) = f.entry.and_then(|i| report.entries.get_mut(i)) {
-            v.verdict = "failed".into();
-            v.failure.get_or_insert(f);
-        }
-        report.ok = false;
     }
     Ok(report)
 }

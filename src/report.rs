@@ -566,13 +566,19 @@ pub fn check_rendered(
 }
 
 /// For `verify`: re-renders REPORT.md for the ledger's latest `report` entry and compares it with the
-/// file on disk under `workspace`. `None` when there is no report entry, the file is absent (reported
-/// missing by the artifact check) or it matches.
-pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> {
-    let (idx, e) = ledger.entries.iter().enumerate().rev().find(|(_, e)| e.stage == Stage::Report.name())?;
-    let dir = e.params.get("report_dir")?.as_str()?;
+/// file on disk under `workspace`. `Ok(None)` when there is no report entry, the file is absent (reported
+/// missing by the artifact check) or it matches; `Ok(Some(note))` when it differs but was made by other
+/// report code (the entry's `env.stage_code_sha256` is not this build's report-stage identity, which covers
+/// the renderer and the template; `this_code` is this build's, [`crate::stages::code::identity`]): this hsx
+/// cannot re-render another renderer's bytes, so the file is held to the signed entry's output hash and its
+/// head citation instead, and the note says so.
+pub fn check_report_entry(ledger: &Ledger, workspace: &Path, this_code: &str) -> Result<Option<String>, Failure> {
+    let Some((idx, e)) = ledger.entries.iter().enumerate().rev().find(|(_, e)| e.stage == Stage::Report.name()) else {
+        return Ok(None);
+    };
+    let Some(dir) = e.params.get("report_dir").and_then(|v| v.as_str()) else { return Ok(None) };
     if crate::ledger::files::check_relative(dir).is_err() {
-        return None;
+        return Ok(None);
     }
     let fail = |field: &str, message: String| Failure {
         entry: Some(idx),
@@ -590,8 +596,8 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     let path = workspace.join(dir).join("REPORT.md");
     let on_disk = match crate::fsx::read_string(workspace, &path, crate::fsx::Limit::REPORT) {
         Ok(text) => text,
-        Err(e) if e.is_not_found() => return None,
-        Err(e) => return Some(fail("outputs", format!("{dir}/REPORT.md cannot be checked: {e}"))),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(fail("outputs", format!("{dir}/REPORT.md cannot be checked: {e}"))),
     };
     let why = other_template.clone().unwrap_or_default();
     let field = if other_template.is_some() { "params.template_sha256" } else { "outputs" };
@@ -600,16 +606,53 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path) -> Option<Failure> 
     // It cites that head, once: any other citation (an earlier entry's, or a second one) fails.
     let head = report_entries(&rendered_from).last().map(|e| crate::ledger::Head { seq: e.seq, hash: e.hash.clone() });
     if let Some(problem) = citation_problem(&on_disk, head.as_ref()) {
-        return Some(fail("outputs", format!("{dir}/REPORT.md: {problem}")));
+        return Err(fail("outputs", format!("{dir}/REPORT.md: {problem}")));
     }
-    match check_rendered(&rendered_from, &on_disk, DEFAULT_TEMPLATE) {
-        Ok(None) => None,
-        Ok(Some((line, expected, found))) => Some(fail(
-            field,
-            format!(
-                "{dir}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}{why}"
-            ),
+    let differs = match check_rendered(&rendered_from, &on_disk, DEFAULT_TEMPLATE) {
+        Ok(None) => return Ok(None),
+        Ok(Some((line, expected, found))) => format!(
+            "{dir}/REPORT.md line {line} does not match the ledger: expected {expected:?}, found {found:?}{why}"
+        ),
+        Err(err) => format!("cannot re-render the report: {err}{why}"),
+    };
+    let recorded_code = e.env.get("stage_code_sha256").and_then(|v| v.as_str());
+    match recorded_code {
+        Some(code) if code != this_code => {
+            other_code_note(e, dir, &on_disk, code, this_code).map_err(|m| fail("outputs", m))
+        }
+        // Same renderer and template (or no identity recorded): the text must re-render exactly.
+        _ => Err(fail(field, differs)),
+    }
+}
+
+/// A report made by other report code: its bytes must be the signed entry's recorded output (the
+/// artifact check says the same; this holds even where that check could not run), and the note says the
+/// re-render was skipped, and why.
+fn other_code_note(e: &Entry, dir: &str, on_disk: &str, code: &str, this_code: &str) -> Result<Option<String>, String> {
+    let path = format!("{dir}/REPORT.md");
+    let sha = crate::canonical::sha256_hex(on_disk.as_bytes());
+    match e.outputs.iter().find(|r| r.path == path) {
+        Some(r) if r.sha256 == sha => Ok(Some(format!(
+            "entry {} (report): {path} not re-rendered: it was made by other report code (code identity {}…, \
+             this hsx {}…); its bytes are checked only against the signed entry's output hash (sha256 {}…, \
+             matches) and its head citation",
+            e.seq,
+            short(code),
+            short(this_code),
+            short(&sha)
+        ))),
+        Some(r) => Err(format!(
+            "{path} (sha256 {sha}) is not the signed entry's output (sha256 {}); it was made by other report \
+             code, so it cannot be re-rendered here and its recorded hash is the only check",
+            r.sha256
         )),
-        Err(err) => Some(fail(field, format!("cannot re-render the report: {err}{why}"))),
+        None => Err(format!(
+            "{path} is not among the signed entry's outputs; it was made by other report code, so it cannot be \
+             re-rendered here and has no recorded hash to hold it to"
+        )),
     }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }

@@ -196,6 +196,27 @@ fn the_readme_verify_line_pins_the_shipped_head() {
     }
 }
 
+/// The shipped ledger's report was rendered by earlier report code (its entry's code identity is not this
+/// build's): verify does not re-render it, says so in a note (text and `--json`), holds it to the signed
+/// output hash, and passes with the head the README pins.
+#[test]
+fn the_shipped_ledger_verifies_with_a_note_for_its_report_made_by_other_report_code() {
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo_path("ledger/exp-42.head.json")).unwrap()).unwrap();
+    let hash = head["hash"].as_str().unwrap();
+    let args = ["--ledger", "ledger/exp-42.json", "--trusted-keys", "ledger/trusted_keys", "--expect-head", hash];
+    let root = common::repo_path(".");
+    let o = hsx(&[&["verify"][..], &args].concat(), &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("note: entry 74 (report): report/REPORT.md not re-rendered"), "{}", text(&o));
+    let o = hsx(&[&["--json", "verify"][..], &args].concat(), &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let notes = v["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("made by other report code")), "{notes:?}");
+}
+
 #[test]
 fn score_reads_id_matched_jsonl_and_rejects_bad_input() {
     let d = tempfile::tempdir().unwrap();

@@ -208,6 +208,8 @@ fn with_report(ws: &std::path::Path) -> (Ledger, String) {
         "report_dir": "report",
         "template_sha256": hsx::canonical::sha256_hex(DEFAULT_TEMPLATE.as_bytes()),
     });
+    // The report-stage code identity it was made with (the fixture's entries record none).
+    report["env"]["stage_code_sha256"] = Value::from("a".repeat(64));
     entries.push(report);
     let ledger: Ledger = serde_json::from_value(v).unwrap();
     let text = render(&ledger, report_entries(&ledger), DEFAULT_TEMPLATE).unwrap();
@@ -222,7 +224,8 @@ fn a_hand_edited_report_citing_another_head_or_a_second_one_fails_the_report_che
     use hsx::ledger::Head;
     let d = tempfile::tempdir().unwrap();
     let (ledger, text) = with_report(d.path());
-    assert_eq!(hsx::report::check_report_entry(&ledger, d.path()), None);
+    let code = report_code(&ledger);
+    assert_eq!(hsx::report::check_report_entry(&ledger, d.path(), &code), Ok(None));
     let cited = cited_heads(&text);
     assert_eq!(cited.len(), 1);
     let rendered_from = &ledger.entries[ledger.entries.len() - 2];
@@ -241,8 +244,52 @@ fn a_hand_edited_report_citing_another_head_or_a_second_one_fails_the_report_che
     for (what, edited, says) in cases {
         assert_ne!(edited, text, "{what}");
         std::fs::write(d.path().join("report/REPORT.md"), &edited).unwrap();
-        let f = hsx::report::check_report_entry(&ledger, d.path()).unwrap_or_else(|| panic!("{what} passed"));
-        assert_eq!((f.entry, f.field.as_str()), (Some(ledger.entries.len() - 1), "outputs"), "{what}: {f}");
-        assert!(f.message.contains(says) && f.message.contains("report/REPORT.md"), "{what}: {f}");
+        // Whichever report code made it: a report made by other code is still held to its one citation.
+        for this_code in [code.clone(), "0".repeat(64)] {
+            let f = hsx::report::check_report_entry(&ledger, d.path(), &this_code).expect_err(what);
+            assert_eq!((f.entry, f.field.as_str()), (Some(ledger.entries.len() - 1), "outputs"), "{what}: {f}");
+            assert!(f.message.contains(says) && f.message.contains("report/REPORT.md"), "{what}: {f}");
+        }
     }
+}
+
+/// The report-stage code identity the fixture's report entry records.
+fn report_code(ledger: &Ledger) -> String {
+    ledger.entries.last().unwrap().env["stage_code_sha256"].as_str().unwrap().to_owned()
+}
+
+/// A report that differs from its re-render fails when this hsx's report code is the code that made it;
+/// made by other report code it is not re-rendered (a note says so) but must be the signed output.
+#[test]
+fn a_differing_report_fails_under_the_same_report_code_and_is_held_to_its_hash_under_other_code() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut ledger, text) = with_report(d.path());
+    let code = report_code(&ledger);
+    let other = "f".repeat(64);
+    assert_ne!(code, other);
+    // One changed character outside the citation, as an older renderer's spelling of a number would be.
+    let line = text.lines().position(|l| l.contains("alpha = ")).expect("a LoRA line in the report");
+    let edited = text.replacen("alpha = ", "alpha  = ", 1);
+    assert_ne!(edited, text);
+    std::fs::write(d.path().join("report/REPORT.md"), &edited).unwrap();
+    let sha = hsx::canonical::sha256_hex(edited.as_bytes());
+    let record =
+        serde_json::json!({"root": "workspace", "path": "report/REPORT.md", "bytes": edited.len(), "sha256": sha});
+    ledger.entries.last_mut().unwrap().outputs = vec![serde_json::from_value(record).unwrap()];
+
+    let f = hsx::report::check_report_entry(&ledger, d.path(), &code).expect_err("same code, differing text");
+    assert!(f.message.contains(&format!("line {} does not match the ledger", line + 1)), "{f}");
+
+    let note = hsx::report::check_report_entry(&ledger, d.path(), &other).unwrap().expect("a note");
+    assert!(note.contains("not re-rendered") && note.contains(&code[..12]) && note.contains(&other[..12]), "{note}");
+
+    // Under other code the signed output hash is the check: bytes other than the recorded ones fail.
+    std::fs::write(d.path().join("report/REPORT.md"), edited.replacen("alpha  = ", "alpha   = ", 1)).unwrap();
+    let f = hsx::report::check_report_entry(&ledger, d.path(), &other).expect_err("bytes not the signed output");
+    assert!(f.message.contains("is not the signed entry's output") && f.message.contains(&sha), "{f}");
+    // And a report whose entry records no REPORT.md output has nothing to hold it to.
+    ledger.entries.last_mut().unwrap().outputs.clear();
+    std::fs::write(d.path().join("report/REPORT.md"), &edited).unwrap();
+    let f = hsx::report::check_report_entry(&ledger, d.path(), &other).expect_err("no recorded output");
+    assert!(f.message.contains("not among the signed entry's outputs"), "{f}");
 }
