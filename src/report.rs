@@ -500,7 +500,11 @@ pub fn write_report(
     planned.push((target.markdown.clone(), text.into_bytes()));
     if !target.force {
         let header = ledger.header.sha256();
-        crate::ledger::store::check_claim(&dir, &header, &target.ledger, crate::ledger::store::Claimed::Report)?;
+        // A claimed directory was claimed by the executor for the ledger it writes, which for a
+        // reproduction is not the ledger the report renders: its claim was checked then.
+        if !target.claimed {
+            crate::ledger::store::check_claim(&dir, &header, &target.ledger, crate::ledger::store::Claimed::Report)?;
+        }
         let owned =
             target.claimed || crate::ledger::store::read_claim(&dir)?.is_some_and(|c| c.header_sha256 == header);
         if !owned {
