@@ -7,8 +7,6 @@
 //! hsx report --ledger ledger/exp-42.json --out report/REPORT.md
 //! ```
 use minijinja::{Environment, UndefinedBehavior, Value as MjValue};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,17 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::ledger::verify::Failure;
 use crate::ledger::{Entry, Ledger};
 use crate::metrics::registry;
-use crate::model::usage::Resources;
-use crate::stages::base_model::BaseModelMetrics;
 use crate::stages::compare::Comparison;
-use crate::stages::contaminate::ContaminateMetrics;
-use crate::stages::evaluate::EvaluateMetrics;
-use crate::stages::generator::GeneratorMetrics;
-use crate::stages::prepare::PrepareMetrics;
-use crate::stages::preregister::PreregisterMetrics;
-use crate::stages::registry::{Arm, Instance, Model, Stage};
+use crate::stages::registry::{Arm, Model, Stage};
 use crate::stages::synthesize::SynthesizeMetrics;
-use crate::stages::train::TrainMetrics;
 use crate::synth::{filters, Strategy};
 
 pub mod markdown;
@@ -36,68 +26,8 @@ pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/REPORT.md.j2");
 pub(crate) mod error;
 pub use error::ReportError;
 
-/// The report stage's entry metrics: how many files it wrote, and where REPORT.md is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportMetrics {
-    pub files: usize,
-    pub report: String,
-}
-
-/// An entry's metrics read as its stage's typed record `T`, with the executor's `resources` (absent from
-/// older entries) split off first. An error names the entry and the key that does not read.
-pub fn read_record<T: DeserializeOwned>(e: &Entry) -> Result<(T, Option<Resources>), ReportError> {
-    let err = |at: String, message: String| ReportError::Record {
-        seq: e.seq,
-        stage: e.stage.clone(),
-        message: format!("at `{at}`: {message}"),
-    };
-    let mut metrics = e.metrics.clone();
-    let resources = metrics.as_object_mut().and_then(|m| m.remove("resources"));
-    let record =
-        serde_path_to_error::deserialize(metrics).map_err(|x| err(x.path().to_string(), x.inner().to_string()))?;
-    let resources = resources
-        .map(serde_path_to_error::deserialize)
-        .transpose()
-        .map_err(|x| err(format!("resources.{}", x.path()), x.inner().to_string()))?;
-    Ok((record, resources))
-}
-
-/// `record` (and `resources`) as the JSON the template reads: exactly the fields the record declares, so
-/// a key the template names and the record lacks is a render error, never a blank.
-fn record_value<T: Serialize>(e: &Entry, record: &T, resources: Option<Resources>) -> Result<Value, ReportError> {
-    let err = |x: serde_json::Error| ReportError::Record { seq: e.seq, stage: e.stage.clone(), message: x.to_string() };
-    let mut v = serde_json::to_value(record).map_err(err)?;
-    if let (Some(r), Some(m)) = (resources, v.as_object_mut()) {
-        m.insert("resources".into(), serde_json::to_value(r).map_err(err)?);
-    }
-    Ok(v)
-}
-
-fn typed<T: DeserializeOwned + Serialize>(e: &Entry) -> Result<Value, ReportError> {
-    let (record, resources) = read_record::<T>(e)?;
-    record_value(e, &record, resources)
-}
-
-/// An entry's metrics read as the typed record of its stage, and written back as JSON: what the report
-/// renders from. Every entry of a ledger hsx wrote reads back unchanged (older entries included: the
-/// fields they lack are options).
-pub fn entry_record(e: &Entry) -> Result<Value, ReportError> {
-    let stage = Instance::parse(&e.stage)
-        .map_err(|x| ReportError::Record { seq: e.seq, stage: e.stage.clone(), message: x.to_string() })?
-        .stage;
-    match stage {
-        Stage::Prepare => typed::<PrepareMetrics>(e),
-        Stage::Preregister => typed::<PreregisterMetrics>(e),
-        Stage::BaseModel => typed::<BaseModelMetrics>(e),
-        Stage::Contaminate => typed::<ContaminateMetrics>(e),
-        Stage::Generator => typed::<GeneratorMetrics>(e),
-        Stage::Synthesize => typed::<SynthesizeMetrics>(e),
-        Stage::Train(_) => typed::<TrainMetrics>(e),
-        Stage::Evaluate(_) => typed::<EvaluateMetrics>(e),
-        Stage::Compare => typed::<Comparison>(e),
-        Stage::Report => typed::<ReportMetrics>(e),
-    }
-}
+mod records;
+pub use records::{entry_record, read_record, ReportMetrics};
 
 fn seconds_between(a: &str, b: &str) -> Option<f64> {
     use time::format_description::well_known::Rfc3339;
