@@ -23,6 +23,11 @@ use std::path::Path;
 use super::{file_err, read_t5_config, ModelError, T5Config, TextTokenizer};
 use safetensors::tensor::{Dtype, Metadata};
 
+/// The tensors a header lists: name → (dtype, shape, byte range in the data).
+type Found = BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>;
+/// Tensor name → shape.
+type Shapes = BTreeMap<String, Vec<usize>>;
+
 /// The largest safetensors header hsx reads (the format's own limit).
 const MAX_HEADER: u64 = 100_000_000;
 
@@ -58,7 +63,7 @@ pub fn check_dir(dir: &Path) -> Result<CheckpointSummary, ModelError> {
         ));
     }
     let (header, header_len) = read_header(&weights)?;
-    let found: BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))> = header
+    let found: Found = header
         .tensors()
         .into_iter()
         .map(|(name, info)| (name, (info.dtype, info.shape.clone(), info.data_offsets)))
@@ -134,11 +139,7 @@ fn read_header(path: &Path) -> Result<(Metadata, u64), ModelError> {
 
 /// Every tensor's bytes lie back to back from the end of the header, match its dtype and shape, and the
 /// file ends where the last one does.
-fn check_layout(
-    path: &Path,
-    found: &BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>,
-    header_len: u64,
-) -> Result<(), ModelError> {
+fn check_layout(path: &Path, found: &Found, header_len: u64) -> Result<(), ModelError> {
     let mut ranges: Vec<(usize, usize, &str)> = found.iter().map(|(n, (_, _, (s, e)))| (*s, *e, n.as_str())).collect();
     ranges.sort();
     let mut at = 0usize;
@@ -176,7 +177,7 @@ fn check_layout(
 
 /// The tensors a T5 of `cfg` has under transformers' names, with their shapes, and the names that may
 /// carry a copy of `shared.weight`.
-pub fn expected_tensors(cfg: &T5Config) -> Result<(BTreeMap<String, Vec<usize>>, Vec<String>), ModelError> {
+pub fn expected_tensors(cfg: &T5Config) -> Result<(Shapes, Vec<String>), ModelError> {
     let (d, v, f, inner) = (cfg.d_model, cfg.vocab_size, cfg.d_ff, cfg.num_heads * cfg.d_kv);
     let gated = matches!(cfg.ffn()?, super::t5::Ffn::Gated(_));
     let mut t = BTreeMap::new();
@@ -221,7 +222,7 @@ pub fn expected_tensors(cfg: &T5Config) -> Result<(BTreeMap<String, Vec<usize>>,
 /// Names every missing, unexpected and mis-shaped tensor (up to ten of each, with the count).
 fn check_names_and_shapes(
     path: &Path,
-    found: &BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>,
+    found: &Found,
     expected: &BTreeMap<String, Vec<usize>>,
     copies: &[String],
 ) -> Result<(), ModelError> {
@@ -251,12 +252,7 @@ fn check_names_and_shapes(
 }
 
 /// `copy` must hold exactly `shared.weight`'s bytes (same dtype and shape, checked before).
-fn check_equal_to_shared(
-    path: &Path,
-    header_len: u64,
-    found: &BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>,
-    copy: &str,
-) -> Result<(), ModelError> {
+fn check_equal_to_shared(path: &Path, header_len: u64, found: &Found, copy: &str) -> Result<(), ModelError> {
     let (a, b) = (&found["shared.weight"], &found[copy]);
     let differs = || {
         file_err(path, format!("tensor `{copy}` differs from `shared.weight`; hsx (as transformers) uses shared.weight for it, so the file is not one model"))

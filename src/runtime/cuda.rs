@@ -10,7 +10,7 @@
 //! at all (a CPU entry is unchanged).
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::os::raw::{c_char, c_int, c_long, c_ulonglong};
+use std::os::raw::{c_char, c_int, c_ulonglong};
 
 extern "C" {
     fn hsx_cuda_device(
@@ -23,8 +23,9 @@ extern "C" {
     ) -> c_int;
     fn hsx_cuda_driver_api_version() -> c_int;
     fn hsx_nvidia_driver_version(buf: *mut c_char, len: usize) -> c_int;
-    fn hsx_cuda_runtime_version() -> c_long;
-    fn hsx_cudnn_version() -> c_long;
+    // C `long`: 64 bits on the LP64 Linux targets hsx builds for (the shim itself is Linux-only).
+    fn hsx_cuda_runtime_version() -> i64;
+    fn hsx_cudnn_version() -> i64;
     fn hsx_cublas_version(major: *mut c_int, minor: *mut c_int, patch: *mut c_int) -> c_int;
     fn hsx_cuda_numerics() -> c_int;
     fn hsx_float32_matmul_precision() -> c_int;
@@ -96,8 +97,8 @@ pub fn cuda_facts(deterministic_algorithms: bool) -> Option<CudaFacts> {
         gpus,
         driver,
         driver_cuda: (driver_api > 0).then(|| cuda_version(i64::from(driver_api))),
-        cuda_runtime: (runtime > 0).then(|| cuda_version(runtime as i64)),
-        cudnn: (cudnn > 0).then(|| cudnn_version(cudnn as i64)),
+        cuda_runtime: (runtime > 0).then(|| cuda_version(runtime)),
+        cudnn: (cudnn > 0).then(|| cudnn_version(cudnn)),
         cublas,
         determinism: CudaDeterminism {
             deterministic_algorithms,
