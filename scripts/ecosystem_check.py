@@ -241,6 +241,7 @@ def check_mlflow(ledger_path, uri, snapshot, unchanged_since):
             check(sha256(got) == rec["sha256"], "the parent's REPORT.md is not the recorded one")
     check(len(children) == len(by), f"{len(children)} child runs for {len(by)} stage instances")
     by_hash = {r.data.tags.get("hsx.entry.hash"): r for r in children}
+    seq_of = {e["hash"]: e["seq"] for e in ledger["entries"]}
     compared = 0
     for stage, e in by.items():
         r = by_hash.get(e["hash"])
@@ -252,7 +253,9 @@ def check_mlflow(ledger_path, uri, snapshot, unchanged_since):
         if e["git"]["state"] == "repository":
             check(t.get("mlflow.source.git.commit") == e["git"]["commit"], f"{stage}: git commit tag")
         check(t.get("hsx.signer.key_id") == ledger["header"]["signer"]["key_id"], f"{stage}: signer tag")
-        check(t.get("hsx.ledger.head") == head, f"{stage}: head tag")
+        # The head when this child was exported: an entry of the ledger, at or after the child's own.
+        at = seq_of.get(t.get("hsx.ledger.head"))
+        check(at is not None and at >= e["seq"], f"{stage}: head tag {t.get('hsx.ledger.head')} is no later entry")
         for key, series in flat_metrics(e["metrics"]):
             if len(series) == 1:
                 got = r.data.metrics.get(key)

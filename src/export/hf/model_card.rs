@@ -459,3 +459,72 @@ pub fn write_models(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> records::Table {
+        let v = serde_json::json!({
+            "A": {"f1": {"mean": 0.25, "ci": [0.125, 0.375]}, "em": {"mean": 0.0, "ci": [0.0, 0.0]},
+                  "mc_accuracy": {"mean": null, "ci": [null, null]}, "bertscore_precision": {"mean": 0.5, "ci": [0.4, 0.6]}},
+            "B": {"f1": {"mean": 0.5, "ci": [0.25, 0.75]}}
+        });
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_model_index_holds_compares_means_of_the_compared_metrics() {
+        let idx = model_index("smoke-train-A", "A", &table(), 100);
+        assert_eq!(idx.len(), 1);
+        let r = &idx[0].results[0];
+        assert_eq!(r.dataset.kind, COSMOSQA_HUB_ID);
+        assert!(r.dataset.name.contains("n = 100"));
+        // In the registry's order; a null mean and a metric compare does not compare are left out.
+        let got: Vec<(&str, f64)> = r.metrics.iter().map(|m| (m.kind, m.value)).collect();
+        assert_eq!(got, [("exact_match", 0.0), ("f1", 0.25)]);
+        assert!(r.metrics.iter().all(|m| !m.verified));
+        assert!(model_index("x", "C", &table(), 100).is_empty(), "no scores, no model-index");
+    }
+
+    #[test]
+    fn the_front_matter_has_the_hubs_keys() {
+        let meta = ModelMeta {
+            base_model: None,
+            library_name: Some("peft"),
+            pipeline_tag: "text-generation",
+            language: vec!["en"],
+            tags: vec!["peft".into()],
+            datasets: vec![COSMOSQA_HUB_ID],
+            model_index: model_index("m", "B", &table(), 7),
+        };
+        let text = card_text(&meta, "# body\n").unwrap();
+        assert!(text.starts_with("---\n") && text.contains("\n---\n\n# body\n"), "{text}");
+        let yaml = text.split("---\n").nth(1).unwrap();
+        let back: serde_json::Value = serde_norway::from_str(yaml).unwrap();
+        assert!(back.get("base_model").is_none(), "a scratch base has no Hub id");
+        assert_eq!(back["library_name"], "peft");
+        let m = &back["model-index"][0];
+        assert_eq!(m["name"], "m");
+        assert_eq!(m["results"][0]["task"]["type"], "question-answering");
+        assert_eq!(m["results"][0]["dataset"]["type"], COSMOSQA_HUB_ID);
+        assert_eq!(
+            m["results"][0]["metrics"][0],
+            serde_json::json!({"type": "f1", "value": 0.5, "name": "F1", "verified": false})
+        );
+        let with_base = ModelMeta { base_model: Some("google/flan-t5-base".into()), model_index: vec![], ..meta };
+        let back: serde_json::Value =
+            serde_norway::from_str(card_text(&with_base, "").unwrap().split("---\n").nth(1).unwrap()).unwrap();
+        assert_eq!(back["base_model"], "google/flan-t5-base");
+        assert!(back.get("model-index").is_none());
+    }
+
+    #[test]
+    fn lora_targets_are_named_as_peft_names_them() {
+        let lora = crate::config::Lora {
+            targets: vec![crate::config::LoraTarget::Q, crate::config::LoraTarget::Wi0],
+            ..Default::default()
+        };
+        assert_eq!(targets(&lora), "q, wi0");
+    }
+}
