@@ -150,7 +150,7 @@ fn control_characters_in_any_config_string_are_refused_naming_the_key() {
             "data.files[1]",
             "U+000A",
         ),
-        (&base, "report_dir = \"report/base\"", "report_dir = \"report/\\u0000\"", "experiment.report_dir", "U+0000"),
+        (&base, "report_dir = \"reports/base\"", "report_dir = \"reports/\\u0000\"", "experiment.report_dir", "U+0000"),
         // The experiment id allows letters, digits and `-_.` only.
         (&base, "id = \"exp-42\"", "id = \"exp\\n42\"", "experiment.id", "A-Z a-z 0-9"),
     ];
