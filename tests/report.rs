@@ -154,7 +154,11 @@ fn an_hf_dir_base_model_gets_the_flan_cosmosqa_limitation_with_model_0s_score() 
     }
     // flan-t5-base's shapes, as its config.json gives them (the record holds the loaded T5 config).
     let config = serde_json::json!({"vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 2048, "num_layers": 12,
-                                    "num_heads": 12, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false});
+                                    "num_heads": 12, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false,
+                                    "num_decoder_layers": 12, "relative_attention_num_buckets": 32,
+                                    "relative_attention_max_distance": 128, "dropout_rate": 0.1,
+                                    "layer_norm_epsilon": 1e-6, "pad_token_id": 0, "eos_token_id": 1,
+                                    "decoder_start_token_id": 0, "model_type": "t5"});
     stage(&mut v, "base-model")["metrics"] =
         serde_json::json!({"source": "hf-dir", "path": path, "parameters": 247577856, "config": config});
     let cmp = stage(&mut v, "compare")["metrics"].clone();
