@@ -44,6 +44,7 @@ fn adapter_tensors(dir: &std::path::Path) -> Vec<(String, Tensor)> {
 
 #[test]
 fn training_steps_match_peft() {
+    let _torch = common::torch_lock();
     let (base, lora, exp) = paths();
     let cfg = read_adapter_config(&lora.join("init")).unwrap();
     let (m, lora_vs) = load_t5_lora(&base, common::test_device(), &cfg, Some(&lora.join("init"))).unwrap();
@@ -86,6 +87,7 @@ fn training_steps_match_peft() {
 
 #[test]
 fn peft_saved_adapter_gives_peft_greedy_outputs() {
+    let _torch = common::torch_lock();
     let (base, lora, exp) = paths();
     let (m, _lora_vs) = load_with_adapter(&base, &lora.join("final"), common::test_device()).unwrap();
     let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
@@ -111,6 +113,7 @@ fn peft_saved_adapter_gives_peft_greedy_outputs() {
 
 #[test]
 fn merged_model_equals_model_with_adapter() {
+    let _torch = common::torch_lock();
     let (base, lora, exp) = paths();
     let (m, _v) = load_with_adapter(&base, &lora.join("final"), common::test_device()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
