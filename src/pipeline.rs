@@ -196,9 +196,7 @@ impl Setup {
     /// refused, naming both. A directory with no claim is adopted when everything in it is something
     /// this ledger recorded (a report rendered before directories were claimed), and refused otherwise.
     pub fn claim_report_dir(&self, writer: &LedgerWriter) -> Result<DirClaim, PipelineError> {
-        let base = self.report_base();
-        let dir = base.join(&self.cfg.experiment.report_dir);
-        crate::fsx::create_dirs(&base, &dir)?;
+        let dir = self.report_base().join(&self.cfg.experiment.report_dir);
         let recorded: Vec<PathBuf> = writer
             .ledger()
             .entries

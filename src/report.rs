@@ -375,16 +375,16 @@ pub fn report_entries(ledger: &Ledger) -> &[Entry] {
 /// Where a report is written, and what it may replace.
 #[derive(Debug, Clone)]
 pub struct ReportTarget {
-    /// The directory every write stays in: the workspace or run directory (the report stage), or the
-    /// directory of `hsx report --out FILE`.
+    /// The directory every write stays in, taken as named: the report directory (the report stage), or
+    /// the directory of `hsx report --out FILE`.
     pub root: PathBuf,
     /// The markdown file (`<report_dir>/REPORT.md`, or `--out FILE`); the table (`metrics_table.csv`)
     /// and the plots (`plots/*.png`) that it links to go beside it. Nothing else is written.
     pub markdown: PathBuf,
     /// The ledger the report is rendered from (as a directory claim names it).
     pub ledger: PathBuf,
-    /// The caller claimed the directory for this ledger (the report stage: its executor holds the claim),
-    /// so the files there are this ledger's to replace.
+    /// The caller holds the directory's claim (the report stage: its executor claimed it before any stage
+    /// ran), so the files there are the run's to replace and no claim is checked.
     pub claimed: bool,
     /// Replace files that differ from the report's even where the directory is not this ledger's
     /// (`hsx report --force`).
@@ -428,15 +428,12 @@ pub fn write_report(
         planned.push((dst, bytes));
     }
     planned.push((target.markdown.clone(), text.into_bytes()));
-    if !target.force {
+    // The report stage's executor holds the directory's claim (a reproduction's own ledger's, though its
+    // report renders the reproduced ledger): nothing to check here.
+    if !target.claimed && !target.force {
         let header = ledger.header.sha256();
-        // A claimed directory was claimed by the executor for the ledger it writes, which for a
-        // reproduction is not the ledger the report renders: its claim was checked then.
-        if !target.claimed {
-            crate::ledger::store::check_claim(&dir, &header, &target.ledger, crate::ledger::store::Claimed::Report)?;
-        }
-        let owned =
-            target.claimed || crate::ledger::store::read_claim(&dir)?.is_some_and(|c| c.header_sha256 == header);
+        crate::ledger::store::check_claim(&dir, &header, &target.ledger, crate::ledger::store::Claimed::Report)?;
+        let owned = crate::ledger::store::read_claim(&dir)?.is_some_and(|c| c.header_sha256 == header);
         if !owned {
             let mut foreign = Vec::new();
             for (dst, bytes) in &planned {
@@ -527,8 +524,8 @@ pub fn check_report_entry(ledger: &Ledger, workspace: &Path, this_code: &str) ->
     let other_template = (recorded_sha != template_sha)
         .then(|| format!(" (it was rendered with template sha256 {recorded_sha}, this hsx carries {template_sha})"));
     // Read as untrusted input: inside its root, a regular file (a FIFO never blocks verify), bounded.
-    let path = workspace.join(dir).join("REPORT.md");
-    let on_disk = match crate::fsx::read_string(workspace, &path, crate::fsx::Limit::REPORT) {
+    let (root, path) = (workspace.join(dir), workspace.join(dir).join("REPORT.md"));
+    let on_disk = match crate::fsx::read_string(&root, &path, crate::fsx::Limit::REPORT) {
         Ok(text) => text,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(fail("outputs", format!("{dir}/REPORT.md cannot be checked: {e}"))),

@@ -205,6 +205,9 @@ fn a_report_directory_belongs_to_one_ledger_and_a_planted_lock_or_foreign_report
     let d = tempfile::tempdir().unwrap();
     let ws = d.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
+    // `runs/` linked to scratch space, as on a cluster: the configured directories are taken as named.
+    std::fs::create_dir_all(d.path().join("scratch")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("scratch"), ws.join("runs")).unwrap();
     let k = common::key(d.path(), "k.pem");
     let run = |cfg: &Path, ledger: &str| {
         let args = ["run", "--config", cfg.to_str().unwrap(), "--ledger", ledger, "--key", k.to_str().unwrap()];
@@ -212,8 +215,9 @@ fn a_report_directory_belongs_to_one_ledger_and_a_planted_lock_or_foreign_report
     };
     let (code, out) = run(&common::repo_path("configs/smoke.toml"), "ledger/a.json");
     assert_eq!(code, Some(0), "{out}");
+    assert!(d.path().join("scratch/smoke/prepare/stats.json").is_file());
     let claim: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ws.join("runs/smoke-report/.hsx-ledger")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(d.path().join("scratch/smoke-report/.hsx-ledger")).unwrap()).unwrap();
     assert!(claim["ledger"].as_str().unwrap().ends_with("ledger/a.json"), "{claim}");
 
     // Another experiment (its own run directory) with the same report_dir: refused before any stage.
@@ -526,4 +530,50 @@ fn every_shipped_profile_reports_into_its_own_directory_and_only_tiny_into_the_s
         }
     }
     assert!(seen.len() >= 4, "{seen:?}");
+}
+
+/// The rule of docs/ARCHITECTURE.md, *Files*: outside `src/fsx/` no source file opens a file for writing,
+/// renames or copies one, or reads one whole by path (test modules and the kernel's `/proc/self` files
+/// aside). A new writer or reader that bypasses `fsx` fails here, naming the file and line.
+#[test]
+fn no_source_file_writes_or_reads_a_file_around_fsx() {
+    let forbidden = [
+        "fs::write(",
+        "File::create(",
+        "File::open(",
+        "OpenOptions::new(",
+        "fs::read_to_string(",
+        "fs::read(",
+        "fs::copy(",
+        "fs::rename(",
+    ];
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    assert!(files.len() > 50, "read {} source files", files.len());
+    let mut found = Vec::new();
+    for p in files.iter().filter(|p| !p.starts_with(root.join("src/fsx"))) {
+        let text = std::fs::read_to_string(p).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || line.contains("/proc/self/") {
+                continue;
+            }
+            if let Some(pat) = forbidden.iter().find(|pat| line.contains(*pat)) {
+                found.push(format!("{}:{} ({pat})", p.strip_prefix(root).unwrap().display(), i + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "file access around hsx::fsx: {found:?}");
 }

@@ -35,9 +35,11 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let ledger = crate::ledger::store::read(ctx.ledger)?;
     let (base, root) = if ctx.self_contained { (&ctx.run_dir, Root::Run) } else { (&ctx.workspace, Root::Workspace) };
     let out = base.join(&cfg.experiment.report_dir);
-    // The executor claimed the directory for this ledger before any stage ran (`pipeline::claim_report_dir`).
+    // The executor claimed the directory for this ledger before any stage ran (`Setup::claim_report_dir`).
+    // The report directory is the root, taken as named like the run directory (`..` in report_dir is
+    // refused when the config is validated); below it no link is followed.
     let target = ReportTarget {
-        root: base.clone(),
+        root: out.clone(),
         markdown: out.join("REPORT.md"),
         ledger: ctx.ledger.to_owned(),
         claimed: true,
