@@ -1,5 +1,5 @@
-//! Build script: compiles the small C++ shim (`src/shim/torch_shim.cpp`) for the two libtorch controls
-//! that `tch` does not bind — deterministic algorithms and ATen's CPU capability — and embeds an rpath to
+//! Build script: compiles the small C++ shim (`src/shim/`: the libtorch controls and facts that `tch` does
+//! not bind, and the portable linear layer's autograd node) and embeds an rpath to
 //! the libtorch directory so the binary runs with no `LD_LIBRARY_PATH`.
 //!
 //! `torch-sys` (links = "tch") prints `cargo:libtorch_lib=<dir>`; cargo hands it to direct dependents
@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 /// The files whose bytes make up the binary, relative to the crate root, in the order they are hashed.
 const CODE_ROOTS: [&str; 5] = ["src", "templates", "Cargo.toml", "Cargo.lock", "build.rs"];
 const CODE_EXTENSIONS: [&str; 6] = ["rs", "cpp", "h", "hpp", "j2", "toml"];
+/// The C++ shim's sources: libtorch controls and facts, and the portable linear layer's autograd node.
+const SHIM_FILES: [&str; 2] = ["src/shim/torch_shim.cpp", "src/shim/portable_linear.cpp"];
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/shim/torch_shim.cpp");
+    for file in SHIM_FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=Cargo.lock");
     for root in CODE_ROOTS {
@@ -55,7 +59,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CXXFLAGS");
     let stamp_path = out_dir.join("hsx_torch_shim.stamp");
     let stamp = {
-        let mut b = std::fs::read("src/shim/torch_shim.cpp").unwrap_or_default();
+        let mut b = Vec::new();
+        for file in SHIM_FILES {
+            b.extend_from_slice(&std::fs::read(file).unwrap_or_default());
+            b.push(0);
+        }
         for part in [
             include.display().to_string(),
             abi.clone(),
@@ -87,7 +95,7 @@ fn main() {
 fn compile_shim(include: &Path, abi: &str) {
     cc::Build::new()
         .cpp(true)
-        .file("src/shim/torch_shim.cpp")
+        .files(SHIM_FILES)
         .include(include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -122,7 +122,12 @@ pub(crate) static PROCESS_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The environment an entry records: OS, CPU, libtorch, threads, hsx version.
 pub fn environment_now() -> Value {
-    crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null))
+    let mut env = crate::provenance::environment(serde_json::to_value(crate::runtime::facts()).unwrap_or(Value::Null));
+    // The CPU matrix multiply T5 and MiniLM run (library, version, the kernel this CPU selects).
+    if let Some(m) = env.as_object_mut() {
+        m.insert("gemm".into(), serde_json::to_value(crate::model::gemm::facts()).unwrap_or(Value::Null));
+    }
+    env
 }
 
 /// The environment a stage's entry records: [`environment_now`] and the stage's code identity

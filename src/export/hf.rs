@@ -160,7 +160,9 @@ fn recorded_rows(v: &RunView<'_>, config: &str, split: &str) -> Result<usize, Ex
 /// Reads every row of an exported JSONL file against its config's schema (exactly its fields, each of
 /// the type the stage wrote); returns the row count. `shown` names the recorded file in errors.
 fn check_rows(path: &Path, cfg: &ConfigDef, shown: &str) -> Result<usize, ExportError> {
-    let f = std::fs::File::open(path).map_err(|e| ExportError::file(path, e))?;
+    // The file was just written into the staging directory: read back below it, no link followed.
+    let f = crate::fsx::open(crate::fsx::dir_of(path), path, crate::fsx::Limit::DATA)
+        .map_err(|e| ExportError::file(path, e))?;
     let names: Vec<&str> = cfg.features.iter().map(|(n, _)| *n).collect();
     let mut rows = 0;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
@@ -250,7 +252,7 @@ pub fn export(v: &RunView<'_>, out: &Path, opts: &HfOptions) -> Result<HfSummary
     if out.exists() {
         std::fs::remove_dir(&out).map_err(|e| ExportError::file(&out, e))?;
     }
-    std::fs::rename(&staging, &out).map_err(|e| ExportError::file(&out, e))?;
+    crate::fsx::publish_dir(&staging, &out).map_err(|e| ExportError::file(&out, e))?;
     for m in &mut models {
         m.dir = out.join("models").join(&m.dir);
     }

@@ -148,7 +148,8 @@ fn artifacts(v: &RunView<'_>) -> Result<Vec<(String, Vec<u8>)>, ExportError> {
     let head = crate::ledger::head::head_path_for(ledger);
     for p in [ledger, head.as_path()] {
         if let (Some(name), true) = (p.file_name(), p.is_file()) {
-            let bytes = std::fs::read(p).map_err(|e| ExportError::file(p, e))?;
+            let limit = if p == ledger { crate::fsx::Limit::LEDGER } else { crate::fsx::Limit::HEAD };
+            let bytes = crate::fsx::read_file(p, limit).map_err(|e| ExportError::file(p, e))?;
             out.push((format!("ledger/{}", name.to_string_lossy()), bytes));
         }
     }

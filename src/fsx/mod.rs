@@ -46,7 +46,8 @@ mod write;
 
 pub use read::{open, open_file, read, read_file, read_file_string, read_string, Bounded};
 pub use write::{
-    check_writable, copy, create_dirs, lock, place_file, remove_file, write, write_opts, write_with, WriteOptions,
+    check_writable, copy, create_dirs, lock, place_file, publish_dir, remove_file, write, write_opts, write_with,
+    WriteOptions,
 };
 
 /// Why a file was not written or read.

@@ -174,6 +174,18 @@ pub fn remove_file(root: &Path, path: &Path) -> Result<bool, FsError> {
     }
 }
 
+/// Moves the directory `from` to `to`, two paths in one directory the user chose (an export staged beside
+/// its destination, then published whole): links in that directory's own path are followed, as for any
+/// path a user names; an existing `to` is never replaced (RENAME_NOREPLACE), so nothing that appeared there
+/// meanwhile is lost.
+pub fn publish_dir(from: &Path, to: &Path) -> Result<(), FsError> {
+    rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, rustix::fs::RenameFlags::NOREPLACE)
+        .map_err(|e| match e {
+            Errno::EXIST | Errno::NOTEMPTY => FsError::refused(to, "appeared while the export was written; nothing replaced"),
+            e => FsError::io(to, e),
+        })
+}
+
 /// Copies the regular file `src` (below `src_root`, at most `limit`) to `dst` (below `dst_root`), through
 /// the same checks as every read and write. Returns the bytes copied.
 pub fn copy(src_root: &Path, src: &Path, limit: Limit, dst_root: &Path, dst: &Path) -> Result<u64, FsError> {

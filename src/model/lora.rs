@@ -5,6 +5,7 @@
 //! own `VarStore` under peft's key names (`base_model.model.<module path>.lora_A.weight`), so the adapter
 //! saves alone as `adapter_model.safetensors`.
 use serde::{Deserialize, Serialize};
+use super::gemm;
 use tch::{nn, Tensor};
 
 /// Which modules get adapters, and their shape.
@@ -66,13 +67,14 @@ impl LoraLinear {
         })
     }
 
-    // x: [..., in] -> [..., out]
+    /// x: [..., in] -> [..., out]. Each product is [`gemm::matmul_t`]: on the CPU in float32 the portable
+    /// multiply, whose bits are the same on every x86-64 CPU with AVX2 and FMA, forward and backward.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.matmul(&self.weight.tr());
+        let y = gemm::matmul_t(x, &self.weight);
         match &self.lora {
             None => y,
             Some(l) => {
-                let z = x.dropout(l.dropout, train).matmul(&l.a.tr()).matmul(&l.b.tr());
+                let z = gemm::matmul_t(&gemm::matmul_t(&x.dropout(l.dropout, train), &l.a), &l.b);
                 y + z * l.scaling
             }
         }

@@ -481,7 +481,7 @@ impl T5 {
         }
         let h = self.decoder.final_layer_norm.forward(&h).dropout(self.decoder.dropout, train);
         let h = if self.cfg.scales_decoder_output() { h * (self.cfg.d_model as f64).powf(-0.5) } else { h };
-        h.matmul(&self.lm_head.as_ref().unwrap_or(&self.shared).tr())
+        super::gemm::matmul_t(&h, self.lm_head.as_ref().unwrap_or(&self.shared))
     }
 
     /// transformers' `_shift_right`: decoder inputs from labels (start token first, -100 → pad).

@@ -17,7 +17,7 @@ pub fn likely_cause(recorded: &Entry, verdict: &Verdict, now: &Value) -> Option<
         return None;
     }
     if recorded.env.pointer("/torch/cuda").is_none_or(Value::is_null) {
-        return None;
+        return cpu_cause(&recorded.env, now);
     }
     let diffs = crate::runtime::gpu_differences(&recorded.env, now);
     (!diffs.is_empty()).then(|| {
@@ -27,6 +27,26 @@ pub fn likely_cause(recorded: &Entry, verdict: &Verdict, now: &Value) -> Option<
             diffs.join("; ")
         )
     })
+}
+
+/// On the CPU: a different matrix multiply kernel or library (`env.gemm`, [`crate::model::gemm::facts`]),
+/// or a recording made before T5's layers took the portable multiply (no `gemm` in its environment).
+fn cpu_cause(recorded: &Value, now: &Value) -> Option<String> {
+    let fact = |env: &Value, key: &str| env.pointer(&format!("/gemm/{key}")).and_then(Value::as_str).map(str::to_owned);
+    let (was, is) = (fact(recorded, "kernel").zip(fact(recorded, "library")), fact(now, "kernel").zip(fact(now, "library")));
+    match (was, is) {
+        (Some(was), Some(is)) if was != is => Some(format!(
+            "likely cause: the CPU matrix multiply differs (recorded {} with the {} kernel, now {} with the {} \
+             kernel); its bits are the same only where the same kernel runs",
+            was.1, was.0, is.1, is.0
+        )),
+        (None, Some(_)) => Some(
+            "possible cause: the recording predates hsx's portable matrix multiply for T5's layers (its environment \
+             names no gemm kernel), so its T5 stages multiplied with MKL's COMPATIBLE branch"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +132,20 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from the report's environment section");
         }
+    }
+
+    #[test]
+    fn a_diverged_cpu_stage_names_a_different_matrix_multiply_kernel() {
+        let (mut entry, _) = fixture();
+        entry.env["torch"]["cuda"] = Value::Null;
+        let env = |kernel: &str| serde_json::json!({"gemm": {"library": "matrixmultiply 0.3.11", "kernel": kernel}});
+        entry.env["gemm"] = env("fma+avx2")["gemm"].clone();
+        let cause = likely_cause(&entry, &Verdict::Diverged, &env("avx")).expect("a cause is named");
+        assert!(cause.contains("recorded matrixmultiply 0.3.11 with the fma+avx2 kernel, now matrixmultiply 0.3.11 with the avx kernel"), "{cause}");
+        assert_eq!(likely_cause(&entry, &Verdict::Diverged, &env("fma+avx2")), None, "same kernel: no cause named");
+        assert_eq!(likely_cause(&entry, &Verdict::Identical, &env("avx")), None);
+        entry.env.as_object_mut().unwrap().remove("gemm");
+        let old = likely_cause(&entry, &Verdict::Diverged, &env("fma+avx2")).expect("an older recording is named");
+        assert!(old.contains("predates"), "{old}");
     }
 }
