@@ -9,9 +9,9 @@
 //! without its AVX-512 kernel, so that every x86-64 processor with AVX2 and FMA (the machines the
 //! `ATEN_CPU_CAPABILITY=avx2` pin already assumes) runs the same 8×8 FMA micro-kernel with the same
 //! fixed blocking (k in blocks of 256): each output element is summed in the same order everywhere.
-//! The output is split between threads in whole 8-row (or 8-column) tiles; an element's result does not
-//! depend on which thread computed it or how many there were, so the bits do not depend on the thread
-//! count either. Operands may have any strides (a transpose is a stride swap): the crate packs them
+//! The output is split into blocks of whole 8-row (or 8-column) tiles, run on libtorch's own intra-op
+//! threads (so they do not compete with its OpenMP team); an element's result does not depend on the
+//! split or on which thread computed it, so the bits do not depend on the thread count either. Operands may have any strides (a transpose is a stride swap): the crate packs them
 //! before the micro-kernel runs, so an operand's layout does not move a result's bits.
 //!
 //! Two entry points:
@@ -94,7 +94,7 @@ fn threads() -> usize {
     usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
 }
 
-/// [`linear`] with the output split between `threads` threads (the result is the same for any count).
+/// [`linear`] with the output split into `threads` blocks (the result is the same for any count).
 pub fn linear_threads(x: &Tensor, w: &Tensor, b: &Tensor, threads: usize) -> Tensor {
     let on_cpu = x.device() == Device::Cpu && w.device() == Device::Cpu;
     let float_matrices = x.kind() == Kind::Float && w.kind() == Kind::Float && x.dim() == 2 && w.dim() == 2;
@@ -210,60 +210,101 @@ struct Operand {
     cs: isize,
 }
 
-/// The output's base pointer; it may cross into scoped threads (each writes its own tiles only).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Operand {}
-unsafe impl Sync for Operand {}
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
+/// One multiply split into blocks of whole 8-row (or 8-column) tiles of the row-major output `c`.
+struct Job {
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    k: usize,
+    /// The output's rows and columns.
+    m: usize,
+    n: usize,
+    by_rows: bool,
+    /// Rows (or columns) per block; the last block takes the rest.
+    per: usize,
+}
 
-/// c[m, n] (row-major) = a[m, k] · b[k, n]. The output is split into at most `threads` blocks of whole
-/// 8-row tiles, or of whole 8-column tiles when there are too few rows (one decoding step); the calling
-/// thread computes the last block.
-unsafe fn sgemm(a: Operand, b: Operand, c: *mut f32, (m, k, n): (usize, usize, usize), threads: usize) {
-    let c = Out(c);
-    // SAFETY (for each call): rows r0..r0+rows and columns c0..c0+cols lie inside the matrices.
-    let block = move |a: Operand, b: Operand, c: Out, (r0, rows): (usize, usize), (c0, cols): (usize, usize)| unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            k,
-            cols,
-            1.0,
-            a.ptr.offset(r0 as isize * a.rs),
-            a.rs,
-            a.cs,
-            b.ptr.offset(c0 as isize * b.cs),
-            b.rs,
-            b.cs,
-            0.0,
-            c.0.add(r0 * n + c0),
-            n as isize,
-            1,
-        )
-    };
-    let by_rows = m.div_ceil(8) >= threads || m >= n;
-    let extent = if by_rows { m } else { n };
-    let threads = threads.min(extent.div_ceil(8)).max(1);
-    let per = extent.div_ceil(threads).div_ceil(8) * 8;
-    std::thread::scope(|s| {
-        let mut start = 0;
-        while start + per < extent {
-            let span = (start, per);
-            if by_rows {
-                s.spawn(move || block(a, b, c, span, (0, n)));
-            } else {
-                s.spawn(move || block(a, b, c, (0, m), span));
-            }
-            start += per;
-        }
-        let last = (start, extent - start);
-        if by_rows {
-            block(a, b, c, last, (0, n))
+impl Job {
+    fn extent(&self) -> usize {
+        if self.by_rows {
+            self.m
         } else {
-            block(a, b, c, (0, m), last)
+            self.n
         }
-    });
+    }
+
+    fn blocks(&self) -> usize {
+        self.extent().div_ceil(self.per)
+    }
+
+    /// Computes block `i` (rows or columns `i·per ..`).
+    ///
+    /// # Safety
+    /// The job's pointers must be valid for its sizes; blocks write disjoint parts of `c`.
+    unsafe fn run(&self, i: usize) {
+        let start = i * self.per;
+        let len = self.per.min(self.extent() - start);
+        let ((r0, rows), (c0, cols)) = if self.by_rows { ((start, len), (0, self.n)) } else { ((0, self.m), (start, len)) };
+        // SAFETY: rows r0..r0+rows and columns c0..c0+cols lie inside the matrices (the caller's contract).
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                self.k,
+                cols,
+                1.0,
+                self.a.ptr.offset(r0 as isize * self.a.rs),
+                self.a.rs,
+                self.a.cs,
+                self.b.ptr.offset(c0 as isize * self.b.cs),
+                self.b.rs,
+                self.b.cs,
+                0.0,
+                self.c.add(r0 * self.n + c0),
+                self.n as isize,
+                1,
+            )
+        }
+    }
+}
+
+type BlockFn = unsafe extern "C" fn(*const std::ffi::c_void, i64);
+
+extern "C" {
+    fn hsx_parallel_blocks(n: i64, f: BlockFn, ctx: *const std::ffi::c_void) -> c_int;
+}
+
+/// The shim's per-block callback: `ctx` is a `&Job`.
+unsafe extern "C" fn run_block(ctx: *const std::ffi::c_void, i: i64) {
+    // SAFETY: `sgemm` passes a live `Job` and block indices below its block count.
+    let job = unsafe { &*(ctx as *const Job) };
+    if std::panic::catch_unwind(|| unsafe { job.run(i as usize) }).is_err() {
+        std::process::abort();
+    }
+}
+
+/// c[m, n] (row-major) = a[m, k] · b[k, n]. The output is split into `blocks` blocks of whole 8-row
+/// tiles, or of whole 8-column tiles when there are too few rows (one decoding step), run on libtorch's
+/// intra-op threads; a block's bits do not depend on the split or on the thread that runs it.
+unsafe fn sgemm(a: Operand, b: Operand, c: *mut f32, (m, k, n): (usize, usize, usize), blocks: usize) {
+    let by_rows = m.div_ceil(8) >= blocks || m >= n;
+    let extent = if by_rows { m } else { n };
+    let blocks = blocks.min(extent.div_ceil(8)).max(1);
+    let per = extent.div_ceil(blocks).div_ceil(8) * 8;
+    let job = Job { a, b, c, k, m, n, by_rows, per };
+    if job.blocks() == 1 {
+        // SAFETY: the caller's contract; one block covers the whole output.
+        unsafe { job.run(0) };
+        return;
+    }
+    // SAFETY: `job` outlives the call; `run_block` reads it and runs blocks below `job.blocks()`.
+    let rc = unsafe { hsx_parallel_blocks(job.blocks() as i64, run_block, &job as *const Job as *const _) };
+    if rc != 0 {
+        // at::parallel_for failed to start its team: compute the blocks here, one after another.
+        for i in 0..job.blocks() {
+            // SAFETY: as above.
+            unsafe { job.run(i) };
+        }
+    }
 }
 
 #[cfg(test)]

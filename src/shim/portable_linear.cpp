@@ -11,6 +11,7 @@
 // them itself, so the layout of an operand does not change a result's bits.
 #include <torch/csrc/autograd/custom_function.h>
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <cstdio>
 #include <exception>
 
@@ -18,6 +19,8 @@ extern "C" {
 // c[m, n] = a[m, k] · b[k, n]; element (i, j) of a is a[i * rsa + j * csa], likewise b; c is row-major.
 typedef void (*hsx_sgemm_fn)(int64_t m, int64_t k, int64_t n, const float* a, int64_t rsa, int64_t csa,
                              const float* b, int64_t rsb, int64_t csb, float* c);
+// One block of a job split by the caller: f(ctx, i) for block i.
+typedef void (*hsx_block_fn)(const void* ctx, int64_t i);
 }
 
 namespace {
@@ -65,6 +68,21 @@ struct PortableLinear : public torch::autograd::Function<PortableLinear> {
 extern "C" {
 
 void hsx_register_sgemm(hsx_sgemm_fn f) { g_sgemm = f; }
+
+// Runs f(ctx, 0) ... f(ctx, n - 1) on libtorch's own intra-op thread team (at::parallel_for), so the
+// portable multiply's blocks run on the threads libtorch already has instead of competing with them (an
+// idle OpenMP worker spins for a while before it sleeps: on 2 cores, extra threads of hsx's own lost most
+// of their time to it). Which thread runs a block does not change its bits. Returns 0, or -1 on failure.
+int hsx_parallel_blocks(int64_t n, hsx_block_fn f, const void* ctx) {
+  try {
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) f(ctx, i);
+    });
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
 
 // *out = x · wᵀ for x [m, k] and w [n, k] (tch tensors), recorded for autograd when either needs a
 // gradient. Returns 0, or -1 with libtorch's message in err.
