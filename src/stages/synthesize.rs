@@ -67,6 +67,17 @@ pub struct SynthesizeMetrics {
     pub full_text_sensitivity: Option<Sensitivity>,
     pub thresholds: Thresholds,
     pub embedding_model: String,
+    /// The sampler that drew the candidates ([`crate::model::SAMPLER`]); absent from entries written by
+    /// the host sampler ([`crate::model::SAMPLER_HOST_V1`]), which predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+}
+
+impl SynthesizeMetrics {
+    /// The sampler of this entry: the recorded one, or the host sampler for entries without the field.
+    pub fn sampler(&self) -> &str {
+        self.sampler.as_deref().unwrap_or(crate::model::SAMPLER_HOST_V1)
+    }
 }
 
 /// One strategy's candidates. Each reason of `filter_order` has a count in `first_failing` and
@@ -193,8 +204,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut attempts = 0usize;
     let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
-    let mut round_no = 0u64;
-    let gen = |prompts: &[String], salt: u64, max_new: usize| {
+    // Every pick of a seed example gets the next ordinal: its index in the stage's stream of prompts, the
+    // key of its sampling stream (crate::model::generate), so a candidate does not depend on its batch.
+    let mut picked = 0u64;
+    let gen = |prompts: &[String], keys: &[u64], salt: u64, max_new: usize| {
         let o = GenerateOptions {
             max_new_tokens: max_new,
             min_new_tokens: 0,
@@ -203,11 +216,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             seed: seed ^ salt,
             bf16: ctx.cfg.runtime.bf16(),
         };
-        generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens, None)
+        generate_texts(&m, prompts, keys, &o, s.batch_size, cfg.train.max_input_tokens, None)
     };
     while accepted.len() < target && attempts < cap {
         progress.items(attempts, cap, &format!("{} of {target} passed", accepted.len()));
-        round_no += 1;
         // One round: a batch of seed examples per strategy, in proportion to the shares.
         let want = (target - accepted.len()).min(cap - attempts).min(s.batch_size * 4).max(1);
         let mut cands: Vec<SyntheticRow> = Vec::new();
@@ -218,7 +230,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             }
             let picks: Vec<&QaExample> =
                 (0..n).map(|_| &human[rand::Rng::gen_range(&mut rng, 0..human.len())]).collect();
-            let salt = round_no * 16 + k as u64;
+            let keys: Vec<u64> = (picked..picked + n as u64).collect();
+            picked += n as u64;
+            // One seed per generation task (strategy k, and k + 8 for question variants' answers).
+            let salt = k as u64;
             match strat {
                 Strategy::QuestionVariants => {
                     let qs = gen(
@@ -226,11 +241,13 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                             .iter()
                             .map(|e| synth::question_variant_prompt(&e.context, &e.question))
                             .collect::<Vec<_>>(),
+                        &keys,
                         salt,
                         48,
                     )?;
                     let ans = gen(
                         &picks.iter().zip(&qs).map(|(e, q)| synth::answer_prompt(&e.context, q)).collect::<Vec<_>>(),
+                        &keys,
                         salt + 8,
                         32,
                     )?;
@@ -254,6 +271,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                 Strategy::ContextAugmentation => {
                     let ctxs = gen(
                         &picks.iter().map(|e| synth::context_prompt(&e.question, &e.answer)).collect::<Vec<_>>(),
+                        &keys,
                         salt,
                         s.max_new_tokens,
                     )?;
@@ -273,8 +291,12 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
                     }
                 }
                 Strategy::AnswerExpansion => {
-                    let outs =
-                        gen(&picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(), salt, 64)?;
+                    let outs = gen(
+                        &picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(),
+                        &keys,
+                        salt,
+                        64,
+                    )?;
                     for (e, o) in picks.iter().zip(outs) {
                         match synth::parse_expansion(&o) {
                             Some((q, a)) if degenerate(&q) || degenerate(&a) => {
@@ -424,6 +446,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         full_text_sensitivity: Some(sensitivity),
         thresholds: Thresholds::of(f),
         embedding_model: "all-MiniLM-L6-v2".into(),
+        sampler: Some(crate::model::SAMPLER.into()),
     };
     let outputs =
         vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())];
