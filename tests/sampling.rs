@@ -4,7 +4,9 @@
 //! On the committed tiny T5 fixture, on the CPU.
 mod common;
 
-use hsx::model::{dataset_keys, generate, generate_keyed, generate_texts, load_t5, GenerateOptions, LoadedT5};
+use hsx::model::{
+    dataset_keys, generate, generate_keyed, generate_texts, generate_texts_capped, load_t5, GenerateOptions, LoadedT5,
+};
 
 const WORDS: [&str; 8] = ["river", "store", "friend", "rain", "morning", "cat", "work", "choices"];
 
@@ -87,4 +89,32 @@ fn texts_do_not_depend_on_the_batch_size_or_the_prompts_beside_them() {
     // A key list of the wrong length is an error, not a panic.
     let e = generate_texts(&m, &p, &keys[1..], &opts, 8, 64, None).unwrap_err().to_string();
     assert!(e.contains("64 prompts but 63 sampling keys"), "{e}");
+}
+
+/// Point 4 of issue 32: prompts of different tasks (different caps on new tokens) share full batches, and
+/// each text is what its task's own, part-empty batches gave.
+#[test]
+fn mixed_caps_in_full_batches_give_what_each_task_gives_alone() {
+    let m = model();
+    let p = prompts();
+    let keys = dataset_keys(p.len());
+    let caps: Vec<usize> = (0..p.len()).map(|i| [3, 12, 7][i % 3]).collect();
+    let opts = GenerateOptions { max_new_tokens: 12, ..sampled(8, 0.9) };
+    let mixed = generate_texts_capped(&m, &p, &keys, Some(&caps), &opts, 16, 64, None).unwrap();
+    let mut alone = vec![String::new(); p.len()];
+    for cap in [3, 12, 7] {
+        let idx: Vec<usize> = (0..p.len()).filter(|&i| caps[i] == cap).collect();
+        let sub: Vec<String> = idx.iter().map(|&i| p[i].clone()).collect();
+        let sub_keys: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+        let o = GenerateOptions { max_new_tokens: cap, ..opts.clone() };
+        for (t, &i) in generate_texts(&m, &sub, &sub_keys, &o, 16, 64, None).unwrap().into_iter().zip(&idx) {
+            alone[i] = t;
+        }
+    }
+    assert_eq!(mixed, alone);
+    // The caps bite: some 3-token texts are shorter than the same prompt's 12-token text.
+    let long = generate_texts(&m, &p, &keys, &opts, 16, 64, None).unwrap();
+    assert!((0..p.len()).any(|i| caps[i] == 3 && mixed[i] != long[i]), "a cap of 3 never cut a text");
+    let e = generate_texts_capped(&m, &p, &keys, Some(&caps[1..]), &opts, 8, 64, None).unwrap_err().to_string();
+    assert!(e.contains("64 prompts but 63 token caps"), "{e}");
 }

@@ -104,7 +104,26 @@ pub fn generate(model: &T5, inputs: &[Vec<i64>], opts: &GenerateOptions) -> Vec<
 /// [`generate`] with each row's sampling key given: `keys[i]` is row `i`'s index in its dataset, so its
 /// samples do not depend on the batch it runs in. Panics if `keys` and `inputs` differ in length.
 pub fn generate_keyed(model: &T5, inputs: &[Vec<i64>], keys: &[u64], opts: &GenerateOptions) -> Vec<Vec<i64>> {
+    generate_rows(model, inputs, keys, None, opts)
+}
+
+/// [`generate_keyed`] with an optional per-row cap on new tokens: row `i` stops after
+/// `min(limits[i], opts.max_new_tokens)` tokens (marked finished on the device, so a batch of rows with
+/// different caps ends with its longest row). Because a row's tokens depend on its own prefix only, a row
+/// capped at `n` in a mixed batch gives exactly what it gives alone with `max_new_tokens = n`: prompts
+/// of different tasks can share full batches. Panics if `keys` or `limits` differ from `inputs` in length.
+pub fn generate_rows(
+    model: &T5,
+    inputs: &[Vec<i64>],
+    keys: &[u64],
+    limits: Option<&[usize]>,
+    opts: &GenerateOptions,
+) -> Vec<Vec<i64>> {
     assert_eq!(inputs.len(), keys.len(), "one sampling key per input row");
+    if let Some(l) = limits {
+        assert_eq!(inputs.len(), l.len(), "one token cap per input row");
+    }
+    let cap = |i: usize| limits.map_or(opts.max_new_tokens, |l| l[i].min(opts.max_new_tokens));
     if inputs.is_empty() {
         return Vec::new();
     }
@@ -122,6 +141,10 @@ pub fn generate_keyed(model: &T5, inputs: &[Vec<i64>], keys: &[u64], opts: &Gene
         let mut cache = DecoderCache::default();
         let mut next = Tensor::full([b, 1], model.cfg.decoder_start_token_id as i64, (Kind::Int64, device));
         let mut done = Tensor::zeros([b, 1], (Kind::Bool, device));
+        let limit_t = limits.map(|_| {
+            let caps: Vec<i64> = (0..inputs.len()).map(|i| cap(i) as i64).collect();
+            Tensor::from_slice(&caps).view([b, 1]).to_device(device)
+        });
         let mut steps: Vec<Tensor> = Vec::with_capacity(opts.max_new_tokens);
         for step_no in 0..opts.max_new_tokens {
             let logits = crate::runtime::with_bf16_autocast(opts.bf16, device, || {
@@ -140,6 +163,9 @@ pub fn generate_keyed(model: &T5, inputs: &[Vec<i64>], keys: &[u64], opts: &Gene
             }; // [b, 1]
             next = tok.where_self(&done.logical_not(), &pad_t);
             done = done.logical_or(&next.eq(eos));
+            if let Some(l) = &limit_t {
+                done = done.logical_or(&l.le(step_no as i64 + 1));
+            }
             steps.push(next.shallow_clone());
             if (step_no + 1) % DONE_CHECK_EVERY == 0 && done.all().to_kind(Kind::Int64).int64_value(&[]) != 0 {
                 break;
@@ -153,9 +179,13 @@ pub fn generate_keyed(model: &T5, inputs: &[Vec<i64>], keys: &[u64], opts: &Gene
         let flat = Vec::<i64>::try_from(all.view([-1])).expect("int64 token ids");
         flat.chunks(n)
             .take(inputs.len())
-            .map(|row| match row.iter().position(|&t| t == eos) {
-                Some(e) => row[..=e].to_vec(),
-                None => row.to_vec(),
+            .enumerate()
+            .map(|(i, row)| {
+                let row = &row[..cap(i).min(row.len())];
+                match row.iter().position(|&t| t == eos) {
+                    Some(e) => row[..=e].to_vec(),
+                    None => row.to_vec(),
+                }
             })
             .collect()
     })
@@ -193,11 +223,35 @@ pub fn generate_texts(
     max_input: usize,
     progress: Option<&dyn super::train::TrainProgress>,
 ) -> Result<Vec<String>, super::ModelError> {
+    generate_texts_capped(m, prompts, keys, None, opts, batch, max_input, progress)
+}
+
+/// [`generate_texts`] with an optional per-prompt cap on new tokens ([`generate_rows`]): prompts of
+/// different tasks (and caps) fill the same batches, each text what it would be alone. An error if `keys`
+/// or `limits` and `prompts` differ in length.
+#[allow(clippy::too_many_arguments)] // generate_texts' arguments and the caps; a struct would only rename them
+pub fn generate_texts_capped(
+    m: &super::LoadedT5,
+    prompts: &[String],
+    keys: &[u64],
+    limits: Option<&[usize]>,
+    opts: &GenerateOptions,
+    batch: usize,
+    max_input: usize,
+    progress: Option<&dyn super::train::TrainProgress>,
+) -> Result<Vec<String>, super::ModelError> {
     if keys.len() != prompts.len() {
         return Err(super::ModelError::Config(format!(
             "generate_texts: {} prompts but {} sampling keys",
             prompts.len(),
             keys.len()
+        )));
+    }
+    if let Some(l) = limits.filter(|l| l.len() != prompts.len()) {
+        return Err(super::ModelError::Config(format!(
+            "generate_texts: {} prompts but {} token caps",
+            prompts.len(),
+            l.len()
         )));
     }
     let ids: Vec<Vec<i64>> =
@@ -209,7 +263,8 @@ pub fn generate_texts(
     for chunk in &batches {
         let rows: Vec<Vec<i64>> = chunk.iter().map(|&i| ids[i].clone()).collect();
         let row_keys: Vec<u64> = chunk.iter().map(|&i| keys[i]).collect();
-        let gen = generate_keyed(&m.model, &rows, &row_keys, opts);
+        let row_caps: Option<Vec<usize>> = limits.map(|l| chunk.iter().map(|&i| l[i]).collect());
+        let gen = generate_rows(&m.model, &rows, &row_keys, row_caps.as_deref(), opts);
         for (j, &i) in chunk.iter().enumerate() {
             out[i] = m.tokenizer.decode(&gen[j])?.trim().to_owned();
         }
