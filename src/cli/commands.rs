@@ -515,7 +515,8 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
             hsx::bench::train(model, data, *batch, *threads, hsx::model::parse_device(device)?, *bf16)?
         }
         BenchCommand::Generate { model, ids, new_tokens, threads, reps, device, bf16, temperature, top_p } => {
-            if !(*temperature >= 0.0 && temperature.is_finite()) || !(*top_p > 0.0 && *top_p <= 1.0) {
+            let valid = temperature.is_finite() && *temperature >= 0.0 && *top_p > 0.0 && *top_p <= 1.0;
+            if !valid {
                 bail!("--temperature must be 0 or positive and --top-p in (0, 1], got {temperature} and {top_p}");
             }
             let sampling = hsx::bench::Sampling { temperature: *temperature, top_p: *top_p };
