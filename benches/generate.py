@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; above 0, sampled on both sides")
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--hsx", default=os.path.join(ROOT, "target/release/hsx"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -76,6 +78,8 @@ def main():
         mask = torch.ones_like(ids)
         kw = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False, num_beams=1,
                   use_cache=True, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+        if a.temperature > 0:
+            kw.update(do_sample=True, temperature=a.temperature, top_p=a.top_p, top_k=0)
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             model.generate(input_ids=ids, attention_mask=mask, **kw)
             times = []
@@ -88,13 +92,15 @@ def main():
         assert out.shape[1] == a.new_tokens + 1
         py = a.batch * a.new_tokens / statistics.median(times)
         r = subprocess.run([hsx, "bench", "generate", "--model", d, "--ids", ids_path, "--new-tokens", str(a.new_tokens),
-                            "--threads", str(a.threads), "--reps", str(a.reps), "--device", a.device]
+                            "--threads", str(a.threads), "--reps", str(a.reps), "--device", a.device,
+                            "--temperature", str(a.temperature), "--top-p", str(a.top_p)]
                            + (["--bf16"] if a.bf16 else []), capture_output=True, text=True, check=True)
         rs = json.loads(r.stdout)["tokens_per_s"]
         results.append((size, py, rs))
         print(f"{size}: transformers {py:.1f} tok/s, hsx {rs:.1f} tok/s, ratio hsx/transformers {rs / py:.2f}"
               f" (batch {a.batch}, input {a.input_len}, {a.new_tokens} new tokens, {a.threads} threads,"
-              f" {a.device}{', bf16' if a.bf16 else ''})", flush=True)
+              f" {a.device}{', bf16' if a.bf16 else ''}"
+              f"{f', sampled T = {a.temperature}, top-p {a.top_p}' if a.temperature > 0 else ', greedy'})", flush=True)
 
 
 if __name__ == "__main__":

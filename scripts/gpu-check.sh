@@ -28,7 +28,8 @@
 #   generation   on the same model, two identical greedy and two identical sampled (T = 0.7, seeded)
 #                generations (`hsx generate --device cuda --bf16`: 64 answer prompts, 64 new tokens, as the
 #                pipeline's batches), token ids compared bit for bit
-#   throughput   benches/generate.py and benches/train_lora.py at flan-t5-base's size on CUDA in bf16,
+#   throughput   benches/generate.py (greedy, and sampled at T = 0.7, top-p 0.9) and benches/train_lora.py at
+#                flan-t5-base's size on CUDA in bf16,
 #                hsx against transformers (+ peft) on the same GPU in the same run
 set -uo pipefail
 
@@ -62,7 +63,7 @@ want() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 # The table: one row per check, filled as the steps run.
 declare -A RESULT DETAIL
-ROWS=(gpu build t5 lora bf16 determinism gen_greedy gen_sampled generate train rehearsal cuda_facts)
+ROWS=(gpu build t5 lora bf16 determinism gen_greedy gen_sampled generate generate_sampled train rehearsal cuda_facts)
 declare -A LABEL=(
     [gpu]="GPU, driver, libtorch"
     [build]="build"
@@ -73,6 +74,7 @@ declare -A LABEL=(
     [gen_greedy]="two identical greedy generations, flan-t5-base shape, bf16, bit for bit"
     [gen_sampled]="two identical sampled generations (T = 0.7, seeded), flan-t5-base shape, bf16, bit for bit"
     [generate]="greedy generation, flan-t5-base shape, bf16: hsx / transformers"
+    [generate_sampled]="sampled generation (T = 0.7, top-p 0.9), flan-t5-base shape, bf16: hsx / transformers"
     [train]="LoRA training, flan-t5-base shape, bf16: hsx / transformers+peft"
     [rehearsal]="base-profile rehearsal on CUDA (configs/base-rehearsal.toml)"
     [cuda_facts]="GPU facts in every CUDA entry of the rehearsal (env.torch.cuda)"
@@ -318,6 +320,14 @@ if want throughput; then
     else
         RESULT[generate]="FAILED (see $LOG)"
     fi
+    if g=$("$PY" benches/generate.py --sizes base --device cuda --bf16 --batch 64 --input-len 256 --new-tokens 64 \
+        --temperature 0.7 --top-p 0.9 --hsx "$HSX" 2>>"$LOG"); then
+        echo "$g" >>"$LOG"
+        RESULT[generate_sampled]=$(echo "$g" | grep -o 'ratio hsx/transformers [0-9.]*' | sed 's/ratio hsx\/transformers /**/; s/$/×**/')
+        DETAIL[generate_sampled]=$(echo "$g" | sed 's/^base: //; s/, ratio.*(/ (/')
+    else
+        RESULT[generate_sampled]="FAILED (see $LOG)"
+    fi
     if t=$("$PY" benches/train_lora.py --sizes base --device cuda --bf16 --examples 4096 --hsx "$HSX" 2>>"$LOG"); then
         echo "$t" >>"$LOG"
         RESULT[train]=$(echo "$t" | grep -o 'ratio hsx/peft [0-9.]*' | sed 's/ratio hsx\/peft /**/; s/$/×**/')
@@ -325,7 +335,7 @@ if want throughput; then
     else
         RESULT[train]="FAILED (see $LOG)"
     fi
-    say "throughput: generate ${RESULT[generate]}, train ${RESULT[train]}"
+    say "throughput: generate ${RESULT[generate]}, sampled ${RESULT[generate_sampled]}, train ${RESULT[train]}"
 fi
 
 table | tee "$OUT/results.md"

@@ -151,7 +151,16 @@ pub fn train(
               "trainable_parameters": rep.trainable_parameters, "total_parameters": rep.total_parameters}))
 }
 
-/// Greedy generation of exactly `new_tokens` per row over one batch of token ids.
+/// How [`generate`] chooses tokens: temperature 0 is greedy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_p: f64,
+}
+
+/// Generation of exactly `new_tokens` per row over one batch of token ids: greedy, or sampled with the
+/// stages' sampler ([`crate::model::SAMPLER`]).
+#[allow(clippy::too_many_arguments)] // one per command-line option of `hsx bench generate`
 pub fn generate(
     model: &Path,
     ids: &Path,
@@ -160,13 +169,21 @@ pub fn generate(
     reps: usize,
     device: tch::Device,
     bf16: bool,
+    sampling: Sampling,
 ) -> Result<Value, BenchError> {
     use crate::model::{generate, load_t5, GenerateOptions};
     crate::runtime::set_threads(threads);
     let m = load_t5(model, device)?;
     let rows: Vec<Vec<i64>> = read_json(ids)?;
     // Exactly `new_tokens` per row, as the Python peer does with min_new_tokens = max_new_tokens.
-    let opts = GenerateOptions { max_new_tokens: new_tokens, min_new_tokens: new_tokens, bf16, ..Default::default() };
+    let opts = GenerateOptions {
+        max_new_tokens: new_tokens,
+        min_new_tokens: new_tokens,
+        bf16,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        ..Default::default()
+    };
     let _ = generate(&m.model, &rows, &opts);
     let mut times = Vec::new();
     for _ in 0..reps.max(1) {
@@ -180,6 +197,7 @@ pub fn generate(
     let med = median(times.clone());
     Ok(
         json!({"impl": "hsx", "batch": rows.len(), "new_tokens": new_tokens, "threads": threads, "device": format!("{device:?}"), "bf16": bf16,
+              "temperature": sampling.temperature, "top_p": sampling.top_p, "sampler": crate::model::SAMPLER,
               "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}),
     )
 }

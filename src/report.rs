@@ -112,6 +112,11 @@ pub fn context(ledger: &Ledger, entries: &[Entry]) -> Result<Value, ReportError>
         "metrics": metrics,
         "metric_titles": registry::METRICS.iter().map(|m| (m.key.to_string(), json!(m.title))).collect::<serde_json::Map<_, _>>(),
         "filters": filter_rows(&read_record::<SynthesizeMetrics>(by[Stage::Synthesize.name()])?.0)?,
+        // The sampler each sampling stage used (entries that predate the field: the host sampler).
+        "samplers": {
+            "contaminate": read_record::<crate::stages::contaminate::ContaminateMetrics>(by[Stage::Contaminate.name()])?.0.sampler(),
+            "synthesize": read_record::<SynthesizeMetrics>(by[Stage::Synthesize.name()])?.0.sampler(),
+        },
         "strategies": Strategy::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "total_wall_seconds": (total * 10.0f64).round() / 10.0,
         // `ledger head: seq N, sha256 H` of the entries rendered; `hsx verify` checks a REPORT.md citing it.

@@ -8,7 +8,7 @@ fn gpu_check(args: &[&str]) -> Output {
     Command::new("bash").arg(common::repo_path("scripts/gpu-check.sh")).args(args).output().expect("bash runs")
 }
 
-const ROWS: [&str; 12] = [
+const ROWS: [&str; 13] = [
     "| GPU, driver, libtorch | not run |",
     "| build | not run |",
     "| T5 parity with transformers on CUDA (tests/t5_parity.rs) | not run |",
@@ -18,6 +18,7 @@ const ROWS: [&str; 12] = [
     "| two identical greedy generations, flan-t5-base shape, bf16, bit for bit | not run |",
     "| two identical sampled generations (T = 0.7, seeded), flan-t5-base shape, bf16, bit for bit | not run |",
     "| greedy generation, flan-t5-base shape, bf16: hsx / transformers | not run |",
+    "| sampled generation (T = 0.7, top-p 0.9), flan-t5-base shape, bf16: hsx / transformers | not run |",
     "| LoRA training, flan-t5-base shape, bf16: hsx / transformers+peft | not run |",
     "| base-profile rehearsal on CUDA (configs/base-rehearsal.toml) | not run |",
     "| GPU facts in every CUDA entry of the rehearsal (env.torch.cuda) | not run |",

@@ -96,6 +96,12 @@ pub enum BenchCommand {
         /// Under bf16 autocast (the base profile's precision).
         #[arg(long)]
         bf16: bool,
+        /// 0 = greedy; above 0, sampled with the stages' sampler (seed 42, row i keyed by i).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Nucleus sampling's top-p (with --temperature above 0).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
     },
     /// Filters 1, 2, 4 and 5 (exact duplicate, 8-gram overlap, MinHash-LSH, length) over candidates
     /// against a seed set; candidates per second.

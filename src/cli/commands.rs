@@ -448,7 +448,7 @@ struct InputLine {
 }
 
 pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
-    use hsx::model::{generate, load_t5, parse_device, GenerateOptions};
+    use hsx::model::{generate_keyed, load_t5, parse_device, GenerateOptions};
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         bail!("--temperature must be 0 (greedy) or positive, got {}", a.temperature);
     }
@@ -476,17 +476,18 @@ pub fn generate(out: Out, a: &GenerateArgs) -> Result<u8> {
     }?;
     let ids: Vec<Vec<i64>> = texts.iter().map(|t| m.tokenizer.encode(t, None)).collect::<Result<_, _>>()?;
     const BATCH: usize = 32;
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        min_new_tokens: 0,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        bf16: a.bf16,
+    };
     for (k, chunk) in ids.chunks(BATCH).enumerate() {
-        // Each batch samples from its own stream: seed + batch index.
-        let opts = GenerateOptions {
-            max_new_tokens: a.max_new_tokens,
-            min_new_tokens: 0,
-            temperature: a.temperature,
-            top_p: a.top_p,
-            seed: a.seed.wrapping_add(k as u64),
-            bf16: a.bf16,
-        };
-        let outs = generate(&m.model, chunk, &opts);
+        // Input i samples from its own stream, keyed by i: the batching does not change the outputs.
+        let keys: Vec<u64> = (k * BATCH..k * BATCH + chunk.len()).map(|i| i as u64).collect();
+        let outs = generate_keyed(&m.model, chunk, &keys, &opts);
         for (j, o) in outs.iter().enumerate() {
             let i = k * BATCH + j;
             let text = m.tokenizer.decode(o)?;
@@ -513,8 +514,14 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
         BenchCommand::Train { model, data, batch, threads, device, bf16 } => {
             hsx::bench::train(model, data, *batch, *threads, hsx::model::parse_device(device)?, *bf16)?
         }
-        BenchCommand::Generate { model, ids, new_tokens, threads, reps, device, bf16 } => {
-            hsx::bench::generate(model, ids, *new_tokens, *threads, *reps, hsx::model::parse_device(device)?, *bf16)?
+        BenchCommand::Generate { model, ids, new_tokens, threads, reps, device, bf16, temperature, top_p } => {
+            let valid = temperature.is_finite() && *temperature >= 0.0 && *top_p > 0.0 && *top_p <= 1.0;
+            if !valid {
+                bail!("--temperature must be 0 or positive and --top-p in (0, 1], got {temperature} and {top_p}");
+            }
+            let sampling = hsx::bench::Sampling { temperature: *temperature, top_p: *top_p };
+            let device = hsx::model::parse_device(device)?;
+            hsx::bench::generate(model, ids, *new_tokens, *threads, *reps, device, *bf16, sampling)?
         }
     };
     print_json(&record);

@@ -23,7 +23,10 @@ pub mod tokenizer;
 pub mod train;
 pub mod usage;
 
-pub use generate::{generate, generate_texts, GenerateOptions};
+pub use generate::{
+    dataset_keys, generate, generate_keyed, generate_rows, generate_texts, generate_texts_capped, GenerateOptions,
+    SAMPLER, SAMPLER_HOST_V1,
+};
 pub use t5::{T5Config, T5};
 pub use tokenizer::TextTokenizer;
 

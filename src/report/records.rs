@@ -80,3 +80,28 @@ pub fn entry_record(e: &Entry) -> Result<Value, ReportError> {
         Stage::Report => typed::<ReportMetrics>(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SAMPLER, SAMPLER_HOST_V1};
+
+    /// A sampling entry names its sampler; one written before the field reads as the host sampler.
+    #[test]
+    fn entries_name_their_sampler_and_old_ones_read_as_the_host_sampler() {
+        let old = serde_json::json!({
+            "rows": 2, "ai": 1, "paraphrase": 1, "answer_difference_rate": 0.5, "answer_difference_rate_ai": 1.0,
+            "answer_difference_rate_paraphrase": 0.0, "mean_answer_words_before": 3.0,
+            "mean_answer_words_after": 4.0, "empty_outputs": 0, "retried": 0, "temperature": 0.7
+        });
+        let read = |v: &Value| serde_json::from_value::<ContaminateMetrics>(v.clone()).unwrap();
+        assert_eq!(read(&old).sampler(), SAMPLER_HOST_V1);
+        let mut new = old.clone();
+        new["sampler"] = SAMPLER.into();
+        let m = read(&new);
+        assert_eq!(m.sampler(), SAMPLER);
+        // Written back as it was read: the old entry without the field, the new one with it.
+        assert_eq!(serde_json::to_value(read(&old)).unwrap(), old);
+        assert_eq!(serde_json::to_value(m).unwrap(), new);
+    }
+}

@@ -13,7 +13,7 @@ use crate::data::{self, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::metrics::squad;
-use crate::model::{generate_texts, GenerateOptions};
+use crate::model::{dataset_keys, generate_texts, GenerateOptions};
 use crate::synth::{self, ContaminatedRow};
 
 /// The contaminate stage's parameters: the config's `[contaminate]`, the prompt length and `[runtime]`.
@@ -53,6 +53,17 @@ pub struct ContaminateMetrics {
     pub answer_vocabulary: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human_answer_vocabulary: Option<usize>,
+    /// The sampler that drew the answers ([`crate::model::SAMPLER`]); absent from entries written by the
+    /// host sampler ([`crate::model::SAMPLER_HOST_V1`]), which predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+}
+
+impl ContaminateMetrics {
+    /// The sampler of this entry: the recorded one, or the host sampler for entries without the field.
+    pub fn sampler(&self) -> &str {
+        self.sampler.as_deref().unwrap_or(crate::model::SAMPLER_HOST_V1)
+    }
 }
 
 /// One value per kind of contaminated answer.
@@ -108,8 +119,15 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         bf16: ctx.cfg.runtime.bf16(),
     };
     let progress = ctx.trainer();
-    let mut answers =
-        generate_texts(&m, &prompts, &opts, c.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
+    let mut answers = generate_texts(
+        &m,
+        &prompts,
+        &dataset_keys(prompts.len()),
+        &opts,
+        c.batch_size,
+        cfg.train.max_input_tokens,
+        Some(progress.as_ref()),
+    )?;
     let mut attempts = vec![1usize; human.len()];
     for retry in 1..=c.empty_retries {
         let empty: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].is_empty()).collect();
@@ -117,8 +135,10 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
             break;
         }
         let p: Vec<String> = empty.iter().map(|&i| prompts[i].clone()).collect();
+        // A retry draws from other streams (its own seed), each row keyed by its index in the dataset.
         let o = GenerateOptions { seed: seed.wrapping_add(1_000_003 * retry as u64), ..opts.clone() };
-        let again = generate_texts(&m, &p, &o, c.batch_size, cfg.train.max_input_tokens, None)?;
+        let keys: Vec<u64> = empty.iter().map(|&i| i as u64).collect();
+        let again = generate_texts(&m, &p, &keys, &o, c.batch_size, cfg.train.max_input_tokens, None)?;
         for (j, &i) in empty.iter().enumerate() {
             answers[i] = again[j].clone();
             attempts[i] += 1;
@@ -171,6 +191,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         vs_human_by_kind: Some(ByKind { ai: vs_human(Some("ai")), paraphrase: vs_human(Some("paraphrase")) }),
         answer_vocabulary: Some(vocabulary_size(rows.iter().map(|r| r.answer.as_str()))),
         human_answer_vocabulary: Some(vocabulary_size(human.iter().map(|h| h.answer.as_str()))),
+        sampler: Some(crate::model::SAMPLER.into()),
     };
     StageOutcome::of(vec![(Root::Run, "contaminate/ai_contaminated.jsonl".into())], &metrics)
 }

@@ -14,7 +14,7 @@ use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::metrics::registry::{self, ScoreRow};
 use crate::metrics::Metric;
 use crate::model::adapter::load_with_adapter;
-use crate::model::{generate_texts, GenerateOptions};
+use crate::model::{dataset_keys, generate_texts, GenerateOptions};
 
 /// A row of `predictions.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,8 +117,15 @@ pub fn run(ctx: &StageCtx, model: Model) -> Result<StageOutcome, PipelineError> 
     let opts =
         GenerateOptions { max_new_tokens: cfg.eval.max_new_tokens, bf16: cfg.runtime.bf16(), ..Default::default() };
     let progress = ctx.trainer();
-    let preds =
-        generate_texts(&m, &prompts, &opts, cfg.eval.batch_size, cfg.train.max_input_tokens, Some(progress.as_ref()))?;
+    let preds = generate_texts(
+        &m,
+        &prompts,
+        &dataset_keys(prompts.len()),
+        &opts,
+        cfg.eval.batch_size,
+        cfg.train.max_input_tokens,
+        Some(progress.as_ref()),
+    )?;
     let refs: Vec<String> = test.iter().map(|e| e.answer.clone()).collect();
     let mut per =
         crate::metrics::lexical(&preds, &refs, &[Metric::Em, Metric::F1, Metric::Rouge], cfg.eval.rouge_stemmer);

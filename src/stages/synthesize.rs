@@ -14,7 +14,7 @@ use crate::data::{self, stats::round6, QaExample};
 use crate::error::PipelineError;
 use crate::ledger::{Determinism, Root, StageOutcome, StageSpec};
 use crate::model::adapter::load_with_adapter;
-use crate::model::{generate_texts, GenerateOptions};
+use crate::model::{generate_texts_capped, GenerateOptions};
 use crate::synth::filters::{self, Fields, FilterState, Part, Scope, Thresholds};
 use crate::synth::{self, QuotedExample, Strategy, SyntheticRow};
 
@@ -67,6 +67,17 @@ pub struct SynthesizeMetrics {
     pub full_text_sensitivity: Option<Sensitivity>,
     pub thresholds: Thresholds,
     pub embedding_model: String,
+    /// The sampler that drew the candidates ([`crate::model::SAMPLER`]); absent from entries written by
+    /// the host sampler ([`crate::model::SAMPLER_HOST_V1`]), which predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+}
+
+impl SynthesizeMetrics {
+    /// The sampler of this entry: the recorded one, or the host sampler for entries without the field.
+    pub fn sampler(&self) -> &str {
+        self.sampler.as_deref().unwrap_or(crate::model::SAMPLER_HOST_V1)
+    }
 }
 
 /// One strategy's candidates. Each reason of `filter_order` has a count in `first_failing` and
@@ -193,105 +204,101 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut attempts = 0usize;
     let mut counts: BTreeMap<Strategy, Counts> = Strategy::ALL.iter().map(|s| (*s, Counts::default())).collect();
-    let mut round_no = 0u64;
-    let gen = |prompts: &[String], salt: u64, max_new: usize| {
+    // Every pick of a seed example gets the next ordinal `j`, its index in the stage's stream of prompts:
+    // its first generation samples with key 2j, a question variant's answer with key 2j + 1
+    // (crate::model::generate), so a candidate does not depend on the batch it ran in. That is what lets a
+    // round send all three strategies' prompts through one queue of full batches, each prompt with its
+    // task's cap on new tokens.
+    let mut picked = 0u64;
+    let gen = |prompts: &[String], keys: &[u64], caps: &[usize]| {
         let o = GenerateOptions {
-            max_new_tokens: max_new,
+            max_new_tokens: caps.iter().copied().max().unwrap_or(0),
             min_new_tokens: 0,
             temperature: s.temperature,
             top_p: s.top_p,
-            seed: seed ^ salt,
+            seed,
             bf16: ctx.cfg.runtime.bf16(),
         };
-        generate_texts(&m, prompts, &o, s.batch_size, cfg.train.max_input_tokens, None)
+        generate_texts_capped(&m, prompts, keys, Some(caps), &o, s.batch_size, cfg.train.max_input_tokens, None)
     };
     while accepted.len() < target && attempts < cap {
         progress.items(attempts, cap, &format!("{} of {target} passed", accepted.len()));
-        round_no += 1;
-        // One round: a batch of seed examples per strategy, in proportion to the shares.
+        // One round: seed examples for each strategy, in proportion to the shares.
         let want = (target - accepted.len()).min(cap - attempts).min(s.batch_size * 4).max(1);
         let mut cands: Vec<SyntheticRow> = Vec::new();
         let mut malformed: Vec<(Strategy, String, String)> = Vec::new();
-        for (k, (strat, n)) in Strategy::ALL.iter().zip(allocate(want, &shares)).enumerate() {
-            if n == 0 {
-                continue;
+        // The round's picks, strategy by strategy, and their first prompts in one queue.
+        let mut picks: Vec<(Strategy, &QaExample, u64)> = Vec::new();
+        for (strat, n) in Strategy::ALL.iter().zip(allocate(want, &shares)) {
+            for _ in 0..n {
+                picks.push((*strat, &human[rand::Rng::gen_range(&mut rng, 0..human.len())], picked));
+                picked += 1;
             }
-            let picks: Vec<&QaExample> =
-                (0..n).map(|_| &human[rand::Rng::gen_range(&mut rng, 0..human.len())]).collect();
-            let salt = round_no * 16 + k as u64;
+        }
+        let (prompts, (keys, caps)): (Vec<String>, (Vec<u64>, Vec<usize>)) = picks
+            .iter()
+            .map(|(strat, e, j)| match strat {
+                Strategy::QuestionVariants => (synth::question_variant_prompt(&e.context, &e.question), (2 * j, 48)),
+                Strategy::ContextAugmentation => {
+                    (synth::context_prompt(&e.question, &e.answer), (2 * j, s.max_new_tokens))
+                }
+                Strategy::AnswerExpansion => (synth::expansion_prompt(&e.context), (2 * j, 64)),
+            })
+            .unzip();
+        let firsts = gen(&prompts, &keys, &caps)?;
+        // Question variants' answers, the second queue.
+        let qv: Vec<usize> = (0..picks.len()).filter(|&i| picks[i].0 == Strategy::QuestionVariants).collect();
+        let ans_prompts: Vec<String> =
+            qv.iter().map(|&i| synth::answer_prompt(&picks[i].1.context, &firsts[i])).collect();
+        let ans_keys: Vec<u64> = qv.iter().map(|&i| 2 * picks[i].2 + 1).collect();
+        let answers = gen(&ans_prompts, &ans_keys, &vec![32; qv.len()])?;
+        let mut answer_of: BTreeMap<usize, String> = qv.into_iter().zip(answers).collect();
+        for (i, ((strat, e, _), first)) in picks.iter().zip(firsts).enumerate() {
+            let strat = *strat;
             match strat {
                 Strategy::QuestionVariants => {
-                    let qs = gen(
-                        &picks
-                            .iter()
-                            .map(|e| synth::question_variant_prompt(&e.context, &e.question))
-                            .collect::<Vec<_>>(),
-                        salt,
-                        48,
-                    )?;
-                    let ans = gen(
-                        &picks.iter().zip(&qs).map(|(e, q)| synth::answer_prompt(&e.context, q)).collect::<Vec<_>>(),
-                        salt + 8,
-                        32,
-                    )?;
-                    for ((e, q), a) in picks.iter().zip(qs).zip(ans) {
-                        // A generated field that is empty or degenerate (no letter or digit, one word
-                        // repeated) is a malformed output, not a candidate.
-                        if degenerate(&q) || degenerate(&a) {
-                            malformed.push((*strat, e.id.clone(), format!("Question: {q} Answer: {a}")));
-                            continue;
-                        }
-                        cands.push(SyntheticRow {
-                            id: String::new(),
-                            context: e.context.clone(),
-                            question: q,
-                            answer: a,
-                            strategy: *strat,
-                            seed_id: e.id.clone(),
-                        });
+                    let (q, a) = (first, answer_of.remove(&i).unwrap_or_default());
+                    // A generated field that is empty or degenerate (no letter or digit, one word
+                    // repeated) is a malformed output, not a candidate.
+                    if degenerate(&q) || degenerate(&a) {
+                        malformed.push((strat, e.id.clone(), format!("Question: {q} Answer: {a}")));
+                        continue;
                     }
+                    cands.push(SyntheticRow {
+                        id: String::new(),
+                        context: e.context.clone(),
+                        question: q,
+                        answer: a,
+                        strategy: strat,
+                        seed_id: e.id.clone(),
+                    });
                 }
                 Strategy::ContextAugmentation => {
-                    let ctxs = gen(
-                        &picks.iter().map(|e| synth::context_prompt(&e.question, &e.answer)).collect::<Vec<_>>(),
-                        salt,
-                        s.max_new_tokens,
-                    )?;
-                    for (e, c) in picks.iter().zip(ctxs) {
-                        if degenerate(&c) {
-                            malformed.push((*strat, e.id.clone(), c));
-                            continue;
-                        }
-                        cands.push(SyntheticRow {
-                            id: String::new(),
-                            context: c,
-                            question: e.question.clone(),
-                            answer: e.answer.clone(),
-                            strategy: *strat,
-                            seed_id: e.id.clone(),
-                        });
+                    if degenerate(&first) {
+                        malformed.push((strat, e.id.clone(), first));
+                        continue;
                     }
+                    cands.push(SyntheticRow {
+                        id: String::new(),
+                        context: first,
+                        question: e.question.clone(),
+                        answer: e.answer.clone(),
+                        strategy: strat,
+                        seed_id: e.id.clone(),
+                    });
                 }
-                Strategy::AnswerExpansion => {
-                    let outs =
-                        gen(&picks.iter().map(|e| synth::expansion_prompt(&e.context)).collect::<Vec<_>>(), salt, 64)?;
-                    for (e, o) in picks.iter().zip(outs) {
-                        match synth::parse_expansion(&o) {
-                            Some((q, a)) if degenerate(&q) || degenerate(&a) => {
-                                malformed.push((*strat, e.id.clone(), o))
-                            }
-                            Some((q, a)) => cands.push(SyntheticRow {
-                                id: String::new(),
-                                context: e.context.clone(),
-                                question: q,
-                                answer: a,
-                                strategy: *strat,
-                                seed_id: e.id.clone(),
-                            }),
-                            None => malformed.push((*strat, e.id.clone(), o)),
-                        }
-                    }
-                }
+                Strategy::AnswerExpansion => match synth::parse_expansion(&first) {
+                    Some((q, a)) if degenerate(&q) || degenerate(&a) => malformed.push((strat, e.id.clone(), first)),
+                    Some((q, a)) => cands.push(SyntheticRow {
+                        id: String::new(),
+                        context: e.context.clone(),
+                        question: q,
+                        answer: a,
+                        strategy: strat,
+                        seed_id: e.id.clone(),
+                    }),
+                    None => malformed.push((strat, e.id.clone(), first)),
+                },
             }
         }
         for (strat, sid, text) in malformed {
@@ -424,6 +431,7 @@ pub fn run(ctx: &StageCtx) -> Result<StageOutcome, PipelineError> {
         full_text_sensitivity: Some(sensitivity),
         thresholds: Thresholds::of(f),
         embedding_model: "all-MiniLM-L6-v2".into(),
+        sampler: Some(crate::model::SAMPLER.into()),
     };
     let outputs =
         vec![(Root::Run, "synthesize/synthetic.jsonl".into()), (Root::Run, "synthesize/rejected.jsonl".into())];

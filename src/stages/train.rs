@@ -234,6 +234,7 @@ pub fn validation_check(
     let preds = crate::model::generate::generate_texts(
         m,
         &prompts,
+        &crate::model::dataset_keys(prompts.len()),
         &opts,
         cfg.eval.batch_size,
         cfg.train.max_input_tokens,
