@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::adamw::{AdamW, AdamWConfig};
 
@@ -111,7 +111,9 @@ pub fn linear_schedule(step: usize, warmup: usize, total: usize) -> f64 {
 /// Called by the training loop; the CLI draws a progress bar from it. The loop itself never prints.
 pub trait TrainProgress {
     fn start(&self, _total_steps: usize) {}
-    fn step(&self, _step: usize, _loss: f64, _tokens_per_s: f64) {}
+    /// After each optimiser step; `loss` is the mean loss since the previous log point, given only at
+    /// log points (the losses are read from the device once per log interval).
+    fn step(&self, _step: usize, _loss: Option<f64>, _tokens_per_s: f64) {}
     fn epoch(&self, _epoch: usize, _val_loss: Option<f64>) {}
     /// Progress of a non-training loop (e.g. synthesis attempts).
     fn items(&self, _done: usize, _total: usize, _what: &str) {}
@@ -168,14 +170,22 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss.
+    /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss, read
+    /// back to the host (a device sync; the training loop uses [`Trainer::step_on_device`]).
     pub fn step(&mut self, micro: &[MicroBatch], train: bool) -> f64 {
+        self.step_on_device(micro, train).double_value(&[])
+    }
+
+    /// One optimiser step over `micro`, with nothing read back to the host: the mean micro-batch loss is
+    /// returned as a float64 scalar tensor on the device, summed in float64 in micro-batch order and
+    /// divided by their number (the arithmetic the host did when it read each loss).
+    pub fn step_on_device(&mut self, micro: &[MicroBatch], train: bool) -> Tensor {
         self.opt.set_lr(
             self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps),
         );
         self.opt.zero_grad();
-        let mut total = 0.0;
         let n = micro.len().max(1) as f64;
+        let mut total = Tensor::zeros([], (Kind::Double, self.model.device()));
         for mb in micro {
             let device = mb.ids.device();
             let mut active = false;
@@ -185,7 +195,7 @@ impl<'a> Trainer<'a> {
             });
             self.bf16_autocast_seen |= active;
             (&loss / n).backward();
-            total += loss.double_value(&[]);
+            total = total + loss.detach().to_kind(Kind::Double);
         }
         if self.recipe.hyper.max_grad_norm > 0.0 {
             self.opt.clip_grad_norm(self.recipe.hyper.max_grad_norm);
@@ -200,23 +210,23 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Token-weighted mean cross-entropy over `batches` (no dropout, no gradients).
+/// Token-weighted mean cross-entropy over `batches` (no dropout, no gradients), summed in float64 on the
+/// device and read back once.
 pub fn evaluate_loss(model: &T5, batches: &[MicroBatch], bf16: bool) -> f64 {
     tch::no_grad(|| {
-        let mut sum = 0.0;
+        let mut sum = Tensor::zeros([], (Kind::Double, model.device()));
         let mut tokens = 0usize;
         for mb in batches {
             let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || {
                 model.loss(&mb.ids, &mb.mask, &mb.labels, false)
-            })
-            .double_value(&[]);
-            sum += l * mb.target_tokens as f64;
+            });
+            sum = sum + l.to_kind(Kind::Double) * mb.target_tokens as f64;
             tokens += mb.target_tokens;
         }
         if tokens == 0 {
             f64::NAN
         } else {
-            sum / tokens as f64
+            sum.double_value(&[]) / tokens as f64
         }
     })
 }
@@ -289,11 +299,11 @@ pub fn train(
             .collect()
     };
     let mut curve = Vec::new();
-    let mut window = (0.0, 0usize);
+    let mut window = (Tensor::zeros([], (Kind::Double, device)), 0usize);
     let mut val_losses = Vec::new();
     let mut best: Option<(usize, f64, HashMap<String, Tensor>)> = None;
     let (mut tokens, mut real, mut padded) = (0usize, 0usize, 0usize);
-    let mut last_loss = f64::NAN;
+    let mut last_loss: Option<Tensor> = None;
     for epoch in 0..recipe.hyper.epochs {
         let batches = bucketed_batches(train_set, recipe.hyper.batch_size, recipe.seed, epoch);
         for group in batches.chunks(recipe.hyper.grad_accum) {
@@ -306,18 +316,29 @@ pub fn train(
             real += micro.iter().map(|m| m.real_tokens).sum::<usize>();
             padded += step_tokens;
             tokens += step_tokens;
-            let loss = trainer.step(&micro, true);
-            if !loss.is_finite() {
-                return Err(ModelError::Config(format!("training diverged: loss {loss} at step {}", trainer.step_no)));
-            }
-            last_loss = loss;
-            window.0 += loss;
+            let loss = trainer.step_on_device(&micro, true);
+            window.0 = &window.0 + &loss;
             window.1 += 1;
-            if trainer.step_no % recipe.hyper.log_every == 0 || trainer.step_no == total_steps {
-                curve.push((trainer.step_no, crate::data::stats::round6(window.0 / window.1 as f64)));
-                window = (0.0, 0);
-            }
-            progress.step(trainer.step_no, loss, step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+            last_loss = Some(loss);
+            // The losses stay on the device; the window's sum is read once per log interval (the only
+            // host sync of the loop besides validation), and a diverged step is caught there.
+            let logged = if trainer.step_no % recipe.hyper.log_every == 0 || trainer.step_no == total_steps {
+                let sum = window.0.double_value(&[]);
+                if !sum.is_finite() {
+                    return Err(ModelError::Config(format!(
+                        "training diverged: loss sum {sum} over steps {}..={}",
+                        trainer.step_no + 1 - window.1,
+                        trainer.step_no
+                    )));
+                }
+                let mean = sum / window.1 as f64;
+                curve.push((trainer.step_no, crate::data::stats::round6(mean)));
+                window = (Tensor::zeros([], (Kind::Double, device)), 0);
+                Some(mean)
+            } else {
+                None
+            };
+            progress.step(trainer.step_no, logged, step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9));
         }
         let vl = (!val_batches.is_empty()).then(|| evaluate_loss(model, &val_batches, recipe.bf16));
         progress.epoch(epoch + 1, vl);
@@ -342,7 +363,7 @@ pub fn train(
         loss_curve: curve,
         val_loss_per_epoch: val_losses,
         best_epoch,
-        final_train_loss: last_loss,
+        final_train_loss: last_loss.map_or(f64::NAN, |l| l.double_value(&[])),
         wall_seconds: start.elapsed().as_secs_f64(),
         compute_precision: if trainer.bf16_autocast_seen { "bf16 autocast" } else { "fp32" },
         tokens_seen: tokens,
