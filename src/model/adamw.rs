@@ -172,12 +172,8 @@ impl AdamW {
             // `where`, not a minimum: a NaN coefficient (NaN norm) leaves the gradients as they are, as
             // the host's `coef < 1.0` did.
             let coef = one.where_self(&coef.ge(1.0).logical_or(&coef.isnan()), &coef);
-            match &mut self.flat {
-                Some(f) => {
-                    let c = coef.to_kind(f.grads.kind());
-                    let _ = f.grads.g_mul_(&c);
-                }
-                None => {}
+            if let Some(f) = &mut self.flat {
+                let _ = f.grads.g_mul_(&coef.to_kind(f.grads.kind()));
             }
             for s in &self.singles {
                 let mut g = s.param.grad();
@@ -353,7 +349,7 @@ mod tests {
         // Parameter 4 joins at step 3; parameter 5 never has a gradient.
         let loss = |ps: &[Tensor], step: usize, micro: usize| -> Tensor {
             tch::manual_seed((100 * step + micro) as i64);
-            let scale = if step % 2 == 0 { 10.0 } else { 0.01 };
+            let scale = if step.is_multiple_of(2) { 10.0 } else { 0.01 };
             let used = if step >= 3 { 5 } else { 4 };
             ps[..used]
                 .iter()

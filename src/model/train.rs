@@ -255,7 +255,7 @@ impl<'a> Trainer<'a> {
             });
             self.bf16_autocast_seen |= active;
             (&loss / n).backward();
-            total = total + loss.detach().to_kind(Kind::Double);
+            total += loss.detach().to_kind(Kind::Double);
         }
         if self.recipe.hyper.max_grad_norm > 0.0 {
             self.opt.clip_grad_norm(self.recipe.hyper.max_grad_norm);
@@ -303,7 +303,7 @@ pub fn evaluate_loss(model: &T5, batches: &[MicroBatch], bf16: bool) -> f64 {
             let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || {
                 model.loss(&mb.ids, &mb.mask, &mb.labels, false)
             });
-            sum = sum + l.to_kind(Kind::Double) * mb.target_tokens as f64;
+            sum += l.to_kind(Kind::Double) * mb.target_tokens as f64;
             tokens += mb.target_tokens;
         }
         if tokens == 0 {
