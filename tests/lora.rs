@@ -176,3 +176,92 @@ fn same_seed_same_threads_gives_bit_identical_adapters() {
     let (c, _) = tiny_train(4, 2);
     assert!(a.iter().zip(&c).any(|((_, x), (_, y))| !x.equal(y)), "a different seed gave the same adapter");
 }
+
+/// The seed's 8 × 4 accumulation as one batch of 32 (issue 33): the token-weighted loss of the padded
+/// group (`collate_group`, weights 1 / (n·T_k)) has the gradient of four micro-batch losses, each
+/// backpropagated ÷ 4, with dropout off. Not bit-identical: the group is padded to its longest row and
+/// the float32 sums run in another order, so each gradient may differ by float32 rounding of sums over
+/// a few thousand terms; the bound, 1e-5 of the tensor's largest gradient, is about 100 float32 epsilons
+/// (a missing 1/n or a token-weighted mean instead of the mean of means moves gradients by far more: the
+/// test also checks that the token-weighted mean does not pass).
+#[test]
+fn one_batch_of_32_has_the_gradient_of_8_by_4_accumulated() {
+    use hsx::model::train::{bucketed_batches, collate_group, group_loss};
+    let _torch = common::torch_lock();
+    let (base, lora, _) = paths();
+    let dev = common::test_device();
+    let cfg = read_adapter_config(&lora.join("init")).unwrap();
+    tch::manual_seed(5);
+    let (m, lora_vs) = load_t5_lora(&base, dev, &cfg, None).unwrap();
+    // LoRA's B starts at zero; give it values so that every factor carries a gradient.
+    tch::no_grad(|| {
+        for (name, mut v) in lora_vs.variables() {
+            if name.contains("lora_B") {
+                v.copy_(&(Tensor::randn(v.size(), (tch::Kind::Float, tch::Device::Cpu)) * 0.05).to_device(dev));
+            }
+        }
+    });
+    let words = ["the", "river", "quietly", "rose", "over", "old", "stone", "bridges", "at", "dawn"];
+    let text = |i: usize, n: usize| (0..n).map(|k| words[(i * 7 + k * 3) % words.len()]).collect::<Vec<_>>().join(" ");
+    let ex: Vec<Example> = (0..32)
+        .map(|i| Example {
+            input_ids: m.tokenizer.encode(&format!("question {i}: {}", text(i, 3 + (i * 5) % 17)), None).unwrap(),
+            labels: m.tokenizer.encode(&text(i + 1, 1 + (i * 3) % 6), None).unwrap(),
+        })
+        .collect();
+    let groups: Vec<Vec<&Example>> =
+        bucketed_batches(&ex, 8, 9, 0).iter().map(|b| b.iter().map(|&i| &ex[i]).collect()).collect();
+    assert_eq!(groups.len(), 4);
+    let target_counts: Vec<usize> = groups.iter().map(|g| g.iter().map(|e| e.labels.len()).sum()).collect();
+    assert!(
+        target_counts.windows(2).any(|w| w[0] != w[1]),
+        "the micro-batches' token counts differ: {target_counts:?}"
+    );
+    let mut names: Vec<(String, Tensor)> = lora_vs.variables().into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let grads = || -> Vec<Tensor> {
+        names.iter().map(|(_, v)| v.grad().to_device(tch::Device::Cpu).to_kind(tch::Kind::Double)).collect()
+    };
+    let zero = || names.iter().for_each(|(_, v)| v.shallow_clone().zero_grad());
+
+    // 8 × 4: each micro-batch's token-mean loss, backpropagated ÷ 4.
+    let mut losses = 0.0;
+    for g in &groups {
+        let mb = collate(g, 0, dev);
+        let l = m.model.loss(&mb.ids, &mb.mask, &mb.labels, false);
+        (&l / 4.0).backward();
+        losses += l.double_value(&[]) / 4.0;
+    }
+    let accumulated = grads();
+    zero();
+    // One batch of 32.
+    let gb = collate_group(&groups, 0, dev);
+    let l = group_loss(&m.model, &gb, false);
+    l.backward();
+    let one = grads();
+    zero();
+    assert!((l.double_value(&[]) - losses).abs() <= 1e-6 * losses.abs(), "loss {} vs {losses}", l.double_value(&[]));
+    let mut worst = 0f64;
+    for ((name, _), (a, b)) in names.iter().zip(accumulated.iter().zip(&one)) {
+        let scale = a.abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{name}: no gradient");
+        let d = (a - b).abs().max().double_value(&[]) / scale;
+        assert!(d <= 1e-5, "{name}: relative gradient difference {d:e}");
+        worst = worst.max(d);
+    }
+    eprintln!("largest relative gradient difference, one batch of 32 vs 8 × 4: {worst:e}");
+
+    // The other reading of "the group's loss", a token-weighted mean over all 32 rows, is a different
+    // gradient: the test can tell them apart.
+    let all: Vec<&Example> = groups.iter().flatten().copied().collect();
+    let mb = collate(&all, 0, dev);
+    m.model.loss(&mb.ids, &mb.mask, &mb.labels, false).backward();
+    let token_mean = grads();
+    zero();
+    let moved = accumulated
+        .iter()
+        .zip(&token_mean)
+        .map(|(a, b)| (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]))
+        .fold(0f64, f64::max);
+    assert!(moved > 1e-3, "the token-weighted mean has the same gradient ({moved:e}): the test cannot tell");
+}

@@ -86,9 +86,11 @@ impl TrainProgress for BarProgress {
     fn start(&self, total: usize) {
         self.bar.set_length(total as u64);
     }
-    fn step(&self, step: usize, loss: f64, tps: f64) {
+    fn step(&self, step: usize, loss: Option<f64>, tps: f64) {
         self.bar.set_position(step as u64);
-        self.bar.set_message(format!("loss {loss:.4}, {tps:.0} tok/s"));
+        if let Some(loss) = loss {
+            self.bar.set_message(format!("loss {loss:.4}, {tps:.0} tok/s"));
+        }
         if self.json {
             print_json(&json!({"event": "train_step", "step": step, "loss": loss, "tokens_per_s": tps}));
         }

@@ -9,6 +9,12 @@
 //! length, cuts them into micro-batches, and shuffles the micro-batch order. bf16 autocast on CUDA
 //! replaces the seed's fp16, which overflows in T5's feed-forward layers.
 //!
+//! On CUDA an accumulation group runs as one batch whose tokens are weighted 1 / (n·T_k) so that its
+//! loss, and gradient, are the mean of the micro-batch means above ([`GroupBatch`]; equal up to float32
+//! rounding, tested against 8 × 4 in tests/lora.rs); on the CPU the micro-batches run one by one, the
+//! recorded bits. Nothing is read back to the host per micro-batch or step: losses are summed on the
+//! device and read once per log interval, and clipping's coefficient stays on the device (model::adamw).
+//!
 //! ```text
 //! hsx train --model DIR --train train.jsonl --val val.jsonl --out adapters/A
 //! ```
@@ -17,7 +23,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::adamw::{AdamW, AdamWConfig};
 
@@ -82,6 +88,60 @@ pub fn collate(examples: &[&Example], pad: i64, device: Device) -> MicroBatch {
     }
 }
 
+/// An accumulation group as one batch: the group's micro-batches padded together, with a weight per
+/// target token so that one backward pass gives the gradient of the seed recipe's step loss.
+///
+/// What 8 × 4 computes: each micro-batch k's loss is the mean token cross-entropy over its T_k target
+/// tokens, and the step's loss is the mean of the n micro-batch losses, (1/n) Σ_k (1/T_k) Σ_{i∈k} ce_i:
+/// the mean over micro-batches of each one's token mean, not a token-weighted mean over the group. The
+/// weight of a target token of micro-batch k is therefore 1 / (n·T_k) (0 on padding), and the weighted
+/// sum Σ w_i·ce_i is that loss; its gradient equals the accumulated one up to float32 rounding (other
+/// summation orders, other padded lengths), with dropout off.
+#[derive(Debug)]
+pub struct GroupBatch {
+    pub batch: MicroBatch,
+    /// [b, t] float32, the token weights.
+    pub weights: Tensor,
+    pub micro_batches: usize,
+}
+
+/// Pads the micro-batches of `group` into one batch with the token weights of [`GroupBatch`].
+pub fn collate_group(group: &[Vec<&Example>], pad: i64, device: Device) -> GroupBatch {
+    let n = group.len().max(1);
+    let all: Vec<&Example> = group.iter().flatten().copied().collect();
+    let batch = collate(&all, pad, device);
+    let t = batch.labels.size()[1] as usize;
+    let mut w = vec![0f32; all.len() * t];
+    let mut row = 0;
+    for mb in group {
+        let tokens: usize = mb.iter().map(|e| e.labels.len()).sum();
+        // A micro-batch without target tokens has no mean (its 8 × 4 loss is NaN); it weighs nothing here.
+        let wk = if tokens == 0 { 0.0 } else { (1.0 / (n as f64 * tokens as f64)) as f32 };
+        for e in mb {
+            w[row * t..row * t + e.labels.len()].fill(wk);
+            row += 1;
+        }
+    }
+    let weights = Tensor::from_slice(&w).view([all.len() as i64, t as i64]).to_device(device);
+    GroupBatch { batch, weights, micro_batches: group.len() }
+}
+
+/// The token-weighted cross-entropy of a [`GroupBatch`] (the step loss of its micro-batches).
+pub fn group_loss(model: &T5, g: &GroupBatch, train: bool) -> Tensor {
+    let b = &g.batch;
+    let enc = model.encode(&b.ids, &b.mask, train);
+    let logits = model.decode(&model.shift_right(&b.labels), &enc, &b.mask, None, train);
+    let v = logits.size()[2];
+    let ce = logits.to_kind(Kind::Float).view([-1, v]).cross_entropy_loss::<Tensor>(
+        &b.labels.view([-1]),
+        None,
+        tch::Reduction::None,
+        -100,
+        0.0,
+    );
+    (ce * g.weights.view([-1])).sum(Kind::Float)
+}
+
 /// Length-bucketed micro-batch order for one epoch (indices into `examples`).
 pub fn bucketed_batches(examples: &[Example], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -111,7 +171,9 @@ pub fn linear_schedule(step: usize, warmup: usize, total: usize) -> f64 {
 /// Called by the training loop; the CLI draws a progress bar from it. The loop itself never prints.
 pub trait TrainProgress {
     fn start(&self, _total_steps: usize) {}
-    fn step(&self, _step: usize, _loss: f64, _tokens_per_s: f64) {}
+    /// After each optimiser step; `loss` is the mean loss since the previous log point, given only at
+    /// log points (the losses are read from the device once per log interval).
+    fn step(&self, _step: usize, _loss: Option<f64>, _tokens_per_s: f64) {}
     fn epoch(&self, _epoch: usize, _val_loss: Option<f64>) {}
     /// Progress of a non-training loop (e.g. synthesis attempts).
     fn items(&self, _done: usize, _total: usize, _what: &str) {}
@@ -168,14 +230,22 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss.
+    /// One optimiser step over `micro` (the accumulation group). Returns the mean micro-batch loss, read
+    /// back to the host (a device sync; the training loop uses [`Trainer::step_on_device`]).
     pub fn step(&mut self, micro: &[MicroBatch], train: bool) -> f64 {
+        self.step_on_device(micro, train).double_value(&[])
+    }
+
+    /// One optimiser step over `micro`, with nothing read back to the host: the mean micro-batch loss is
+    /// returned as a float64 scalar tensor on the device, summed in float64 in micro-batch order and
+    /// divided by their number (the arithmetic the host did when it read each loss).
+    pub fn step_on_device(&mut self, micro: &[MicroBatch], train: bool) -> Tensor {
         self.opt.set_lr(
             self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps),
         );
         self.opt.zero_grad();
-        let mut total = 0.0;
         let n = micro.len().max(1) as f64;
+        let mut total = Tensor::zeros([], (Kind::Double, self.model.device()));
         for mb in micro {
             let device = mb.ids.device();
             let mut active = false;
@@ -185,7 +255,7 @@ impl<'a> Trainer<'a> {
             });
             self.bf16_autocast_seen |= active;
             (&loss / n).backward();
-            total += loss.double_value(&[]);
+            total += loss.detach().to_kind(Kind::Double);
         }
         if self.recipe.hyper.max_grad_norm > 0.0 {
             self.opt.clip_grad_norm(self.recipe.hyper.max_grad_norm);
@@ -195,28 +265,51 @@ impl<'a> Trainer<'a> {
         total / n
     }
 
+    /// One optimiser step over an accumulation group padded into one batch: one forward and backward
+    /// pass instead of n, the same loss up to rounding ([`GroupBatch`]). Returns the loss on the device.
+    pub fn step_group(&mut self, g: &GroupBatch, train: bool) -> Tensor {
+        self.opt.set_lr(
+            self.recipe.hyper.lr * linear_schedule(self.step_no, self.recipe.hyper.warmup_steps, self.total_steps),
+        );
+        self.opt.zero_grad();
+        let device = g.batch.ids.device();
+        let mut active = false;
+        let loss = crate::runtime::with_bf16_autocast(self.recipe.bf16, device, || {
+            active = crate::runtime::bf16_autocast_active(device);
+            group_loss(self.model, g, train)
+        });
+        self.bf16_autocast_seen |= active;
+        loss.backward();
+        if self.recipe.hyper.max_grad_norm > 0.0 {
+            self.opt.clip_grad_norm(self.recipe.hyper.max_grad_norm);
+        }
+        self.opt.step();
+        self.step_no += 1;
+        loss.detach().to_kind(Kind::Double)
+    }
+
     pub fn trainable_count(&self) -> i64 {
         self.trainable.iter().map(Tensor::numel).sum::<usize>() as i64
     }
 }
 
-/// Token-weighted mean cross-entropy over `batches` (no dropout, no gradients).
+/// Token-weighted mean cross-entropy over `batches` (no dropout, no gradients), summed in float64 on the
+/// device and read back once.
 pub fn evaluate_loss(model: &T5, batches: &[MicroBatch], bf16: bool) -> f64 {
     tch::no_grad(|| {
-        let mut sum = 0.0;
+        let mut sum = Tensor::zeros([], (Kind::Double, model.device()));
         let mut tokens = 0usize;
         for mb in batches {
             let l = crate::runtime::with_bf16_autocast(bf16, mb.ids.device(), || {
                 model.loss(&mb.ids, &mb.mask, &mb.labels, false)
-            })
-            .double_value(&[]);
-            sum += l * mb.target_tokens as f64;
+            });
+            sum += l.to_kind(Kind::Double) * mb.target_tokens as f64;
             tokens += mb.target_tokens;
         }
         if tokens == 0 {
             f64::NAN
         } else {
-            sum / tokens as f64
+            sum.double_value(&[]) / tokens as f64
         }
     })
 }
@@ -288,36 +381,56 @@ pub fn train(
             .map(|c| collate(&c.iter().map(|&i| &val_set[i]).collect::<Vec<_>>(), pad, device))
             .collect()
     };
+    // On CUDA an accumulation group is one batch (one launch sequence instead of n; the same loss up to
+    // rounding, see GroupBatch); on the CPU the micro-batches run one by one, which pads less and keeps
+    // the recorded CPU trainings' bits.
+    let one_batch_steps = device.is_cuda() && recipe.hyper.grad_accum > 1;
     let mut curve = Vec::new();
-    let mut window = (0.0, 0usize);
+    let mut window = (Tensor::zeros([], (Kind::Double, device)), 0usize);
     let mut val_losses = Vec::new();
     let mut best: Option<(usize, f64, HashMap<String, Tensor>)> = None;
     let (mut tokens, mut real, mut padded) = (0usize, 0usize, 0usize);
-    let mut last_loss = f64::NAN;
+    let mut last_loss: Option<Tensor> = None;
     for epoch in 0..recipe.hyper.epochs {
         let batches = bucketed_batches(train_set, recipe.hyper.batch_size, recipe.seed, epoch);
         for group in batches.chunks(recipe.hyper.grad_accum) {
             let t0 = std::time::Instant::now();
-            let micro: Vec<MicroBatch> = group
-                .iter()
-                .map(|b| collate(&b.iter().map(|&i| &train_set[i]).collect::<Vec<_>>(), pad, device))
-                .collect();
-            let step_tokens: usize = micro.iter().map(|m| m.padded_tokens).sum();
-            real += micro.iter().map(|m| m.real_tokens).sum::<usize>();
+            let examples: Vec<Vec<&Example>> =
+                group.iter().map(|b| b.iter().map(|&i| &train_set[i]).collect()).collect();
+            let (loss, step_tokens, step_real) = if one_batch_steps {
+                let g = collate_group(&examples, pad, device);
+                let counts = (g.batch.padded_tokens, g.batch.real_tokens);
+                (trainer.step_group(&g, true), counts.0, counts.1)
+            } else {
+                let micro: Vec<MicroBatch> = examples.iter().map(|b| collate(b, pad, device)).collect();
+                let counts = (micro.iter().map(|m| m.padded_tokens).sum(), micro.iter().map(|m| m.real_tokens).sum());
+                (trainer.step_on_device(&micro, true), counts.0, counts.1)
+            };
+            real += step_real;
             padded += step_tokens;
             tokens += step_tokens;
-            let loss = trainer.step(&micro, true);
-            if !loss.is_finite() {
-                return Err(ModelError::Config(format!("training diverged: loss {loss} at step {}", trainer.step_no)));
-            }
-            last_loss = loss;
-            window.0 += loss;
+            window.0 = &window.0 + &loss;
             window.1 += 1;
-            if trainer.step_no % recipe.hyper.log_every == 0 || trainer.step_no == total_steps {
-                curve.push((trainer.step_no, crate::data::stats::round6(window.0 / window.1 as f64)));
-                window = (0.0, 0);
-            }
-            progress.step(trainer.step_no, loss, step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+            last_loss = Some(loss);
+            // The losses stay on the device; the window's sum is read once per log interval (the only
+            // host sync of the loop besides validation), and a diverged step is caught there.
+            let logged = if trainer.step_no % recipe.hyper.log_every == 0 || trainer.step_no == total_steps {
+                let sum = window.0.double_value(&[]);
+                if !sum.is_finite() {
+                    return Err(ModelError::Config(format!(
+                        "training diverged: loss sum {sum} over steps {}..={}",
+                        trainer.step_no + 1 - window.1,
+                        trainer.step_no
+                    )));
+                }
+                let mean = sum / window.1 as f64;
+                curve.push((trainer.step_no, crate::data::stats::round6(mean)));
+                window = (Tensor::zeros([], (Kind::Double, device)), 0);
+                Some(mean)
+            } else {
+                None
+            };
+            progress.step(trainer.step_no, logged, step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9));
         }
         let vl = (!val_batches.is_empty()).then(|| evaluate_loss(model, &val_batches, recipe.bf16));
         progress.epoch(epoch + 1, vl);
@@ -342,7 +455,7 @@ pub fn train(
         loss_curve: curve,
         val_loss_per_epoch: val_losses,
         best_epoch,
-        final_train_loss: last_loss,
+        final_train_loss: last_loss.map_or(f64::NAN, |l| l.double_value(&[])),
         wall_seconds: start.elapsed().as_secs_f64(),
         compute_precision: if trainer.bf16_autocast_seen { "bf16 autocast" } else { "fp32" },
         tokens_seen: tokens,
