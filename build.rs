@@ -69,6 +69,7 @@ fn main() {
             abi.clone(),
             env::var("CXX").unwrap_or_default(),
             env::var("CXXFLAGS").unwrap_or_default(),
+            "-fopenmp".to_owned(),
         ] {
             b.push(0);
             b.extend_from_slice(part.as_bytes());
@@ -81,6 +82,7 @@ fn main() {
         println!("cargo:rustc-link-search=native={}", out_dir.display());
         println!("cargo:rustc-link-lib=static=hsx_torch_shim");
         println!("cargo:rustc-link-lib=stdc++");
+        println!("cargo:rustc-link-lib=gomp");
     } else {
         compile_shim(&include, &abi);
         std::fs::write(&stamp_path, &stamp).expect("write the shim's stamp in OUT_DIR");
@@ -101,7 +103,11 @@ fn compile_shim(include: &Path, abi: &str) {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-w")
+        // at::parallel_for is a header template whose OpenMP pragma is compiled here: without -fopenmp it
+        // runs serially. libgomp.so.1 resolves at run time to the one libtorch loads (the rpath).
+        .flag("-fopenmp")
         .compile("hsx_torch_shim");
+    println!("cargo:rustc-link-lib=gomp");
 }
 
 /// Writes `CODE_FILES: &[(&str, &str)]`, (path, sha256 hex) sorted by path, into `$OUT_DIR/code_files.rs`.

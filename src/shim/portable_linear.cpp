@@ -72,7 +72,9 @@ void hsx_register_sgemm(hsx_sgemm_fn f) { g_sgemm = f; }
 // Runs f(ctx, 0) ... f(ctx, n - 1) on libtorch's own intra-op thread team (at::parallel_for), so the
 // portable multiply's blocks run on the threads libtorch already has instead of competing with them (an
 // idle OpenMP worker spins for a while before it sleeps: on 2 cores, extra threads of hsx's own lost most
-// of their time to it). Which thread runs a block does not change its bits. Returns 0, or -1 on failure.
+// of their time to it). Which thread runs a block does not change its bits. at::parallel_for's OpenMP
+// pragma is compiled in this file, which is why build.rs compiles the shim with -fopenmp. Returns 0, or -1
+// on failure.
 int hsx_parallel_blocks(int64_t n, hsx_block_fn f, const void* ctx) {
   try {
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
