@@ -179,11 +179,14 @@ pub fn remove_file(root: &Path, path: &Path) -> Result<bool, FsError> {
 /// path a user names; an existing `to` is never replaced (RENAME_NOREPLACE), so nothing that appeared there
 /// meanwhile is lost.
 pub fn publish_dir(from: &Path, to: &Path) -> Result<(), FsError> {
-    rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, rustix::fs::RenameFlags::NOREPLACE)
-        .map_err(|e| match e {
-            Errno::EXIST | Errno::NOTEMPTY => FsError::refused(to, "appeared while the export was written; nothing replaced"),
+    rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, rustix::fs::RenameFlags::NOREPLACE).map_err(
+        |e| match e {
+            Errno::EXIST | Errno::NOTEMPTY => {
+                FsError::refused(to, "appeared while the export was written; nothing replaced")
+            }
             e => FsError::io(to, e),
-        })
+        },
+    )
 }
 
 /// Copies the regular file `src` (below `src_root`, at most `limit`) to `dst` (below `dst_root`), through

@@ -244,7 +244,8 @@ impl Job {
     unsafe fn run(&self, i: usize) {
         let start = i * self.per;
         let len = self.per.min(self.extent() - start);
-        let ((r0, rows), (c0, cols)) = if self.by_rows { ((start, len), (0, self.n)) } else { ((0, self.m), (start, len)) };
+        let ((r0, rows), (c0, cols)) =
+            if self.by_rows { ((start, len), (0, self.n)) } else { ((0, self.m), (start, len)) };
         // SAFETY: rows r0..r0+rows and columns c0..c0+cols lie inside the matrices (the caller's contract).
         unsafe {
             matrixmultiply::sgemm(
@@ -378,7 +379,13 @@ mod tests {
     }
 
     /// The documented order for a general product: c[i, j] = Σ_l a(i, l) · b(l, j), l in blocks of 256.
-    fn reference_mm(a: impl Fn(usize, usize) -> f32, b: impl Fn(usize, usize) -> f32, m: usize, k: usize, n: usize) -> Vec<u32> {
+    fn reference_mm(
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<u32> {
         let mut c = vec![0u32; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -414,7 +421,8 @@ mod tests {
     /// The last shape's 261 rows cross the 256 k-block in the weight gradient (whose sum runs over tokens).
     #[test]
     fn t5_shapes_forward_and_backward_match_the_documented_order() {
-        for (m, k, n) in [(3, 768, 32128), (20, 768, 2048), (20, 2048, 768), (19, 768, 8), (37, 8, 768), (261, 64, 256)] {
+        for (m, k, n) in [(3, 768, 32128), (20, 768, 2048), (20, 2048, 768), (19, 768, 8), (37, 8, 768), (261, 64, 256)]
+        {
             let x = seeded(m, k, 11).set_requires_grad(true);
             let w = seeded(n, k, 12).set_requires_grad(true);
             let dy = seeded(m, n, 13);

@@ -4,8 +4,8 @@
 //! `lora_B` [out, r] with zeros, so an untrained adapter leaves the model unchanged. Adapters live in their
 //! own `VarStore` under peft's key names (`base_model.model.<module path>.lora_A.weight`), so the adapter
 //! saves alone as `adapter_model.safetensors`.
-use serde::{Deserialize, Serialize};
 use super::gemm;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 /// Which modules get adapters, and their shape.

@@ -33,7 +33,8 @@ pub fn likely_cause(recorded: &Entry, verdict: &Verdict, now: &Value) -> Option<
 /// or a recording made before T5's layers took the portable multiply (no `gemm` in its environment).
 fn cpu_cause(recorded: &Value, now: &Value) -> Option<String> {
     let fact = |env: &Value, key: &str| env.pointer(&format!("/gemm/{key}")).and_then(Value::as_str).map(str::to_owned);
-    let (was, is) = (fact(recorded, "kernel").zip(fact(recorded, "library")), fact(now, "kernel").zip(fact(now, "library")));
+    let (was, is) =
+        (fact(recorded, "kernel").zip(fact(recorded, "library")), fact(now, "kernel").zip(fact(now, "library")));
     match (was, is) {
         (Some(was), Some(is)) if was != is => Some(format!(
             "likely cause: the CPU matrix multiply differs (recorded {} with the {} kernel, now {} with the {} \
