@@ -201,3 +201,78 @@ pub fn generate(
               "seconds_median": med, "tokens_per_s": tokens as f64 / med, "times": times}),
     )
 }
+
+/// One shape of [`gemm`]: GFLOP/s of each side (median of the repetitions), forward alone and forward
+/// plus both gradients, and how far apart the two sides' products are.
+#[derive(Debug, serde::Serialize)]
+pub struct GemmShape {
+    /// Rows (tokens), inner dimension, output features: `x [m, k] · wᵀ`, `w [n, k]`.
+    pub m: i64,
+    pub k: i64,
+    pub n: i64,
+    pub forward_gflops_hsx: f64,
+    pub forward_gflops_libtorch: f64,
+    pub forward_backward_gflops_hsx: f64,
+    pub forward_backward_gflops_libtorch: f64,
+    /// hsx ÷ libtorch throughput, forward and forward + backward.
+    pub forward_ratio: f64,
+    pub forward_backward_ratio: f64,
+    /// Largest absolute difference between the two sides' forward products (rounding only).
+    pub max_abs_difference: f64,
+}
+
+/// T5's linear-layer products at the given shapes: hsx's portable multiply (`gemm::matmul_t`, the path
+/// every float32 CPU linear layer of T5 takes) against libtorch's `matmul` (MKL, under whatever pins this
+/// process runs with), alternating repetition by repetition in one process, `threads` intra-op threads.
+/// Forward + backward computes `y = x · wᵀ`, then the input and the weight gradient of `sum(y)`.
+pub fn gemm(shapes: &[(i64, i64, i64)], threads: usize, reps: usize) -> Result<Value, BenchError> {
+    use tch::{Device, Kind, Tensor};
+    crate::runtime::set_threads(threads);
+    let mut rows = Vec::new();
+    for &(m, k, n) in shapes {
+        if m <= 0 || k <= 0 || n <= 0 {
+            return Err(ModelError::Config(format!("bench gemm: shape {m}x{k}x{n} must be positive")).into());
+        }
+        let x = Tensor::randn([m, k], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
+        let forward = |hsx: bool| {
+            let t = std::time::Instant::now();
+            let y = tch::no_grad(|| if hsx { crate::model::gemm::matmul_t(&x, &w) } else { x.matmul(&w.tr()) });
+            (t.elapsed().as_secs_f64(), y)
+        };
+        let both = |hsx: bool| {
+            let (xg, wg) = (x.detach().set_requires_grad(true), w.detach().set_requires_grad(true));
+            let t = std::time::Instant::now();
+            let y = if hsx { crate::model::gemm::matmul_t(&xg, &wg) } else { xg.matmul(&wg.tr()) };
+            y.sum(Kind::Float).backward();
+            t.elapsed().as_secs_f64()
+        };
+        let (_, a) = forward(true);
+        let (_, b) = forward(false);
+        let diff = (&a - &b).abs().max().double_value(&[]);
+        let (_, _) = (both(true), both(false));
+        let (mut fh, mut fl, mut bh, mut bl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps.max(1) {
+            fh.push(forward(true).0);
+            fl.push(forward(false).0);
+            bh.push(both(true));
+            bl.push(both(false));
+        }
+        let flop = 2.0 * (m * k * n) as f64 / 1e9;
+        let (fh, fl, bh, bl) = (flop / median(fh), flop / median(fl), 3.0 * flop / median(bh), 3.0 * flop / median(bl));
+        rows.push(GemmShape {
+            m,
+            k,
+            n,
+            forward_gflops_hsx: fh,
+            forward_gflops_libtorch: fl,
+            forward_backward_gflops_hsx: bh,
+            forward_backward_gflops_libtorch: bl,
+            forward_ratio: fh / fl,
+            forward_backward_ratio: bh / bl,
+            max_abs_difference: diff,
+        });
+    }
+    let gemm = crate::model::gemm::facts();
+    Ok(json!({"impl": "hsx", "threads": threads, "reps": reps, "gemm": gemm, "shapes": rows}))
+}

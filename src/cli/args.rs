@@ -103,6 +103,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1.0)]
         top_p: f64,
     },
+    /// T5's linear-layer products: the portable multiply against libtorch's matmul (MKL), forward and
+    /// forward + backward, in one process under the same pins; GFLOP/s and ratios.
+    Gemm {
+        /// Shapes `MxKxN` (x [M, K] · wᵀ, w [N, K]), comma separated; the default covers the tiny profile's
+        /// and flan-t5-base's projections and vocabulary heads.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_values_t = ["4096x128x512".to_string(), "4096x512x128".to_string(), "2048x128x8000".to_string(),
+                "64x128x8000".to_string(), "512x768x2048".to_string(), "512x2048x768".to_string(),
+                "64x768x32128".to_string()]
+        )]
+        shapes: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed repetitions of each side (alternating, after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Filters 1, 2, 4 and 5 (exact duplicate, 8-gram overlap, MinHash-LSH, length) over candidates
     /// against a seed set; candidates per second.
     Filters {

@@ -507,6 +507,19 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
             return hsx::ledger::bench::cli(dir.as_deref(), sizes, child.as_deref()).map_err(|e| anyhow!(e));
         }
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
+        BenchCommand::Gemm { shapes, threads, reps } => {
+            let parse = |s: &String| -> Result<(i64, i64, i64)> {
+                let d: Vec<i64> = s.split('x').map(str::parse).collect::<Result<_, _>>().map_err(|_| {
+                    anyhow!("--shapes: {s:?} is not MxKxN (three positive integers joined by 'x')")
+                })?;
+                match d[..] {
+                    [m, k, n] if m > 0 && k > 0 && n > 0 => Ok((m, k, n)),
+                    _ => bail!("--shapes: {s:?} is not MxKxN (three positive integers joined by 'x')"),
+                }
+            };
+            let shapes = shapes.iter().map(parse).collect::<Result<Vec<_>>>()?;
+            hsx::bench::gemm(&shapes, *threads, *reps)?
+        }
         BenchCommand::Embed { data, threads, batch, reps, out } => {
             hsx::bench::embed(data, *threads, *batch, *reps, out.as_deref())?
         }
