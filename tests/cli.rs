@@ -196,15 +196,18 @@ fn the_readme_verify_line_pins_the_shipped_head() {
     }
 }
 
-/// The shipped ledger's report was rendered by earlier report code (its entry's code identity is not this
-/// build's): verify does not re-render it, says so in a note (text and `--json`), holds it to the signed
-/// output hash, and passes with the head the README pins.
+/// The archived shipping's report was rendered by earlier report code (its entry's code identity is not
+/// this build's): verify does not re-render it, says so in a note (text and `--json`), holds it to the
+/// signed output hash, and passes with the archived head and key.
 #[test]
-fn the_shipped_ledger_verifies_with_a_note_for_its_report_made_by_other_report_code() {
+fn the_archived_ledger_verifies_with_a_note_for_its_report_made_by_other_report_code() {
+    let dir = "ledger/archive/exp-42-2026-11-26/ledger";
     let head: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::repo_path("ledger/exp-42.head.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(common::repo_path(&format!("{dir}/exp-42.head.json"))).unwrap())
+            .unwrap();
     let hash = head["hash"].as_str().unwrap();
-    let args = ["--ledger", "ledger/exp-42.json", "--trusted-keys", "ledger/trusted_keys", "--expect-head", hash];
+    let (ledger, keys) = (format!("{dir}/exp-42.json"), format!("{dir}/trusted_keys"));
+    let args = ["--ledger", ledger.as_str(), "--trusted-keys", keys.as_str(), "--expect-head", hash];
     let root = common::repo_path(".");
     let o = hsx(&[&["verify"][..], &args].concat(), &root);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

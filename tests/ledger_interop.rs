@@ -17,9 +17,12 @@ use hsx::ledger::{entry_canonical_bytes, keys::parse_public_key, verify_entry_si
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// The ledgers in the repository: the shipped one and every fixture under tests/inputs.
+/// The previous shipping of exp-42 (75 entries, signed by the retired key), kept with its own trusted key.
+const ARCHIVED: &str = "ledger/archive/exp-42-2026-11-26/ledger/exp-42.json";
+
+/// The ledgers in the repository: the shipped one, the archived one, and every fixture under tests/inputs.
 fn ledgers() -> Vec<PathBuf> {
-    let mut out = vec![common::repo_path("ledger/exp-42.json")];
+    let mut out = vec![common::repo_path("ledger/exp-42.json"), common::repo_path(ARCHIVED)];
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(common::repo_path("tests/inputs"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -97,19 +100,24 @@ fn every_entry_of_every_repository_ledger_rechecks_with_rfc8785_and_securesystem
         );
         all.push((name, version, c));
     }
-    // The shipped ledger: every entry is validly signed (hsx verify says so, tests/cli.rs), so every one
-    // rfc8785 can write re-checks completely, and the rest are exactly its entries with a pre-fix seed.
+    // The shipped ledger, made after the fix: every entry canonicalises with rfc8785 and matches its hash
+    // and signature.
     let (_, _, shipped) = &all[0];
-    assert_eq!(shipped.valid, shipped.canonicalised, "exp-42: {shipped:?}");
-    assert_eq!(shipped.canonicalised + shipped.integer_domain, shipped.entries);
-    let doc: Value = serde_json::from_slice(&std::fs::read(common::repo_path("ledger/exp-42.json")).unwrap()).unwrap();
+    assert_eq!((shipped.valid, shipped.canonicalised, shipped.integer_domain), (shipped.entries, shipped.entries, 0));
+    // The archived shipping: every entry is validly signed (hsx verify says so, tests/cli.rs), so every one
+    // rfc8785 can write re-checks completely, and the rest are exactly its entries with a pre-fix seed.
+    let (_, _, archived) = &all[1];
+    assert_eq!(archived.valid, archived.canonicalised, "archived exp-42: {archived:?}");
+    assert_eq!(archived.canonicalised + archived.integer_domain, archived.entries);
+    let doc: Value = serde_json::from_slice(&std::fs::read(common::repo_path(ARCHIVED)).unwrap()).unwrap();
     let numeric_seed = |e: &Value| {
         ["/metrics/recipe/seed", "/metrics/pretrain/recipe/seed"]
             .iter()
             .any(|p| e.pointer(p).is_some_and(|s| s.is_number()))
     };
     let pre_fix = doc["entries"].as_array().unwrap().iter().filter(|e| numeric_seed(e)).count();
-    assert_eq!(shipped.integer_domain, pre_fix, "exp-42: entries with a numeric recipe seed");
+    assert!(pre_fix > 0, "the archived exp-42 predates the fix");
+    assert_eq!(archived.integer_domain, pre_fix, "archived exp-42: entries with a numeric recipe seed");
     // The version-1 exp-42 recorded every stage seed as a number: no entry of it is RFC 8785 input.
     let v1 = all.iter().find(|(n, v, _)| n == "exp-42-v1.json" && *v == 1).expect("tests/inputs/exp-42-v1.json");
     assert_eq!(v1.2.integer_domain, v1.2.entries, "{:?}", v1.2);
@@ -165,20 +173,27 @@ fn sealing_refuses_a_number_outside_i_json_and_names_its_path() {
     assert_eq!(std::fs::read(&path).unwrap(), after_edge, "a refused entry was written");
 }
 
-/// The shipped ledger, with its pre-fix entries, still passes `hsx verify` with its trusted keys and the
-/// head the README pins.
+/// The shipped ledger, and the archived one with its pre-fix entries, pass `hsx verify` with their trusted
+/// keys and the heads the README pins for each.
 #[test]
-fn the_shipped_ledger_still_verifies_with_the_pinned_head() {
+fn the_shipped_and_archived_ledgers_verify_with_the_pinned_heads() {
     let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
-    let pinned = readme
-        .split("--expect-head ")
-        .nth(1)
-        .map(|s| s.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
-        .expect("README pins the shipped head with --expect-head");
-    assert_eq!(pinned.len(), 64, "{pinned}");
-    let tk = hsx::ledger::TrustedKeys::load(&common::repo_path("ledger/trusted_keys")).unwrap();
-    let opts =
-        hsx::ledger::verify::VerifyOptions { trusted: Some(tk), expect_head: Some(pinned), ..Default::default() };
-    let rep = hsx::audit::verify(&common::repo_path("ledger/exp-42.json"), None, &opts).unwrap();
-    assert!(rep.ok, "{:?}", rep.first_failure);
+    let archived_keys = ARCHIVED.replace("exp-42.json", "trusted_keys");
+    for (ledger, keys) in [("ledger/exp-42.json", "ledger/trusted_keys"), (ARCHIVED, archived_keys.as_str())] {
+        let line = readme
+            .lines()
+            .find(|l| l.contains(&format!("hsx verify --ledger {ledger} ")))
+            .unwrap_or_else(|| panic!("README has no verify line for {ledger}"));
+        let pinned = line
+            .split("--expect-head ")
+            .nth(1)
+            .map(|s| s.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
+            .unwrap_or_else(|| panic!("README's verify line for {ledger} pins no head: {line}"));
+        assert_eq!(pinned.len(), 64, "{pinned}");
+        let tk = hsx::ledger::TrustedKeys::load(&common::repo_path(keys)).unwrap();
+        let opts =
+            hsx::ledger::verify::VerifyOptions { trusted: Some(tk), expect_head: Some(pinned), ..Default::default() };
+        let rep = hsx::audit::verify(&common::repo_path(ledger), None, &opts).unwrap();
+        assert!(rep.ok, "{ledger}: {:?}", rep.first_failure);
+    }
 }

@@ -329,10 +329,12 @@ fn a_replicated_report_shows_each_seed_and_the_across_replicate_results_the_verd
     });
 }
 
-/// The ledgers the report must still read: the first (format 1) exp-42, the shipped one, the fixtures.
-const LEDGERS: [&str; 5] = [
+/// The ledgers the report must still read: the first (format 1) exp-42, the shipped one, the archived
+/// previous shipping, the fixtures.
+const LEDGERS: [&str; 6] = [
     "tests/inputs/exp-42-v1.json",
     "ledger/exp-42.json",
+    "ledger/archive/exp-42-2026-11-26/ledger/exp-42.json",
     "tests/inputs/ledger_complete.json",
     "tests/inputs/ledger_shortfall.json",
     "tests/inputs/ledger_failed_hypothesis.json",
