@@ -62,8 +62,12 @@ fn fewer_threads_move_the_bytes_and_the_metrics_decide_the_verdict() {
     });
     assert!(first.contains("first differing"), "{first}");
     // The trainings are identical with one thread as with two (forward, backward and AdamW).
-    let trains: Vec<&Value> =
-        rep["stages"].as_array().unwrap().iter().filter(|s| s["stage"].as_str().unwrap().starts_with("train-")).collect();
+    let trains: Vec<&Value> = rep["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"].as_str().unwrap().starts_with("train-"))
+        .collect();
     assert_eq!(trains.len(), 3, "{rep}");
     for s in trains {
         assert_eq!(s["verdict"], "identical", "a training moved with the thread count: {s}");

@@ -509,9 +509,11 @@ pub fn bench(b: &BenchCommand) -> Result<u8> {
         BenchCommand::Filters { data } => hsx::bench::filters(data)?,
         BenchCommand::Gemm { shapes, threads, reps } => {
             let parse = |s: &String| -> Result<(i64, i64, i64)> {
-                let d: Vec<i64> = s.split('x').map(str::parse).collect::<Result<_, _>>().map_err(|_| {
-                    anyhow!("--shapes: {s:?} is not MxKxN (three positive integers joined by 'x')")
-                })?;
+                let d: Vec<i64> = s
+                    .split('x')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| anyhow!("--shapes: {s:?} is not MxKxN (three positive integers joined by 'x')"))?;
                 match d[..] {
                     [m, k, n] if m > 0 && k > 0 && n > 0 => Ok((m, k, n)),
                     _ => bail!("--shapes: {s:?} is not MxKxN (three positive integers joined by 'x')"),
