@@ -10,8 +10,8 @@ mod common;
 use hsx::ledger::fragment::{read_checked, FragmentWriter};
 use hsx::ledger::verify::{verify_file, VerifyOptions};
 use hsx::ledger::{
-    Determinism, GitState, Ledger, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile,
-    StageOutcome, StageSpec,
+    Determinism, GitState, Ledger, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile, StageOutcome,
+    StageSpec,
 };
 use hsx::report::{write_report, ReportTarget};
 use serde_json::json;
@@ -68,21 +68,6 @@ fn key(dir: &Path) -> SigningKeyFile {
     SigningKeyFile::load(&common::key(dir, "signer.pem")).unwrap()
 }
 
-/// Appends a stage that writes nothing (to a ledger or a fragment); the recorder's error, if any.
-fn append(w: &mut dyn hsx::ledger::Append, stage: &str) -> Result<(), LedgerError> {
-    let mut rec = Recorder {
-        writer: w,
-        roots: Roots::default(),
-        config: json!({}),
-        master_seed: 1,
-        git: GitState::NoRepository,
-        env: Box::new(|| json!({})),
-    };
-    let spec = StageSpec { stage: stage.into(), params: json!({}), inputs: vec![], determinism: Determinism::Bitwise };
-    rec.record::<std::io::Error>(spec, |_| Ok(StageOutcome::default()))?.unwrap();
-    Ok(())
-}
-
 fn entries(ledger: &Path) -> usize {
     hsx::ledger::store::read(ledger).unwrap().entries.len()
 }
@@ -123,7 +108,7 @@ fn links_planted_at_the_locks_the_old_temporary_name_the_head_and_the_ledger_are
     let old_tmp = ws.join(format!("ledger/.fx.json.tmp.{}", std::process::id()));
     std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
     let mut w = LedgerWriter::open(&ledger, "fx", &loc, key(d.path())).unwrap();
-    append(&mut w, "more").unwrap();
+    common::append(&mut w, "more").unwrap();
     drop(w);
     assert!(std::fs::symlink_metadata(&ledger).unwrap().is_file(), "the ledger is no longer a regular file");
     assert_eq!(entries(&ledger), 5);
@@ -143,7 +128,7 @@ fn links_planted_at_the_locks_the_old_temporary_name_the_head_and_the_ledger_are
     std::fs::hard_link(&ledger, &outside).unwrap();
     let before = std::fs::read(&outside).unwrap();
     let mut w = LedgerWriter::open(&ledger, "fx", &loc, key(d.path())).unwrap();
-    let e = append(&mut w, "again").unwrap_err().to_string();
+    let e = common::append(&mut w, "again").unwrap_err().to_string();
     assert!(e.contains("fx.json") && e.contains("hard link"), "{e}");
     drop(w);
     assert_eq!(std::fs::read(&outside).unwrap(), before);
@@ -477,7 +462,7 @@ fn the_slurm_drivers_state_and_a_jobs_fragment_are_never_read_or_written_through
     // A job writing its fragment through the same link is refused too.
     let header = hsx::ledger::store::read(&ledger).unwrap().header;
     let mut fw = FragmentWriter::new(&run, "prepare", header, key(d.path())).unwrap();
-    let e = append(&mut fw, "prepare").unwrap_err().to_string();
+    let e = common::append(&mut fw, "prepare").unwrap_err().to_string();
     assert!(e.contains("slurm") && e.contains("symbolic link"), "{e}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written through the link");
 }

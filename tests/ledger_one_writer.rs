@@ -4,29 +4,8 @@
 mod common;
 
 use hsx::ledger::files::record_path;
-use hsx::ledger::{
-    store, Determinism, GitState, LedgerError, LedgerWriter, Locations, Recorder, Root, Roots, SigningKeyFile,
-    StageOutcome, StageSpec,
-};
-use serde_json::json;
+use hsx::ledger::{store, LedgerError, LedgerWriter, Locations, Root, Roots, SigningKeyFile};
 use std::path::Path;
-
-fn append(w: &mut LedgerWriter, stage: &str) {
-    let mut rec = Recorder {
-        writer: w,
-        roots: Roots::default(),
-        config: json!({}),
-        master_seed: 1,
-        git: GitState::NoRepository,
-        env: Box::new(|| json!({})),
-    };
-    rec.record::<std::io::Error>(
-        StageSpec { stage: stage.into(), params: json!({}), inputs: vec![], determinism: Determinism::Bitwise },
-        |_| Ok(StageOutcome::default()),
-    )
-    .unwrap()
-    .unwrap();
-}
 
 fn loc(ws: &Path) -> Locations {
     Locations::new(ws.join("runs/fx"), ws)
@@ -46,7 +25,7 @@ fn a_symlink_alias_of_a_locked_ledger_is_locked_too_and_never_replaced() {
     assert!(e.to_string().contains("fx.json.lock"), "{e}");
     drop(held);
     let mut w = LedgerWriter::open(&alias, "fx", &loc(&ws), key()).unwrap();
-    append(&mut w, "more");
+    common::append(&mut w, "more").unwrap();
     drop(w);
     assert!(std::fs::symlink_metadata(&alias).unwrap().file_type().is_symlink(), "the alias was replaced by a file");
     assert_eq!(store::read(&ledger).unwrap().entries.len(), 5);
@@ -88,7 +67,7 @@ fn an_append_keeps_a_read_only_ledger_mode_and_errors_leave_no_temp_files() {
         SigningKeyFile::load(&common::key(d.path(), "signer.pem")).unwrap(),
     )
     .unwrap();
-    append(&mut w, "more");
+    common::append(&mut w, "more").unwrap();
     drop(w);
     assert_eq!(std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777, 0o400);
 
